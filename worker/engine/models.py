@@ -1,0 +1,118 @@
+"""Loading the VAE and the perceptual distance: once per process, always with a recorded identity.
+
+A VAE is named by one string: a hub id (``stabilityai/stable-diffusion-2-1-base``, loaded from its
+``vae`` subfolder), a local folder written by ``save_pretrained``, or the short name of the model
+this project trains and ships (``impress-tiny-vae``). All three go through the same diffusers
+``AutoencoderKL.from_pretrained`` path. When weights cannot be had, ``ModelUnavailable`` says what
+is missing and how to provide it; nothing is ever substituted.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+TINY_VAE_NAME = "impress-tiny-vae"
+TINY_VAE_DIR = Path(__file__).resolve().parent.parent / "models" / TINY_VAE_NAME
+# SD's VAE layout scaled down: x4 downsampling (3 blocks), 4 latent channels, ~1.5M parameters.
+TINY_VAE_CONFIG = dict(
+    in_channels=3, out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
+    block_out_channels=[24, 48, 96], layers_per_block=1, latent_channels=4,
+    norm_num_groups=8, sample_size=64,
+)
+BUNDLED = {TINY_VAE_NAME: TINY_VAE_DIR}
+
+# Hub repos hold the VAE in a subfolder; a folder written by save_pretrained holds it at its root.
+HUB_SUBFOLDER = "vae"
+
+
+class ModelUnavailable(RuntimeError):
+    """The named weights are not on this machine and cannot be fetched."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which weights produced a result: recorded in every result."""
+
+    name: str
+    source: str          # bundled | folder | hub
+    location: str        # folder path or hub id
+    revision: str        # sha256 prefix of the weights file, or the hub snapshot commit
+    dtype: str
+    device: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _weights_digest(folder: Path) -> str:
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        return "unknown"
+    h = hashlib.sha256()
+    with open(files[0], "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def resolve_vae(name: str) -> tuple[str, str, str | None]:
+    """(source, location, subfolder) for a VAE name."""
+    if name in BUNDLED:
+        return "bundled", str(BUNDLED[name]), None
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        sub = HUB_SUBFOLDER if (folder / HUB_SUBFOLDER / "config.json").exists() else None
+        return "folder", str(folder.resolve()), sub
+    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1:
+        raise ModelUnavailable(f"VAE folder {name!r} does not exist")
+    return "hub", name, HUB_SUBFOLDER
+
+
+def load_vae(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """The VAE named `name`, in eval mode with frozen weights, and its identity. Cached per process."""
+    return _load_vae_cached(name, device, dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_vae_cached(name: str, device: str, dtype: torch.dtype):
+    from diffusers import AutoencoderKL
+
+    source, location, subfolder = resolve_vae(name)
+    if source == "bundled" and not (Path(location) / "config.json").exists():
+        raise ModelUnavailable(f"bundled VAE {name!r} is missing from {location}: "
+                               "train it with scripts/train_small_vae.py (see its docstring)")
+    try:
+        vae = AutoencoderKL.from_pretrained(location, subfolder=subfolder, torch_dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(
+            f"VAE {name!r} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+            f"Provide it: on a connected machine run `huggingface-cli download {name}` to fill the "
+            "Hugging Face cache (HF_HOME), or save it with save_pretrained to a folder and set "
+            "IMPRESS_VAE to that folder; the bundled offline model is 'impress-tiny-vae'.") from exc
+    if source == "hub":
+        revision = _hub_revision(vae) or "unknown"
+    else:
+        revision = _weights_digest(Path(location) / (subfolder or ""))
+    vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    identity = ModelIdentity(name=name, source=source, location=location, revision=revision,
+                             dtype=str(dtype).removeprefix("torch."), device=device)
+    return vae, identity
+
+
+def _hub_revision(vae) -> str | None:
+    # diffusers records where the config came from; a hub snapshot folder is named by its commit.
+    path = getattr(vae.config, "_name_or_path", "") or ""
+    parts = Path(path).parts
+    if "snapshots" in parts:
+        return parts[parts.index("snapshots") + 1]
+    return None
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
