@@ -1,0 +1,192 @@
+"""The job contract: what the API puts in a job and what a worker reads and writes back.
+
+Both sides import this module; it imports neither torch nor FastAPI. It holds the task names, the
+parameter models with their presets and ranges, the job states, the error codes, and the Redis
+key layout (documented in one place, `Keys`).
+"""
+from __future__ import annotations
+
+import enum
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TASK_PURIFY = "impress.purify"
+
+
+class JobKind(str, enum.Enum):
+    purify = "purify"
+
+
+class JobState(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.succeeded, JobState.failed, JobState.canceled)
+
+
+class ErrorCode(str, enum.Enum):
+    """Stable machine-readable codes: clients switch on these, never on messages."""
+
+    invalid_request = "invalid_request"
+    invalid_parameter = "invalid_parameter"
+    no_images = "no_images"
+    too_many_images = "too_many_images"
+    payload_too_large = "payload_too_large"
+    image_too_many_pixels = "image_too_many_pixels"
+    unsupported_image_format = "unsupported_image_format"
+    image_decode_failed = "image_decode_failed"
+    job_not_found = "job_not_found"
+    result_not_found = "result_not_found"
+    job_not_finished = "job_not_finished"
+    job_already_finished = "job_already_finished"
+    # Failures a worker records on a job:
+    model_unavailable = "model_unavailable"
+    worker_lost = "worker_lost"
+    time_limit_exceeded = "time_limit_exceeded"
+    input_expired = "input_expired"
+    internal_error = "internal_error"
+
+
+# ---------------------------------------------------------------- IMPRESS parameters and presets
+
+class ImpressPreset(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    delta: float
+    alpha: float
+    lr: float
+    iters: int
+    noise: float
+    vae: str
+    vae_note: str
+
+
+# From the authors' run scripts (their function defaults are NOT what they ran): DESIGN.md section 2.
+PRESETS: dict[str, ImpressPreset] = {
+    "glaze": ImpressPreset(delta=0.1, alpha=0.1, lr=0.01, iters=3000, noise=0.1,
+                           vae="stabilityai/stable-diffusion-2-1-base",
+                           vae_note="SD 2.1 base VAE (style mimicry)"),
+    "photoguard": ImpressPreset(delta=0.1, alpha=0.01, lr=0.005, iters=1000, noise=0.05,
+                                vae="stable-diffusion-v1-5/stable-diffusion-inpainting",
+                                vae_note="SD 1.5 inpainting VAE (editing)"),
+}
+PresetName = Literal["glaze", "photoguard"]
+
+# The presets' delta is an LPIPS budget. The offline distance 1-SSIM has its own scale: 0.05
+# (SSIM 0.95) is a change that is hard to see on photos. Used when the caller gives no delta.
+PERCEPTUAL_DEFAULT_DELTA = {"dssim": 0.05}
+PERCEPTUALS = ("lpips-vgg", "dssim")
+
+
+class PurifyOverrides(BaseModel):
+    """What a caller may set; anything left out comes from the preset. Ranges are hard limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: PresetName = "photoguard"
+    iters: Optional[int] = Field(None, ge=1, le=100_000, description="optimisation steps")
+    lr: Optional[float] = Field(None, gt=0, le=1.0, description="Adam learning rate (cosine-decayed to 1e-5)")
+    alpha: Optional[float] = Field(None, ge=0, le=1000, description="weight of the perceptual hinge")
+    delta: Optional[float] = Field(None, ge=0, le=1.0, description="perceptual budget of the hinge")
+    noise: Optional[float] = Field(None, ge=0, le=1.0, description="sigma of the starting noise, [-1,1] units")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    early_stop: bool = Field(True, description="stop when the loss has plateaued (see plateau_*)")
+    plateau_window: int = Field(100, ge=10, le=10_000, description="steps over which improvement is judged")
+    plateau_rel_tol: float = Field(1e-3, ge=0, le=1, description="relative loss improvement below which a run stops")
+
+    def resolve(self, perceptual: str = "lpips-vgg") -> "PurifyParams":
+        p = PRESETS[self.preset]
+        pick = lambda v, d: d if v is None else v  # noqa: E731
+        delta = pick(self.delta, PERCEPTUAL_DEFAULT_DELTA.get(perceptual, p.delta))
+        return PurifyParams(
+            preset=self.preset, iters=pick(self.iters, p.iters), lr=pick(self.lr, p.lr),
+            alpha=pick(self.alpha, p.alpha), delta=delta, noise=pick(self.noise, p.noise),
+            seed=self.seed, early_stop=self.early_stop, plateau_window=self.plateau_window,
+            plateau_rel_tol=self.plateau_rel_tol)
+
+
+class PurifyParams(BaseModel):
+    """Fully resolved IMPRESS parameters: exactly what the engine runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    preset: str
+    iters: int
+    lr: float
+    alpha: float
+    delta: float
+    noise: float
+    seed: int = 0
+    early_stop: bool = True
+    plateau_window: int = 100
+    plateau_rel_tol: float = 1e-3
+
+
+# ---------------------------------------------------------------- job records
+
+class InputImage(BaseModel):
+    name: str
+    blob: str          # content hash: key Keys.blob(hash)
+    width: int
+    height: int
+    format: str
+
+
+class ResultImage(BaseModel):
+    name: str          # same stem as the input, .png
+    blob: str
+    width: int
+    height: int
+    iterations: int
+    stop_reason: str   # completed | plateau | canceled
+    final: dict        # loss, consistency, perceptual at the last step
+    trace: list[dict]  # the same at logged steps
+
+
+class JobResult(BaseModel):
+    images: list[ResultImage]
+    model: dict        # identity of the VAE: name, source, location, revision, dtype, device
+    perceptual: dict   # identity of the perceptual distance
+    params: PurifyParams
+    seconds: float
+    device: str
+
+
+class PurifyJob(BaseModel):
+    """What a task message carries: ids only. Image bytes stay in Redis."""
+
+    job_id: str
+
+
+# ---------------------------------------------------------------- Redis key layout
+
+class Keys:
+    """Every key the service writes, under one prefix (a setting; tests use their own).
+
+    {p}:job:{id}            hash   the job record (state, params, inputs, progress, result, error)
+    {p}:job:{id}:cancel     string set when a running job must stop
+    {p}:blob:{sha256}       bytes  an input or result image, content-addressed
+    {p}:jobs                zset   job ids by creation time (for operators)
+    Every key has the result TTL; a job's blobs live as long as the job.
+    """
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:cancel"
+
+    def blob(self, digest: str) -> str:
+        return f"{self.prefix}:blob:{digest}"
+
+    def jobs(self) -> str:
+        return f"{self.prefix}:jobs"

@@ -1,0 +1,43 @@
+"""Every setting of the service in one place, read from the environment (prefix IMPRESS_)."""
+from __future__ import annotations
+
+import functools
+from typing import Literal, Optional
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMPRESS_", env_file=".env", extra="ignore")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="broker, result store and job records")
+    key_prefix: str = Field("impress", description="prefix of every Redis key the service writes")
+    result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept")
+
+    # Upload limits: checked by the API before anything is queued.
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="bytes per uploaded image")
+    max_pixels: int = Field(2048 * 2048, ge=64, description="pixels per image (decompression-bomb guard)")
+    max_images_per_job: int = Field(8, ge=1, description="images in one job")
+    max_iterations: int = Field(5000, ge=1, description="IMPRESS iterations one job may ask for")
+
+    # Models: None means each preset's own VAE (the SD VAE the authors used).
+    vae: Optional[str] = Field(None, description="VAE: hub id, local folder, or 'impress-tiny-vae'")
+    perceptual: Literal["lpips-vgg", "dssim"] = Field(
+        "lpips-vgg", description="perceptual distance of the hinge: LPIPS-VGG, or 1-SSIM offline")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(4, ge=1, description="images optimised together in one step")
+
+    # Worker behaviour.
+    progress_every: int = Field(10, ge=1, description="steps between progress writes / cancel checks")
+    soft_time_limit_s: int = Field(3 * 3600, ge=10)
+    hard_time_limit_s: int = Field(3 * 3600 + 300, ge=20)
+    max_attempts: int = Field(2, ge=1, description="runs of a job whose worker died (1 = no retry)")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+
+@functools.lru_cache
+def get_settings() -> Settings:
+    return Settings()

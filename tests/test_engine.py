@@ -1,0 +1,139 @@
+"""The IMPRESS engine: faithful to the published loop, batch-correct, any size, deterministic."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from impress.contract import PurifyOverrides, PurifyParams
+from impress.images import decode_image
+from tests.conftest import photo, png_bytes
+from worker.engine.models import ModelUnavailable, load_vae
+from worker.engine.pipeline import run_purification
+from worker.engine.purify import impress_losses, purify
+from worker.engine.tensors import to_tensor
+
+
+def params(**kw) -> PurifyParams:
+    base = dict(preset="photoguard", iters=6, lr=0.01, alpha=0.5, delta=0.0, noise=0.05, seed=3, early_stop=False)
+    return PurifyParams(**{**base, **kw})
+
+
+def test_matches_published_loop_step_for_step(small_vae_dir, random_lpips):
+    from reference_impress import reference_purify
+
+    vae, _ = load_vae(str(small_vae_dir))
+    x = to_tensor(photo(32, 32))
+    for iters in (1, 5):
+        ref, _ = reference_purify(vae, lambda a, b: random_lpips.net(a, b), x, iters=iters, lr=0.01,
+                                  alpha=0.0, delta=0.1, noise=0.0, seed=0)
+        ours = purify(vae, random_lpips, x, params(iters=iters, alpha=0.0, noise=0.0, seed=0))
+        assert ours.iterations == iters
+        torch.testing.assert_close(ours.images, ref, atol=1e-5, rtol=0)
+
+
+def test_matches_published_loop_with_noise_and_active_hinge(small_vae_dir, random_lpips):
+    from reference_impress import reference_purify
+
+    vae, _ = load_vae(str(small_vae_dir))
+    x = to_tensor(photo(32, 32, seed=1))
+    ref, _ = reference_purify(vae, lambda a, b: random_lpips.net(a, b), x, iters=4, lr=0.01,
+                              alpha=0.5, delta=0.0, noise=0.05, seed=7)
+    ours = purify(vae, random_lpips, x, params(iters=4, alpha=0.5, delta=0.0, noise=0.05, seed=7))
+    torch.testing.assert_close(ours.images, ref, atol=1e-5, rtol=0)
+
+
+def test_each_image_gradient_is_its_own(small_vae_dir, random_lpips):
+    vae, _ = load_vae(str(small_vae_dir))
+    batch = torch.cat([to_tensor(photo(32, 32, seed=s)) for s in range(3)])
+    start = (batch + 0.05 * torch.randn_like(batch)).requires_grad_(True)
+    random_lpips.set_reference(batch)
+    impress_losses(vae, random_lpips, start, 0.5, 0.0, (32, 32))[0].sum().backward()
+    for i in range(3):
+        alone = start[i:i + 1].detach().clone().requires_grad_(True)
+        random_lpips.set_reference(batch[i:i + 1])
+        impress_losses(vae, random_lpips, alone, 0.5, 0.0, (32, 32))[0].sum().backward()
+        scale = float(alone.grad.abs().max())  # fp32 sums in another order: compare to the gradient's scale
+        torch.testing.assert_close(start.grad[i:i + 1], alone.grad, rtol=0, atol=1e-4 * scale)
+
+
+def test_image_in_a_batch_gets_the_same_result_as_alone(small_vae_dir, random_lpips):
+    vae, _ = load_vae(str(small_vae_dir))
+    batch = torch.cat([to_tensor(photo(32, 32, seed=s)) for s in range(3)])
+    together = purify(vae, random_lpips, batch, params())
+    for i in range(3):
+        alone = purify(vae, random_lpips, batch[i:i + 1], params())
+        # Gradients agree to fp32 rounding (test above); Adam divides by sqrt(v) + 1e-5, which
+        # magnifies that rounding up to lr/eps = 1000x where a pixel's gradient is near zero.
+        torch.testing.assert_close(together.images[i:i + 1], alone.images, atol=2e-3, rtol=0)
+        assert together.traces[i][-1]["loss"] == pytest.approx(alone.traces[0][-1]["loss"], rel=1e-4)
+
+
+def test_lowers_its_objective_and_stays_in_range(small_vae_dir, random_lpips):
+    vae, _ = load_vae(str(small_vae_dir))
+    out = purify(vae, random_lpips, to_tensor(photo(32, 32)), params(iters=30, lr=0.01), log_every=10)
+    trace = out.traces[0]
+    assert trace[-1]["loss"] < trace[0]["loss"]
+    assert out.images.min() >= -1 and out.images.max() <= 1
+
+
+def test_deterministic_under_a_seed_on_cpu(small_vae_dir, random_lpips):
+    vae, _ = load_vae(str(small_vae_dir))
+    x = to_tensor(photo(32, 32))
+    a = purify(vae, random_lpips, x, params(seed=11)).images
+    b = purify(vae, random_lpips, x, params(seed=11)).images
+    c = purify(vae, random_lpips, x, params(seed=12)).images
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_plateau_stops_early_and_cancel_stops_within_a_report(small_vae_dir, random_lpips):
+    vae, _ = load_vae(str(small_vae_dir))
+    x = to_tensor(photo(32, 32))
+    flat = params(iters=400, lr=1e-6, early_stop=True, plateau_window=20, plateau_rel_tol=0.01)
+    out = purify(vae, random_lpips, x, flat, report_every=5)
+    assert out.stop_reason == "plateau" and out.iterations < 400
+    seen = []
+    out = purify(vae, random_lpips, x, params(iters=400), report_every=5,
+                 progress=lambda step, total, losses: seen.append(step) or step >= 10)
+    assert out.stop_reason == "canceled" and out.iterations == 10 and seen == [5, 10]
+
+
+def test_any_size_alpha_and_exif_through_the_pipeline(small_vae_dir, random_lpips):
+    rgba = np.dstack([photo(37, 21), np.full((21, 37), 200, np.uint8)])
+    from PIL import Image
+    import io
+    buf = io.BytesIO()
+    im = Image.fromarray(photo(30, 18))
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": the decoded image is 18 wide, 30 high
+    im.save(buf, format="JPEG", exif=exif)
+    images = [decode_image(png_bytes(rgba, mode="RGBA"), max_bytes=10**7, max_pixels=10**6),
+              decode_image(buf.getvalue(), max_bytes=10**7, max_pixels=10**6)]
+    assert (images[1].width, images[1].height) == (18, 30)
+    run = run_purification(images, params(iters=3), vae=str(small_vae_dir), perceptual="dssim", device="cpu")
+    out0 = Image.open(io.BytesIO(run.images[0].png))
+    out1 = Image.open(io.BytesIO(run.images[1].png))
+    assert out0.size == (37, 21) and out0.mode == "RGBA"
+    assert (np.asarray(out0)[..., 3] == 200).all()
+    assert out1.size == (18, 30) and out1.mode == "RGB"
+    assert run.model["source"] == "folder" and run.model["revision"].startswith("sha256:")
+    assert run.perceptual == {"name": "dssim"}
+
+
+def test_missing_model_is_a_clear_error_never_a_substitute(tmp_path):
+    with pytest.raises(ModelUnavailable, match="huggingface-cli download"):
+        load_vae("no-such-org/no-such-model")
+    with pytest.raises(ModelUnavailable, match="does not exist"):
+        load_vae(str(tmp_path / "absent"))
+
+
+def test_presets_and_overrides():
+    p = PurifyOverrides(preset="glaze").resolve()
+    assert (p.delta, p.alpha, p.lr, p.iters, p.noise) == (0.1, 0.1, 0.01, 3000, 0.1)
+    p = PurifyOverrides(preset="photoguard", iters=7, alpha=0.2).resolve()
+    assert (p.delta, p.alpha, p.lr, p.iters, p.noise) == (0.1, 0.2, 0.005, 7, 0.05)
+    assert PurifyOverrides(preset="photoguard").resolve("dssim").delta == 0.05
+    with pytest.raises(ValueError):
+        PurifyOverrides(preset="mist")
+    with pytest.raises(ValueError):
+        PurifyOverrides(lr=-1)

@@ -1,0 +1,147 @@
+"""IMPRESS purification (DESIGN.md section 2), batch-correct and device-aware.
+
+    loss_i(x) = mean((x_i - D(E(x_i)))^2) + alpha * max(P(x_i, x_ptb_i) - delta, 0)
+
+summed over the images of a batch, so each image's gradient is exactly its own (GroupNorm and the
+VAE's attention act per image). Adam (eps 1e-5), cosine decay to 1e-5, clamp to [-1, 1] after each
+step, fp32 master pixels; on CUDA the forward pass runs under bf16 (fp16 where bf16 is absent)
+autocast. With early stopping off, the result matches the published loop step for step.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from impress.contract import PurifyParams
+
+# Called every `report_every` steps with (step, total, per-image losses); returning True cancels.
+ProgressFn = Callable[[int, int, list[float]], bool]
+
+
+@dataclass
+class PurifyOutcome:
+    images: torch.Tensor                      # B x 3 x H x W in [-1, 1], fp32, on CPU
+    iterations: int
+    stop_reason: str                          # completed | plateau | canceled
+    seconds: float
+    traces: list[list[dict]] = field(default_factory=list)  # per image: {step, loss, consistency, perceptual}
+
+
+def starting_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The starting noise of ONE image: a CPU generator seeded per image, as the published loop does,
+    so an image gets the same start alone or in any batch position."""
+    return torch.randn((1, *shape[1:]), generator=torch.Generator(device="cpu").manual_seed(seed))
+
+
+def vae_multiple(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def autocast_dtype(device: str) -> Optional[torch.dtype]:
+    if not device.startswith("cuda"):
+        return None  # CPU: plain fp32, deterministic under a seed
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def impress_losses(vae, distance, x: torch.Tensor, alpha: float, delta: float, hw: tuple[int, int]):
+    """Per-image (loss, consistency, perceptual) on the image region (padding excluded)."""
+    h, w = hw
+    recon = vae.decode(vae.encode(x).latent_dist.mode()).sample[..., :h, :w]
+    xc = x[..., :h, :w]
+    consistency = ((recon.float() - xc.float()) ** 2).mean(dim=(1, 2, 3))
+    perceptual = distance(xc).float()
+    loss = consistency + alpha * torch.clamp(perceptual - delta, min=0)
+    return loss, consistency, perceptual
+
+
+def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: str = "cpu",
+           progress: Optional[ProgressFn] = None, report_every: int = 10, log_every: int = 50) -> PurifyOutcome:
+    """Purify a batch of same-size images x_ptb (B x 3 x H x W, [-1, 1]). Pure function of its inputs.
+
+    `distance` is a perceptual module from `perceptual.load_perceptual`; its reference is set here.
+    Host-device syncs happen only every `report_every` steps (progress, cancel, plateau checks).
+    """
+    b, _, h, w = x_ptb.shape
+    x_ptb = x_ptb.to(device=device, dtype=torch.float32)
+    noise = torch.cat([starting_noise(x_ptb.shape, params.seed) for _ in range(b)]).to(device)
+    x0 = (x_ptb + params.noise * noise).clamp(-1, 1)
+    multiple = vae_multiple(vae)
+    x = pad_to_multiple(x0, multiple).detach().contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    distance.set_reference(x_ptb)
+
+    opt = torch.optim.Adam([x], lr=params.lr, eps=1e-5)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params.iters, eta_min=1e-5)
+    amp_dtype = autocast_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    traces: list[list[dict]] = [[] for _ in range(b)]
+    history: list[torch.Tensor] = []  # per-image loss at each report point (stays on device until read)
+    best = torch.full((b,), float("inf"))
+    best_at = torch.zeros(b, dtype=torch.long)
+    stop_reason, step = "completed", 0
+    t0 = time.perf_counter()
+    for step in range(1, params.iters + 1):
+        with torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss, consistency, perceptual = impress_losses(vae, distance, x, params.alpha, params.delta, (h, w))
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss.sum()).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.sum().backward()
+            opt.step()
+        sched.step()
+        with torch.no_grad():
+            x.clamp_(-1, 1)
+
+        logged = step % log_every == 0 or step == 1 or step == params.iters
+        if step % report_every != 0 and not logged:
+            continue
+        values = torch.stack([loss, consistency, perceptual]).detach().float().cpu()  # the one sync
+        if logged:
+            for i in range(b):
+                traces[i].append({"step": step, "loss": float(values[0, i]),
+                                  "consistency": float(values[1, i]), "perceptual": float(values[2, i])})
+        if step % report_every != 0:
+            continue
+        if progress is not None and progress(step, params.iters, values[0].tolist()):
+            stop_reason = "canceled"
+            break
+        if params.early_stop and plateaued(values[0], best, best_at, step, params):
+            stop_reason = "plateau"
+            break
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    if traces[0] and traces[0][-1]["step"] != step:
+        with torch.no_grad():
+            loss, consistency, perceptual = impress_losses(vae, distance, x, params.alpha, params.delta, (h, w))
+        for i in range(b):
+            traces[i].append({"step": step, "loss": float(loss[i]), "consistency": float(consistency[i]),
+                              "perceptual": float(perceptual[i])})
+    out = x.detach()[..., :h, :w].float().contiguous().cpu()
+    return PurifyOutcome(images=out, iterations=step, stop_reason=stop_reason, seconds=seconds, traces=traces)
+
+
+def plateaued(loss: torch.Tensor, best: torch.Tensor, best_at: torch.Tensor, step: int, params: PurifyParams) -> bool:
+    """The plateau rule: every image's best loss has improved by less than `plateau_rel_tol`
+    (relative) over the last `plateau_window` steps. Updates best/best_at in place."""
+    improved = loss < best * (1 - params.plateau_rel_tol)
+    best_at[improved] = step
+    best.copy_(torch.minimum(best, loss))
+    return bool(((step - best_at) >= params.plateau_window).all())
