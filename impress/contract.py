@@ -111,6 +111,11 @@ class PurifyOverrides(BaseModel):
             plateau_rel_tol=self.plateau_rel_tol)
 
 
+def vae_for(params: "PurifyParams", configured: Optional[str]) -> str:
+    """The VAE a job uses: the configured one, else its preset's (the authors' SD VAE)."""
+    return configured or PRESETS[params.preset].vae
+
+
 class PurifyParams(BaseModel):
     """Fully resolved IMPRESS parameters: exactly what the engine runs."""
 

@@ -13,6 +13,7 @@ class Settings(BaseSettings):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="broker, result store and job records")
     key_prefix: str = Field("impress", description="prefix of every Redis key the service writes")
+    queue: str = Field("impress", description="Celery queue of purification jobs")
     result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept")
 
     # Upload limits: checked by the API before anything is queued.

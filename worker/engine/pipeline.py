@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import torch
 
-from impress.contract import PRESETS, PurifyParams
+from impress.contract import PurifyParams, vae_for
 from impress.images import DecodedImage, encode_png
 
 from .models import default_device, load_vae
@@ -39,11 +39,6 @@ class PurificationRun:
 
 def resolve_device(device: str) -> str:
     return default_device() if device == "auto" else device
-
-
-def vae_for(params: PurifyParams, vae: Optional[str]) -> str:
-    """The VAE to use: the configured one, else the preset's (the authors' SD VAE)."""
-    return vae or PRESETS[params.preset].vae
 
 
 def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: Optional[str],

@@ -1,0 +1,37 @@
+"""Liveness, readiness and metrics."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from impress.store import JobStore
+
+from ..deps import get_celery, get_store
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the API process answers")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: Redis reachable and at least one worker answering",
+            responses={503: {"description": "not ready"}})
+def readyz(store: JobStore = Depends(get_store), celery=Depends(get_celery)) -> JSONResponse:
+    redis_ok = store.ping()
+    workers = []
+    if redis_ok:
+        try:
+            workers = sorted(name for reply in celery.control.ping(timeout=1.0) for name in reply)
+        except Exception:  # broker hiccup: report not ready, never crash the probe
+            workers = []
+    ready = redis_ok and bool(workers)
+    return JSONResponse(status_code=200 if ready else 503,
+                        content={"ready": ready, "redis": redis_ok, "workers": workers})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,203 @@
+"""`impress`: purify images in-process, or run the API, a worker, or both on one machine."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .contract import PERCEPTUALS, PRESETS, PurifyOverrides
+from .settings import Settings
+
+
+def cmd_purify(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from tqdm import tqdm
+
+    from worker.engine.models import ModelUnavailable
+    from worker.engine.pipeline import run_purification
+
+    from .images import ImageRejected, decode_image, set_pillow_pixel_guard
+
+    settings = Settings()
+    set_pillow_pixel_guard(settings.max_pixels)
+    try:
+        overrides = PurifyOverrides(preset=args.preset, iters=args.iters, lr=args.lr, alpha=args.alpha,
+                                    delta=args.delta, noise=args.noise, seed=args.seed,
+                                    early_stop=not args.no_early_stop)
+    except ValidationError as exc:
+        for e in exc.errors():
+            print(f"error: --{'.'.join(map(str, e['loc']))}: {e['msg']}", file=sys.stderr)
+        return 2
+    perceptual = args.perceptual or settings.perceptual
+    params = overrides.resolve(perceptual)
+    images = []
+    for path in args.images:
+        try:
+            images.append(decode_image(Path(path).read_bytes(), max_bytes=settings.max_upload_bytes,
+                                       max_pixels=settings.max_pixels))
+        except (OSError, ImageRejected) as exc:
+            print(f"error: {path}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+            return 2
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=params.iters * len(images), unit="step", desc="purify")
+
+    def progress(step, total, losses):
+        bar.total = total
+        bar.update(step - bar.n)
+        bar.set_postfix(loss=f"{sum(losses) / len(losses):.5f}")
+        return False
+
+    try:
+        run = run_purification(images, params, vae=args.model or settings.vae, perceptual=perceptual,
+                               device=args.device or settings.device, batch_size=args.batch_size or settings.batch_size,
+                               progress=progress, report_every=args.report_every)
+    except ModelUnavailable as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    bar.close()
+    summary = {"model": run.model, "perceptual": run.perceptual, "params": params.model_dump(),
+               "device": run.device, "seconds": round(run.seconds, 2), "images": []}
+    for path, im in zip(args.images, run.images):
+        target = out / (Path(path).stem + ".png")
+        target.write_bytes(im.png)
+        summary["images"].append({"input": str(path), "output": str(target), "iterations": im.iterations,
+                                  "stop_reason": im.stop_reason, "final": im.trace[-1] if im.trace else {}})
+        print(f"{path} -> {target} ({im.iterations} steps, {im.stop_reason})")
+    (out / "purify.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"model {run.model['name']} ({run.model['revision']}), perceptual {run.perceptual['name']}, "
+          f"{run.seconds:.1f}s on {run.device}; details in {out / 'purify.json'}")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings()
+    uvicorn.run("app.asgi:app", host=args.host or settings.api_host, port=args.port or settings.api_port,
+                log_level="info")
+    return 0
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    # prefork with one process per GPU: time limits work (solo has none) and each child has its
+    # own CUDA context and model cache, created after the fork.
+    return ["-A", "worker.tasks", "worker", "--loglevel", "INFO", "-Q", args.queues or Settings().queue,
+            "--concurrency", str(args.concurrency), "--pool", args.pool]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.tasks import celery_app
+
+    celery_app.worker_main(worker_argv(args))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """API + one worker on this machine, with a Redis started here when none is configured."""
+    env = dict(os.environ)
+    redis_proc = None
+    if "IMPRESS_REDIS_URL" not in env:
+        server = shutil.which("redis-server")
+        if server is None:
+            print("error: no IMPRESS_REDIS_URL set and no redis-server binary found. Install Redis "
+                  "(apt-get install redis-server, or docker run -p 6379:6379 redis:7) or set "
+                  "IMPRESS_REDIS_URL=redis://HOST:6379/0", file=sys.stderr)
+            return 2
+        port = args.redis_port
+        redis_proc = subprocess.Popen([server, "--port", str(port), "--save", "", "--appendonly", "no"],
+                                      stdout=subprocess.DEVNULL)
+        env["IMPRESS_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        print(f"started redis-server on port {port}")
+    procs = [subprocess.Popen([sys.executable, "-m", "impress.cli", "worker", "--concurrency", "1"], env=env),
+             subprocess.Popen([sys.executable, "-m", "impress.cli", "api", "--host", args.host,
+                               "--port", str(args.port)], env=env)]
+    print(f"API on http://{args.host}:{args.port}/docs  (Ctrl-C stops everything)")
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs + ([redis_proc] if redis_proc else []):
+            p.terminate()
+        for p in procs + ([redis_proc] if redis_proc else []):
+            p.wait(timeout=30)
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from app.main import create_app
+
+    text = json.dumps(create_app(Settings()).openapi(), indent=2, sort_keys=True) + "\n"
+    if args.check:
+        current = Path(args.path).read_text() if Path(args.path).exists() else ""
+        if current != text:
+            print(f"{args.path} differs from the app's OpenAPI: run `impress openapi`", file=sys.stderr)
+            return 1
+        return 0
+    Path(args.path).write_text(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="impress", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pur = sub.add_parser("purify", help="purify images with IMPRESS, in this process")
+    pur.add_argument("images", nargs="+", help="image files")
+    pur.add_argument("-o", "--output", required=True, help="folder for one PNG per input (same stem)")
+    pur.add_argument("--preset", choices=sorted(PRESETS), default="photoguard")
+    pur.add_argument("--iters", type=int)
+    pur.add_argument("--lr", type=float)
+    pur.add_argument("--alpha", type=float)
+    pur.add_argument("--delta", type=float)
+    pur.add_argument("--noise", type=float)
+    pur.add_argument("--seed", type=int, default=0)
+    pur.add_argument("--no-early-stop", action="store_true", help="run the fixed number of iterations")
+    pur.add_argument("--model", help="VAE: hub id, local folder, or impress-tiny-vae (default: the preset's)")
+    pur.add_argument("--perceptual", choices=PERCEPTUALS, help="perceptual distance of the hinge")
+    pur.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    pur.add_argument("--batch-size", type=int)
+    pur.add_argument("--report-every", type=int, default=10, help=argparse.SUPPRESS)
+    pur.set_defaults(func=cmd_purify)
+
+    api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=cmd_api)
+
+    wrk = sub.add_parser("worker", help="run a Celery worker")
+    wrk.add_argument("--queues", help="comma-separated queues (default: the queue setting)")
+    wrk.add_argument("--concurrency", type=int, default=1, help="processes: one per GPU")
+    wrk.add_argument("--pool", default="prefork", choices=("prefork", "solo"))
+    wrk.set_defaults(func=cmd_worker)
+
+    srv = sub.add_parser("serve", help="API + worker (+ Redis) on this machine, for a first try")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--redis-port", type=int, default=6390)
+    srv.set_defaults(func=cmd_serve)
+
+    oa = sub.add_parser("openapi", help="write (or --check) the OpenAPI document")
+    oa.add_argument("--path", default="openapi/openapi.json")
+    oa.add_argument("--check", action="store_true")
+    oa.set_defaults(func=cmd_openapi)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The service end to end: real HTTP (uvicorn) -> real Redis -> a real Celery worker process."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+import io
+
+from tests.conftest import TEST_REDIS_URL, photo, png_bytes
+
+MAX_BYTES, MAX_PIXELS = 300_000, 200_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def service(small_vae_dir, tmp_path_factory):
+    r = redis.Redis.from_url(TEST_REDIS_URL)
+    r.ping()
+    tag = uuid.uuid4().hex[:8]
+    port = free_port()
+    env = {**os.environ, "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": f"impress-test-{tag}",
+           "IMPRESS_QUEUE": f"impress-test-{tag}", "IMPRESS_VAE": str(small_vae_dir),
+           "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu", "IMPRESS_PROGRESS_EVERY": "2",
+           "IMPRESS_MAX_UPLOAD_BYTES": str(MAX_BYTES), "IMPRESS_MAX_PIXELS": str(MAX_PIXELS),
+           "IMPRESS_MAX_IMAGES_PER_JOB": "3", "IMPRESS_MAX_ITERATIONS": "100000"}
+    logs = tmp_path_factory.mktemp("logs")
+    worker = subprocess.Popen([sys.executable, "-m", "impress.cli", "worker", "--pool", "solo"], env=env,
+                              stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
+    api = subprocess.Popen([sys.executable, "-m", "impress.cli", "api", "--port", str(port)], env=env,
+                           stdout=open(logs / "api.log", "w"), stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        wait_for(lambda: _ok(client, "/readyz"), 60, "API ready with a worker answering", 0.5)
+        yield client
+    finally:
+        client.close()
+        for proc in (api, worker):
+            proc.terminate()
+        for proc in (api, worker):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for key in r.scan_iter(f"impress-test-{tag}*"):
+            r.delete(key)
+        r.flushdb()  # the test database index holds only what these tests made (Celery's keys too)
+        print((logs / "worker.log").read_text()[-3000:])
+
+
+def _ok(client, path):
+    try:
+        return client.get(path).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def submit(client, files, **form):
+    return client.post("/v1/purify", files=[("images", f) for f in files],
+                       data={k: str(v) for k, v in form.items()})
+
+
+def poll(client, url, until, timeout=120):
+    return wait_for(lambda: (lambda j: j if until(j) else None)(client.get(url).json()), timeout, f"job {url}")
+
+
+def test_png_in_purified_png_out(service):
+    rgb = photo(45, 30)
+    r = submit(service, [("cat.png", png_bytes(rgb), "image/png"), ("dog.jpg", png_bytes(photo(32, 32, 1), fmt="JPEG"), "image/jpeg")],
+               preset="photoguard", iters=12, seed=1, early_stop="false")
+    assert r.status_code == 202, r.text
+    url = r.headers["location"]
+    assert url.endswith(r.json()["id"])
+    job = poll(service, url, lambda j: j["state"] in ("succeeded", "failed", "canceled"))
+    assert job["state"] == "succeeded", job
+    assert job["progress"] == {"step": 24, "total": 24, "fraction": 1.0}
+    assert job["params"]["iters"] == 12 and job["params"]["lr"] == 0.005 and job["perceptual"] == "dssim"
+    assert job["model"]["source"] == "folder" and job["model"]["revision"].startswith("sha256:")
+    assert [res["name"] for res in job["results"]] == ["cat.png", "dog.png"]
+    first = job["results"][0]
+    assert first["iterations"] == 12 and first["trace"][-1]["step"] == 12
+    png = service.get(first["url"])
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    out = Image.open(io.BytesIO(png.content))
+    assert out.size == (45, 30) and out.mode == "RGB"
+    assert np.abs(np.asarray(out).astype(int) - rgb).mean() < 40  # still the same picture
+    assert service.get(f"{url}/results/2").json()["error"]["code"] == "result_not_found"
+
+
+def test_cancel_running_and_queued(service):
+    long = dict(iters=100000, early_stop="false")
+    running = submit(service, [("a.png", png_bytes(photo(32, 32)), "image/png")], **long).headers["location"]
+    queued = submit(service, [("b.png", png_bytes(photo(32, 32)), "image/png")], **long).headers["location"]
+    poll(service, running, lambda j: j["state"] == "running" and j["progress"]["step"] >= 2, timeout=60)
+    assert service.get(queued).json()["state"] == "queued"
+    assert service.get(f"{queued}/results/0").json()["error"]["code"] == "job_not_finished"
+    r = service.delete(queued)
+    assert r.status_code == 200 and r.json()["state"] == "canceled"
+    assert service.delete(running).status_code == 200
+    job = poll(service, running, lambda j: j["state"] != "running", timeout=30)
+    assert job["state"] == "canceled" and job["progress"]["step"] < 100000
+    assert service.delete(running).json()["error"]["code"] == "job_already_finished"
+    # The canceled queued job is skipped by the worker, which then serves the next job.
+    nxt = submit(service, [("c.png", png_bytes(photo(32, 32)), "image/png")], iters=2).headers["location"]
+    assert poll(service, nxt, lambda j: j["state"] in ("succeeded", "failed"))["state"] == "succeeded"
+    assert service.get(queued).json()["state"] == "canceled" and service.get(queued).json()["started_at"] is None
+
+
+def truncated_png() -> bytes:
+    data = png_bytes(photo(64, 64))
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("files, form, status, code", [
+    ([("x.txt", b"hello, not an image", "text/plain")], {}, 415, "unsupported_image_format"),
+    ([("x.png", truncated_png(), "image/png")], {}, 422, "image_decode_failed"),
+    ([("x.png", b"", "image/png")], {}, 422, "image_decode_failed"),
+    ([("x.png", png_bytes(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)), "image/png")],
+     {}, 413, "payload_too_large"),
+    ([("x.png", png_bytes(np.zeros((500, 500, 3), np.uint8)), "image/png")], {}, 413, "image_too_many_pixels"),
+    ([("x.png", png_bytes(photo(), fmt="ICO"), "image/x-icon")], {}, 415, "unsupported_image_format"),
+    ([("x.png", png_bytes(photo()), "image/png")] * 4, {}, 422, "too_many_images"),
+    ([("x.png", png_bytes(photo()), "image/png")], {"preset": "mist"}, 422, "invalid_parameter"),
+    ([("x.png", png_bytes(photo()), "image/png")], {"lr": "-1"}, 422, "invalid_parameter"),
+    ([("x.png", png_bytes(photo()), "image/png")], {"iters": "many"}, 422, "invalid_parameter"),
+    ([("x.png", png_bytes(photo()), "image/png")], {"iters": "200000"}, 422, "invalid_parameter"),
+    ([("x.png", png_bytes(photo()), "image/png")], {"colour": "red"}, 422, "invalid_parameter"),
+    ([], {"preset": "glaze"}, 422, "invalid_parameter"),
+])
+def test_bad_uploads_are_refused_with_a_stable_code(service, files, form, status, code):
+    r = submit(service, files, **form)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code, r.text
+    assert r.json()["error"]["message"]
+
+
+def test_unknown_job_is_404_and_service_reports_health(service):
+    r = service.get("/v1/jobs/doesnotexist")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
+    assert service.delete("/v1/jobs/doesnotexist").status_code == 404
+    assert service.get("/healthz").json() == {"status": "ok"}
+    ready = service.get("/readyz").json()
+    assert ready["ready"] and ready["redis"] and ready["workers"]
+    metrics = service.get("/metrics").text
+    assert "impress_jobs_submitted_total" in metrics and "impress_uploads_rejected_total" in metrics
+
+
+def test_oversized_request_body_is_refused_unread(service):
+    r = service.post("/v1/purify", content=b"x" * (MAX_BYTES * 3 + 2 * 1024 * 1024),
+                     headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
