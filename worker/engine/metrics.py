@@ -1,0 +1,57 @@
+"""Image-pair and autoencoder metrics, per image. Pixels in [-1, 1]; budgets reported in /255 units."""
+from __future__ import annotations
+
+import torch
+
+from .perceptual import SsimDistance, ssim_against
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB on the [0, 1] scale (peak 1), per image."""
+    mse = (((a - b) / 2) ** 2).mean(dim=(1, 2, 3))
+    return 10 * torch.log10(1 / mse.clamp_min(1e-12))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SSIM (Gaussian 11x11, sigma 1.5, on [0, 1]), per image, channels averaged."""
+    dist = SsimDistance().to(a.device)
+    dist.set_reference(b)
+    return ssim_against(dist, (a + 1) / 2, *dist._ref)
+
+
+def linf_255(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a - b).abs() * 127.5).flatten(1).amax(dim=1)
+
+
+def l2_255(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a - b) * 127.5).flatten(1).norm(dim=1)
+
+
+@torch.no_grad()
+def encode(vae, x: torch.Tensor) -> torch.Tensor:
+    return vae.encode(x).latent_dist.mode()
+
+
+@torch.no_grad()
+def consistency_error(vae, x: torch.Tensor) -> torch.Tensor:
+    """mean((x - D(E(x)))^2) per image: IMPRESS's signal, and a detector of protective noise."""
+    return ((vae.decode(encode(vae, x)).sample.float() - x.float()) ** 2).mean(dim=(1, 2, 3))
+
+
+def latent_distance(vae, x: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
+    """RMS distance between E(x) and E(x_ref), per image."""
+    return ((encode(vae, x) - encode(vae, x_ref)) ** 2).mean(dim=(1, 2, 3)).sqrt()
+
+
+def pair_metrics(a: torch.Tensor, b: torch.Tensor) -> dict[str, list[float]]:
+    """How far a is from b: PSNR, SSIM, L-inf and L2 (in /255 units)."""
+    return {"psnr_db": psnr(a, b).tolist(), "ssim": ssim(a, b).tolist(),
+            "linf_255": linf_255(a, b).tolist(), "l2_255": l2_255(a, b).tolist()}
+
+
+def roc_auc(negatives: list[float], positives: list[float]) -> float:
+    """Probability that a positive scores above a negative (ties count half): the ROC AUC."""
+    neg, pos = torch.tensor(negatives), torch.tensor(positives)
+    greater = (pos[:, None] > neg[None, :]).float().mean()
+    ties = (pos[:, None] == neg[None, :]).float().mean()
+    return float(greater + 0.5 * ties)
