@@ -77,6 +77,124 @@ def cmd_purify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decode_files(paths: list, settings: Settings) -> list | None:
+    """The decoded images, or None after printing which file failed."""
+    from .images import ImageRejected, decode_image, set_pillow_pixel_guard
+
+    set_pillow_pixel_guard(settings.max_pixels)
+    images = []
+    for path in paths:
+        try:
+            images.append(decode_image(Path(path).read_bytes(), max_bytes=settings.max_upload_bytes,
+                                       max_pixels=settings.max_pixels))
+        except (OSError, ImageRejected) as exc:
+            print(f"error: {path}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+            return None
+    return images
+
+
+def _scores(args: argparse.Namespace, model: str, settings: Settings):
+    """(consistency scores of args.images, the VAE's identity), or None after printing why not."""
+    from worker.engine.detect import consistency_scores
+    from worker.engine.models import ModelUnavailable, load_vae
+    from worker.engine.pipeline import resolve_device
+    from worker.engine.tensors import to_tensor
+
+    images = _decode_files(args.images, settings)
+    if images is None:
+        return None
+    try:
+        vae, identity = load_vae(model, resolve_device(args.device or settings.device))
+    except ModelUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return consistency_scores(vae, [to_tensor(im.rgb) for im in images], args.batch_size), identity.as_dict()
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Score images by consistency error; with a threshold (given or calibrated), a verdict each."""
+    from worker.engine.detect import verdicts
+
+    settings = Settings()
+    calibration = json.loads(Path(args.calibration).read_text()) if args.calibration else None
+    model = args.model or (calibration and calibration["model"]["name"]) or settings.vae or PRESETS["photoguard"].vae
+    scored = _scores(args, model, settings)
+    if scored is None:
+        return 2
+    scores, identity = scored
+    same_model = lambda m: [m["name"], m["revision"]] == [identity["name"], identity["revision"]]  # noqa: E731
+    if calibration and not same_model(calibration["model"]):
+        print(f"error: {args.calibration} was calibrated on {calibration['model']['name']} "
+              f"({calibration['model']['revision']}), not {identity['name']} ({identity['revision']}): "
+              "a threshold holds only for its model; recalibrate with `impress calibrate`", file=sys.stderr)
+        return 2
+    threshold = calibration["threshold"] if calibration else args.threshold
+    flags = verdicts(scores, threshold) if threshold is not None else [None] * len(scores)
+    for path, score, verdict in zip(args.images, scores, flags):
+        print(json.dumps({"image": str(path), "score": score, "threshold": threshold, "verdict": verdict}))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """A detection threshold from clean images, for a target false positive rate."""
+    from worker.engine.detect import calibrate
+
+    settings = Settings()
+    scored = _scores(args, args.model or settings.vae or PRESETS["photoguard"].vae, settings)
+    if scored is None:
+        return 2
+    scores, identity = scored
+    try:
+        cal = calibrate(scores, args.fpr)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    record = {**cal.as_dict(), "score": "consistency error mean((x - D(E(x)))^2), pixels in [-1, 1]",
+              "model": identity}
+    Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"threshold {cal.threshold:.6g}: {cal.fpr:.1%} of {cal.n} clean images flagged "
+          f"(target {args.fpr:.1%}); written to {args.output}")
+    return 0
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """The protections x purifiers matrix over a folder of images (worker/engine/bench.py)."""
+    from worker.engine.bench import build_specs, run_bench, square_images
+    from worker.engine.models import ModelUnavailable, load_vae
+    from worker.engine.perceptual import load_perceptual
+    from worker.engine.pipeline import resolve_device
+
+    settings = Settings()
+    paths = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:args.limit]
+    if not paths:
+        print(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.images}", file=sys.stderr)
+        return 2
+    try:
+        protections, purifiers = build_specs(args.protections.split(","), args.purifiers.split(","),
+                                             attack_steps=args.attack_steps, impress_iters=args.impress_iters)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    images = _decode_files(paths, settings)
+    if images is None:
+        return 2
+    device = resolve_device(args.device or settings.device)
+    try:
+        vae, identity = load_vae(args.model or settings.vae or PRESETS["photoguard"].vae, device)
+        distance = load_perceptual(args.perceptual or settings.perceptual, device)
+    except ModelUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    results = run_bench(vae, identity.as_dict(), distance, square_images(images, args.size).to(device),
+                        [p.name for p in paths], protections, purifiers, Path(args.output), batch=args.batch_size)
+    print(f"{results['computed']} cells computed, {results['skipped']} resumed; "
+          f"{args.output}/results.json, results.md, report.html")
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -168,6 +286,42 @@ def build_parser() -> argparse.ArgumentParser:
     pur.add_argument("--batch-size", type=int)
     pur.add_argument("--report-every", type=int, default=10, help=argparse.SUPPRESS)
     pur.set_defaults(func=cmd_purify)
+
+    det = sub.add_parser("detect", help="flag protected images by their VAE consistency error")
+    det.add_argument("images", nargs="+", help="image files")
+    det.add_argument("--model", help="VAE (default: the calibration's, else the configured or photoguard preset's)")
+    thr = det.add_mutually_exclusive_group()
+    thr.add_argument("--threshold", type=float, help="flag scores above this")
+    thr.add_argument("--calibration", help="a file written by `impress calibrate`")
+    det.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    det.add_argument("--batch-size", type=int, default=16)
+    det.set_defaults(func=cmd_detect)
+
+    cal = sub.add_parser("calibrate", help="detection threshold from clean images for a target FPR")
+    cal.add_argument("images", nargs="+", help="clean image files")
+    cal.add_argument("--fpr", type=float, default=0.05, help="target false positive rate")
+    cal.add_argument("-o", "--output", default="calibration.json")
+    cal.add_argument("--model", help="VAE (default: the configured one, else the photoguard preset's)")
+    cal.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    cal.add_argument("--batch-size", type=int, default=16)
+    cal.set_defaults(func=cmd_calibrate)
+
+    ben = sub.add_parser("bench", help="protections x purifiers over a folder: JSON, Markdown, HTML report")
+    ben.add_argument("--images", required=True, help="folder of images (centre-cropped and resized to --size)")
+    ben.add_argument("--protections", default="photoguard-8,photoguard-16,glaze-like,mist-16",
+                     help="comma-separated NAME[:KEY=VALUE...] (worker/engine/protect.py PROTECTIONS)")
+    ben.add_argument("--purifiers", default="jpeg-15,jpeg-75,noise-0.05,noise-0.1,blur,resize,impress,noise-impress",
+                     help="comma-separated NAME[:KEY=VALUE...] (worker/engine/purifiers.py PURIFIERS)")
+    ben.add_argument("-o", "--output", required=True, help="folder for results and the resumable cell cache")
+    ben.add_argument("--model", help="VAE (default: the configured one, else the photoguard preset's)")
+    ben.add_argument("--perceptual", choices=PERCEPTUALS)
+    ben.add_argument("--size", type=int, default=64, help="square side the images are brought to")
+    ben.add_argument("--limit", type=int, help="first N images of the folder")
+    ben.add_argument("--impress-iters", type=int, help="iterations of the IMPRESS purifiers")
+    ben.add_argument("--attack-steps", type=int, help="optimisation steps of every protection")
+    ben.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    ben.add_argument("--batch-size", type=int, default=8)
+    ben.set_defaults(func=cmd_bench)
 
     api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
     api.add_argument("--host")

@@ -55,3 +55,14 @@ def roc_auc(negatives: list[float], positives: list[float]) -> float:
     greater = (pos[:, None] > neg[None, :]).float().mean()
     ties = (pos[:, None] == neg[None, :]).float().mean()
     return float(greater + 0.5 * ties)
+
+
+def roc_curve(negatives: list[float], positives: list[float]) -> tuple[list[float], list[float]]:
+    """(false positive rates, true positive rates) of the rule 'score > t' over every threshold t, from
+    flagging nothing to flagging everything: the curve whose area `roc_auc` gives."""
+    neg, pos = torch.tensor(negatives), torch.tensor(positives)
+    thresholds = torch.cat([torch.tensor([float("inf")]), torch.cat([neg, pos]).unique().flip(0),
+                            torch.tensor([-float("inf")])])
+    fpr = (neg[None, :] > thresholds[:, None]).float().mean(dim=1)
+    tpr = (pos[None, :] > thresholds[:, None]).float().mean(dim=1)
+    return fpr.tolist(), tpr.tolist()

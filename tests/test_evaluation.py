@@ -1,0 +1,151 @@
+"""Evaluation tools: purifiers keep shape and range, protections keep their budgets and move the
+latent toward their targets, detection holds its calibrated FPR, the benchmark runs and resumes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from impress.cli import main
+from tests.conftest import photo
+from worker.engine.detect import calibrate, consistency_scores, verdicts
+from worker.engine.metrics import encode, linf_255
+from worker.engine.models import load_vae
+from worker.engine.perceptual import load_perceptual
+from worker.engine.protect import (apply_protection, budget, default_glaze_style, default_mist_pattern,
+                                   grey_target, make_protection)
+from worker.engine.purifiers import PURIFIERS, apply_purifier, make_purifier
+from worker.engine.tensors import to_tensor
+
+
+def clean_batch(n=2, size=32):
+    return torch.cat([to_tensor(photo(size, size, seed=s)) for s in range(n)])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """32x32 images: one thread beats the synchronisation of several, a lot on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def vae(small_vae_dir):
+    return load_vae(str(small_vae_dir))[0]
+
+
+@pytest.mark.parametrize("name", sorted(PURIFIERS))
+def test_every_purifier_keeps_size_and_range(name, vae):
+    x = clean_batch(2, 32)[..., :24]  # not square, so size mix-ups show
+    overrides = {"iters": 2} if "iters" in PURIFIERS[name].defaults else {}
+    if name == "resize":
+        overrides = {"size": 16}
+    y = apply_purifier(make_purifier(name, **overrides), x, vae=vae, distance=load_perceptual("dssim"))
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert y.min() >= -1 and y.max() <= 1
+    assert not torch.equal(y, x)
+
+
+def test_jpeg_changes_pixels_and_low_quality_changes_more():
+    x = clean_batch(2, 32)
+    err = {q: float(((apply_purifier(make_purifier(f"jpeg-{q}"), x) - x) ** 2).mean()) for q in (15, 75)}
+    assert 0 < err[75] < err[15]
+
+
+def test_unknown_purifier_or_parameter_is_an_error():
+    with pytest.raises(ValueError, match="unknown purifier"):
+        make_purifier("sharpen")
+    with pytest.raises(ValueError, match="no parameter"):
+        make_purifier("jpeg", sigma=1)
+
+
+@pytest.mark.parametrize("name,target", [("photoguard-8", grey_target), ("photoguard-16", grey_target),
+                                         ("mist-16", lambda x: default_mist_pattern(32, 32).expand_as(x)),
+                                         ("glaze-like", lambda x: default_glaze_style(32, 32).expand_as(x))])
+def test_protection_keeps_its_budget_and_moves_the_latent_to_its_target(name, target, vae):
+    x, distance = clean_batch(2, 32), load_perceptual("dssim")
+    spec = make_protection(name, steps=10)
+    adv = apply_protection(spec, vae, x, distance)
+    assert adv.shape == x.shape and adv.min() >= -1 and adv.max() <= 1
+    spent = budget(adv, x, distance)
+    if "eps" in spec.params:
+        assert max(spent["linf_255"]) <= spec.params["eps"] * 255 + 1e-3
+        assert linf_255(adv, x).max() > 0
+    else:  # the cloak's budget is perceptual, a hinge: allow it a little overshoot
+        assert max(spent["dssim"]) <= spec.params["p"] + 0.05
+    z, zt = encode(vae, x), encode(vae, target(x))
+    assert ((encode(vae, adv) - zt).flatten(1).norm(dim=1) < (z - zt).flatten(1).norm(dim=1)).all()
+
+
+def test_calibrated_threshold_holds_its_fpr_on_held_out_clean_scores():
+    gen = torch.Generator().manual_seed(0)
+    draw = lambda n: torch.randn(n, generator=gen).exp().tolist()  # noqa: E731  lognormal "clean" scores
+    cal = calibrate(draw(4000), 0.05)
+    assert cal.n == 4000 and 0.05 - 1 / 4000 <= cal.fpr <= 0.05
+    held_out = verdicts(draw(4000), cal.threshold)
+    fpr = held_out.count("protected") / len(held_out)
+    # Binomial sampling error of both sets: sd ~ sqrt(2 * 0.05 * 0.95 / 4000) ~ 0.005; allow 4 sd.
+    assert abs(fpr - 0.05) < 0.02
+    assert calibrate([1.0, 2.0, 3.0, 4.0], 0.25).threshold == 3.0
+
+
+def test_consistency_scores_match_per_image_and_mixed_sizes(vae):
+    images = [to_tensor(photo(32, 32, seed=0)), to_tensor(photo(40, 24, seed=1)), to_tensor(photo(32, 32, seed=2))]
+    batched = consistency_scores(vae, images, batch=2)
+    alone = [consistency_scores(vae, [im])[0] for im in images]
+    assert batched == pytest.approx(alone, rel=1e-4)
+
+
+def test_detect_and_calibrate_cli(small_vae_dir, tmp_path, capsys):
+    paths = []
+    for s in range(3):
+        paths.append(tmp_path / f"{s}.png")
+        Image.fromarray(photo(32, 32, seed=s)).save(paths[-1])
+    cal = tmp_path / "calibration.json"
+    assert main(["calibrate", *map(str, paths), "--fpr", "0.34", "-o", str(cal), "--model", str(small_vae_dir),
+                 "--device", "cpu"]) == 0
+    record = json.loads(cal.read_text())
+    assert record["n"] == 3 and record["fpr"] == pytest.approx(1 / 3) and record["model"]["revision"]
+    capsys.readouterr()
+    assert main(["detect", *map(str, paths), "--calibration", str(cal), "--device", "cpu"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["verdict"] for line in lines].count("protected") == 1
+
+
+def test_bench_writes_reports_and_resumes(small_vae_dir, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for s in range(2):
+        Image.fromarray(photo(40, 36, seed=s)).save(images / f"{s}.png")
+    out = tmp_path / "bench"
+    argv = ["bench", "--images", str(images), "--protections", "photoguard-8,glaze-like,mist-16",
+            "--purifiers", "jpeg-15,resize:size=16,impress", "-o", str(out), "--model", str(small_vae_dir),
+            "--perceptual", "dssim", "--size", "32", "--impress-iters", "2", "--attack-steps", "3", "--device", "cpu"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["computed"] == 12 and results["skipped"] == 0
+    assert results["model"]["revision"] and results["perceptual"] == "dssim"
+    assert set(results["protections"]) == {"none", "photoguard-8", "glaze-like", "mist-16"}
+    assert 0 <= results["protections"]["photoguard-8"]["detection_auc"] <= 1
+    cell = next(c for c in results["cells"] if c["protection"] == "photoguard-8" and c["purifier"] == "impress")
+    assert {"psnr_db", "ssim", "linf_255", "l2_255", "dssim", "consistency_clean", "consistency_protected",
+            "consistency_purified", "latent_distance_before", "latent_distance_after",
+            "shift_removed"} <= set(cell["mean"])
+    assert "| photoguard-8 | impress |" in (out / "results.md").read_text()
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 3 + 1 + 4 * 4
+
+    cells = sorted((out / "cells").glob("*.json")) + sorted((out / "protected").glob("*.pt"))
+    stamps = [p.stat().st_mtime_ns for p in cells]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["computed"] == 0 and results["skipped"] == 12
+    assert [p.stat().st_mtime_ns for p in cells] == stamps
+
+    assert main([*argv[:-6], "--impress-iters", "3", "--attack-steps", "3", "--device", "cpu"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["computed"] == 4 and results["skipped"] == 8  # only the changed purifier's cells rerun
