@@ -100,6 +100,8 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype):
     else:
         revision = _weights_digest(Path(location) / (subfolder or ""))
     vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if device.startswith("cuda"):
+        vae = vae.to(memory_format=torch.channels_last)
     identity = ModelIdentity(name=name, source=source, location=location, revision=revision,
                              dtype=str(dtype).removeprefix("torch."), device=device)
     return vae, identity

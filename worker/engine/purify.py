@@ -79,7 +79,9 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
     noise = torch.cat([starting_noise(x_ptb.shape, params.seed) for _ in range(b)]).to(device)
     x0 = (x_ptb + params.noise * noise).clamp(-1, 1)
     multiple = vae_multiple(vae)
-    x = pad_to_multiple(x0, multiple).detach().contiguous(memory_format=torch.channels_last)
+    # channels_last feeds cuDNN's fastest convolutions; on CPU (oneDNN here) it measured ~20% slower.
+    memory_format = torch.channels_last if device.startswith("cuda") else torch.contiguous_format
+    x = pad_to_multiple(x0, multiple).detach().contiguous(memory_format=memory_format)
     x.requires_grad_(True)
     distance.set_reference(x_ptb)
 
