@@ -32,8 +32,9 @@ from impress.images import DecodedImage, encode_png
 
 from .detect import consistency_scores
 from .metrics import latent_distance, roc_auc, roc_curve
-from .protect import ProtectionSpec, apply_protection, budget, make_protection
-from .purifiers import PurifierSpec, apply_purifier, make_purifier
+from .protect import apply_protection, budget, make_protection
+from .purifiers import apply_purifier, make_purifier
+from .registry import MethodSpec
 from .tensors import to_tensor, to_uint8
 
 NONE = "none"  # the protection row of clean images: what each purifier costs an unprotected image
@@ -59,7 +60,7 @@ def parse_choice(text: str) -> tuple[str, dict]:
 
 
 def build_specs(protections: list[str], purifiers: list[str], *, attack_steps: Optional[int] = None,
-                impress_iters: Optional[int] = None) -> tuple[dict[str, ProtectionSpec], dict[str, PurifierSpec]]:
+                impress_iters: Optional[int] = None) -> tuple[dict[str, MethodSpec], dict[str, MethodSpec]]:
     """Specs by label from 'name[:key=value...]' choices; `attack_steps` and `impress_iters` set the
     step counts of every protection and IMPRESS purifier that has one (short runs, tests)."""
     def specs(choices, make, key, value):
@@ -104,7 +105,7 @@ def _thumbnail(x: torch.Tensor) -> bytes:
 
 
 def run_bench(vae, identity: dict, distance, clean: torch.Tensor, names: list[str],
-              protections: dict[str, ProtectionSpec], purifiers: dict[str, PurifierSpec], out: Path, *,
+              protections: dict[str, MethodSpec], purifiers: dict[str, MethodSpec], out: Path, *,
               batch: int = 8, progress: bool = True) -> dict:
     """Run (or resume) the matrix over `clean` (N x 3 x S x S in [-1, 1], on the VAE's device), write
     results.json, results.md and report.html to `out`, and return the results."""
@@ -119,7 +120,7 @@ def run_bench(vae, identity: dict, distance, clean: torch.Tensor, names: list[st
                "clean": {"consistency_error": clean_scores},
                "purifiers": {label: {"name": s.name, "params": s.params} for label, s in purifiers.items()},
                "protections": {}, "cells": [], "computed": 0, "skipped": 0}
-    rows = {NONE: ProtectionSpec(NONE), **protections}
+    rows = {NONE: MethodSpec(NONE), **protections}
     bar = tqdm(total=len(rows) * len(purifiers), desc="bench", unit="cell", disable=not progress)
     for p_label, p_spec in rows.items():
         protected = _protected(vae, distance, clean, p_label, p_spec, out, setting, batch)

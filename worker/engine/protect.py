@@ -7,12 +7,13 @@ runs; `budget` measures what a protection really spent, since released samples o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from .metrics import encode, pair_metrics
+from .registry import MethodSpec, make_spec
 
 
 def grey_target(x: torch.Tensor) -> torch.Tensor:
@@ -125,24 +126,12 @@ PROTECTIONS: dict[str, Protection] = {
 }
 
 
-@dataclass(frozen=True)
-class ProtectionSpec:
-    name: str
-    params: dict = field(default_factory=dict)
+def make_protection(name: str, **overrides) -> MethodSpec:
+    """The named protection with its defaults, some replaced."""
+    return make_spec(PROTECTIONS, "protection", name, overrides)
 
 
-def make_protection(name: str, **overrides) -> ProtectionSpec:
-    """The named protection with its defaults, some replaced. Unknown names and parameters are errors."""
-    if name not in PROTECTIONS:
-        raise ValueError(f"unknown protection {name!r}: {', '.join(PROTECTIONS)}")
-    defaults = PROTECTIONS[name].defaults
-    unknown = set(overrides) - set(defaults)
-    if unknown:
-        raise ValueError(f"protection {name!r} has no parameter {', '.join(sorted(unknown))}: {', '.join(defaults)}")
-    return ProtectionSpec(name, {**defaults, **overrides})
-
-
-def apply_protection(spec: ProtectionSpec, vae, x: torch.Tensor, distance=None) -> torch.Tensor:
+def apply_protection(spec: MethodSpec, vae, x: torch.Tensor, distance=None) -> torch.Tensor:
     """Protect a batch with `spec`; `distance` is required by the protections that use one."""
     entry = PROTECTIONS[spec.name]
     if not entry.needs_distance:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -24,6 +24,7 @@ from .perceptual import _gaussian_window
 from .photos import resize_short_side
 from .purify import purify
 from .tensors import to_tensor, to_uint8
+from .registry import MethodSpec, make_spec
 
 
 def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
@@ -97,24 +98,12 @@ PURIFIERS: dict[str, Purifier] = {
 }
 
 
-@dataclass(frozen=True)
-class PurifierSpec:
-    name: str
-    params: dict = field(default_factory=dict)
+def make_purifier(name: str, **overrides) -> MethodSpec:
+    """The named purifier with its defaults, some replaced."""
+    return make_spec(PURIFIERS, "purifier", name, overrides)
 
 
-def make_purifier(name: str, **overrides) -> PurifierSpec:
-    """The named purifier with its defaults, some replaced. Unknown names and parameters are errors."""
-    if name not in PURIFIERS:
-        raise ValueError(f"unknown purifier {name!r}: {', '.join(PURIFIERS)}")
-    defaults = PURIFIERS[name].defaults
-    unknown = set(overrides) - set(defaults)
-    if unknown:
-        raise ValueError(f"purifier {name!r} has no parameter {', '.join(sorted(unknown))}: {', '.join(defaults)}")
-    return PurifierSpec(name, {**defaults, **overrides})
-
-
-def apply_purifier(spec: PurifierSpec, x: torch.Tensor, vae=None, distance=None) -> torch.Tensor:
+def apply_purifier(spec: MethodSpec, x: torch.Tensor, vae=None, distance=None) -> torch.Tensor:
     """Purify a batch with `spec`; `vae` and `distance` are required by the purifiers that use them."""
     entry = PURIFIERS[spec.name]
     if not entry.needs_models:
