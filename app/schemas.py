@@ -5,7 +5,7 @@ from typing import Optional
 
 from pydantic import BaseModel
 
-from impress.contract import ErrorCode, InputImage, JobKind, JobState, PurifyParams
+from impress.contract import ErrorCode, InputImage, JobKind, JobState
 
 
 class Progress(BaseModel):
@@ -31,6 +31,12 @@ class ResultLink(BaseModel):
     trace: list[dict]
 
 
+class FileLink(BaseModel):
+    name: str
+    url: str
+    media_type: str
+
+
 class JobView(BaseModel):
     id: str
     kind: JobKind
@@ -40,12 +46,14 @@ class JobView(BaseModel):
     started_at: Optional[float] = None
     finished_at: Optional[float] = None
     attempts: int
-    params: PurifyParams
+    params: dict
     vae: str
     perceptual: str
     inputs: list[InputImage]
     error: Optional[JobError] = None
     results: list[ResultLink] = []
+    metrics: Optional[dict] = None
+    files: list[FileLink] = []
     model: Optional[dict] = None
     seconds: Optional[float] = None
     device: Optional[str] = None
@@ -63,13 +71,15 @@ def job_view(rec: dict, base_url: str) -> JobView:
     results = [ResultLink(index=i, url=f"{base_url}/results/{i}", **{k: im[k] for k in ResultLink.model_fields
                                                                      if k in im})
                for i, im in enumerate(result.get("images", []))]
+    files = [FileLink(name=f["name"], url=f"{base_url}/files/{f['name']}", media_type=f["media_type"])
+             for f in result.get("files", [])]
     return JobView(
         id=rec["id"], kind=rec["kind"], state=rec["state"],
         progress=Progress(step=step, total=total, fraction=round(step / total, 4) if total else 0.0),
         created_at=float(rec["created_at"]),
         started_at=float(rec["started_at"]) if rec.get("started_at") else None,
         finished_at=float(rec["finished_at"]) if rec.get("finished_at") else None,
-        attempts=rec["attempts"], params=PurifyParams(**rec["params"]["purify"]), vae=rec["params"]["vae"],
+        attempts=rec["attempts"], params=rec["params"][rec["kind"]], vae=rec["params"]["vae"],
         perceptual=rec["params"]["perceptual"], inputs=rec["inputs"],
         error=JobError(code=rec["error_code"], message=rec["error_message"]) if rec.get("error_code") else None,
-        results=results, model=result.get("model"), seconds=result.get("seconds"), device=result.get("device"))
+        results=results, metrics=result.get("metrics"), files=files, model=result.get("model"), seconds=result.get("seconds"), device=result.get("device"))

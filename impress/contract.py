@@ -12,10 +12,23 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 TASK_PURIFY = "impress.purify"
+TASK_DETECT = "impress.detect"
+TASK_EVALUATE = "impress.evaluate"
 
 
 class JobKind(str, enum.Enum):
     purify = "purify"
+    detect = "detect"
+    evaluate = "evaluate"
+
+
+TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE}
+
+# The engine's registries (worker/engine/protect.py, purifiers.py) hold exactly these names; the API
+# checks requests against them without importing the engine (a test keeps the two in step).
+PROTECTION_NAMES = ("photoguard-8", "photoguard-16", "glaze-like", "mist-16")
+PURIFIER_NAMES = ("jpeg", "jpeg-15", "jpeg-75", "noise", "noise-0.05", "noise-0.1", "blur", "resize",
+                  "impress", "noise-impress")
 
 
 class JobState(str, enum.Enum):
@@ -133,9 +146,46 @@ class PurifyParams(BaseModel):
     plateau_rel_tol: float = 1e-3
 
 
+class DetectParams(BaseModel):
+    """Detection: the consistency error of each image, flagged above a threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: Optional[float] = Field(None, ge=0, description="flag scores above this "
+                                       "(default: the service's calibrated threshold, if configured)")
+
+
+def _method_names(choices: list[str], known: tuple[str, ...], kind: str) -> list[str]:
+    for choice in choices:
+        if choice.split(":", 1)[0] not in known:
+            raise ValueError(f"unknown {kind} {choice.split(':', 1)[0]!r}; known: {', '.join(known)}")
+    return choices
+
+
+class EvaluateParams(BaseModel):
+    """Evaluation: measure clean / protected / purified images side by side.
+
+    With uploaded protected images, they are measured against their clean originals (and purified
+    by `purifiers`); without, `protections` are applied to the clean images first (the bench matrix).
+    Method choices are NAME or NAME:KEY=VALUE[:KEY=VALUE...]."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protections: list[str] = Field(default_factory=list)
+    purifiers: list[str] = Field(default_factory=list)
+    size: int = Field(64, ge=16, le=1024, description="generated matrix: images are centre-cropped to size x size")
+    attack_steps: Optional[int] = Field(None, ge=1, le=5000, description="steps of every protection")
+    impress_iters: Optional[int] = Field(None, ge=1, le=100_000, description="iterations of the IMPRESS purifiers")
+
+    def model_post_init(self, _context) -> None:
+        _method_names(self.protections, PROTECTION_NAMES, "protection")
+        _method_names(self.purifiers, PURIFIER_NAMES, "purifier")
+
+
 # ---------------------------------------------------------------- job records
 
 class InputImage(BaseModel):
+    role: str = "image"  # image | clean | protected | purified
     name: str
     blob: str          # content hash: key Keys.blob(hash)
     width: int
@@ -154,19 +204,20 @@ class ResultImage(BaseModel):
     trace: list[dict]  # the same at logged steps
 
 
+class ResultFile(BaseModel):
+    name: str
+    blob: str
+    media_type: str
+
+
 class JobResult(BaseModel):
-    images: list[ResultImage]
-    model: dict        # identity of the VAE: name, source, location, revision, dtype, device
-    perceptual: dict   # identity of the perceptual distance
-    params: PurifyParams
+    images: list[ResultImage] = []   # purify: one purified PNG per input
+    metrics: Optional[dict] = None   # detect and evaluate: the figures
+    files: list[ResultFile] = []     # evaluate: report.html, results.md, thumbnails
+    model: dict                      # identity of the VAE: name, source, location, revision, dtype, device
+    perceptual: Optional[dict] = None
     seconds: float
     device: str
-
-
-class PurifyJob(BaseModel):
-    """What a task message carries: ids only. Image bytes stay in Redis."""
-
-    job_id: str
 
 
 # ---------------------------------------------------------------- Redis key layout

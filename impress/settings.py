@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         "lpips-vgg", description="perceptual distance of the hinge: LPIPS-VGG, or 1-SSIM offline")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(4, ge=1, description="images optimised together in one step")
+    detect_threshold: Optional[float] = Field(
+        None, ge=0, description="consistency error above which detection flags an image (from `impress calibrate`)")
+    detect_sync_max_images: int = Field(4, ge=0, description="detect requests up to this many images are answered inline")
+    detect_sync_timeout_s: float = Field(10.0, ge=0, description="how long an inline detect request waits for a worker")
 
     # Worker behaviour.
     progress_every: int = Field(10, ge=1, description="steps between progress writes / cancel checks")

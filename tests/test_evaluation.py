@@ -149,3 +149,10 @@ def test_bench_writes_reports_and_resumes(small_vae_dir, tmp_path):
     assert main([*argv[:-6], "--impress-iters", "3", "--attack-steps", "3", "--device", "cpu"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["computed"] == 4 and results["skipped"] == 8  # only the changed purifier's cells rerun
+
+
+def test_contract_names_the_engine_registries():
+    from impress.contract import PROTECTION_NAMES, PURIFIER_NAMES
+    from worker.engine.protect import PROTECTIONS
+
+    assert set(PROTECTION_NAMES) == set(PROTECTIONS) and set(PURIFIER_NAMES) == set(PURIFIERS)

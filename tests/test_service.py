@@ -46,7 +46,8 @@ def service(small_vae_dir, tmp_path_factory):
            "IMPRESS_QUEUE": f"impress-test-{tag}", "IMPRESS_VAE": str(small_vae_dir),
            "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu", "IMPRESS_PROGRESS_EVERY": "2",
            "IMPRESS_MAX_UPLOAD_BYTES": str(MAX_BYTES), "IMPRESS_MAX_PIXELS": str(MAX_PIXELS),
-           "IMPRESS_MAX_IMAGES_PER_JOB": "3", "IMPRESS_MAX_ITERATIONS": "100000"}
+           "IMPRESS_MAX_IMAGES_PER_JOB": "4", "IMPRESS_MAX_ITERATIONS": "100000",
+           "IMPRESS_DETECT_SYNC_MAX_IMAGES": "2", "IMPRESS_DETECT_SYNC_TIMEOUT_S": "30"}
     logs = tmp_path_factory.mktemp("logs")
     worker = subprocess.Popen([sys.executable, "-m", "impress.cli", "worker", "--pool", "solo"], env=env,
                               stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
@@ -142,7 +143,7 @@ def truncated_png() -> bytes:
      {}, 413, "payload_too_large"),
     ([("x.png", png_bytes(np.zeros((500, 500, 3), np.uint8)), "image/png")], {}, 413, "image_too_many_pixels"),
     ([("x.png", png_bytes(photo(), fmt="ICO"), "image/x-icon")], {}, 415, "unsupported_image_format"),
-    ([("x.png", png_bytes(photo()), "image/png")] * 4, {}, 422, "too_many_images"),
+    ([("x.png", png_bytes(photo()), "image/png")] * 5, {}, 422, "too_many_images"),
     ([("x.png", png_bytes(photo()), "image/png")], {"preset": "mist"}, 422, "invalid_parameter"),
     ([("x.png", png_bytes(photo()), "image/png")], {"lr": "-1"}, 422, "invalid_parameter"),
     ([("x.png", png_bytes(photo()), "image/png")], {"iters": "many"}, 422, "invalid_parameter"),
@@ -172,3 +173,69 @@ def test_oversized_request_body_is_refused_unread(service):
     r = service.post("/v1/purify", content=b"x" * (MAX_BYTES * 3 + 2 * 1024 * 1024),
                      headers={"content-type": "multipart/form-data; boundary=zz"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+def upload(name, rgb, field="images"):
+    return (field, (name, png_bytes(rgb), "image/png"))
+
+
+def test_detect_small_request_is_answered_inline(service):
+    files = [upload("a.png", photo(32, 32)), upload("b.png", photo(40, 24, 1))]
+    r = service.post("/v1/detect", files=files, data={"threshold": "0.0"})
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["state"] == "succeeded" and job["kind"] == "detect"
+    scored = job["metrics"]["images"]
+    assert [s["name"] for s in scored] == ["a.png", "b.png"]
+    assert all(s["consistency_error"] > 0 and s["verdict"] == "protected" for s in scored)
+    assert job["model"]["source"] == "folder"
+
+
+def test_detect_large_request_becomes_a_job(service):
+    files = [upload(f"{i}.png", photo(32, 32, i)) for i in range(3)]
+    r = service.post("/v1/detect", files=files)
+    assert r.status_code == 202, r.text
+    job = poll(service, r.headers["location"], lambda j: j["state"] in ("succeeded", "failed"))
+    assert job["state"] == "succeeded"
+    assert job["metrics"]["threshold"] is None and job["metrics"]["images"][0]["verdict"] is None
+
+
+def test_evaluate_uploaded_protected_and_purified(service):
+    clean = [photo(32, 32, s) for s in range(2)]
+    noisy = [np.clip(c.astype(int) + np.random.default_rng(s).integers(-8, 9, c.shape), 0, 255).astype(np.uint8)
+             for s, c in enumerate(clean)]
+    files = ([upload(f"c{i}.png", c, "clean") for i, c in enumerate(clean)]
+             + [upload(f"p{i}.png", p, "protected") for i, p in enumerate(noisy)])
+    r = service.post("/v1/evaluate", files=files, data={"purifiers": ["jpeg-75"]})
+    assert r.status_code == 202, r.text
+    job = poll(service, r.headers["location"], lambda j: j["state"] in ("succeeded", "failed"))
+    assert job["state"] == "succeeded", job["error"]
+    budget = job["metrics"]["protection"]["budget"]
+    assert 0 < budget["linf_255"] <= 8 + 1e-3 and budget["psnr_db"] > 30
+    assert [c["purifier"] for c in job["metrics"]["cells"]] == ["jpeg-75"]
+
+
+def test_evaluate_matrix_job_with_report(service):
+    files = [upload(f"c{i}.png", photo(40, 32, i), "clean") for i in range(2)]
+    r = service.post("/v1/evaluate", files=files, data={"protections": ["photoguard-8"], "purifiers": ["jpeg-75", "blur"],
+                                                        "size": "32", "attack_steps": "2"})
+    assert r.status_code == 202, r.text
+    job = poll(service, r.headers["location"], lambda j: j["state"] in ("succeeded", "failed"))
+    assert job["state"] == "succeeded", job["error"]
+    assert len(job["metrics"]["cells"]) == 4  # (none, photoguard-8) x (jpeg-75, blur)
+    assert job["metrics"]["protections"]["photoguard-8"]["budget"]["linf_255"] <= 8 + 1e-3
+    report = service.get(next(f["url"] for f in job["files"] if f["name"] == "report.html"))
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+    assert "<img" in report.text
+
+
+@pytest.mark.parametrize("files, form, code", [
+    ([upload("c.png", photo(), "clean")], {"protections": ["glaze-real"]}, "invalid_parameter"),
+    ([upload("c.png", photo(), "clean")], {}, "invalid_parameter"),
+    ([upload("c.png", photo(), "clean"), upload("c2.png", photo(), "clean"), upload("p.png", photo(), "protected")],
+     {}, "invalid_parameter"),
+    ([upload("c.png", photo(), "clean"), ("protected", ("p.txt", b"nope", "text/plain"))], {}, "unsupported_image_format"),
+])
+def test_bad_evaluation_requests_are_refused(service, files, form, code):
+    r = service.post("/v1/evaluate", files=files, data=form)
+    assert 400 <= r.status_code < 500 and r.json()["error"]["code"] == code, r.text

@@ -1,25 +1,124 @@
-"""Running one job from its Redis record: the task bodies' only logic. Usable without Celery."""
+"""Running one job from its Redis record: the task bodies' only logic. Usable without Celery.
+
+`run_job` owns what every kind shares (start, inputs, failure codes, cancel); one handler per kind
+turns decoded inputs into a JobResult.
+"""
 from __future__ import annotations
 
 import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
 
-from impress.contract import ErrorCode, JobResult, JobState, PurifyParams, ResultImage
-from impress.images import ImageRejected, decode_image
+import torch
+
+from impress.contract import (DetectParams, ErrorCode, EvaluateParams, JobKind, JobResult, JobState, PurifyParams,
+                              ResultFile, ResultImage)
+from impress.images import DecodedImage, ImageRejected, decode_image
 from impress.settings import Settings
 from impress.store import JobStore
 
-from .engine.models import ModelUnavailable
-from .engine.pipeline import run_purification
+from .engine.models import ModelUnavailable, load_vae
+from .engine.pipeline import resolve_device, run_purification
 
 log = logging.getLogger("impress.worker")
 
 
-class JobCanceled(Exception):
+class Canceled(Exception):
     pass
 
 
-def run_purify_job(store: JobStore, settings: Settings, job_id: str, on_time_limit: type[BaseException]) -> str:
-    """Purify the job's images; returns the job's final state. Every failure ends in the record."""
+class JobContext:
+    """What a handler gets: the record, its decoded inputs by role, and progress/cancel reporting."""
+
+    def __init__(self, store: JobStore, settings: Settings, rec: dict, inputs: dict[str, list[tuple[dict, DecodedImage]]]):
+        self.store, self.settings, self.rec, self.inputs = store, settings, rec, inputs
+        self.params = rec["params"]
+
+    def progress(self, step: int, total: int, *_):
+        """Record progress; True when the job must stop."""
+        return self.store.progress(self.rec["id"], step, total)
+
+    def put_file(self, path: Path, media_type: str) -> ResultFile:
+        return ResultFile(name=path.name, blob=self.store.put_blob(path.read_bytes()), media_type=media_type)
+
+
+def purify_handler(ctx: JobContext) -> JobResult:
+    params = PurifyParams(**ctx.params["purify"])
+    items = ctx.inputs["image"]
+    run = run_purification([im for _, im in items], params, vae=ctx.params["vae"], perceptual=ctx.params["perceptual"],
+                           device=ctx.settings.device, batch_size=ctx.settings.batch_size, progress=ctx.progress,
+                           report_every=ctx.settings.progress_every)
+    if any(im.stop_reason == "canceled" for im in run.images):
+        raise Canceled
+    images = [ResultImage(name=item["name"].rsplit(".", 1)[0] + ".png", blob=ctx.store.put_blob(im.png),
+                          width=im.width, height=im.height, iterations=im.iterations, stop_reason=im.stop_reason,
+                          final=im.trace[-1] if im.trace else {}, trace=im.trace)
+              for (item, _), im in zip(items, run.images)]
+    return JobResult(images=images, model=run.model, perceptual=run.perceptual, seconds=round(run.seconds, 3),
+                     device=run.device)
+
+
+def detect_handler(ctx: JobContext) -> JobResult:
+    from .engine.detect import consistency_scores, verdicts
+    from .engine.tensors import to_tensor
+
+    params = DetectParams(**ctx.params["detect"])
+    device = resolve_device(ctx.settings.device)
+    vae, identity = load_vae(ctx.params["vae"], device)
+    t0 = time.perf_counter()
+    scores = consistency_scores(vae, [to_tensor(im.rgb).to(device) for _, im in ctx.inputs["image"]],
+                                ctx.settings.batch_size * 4)
+    threshold = params.threshold if params.threshold is not None else ctx.settings.detect_threshold
+    metrics = {"threshold": threshold, "images": [
+        {"name": item["name"], "consistency_error": s,
+         "verdict": verdicts([s], threshold)[0] if threshold is not None else None}
+        for (item, _), s in zip(ctx.inputs["image"], scores)]}
+    return JobResult(metrics=metrics, model=identity.as_dict(), seconds=round(time.perf_counter() - t0, 3),
+                     device=device)
+
+
+def evaluate_handler(ctx: JobContext) -> JobResult:
+    from .engine.bench import build_specs, evaluate_uploaded, run_bench, square_images
+    from .engine.perceptual import load_perceptual
+
+    params = EvaluateParams(**ctx.params["evaluate"])
+    device = resolve_device(ctx.settings.device)
+    vae, identity = load_vae(ctx.params["vae"], device)
+    distance = load_perceptual(ctx.params["perceptual"], device)
+    try:
+        protections, purifiers = build_specs(params.protections, params.purifiers, attack_steps=params.attack_steps,
+                                             impress_iters=params.impress_iters)
+    except ValueError as exc:
+        raise ImageRejected(ErrorCode.invalid_parameter, str(exc)) from exc
+    clean = [im for _, im in ctx.inputs["clean"]]
+    t0 = time.perf_counter()
+    files = []
+    if ctx.inputs.get("protected"):
+        from .engine.tensors import to_tensor
+
+        stack = lambda role: torch.cat([to_tensor(im.rgb) for _, im in ctx.inputs[role]]).to(device)  # noqa: E731
+        metrics = evaluate_uploaded(vae, identity.as_dict(), distance, stack("clean"), stack("protected"),
+                                    stack("purified") if ctx.inputs.get("purified") else None, purifiers,
+                                    ctx.settings.batch_size)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = run_bench(vae, identity.as_dict(), distance, square_images(clean, params.size).to(device),
+                                [item["name"] for item, _ in ctx.inputs["clean"]], protections, purifiers,
+                                Path(tmp), batch=ctx.settings.batch_size, progress=False)
+            files = [ctx.put_file(Path(tmp) / "report.html", "text/html"),
+                     ctx.put_file(Path(tmp) / "results.md", "text/markdown")]
+    return JobResult(metrics=metrics, files=files, model=identity.as_dict(), perceptual={"name": distance.name},
+                     seconds=round(time.perf_counter() - t0, 3), device=device)
+
+
+HANDLERS: dict[JobKind, Callable[[JobContext], JobResult]] = {
+    JobKind.purify: purify_handler, JobKind.detect: detect_handler, JobKind.evaluate: evaluate_handler}
+
+
+def run_job(store: JobStore, settings: Settings, job_id: str, on_time_limit: type[BaseException]) -> str:
+    """Run the job; returns its final state. Every failure ends in the record, never in the worker."""
     started, attempt = store.start(job_id, settings.max_attempts)
     if not started:
         rec = store.get(job_id)
@@ -27,38 +126,26 @@ def run_purify_job(store: JobStore, settings: Settings, job_id: str, on_time_lim
         log.info("job %s not started (state %s, attempt %d)", job_id, state, attempt)
         return state
     rec = store.get(job_id)
-    log.info("job %s started (attempt %d, %d images)", job_id, attempt, len(rec["inputs"]))
+    log.info("job %s (%s) started, attempt %d, %d inputs", job_id, rec["kind"], attempt, len(rec["inputs"]))
     try:
-        params = PurifyParams(**rec["params"]["purify"])
-        images = []
+        inputs: dict[str, list] = {}
         for item in rec["inputs"]:
             data = store.get_blob(item["blob"])
             if data is None:
                 store.fail(job_id, ErrorCode.input_expired, f"input {item['name']} expired before the job ran")
                 return JobState.failed.value
-            images.append(decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels))
-
-        def progress(step: int, total: int, _losses) -> bool:
-            return store.progress(job_id, step, total)
-
-        run = run_purification(images, params, vae=rec["params"].get("vae"), perceptual=rec["params"]["perceptual"],
-                               device=settings.device, batch_size=settings.batch_size, progress=progress,
-                               report_every=settings.progress_every)
-        if any(im.stop_reason == "canceled" for im in run.images) or store.cancel_requested(job_id):
-            store.finish_canceled(job_id)
-            log.info("job %s canceled", job_id)
-            return JobState.canceled.value
-        results = []
-        for item, im in zip(rec["inputs"], run.images):
-            results.append(ResultImage(
-                name=item["name"].rsplit(".", 1)[0] + ".png", blob=store.put_blob(im.png), width=im.width,
-                height=im.height, iterations=im.iterations, stop_reason=im.stop_reason,
-                final=im.trace[-1] if im.trace else {}, trace=im.trace))
-        result = JobResult(images=results, model=run.model, perceptual=run.perceptual, params=params,
-                           seconds=round(run.seconds, 3), device=run.device)
+            decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+            inputs.setdefault(item.get("role", "image"), []).append((item, decoded))
+        result = HANDLERS[JobKind(rec["kind"])](JobContext(store, settings, rec, inputs))
+        if store.cancel_requested(job_id):
+            raise Canceled
         store.succeed(job_id, result)
-        log.info("job %s succeeded in %.2fs on %s with %s", job_id, run.seconds, run.device, run.model["name"])
+        log.info("job %s succeeded in %.2fs on %s with %s", job_id, result.seconds, result.device, result.model["name"])
         return JobState.succeeded.value
+    except Canceled:
+        store.finish_canceled(job_id)
+        log.info("job %s canceled", job_id)
+        return JobState.canceled.value
     except ModelUnavailable as exc:
         store.fail(job_id, ErrorCode.model_unavailable, str(exc))
     except ImageRejected as exc:

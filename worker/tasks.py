@@ -1,7 +1,8 @@
-"""Celery tasks: thin wrappers that hand a job id to worker.jobs.
+"""Celery tasks: thin wrappers that hand a job id to worker.jobs.run_job.
 
 Start a worker with `impress worker` (prefork, one process per GPU). Models load lazily inside the
 child process on its first job and stay cached there, so no CUDA is touched before the fork.
+Task messages carry the job id only; inputs and results are blobs in Redis.
 """
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from impress.contract import TASK_PURIFY
+from impress.contract import TASK_DETECT, TASK_EVALUATE, TASK_PURIFY
 from impress.images import set_pillow_pixel_guard
 from impress.queue import make_celery
 from impress.settings import get_settings
 from impress.store import JobStore
 
-from .jobs import run_purify_job
+from .jobs import run_job
 
 settings = get_settings()
 celery_app = make_celery(settings)
@@ -29,6 +30,10 @@ def job_store() -> JobStore:
     return JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
 
 
-@celery_app.task(name=TASK_PURIFY)
-def purify(job_id: str) -> str:
-    return run_purify_job(job_store(), settings, job_id, on_time_limit=SoftTimeLimitExceeded)
+def _run(job_id: str) -> str:
+    return run_job(job_store(), settings, job_id, on_time_limit=SoftTimeLimitExceeded)
+
+
+purify = celery_app.task(name=TASK_PURIFY)(_run)
+detect = celery_app.task(name=TASK_DETECT)(_run)
+evaluate = celery_app.task(name=TASK_EVALUATE)(_run)

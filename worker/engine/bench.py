@@ -177,6 +177,12 @@ def _cell(vae, distance, clean, protected, clean_scores, spec, batch) -> dict:
     t0 = time.perf_counter()
     purified = _chunked(lambda part: apply_purifier(spec, part, vae, distance), protected, batch)
     seconds = time.perf_counter() - t0
+    return {"params": spec.params, "seconds": round(seconds, 3),
+            **cell_metrics(vae, distance, clean, protected, purified, clean_scores, batch)}
+
+
+def cell_metrics(vae, distance, clean, protected, purified, clean_scores, batch) -> dict:
+    """Purified against clean, and how much of the protection's latent shift the purifier removed."""
     before, after = (torch.cat([latent_distance(vae, x[i:i + batch], clean[i:i + batch])
                                 for i in range(0, len(x), batch)]).tolist() for x in (protected, purified))
     purified_scores = consistency_scores(vae, list(purified.split(1)), batch)
@@ -186,10 +192,28 @@ def _cell(vae, distance, clean, protected, clean_scores, spec, batch) -> dict:
                  "consistency_purified": purified_scores,
                  "latent_distance_before": before, "latent_distance_after": after,
                  "shift_removed": [1 - a / b if b > 0 else None for a, b in zip(after, before)]}
-    return {"params": spec.params, "seconds": round(seconds, 3),
-            "mean": {k: _mean(v) for k, v in per_image.items()}, "per_image": per_image,
+    return {"mean": {k: _mean(v) for k, v in per_image.items()}, "per_image": per_image,
             "detection_auc_clean_vs_purified": round(roc_auc(clean_scores, purified_scores), 4),
             "images": purified}
+
+
+def evaluate_uploaded(vae, identity: dict, distance, clean: torch.Tensor, protected: torch.Tensor,
+                      purified: Optional[torch.Tensor], purifiers: dict[str, MethodSpec], batch: int = 8) -> dict:
+    """The "upload your own" path: protections made elsewhere (real Glaze/Mist outputs), measured
+    against their clean originals; an uploaded purified set and each named purifier are measured too."""
+    clean_scores = consistency_scores(vae, list(clean.split(1)), batch)
+    results = {"model": identity, "perceptual": distance.name, "clean": {"consistency_error": clean_scores},
+               "protection": _protection_summary(vae, distance, clean, protected, clean_scores,
+                                                 MethodSpec("uploaded"), batch), "cells": []}
+    if purified is not None:
+        cell = cell_metrics(vae, distance, clean, protected, purified, clean_scores, batch)
+        cell.pop("images")
+        results["cells"].append({"purifier": "uploaded", **cell})
+    for label, spec in purifiers.items():
+        cell = _cell(vae, distance, clean, protected, clean_scores, spec, batch)
+        cell.pop("images")
+        results["cells"].append({"purifier": label, **cell})
+    return results
 
 
 def _fmt(v) -> str:

@@ -1,0 +1,64 @@
+"""One short GPU check, for a session that is lent a GPU (about 5 minutes on an H100/H200):
+
+    python bench/gpu_check.py        # writes bench/results/gpu-check.json and speed-cuda.{json,md}
+
+1. Correctness: the bundled model purifies the same tiles on CUDA (fp32 and bf16 autocast) and on
+   the CPU; the results must agree within tolerance.
+2. Speed: bench_speed.py at 512², batch 1 and 8, bf16 autocast, with peak memory per image, and
+   the fraction of the chip's dense bf16 peak (H100/H200 SXM: 989 TFLOP/s) the loop reaches.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from impress.contract import PurifyOverrides  # noqa: E402
+from worker.engine import purify as purify_module  # noqa: E402
+from worker.engine.models import TINY_VAE_NAME, load_vae  # noqa: E402
+from worker.engine.perceptual import load_perceptual  # noqa: E402
+from worker.engine.photos import held_out_photos  # noqa: E402
+
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+HERE = Path(__file__).resolve().parent
+
+
+def purified(device: str, amp: bool) -> torch.Tensor:
+    vae, _ = load_vae(TINY_VAE_NAME, device)
+    params = PurifyOverrides(preset="photoguard", iters=50, early_stop=False).resolve("dssim")
+    original = purify_module.autocast_dtype
+    if not amp:
+        purify_module.autocast_dtype = lambda _device: None  # fp32 on CUDA, for the exactness check
+    try:
+        return purify_module.purify(vae, load_perceptual("dssim", device), held_out_photos()[:8], params,
+                                    device=device).images
+    finally:
+        purify_module.autocast_dtype = original
+
+
+def main() -> None:
+    assert torch.cuda.is_available(), "no CUDA device"
+    cpu = purified("cpu", amp=False)
+    fp32 = purified("cuda", amp=False)
+    bf16 = purified("cuda", amp=True)
+    check = {"device": torch.cuda.get_device_name(), "max_abs_diff_cuda_fp32_vs_cpu": float((fp32 - cpu).abs().max()),
+             "max_abs_diff_cuda_bf16_vs_cpu": float((bf16 - cpu).abs().max()),
+             "mean_abs_diff_cuda_bf16_vs_cpu": float((bf16 - cpu).abs().mean())}
+    subprocess.run([sys.executable, str(HERE / "bench_speed.py"), "--sizes", "512", "--batches", "1", "8",
+                    "--iters", "10", "--device", "cuda"], check=True)
+    speed = json.loads((HERE / "results" / "speed-cuda.json").read_text())
+    peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in check["device"]), None)
+    for row in speed["rows"]:
+        row["fraction_of_bf16_peak"] = round(row["achieved_tflops"] / peak, 3) if peak else None
+    check["speed"] = speed["rows"]
+    (HERE / "results" / "gpu-check.json").write_text(json.dumps(check, indent=2) + "\n")
+    print(json.dumps(check, indent=2))
+
+
+if __name__ == "__main__":
+    main()
