@@ -1,0 +1,65 @@
+"""A killed worker process loses no job: late acks + reject-on-worker-lost deliver it again, and the
+job record counts the attempt (prefork pool, as in production)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+import redis
+
+from impress.contract import InputImage, JobKind, PurifyParams, TASK_PURIFY
+from impress.queue import make_celery
+from impress.settings import Settings
+from impress.store import JobStore
+from tests.conftest import TEST_REDIS_URL, photo, png_bytes
+from tests.test_service import wait_for
+
+
+@pytest.fixture
+def prefork_worker(small_vae_dir, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    env = {**os.environ, "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": f"impress-lost-{tag}",
+           "IMPRESS_QUEUE": f"impress-lost-{tag}", "IMPRESS_VAE": str(small_vae_dir), "IMPRESS_PERCEPTUAL": "dssim",
+           "IMPRESS_DEVICE": "cpu", "IMPRESS_PROGRESS_EVERY": "2"}
+    settings = Settings(_env_file=None, **{k[8:].lower(): v for k, v in env.items() if k.startswith("IMPRESS_")})
+    log = open(tmp_path / "worker.log", "w")
+    worker = subprocess.Popen([sys.executable, "-m", "impress.cli", "worker", "--pool", "prefork", "--concurrency", "1"],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
+    celery = make_celery(settings)
+    try:
+        wait_for(lambda: celery.control.ping(timeout=0.5), 60, "worker answering", 0.5)
+        yield worker, store, celery, settings
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        r = redis.Redis.from_url(TEST_REDIS_URL)
+        for key in r.scan_iter(f"impress-lost-{tag}*"):
+            r.delete(key)
+        print((tmp_path / "worker.log").read_text()[-3000:])
+
+
+def test_killed_worker_process_job_runs_again(prefork_worker):
+    worker, store, celery, settings = prefork_worker
+    data = png_bytes(photo(32, 32))
+    params = PurifyParams(preset="photoguard", iters=400, lr=0.005, alpha=0.01, delta=0.05, noise=0.05, early_stop=False)
+    job_id = store.create(JobKind.purify, {"purify": params.model_dump(), "vae": settings.vae, "perceptual": "dssim"},
+                          [InputImage(name="a.png", blob=store.put_blob(data), width=32, height=32, format="PNG")])
+    celery.send_task(TASK_PURIFY, args=[job_id], queue=settings.queue)
+    wait_for(lambda: (store.get(job_id)["progress_step"] >= 4), 60, "the job running")
+    children = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
+    assert children, "prefork pool has a child process"
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    rec = wait_for(lambda: (lambda r: r if r["state"] in ("succeeded", "failed") else None)(store.get(job_id)),
+                   120, "the job finishing after the kill")
+    assert rec["state"] == "succeeded", rec
+    assert rec["attempts"] == 2
+    assert rec["result"]["images"][0]["iterations"] == 400
