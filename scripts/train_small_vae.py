@@ -32,7 +32,8 @@ from tqdm import tqdm
 from worker.engine.models import TINY_VAE_CONFIG, TINY_VAE_DIR
 from worker.engine.photos import held_out_photos
 
-# Wallpapers that are photographs (illustrations and logos left out).
+# The committed model was trained on this selection: mate's nature photographs, lomiri's and
+# ukui's wallpapers minus a painting and a logo. Most ukui images are illustrations (model card).
 TRAIN_GLOBS = [
     "usr/share/backgrounds/mate/nature/*.jpg",
     "usr/share/backgrounds/*.jpg",           # lomiri 20.04 and ukui photos

@@ -1,0 +1,1 @@
+"""Models the project trains and ships (data files, loaded with from_pretrained)."""
