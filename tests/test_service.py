@@ -42,7 +42,9 @@ def service(small_vae_dir, tmp_path_factory):
     r.ping()
     tag = uuid.uuid4().hex[:8]
     port = free_port()
-    env = {**os.environ, "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": f"impress-test-{tag}",
+    # One torch thread per worker: on a 2-core machine shared with the test process, more threads
+    # oversubscribe the cores and slow tiny models by orders of magnitude.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": f"impress-test-{tag}",
            "IMPRESS_QUEUE": f"impress-test-{tag}", "IMPRESS_VAE": str(small_vae_dir),
            "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu", "IMPRESS_PROGRESS_EVERY": "2",
            "IMPRESS_MAX_UPLOAD_BYTES": str(MAX_BYTES), "IMPRESS_MAX_PIXELS": str(MAX_PIXELS),
