@@ -1,6 +1,7 @@
 """Jobs: submit purification, detection and evaluation (202 + Location), poll, fetch results, cancel."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Optional
 
@@ -123,8 +124,6 @@ async def submit_detect(
 
 
 async def wait_finished(store: JobStore, job_id: str, timeout_s: float) -> Optional[dict]:
-    import asyncio
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         rec = await run_in_threadpool(store.get, job_id)

@@ -5,7 +5,7 @@ The one entry point that the CLI, the Celery task and the tests share.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -43,8 +43,7 @@ def resolve_device(device: str) -> str:
 
 def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: Optional[str],
                      perceptual: str, device: str = "auto", batch_size: int = 4,
-                     progress: Optional[ProgressFn] = None, report_every: int = 10,
-                     on_image: Optional[Callable[[int], None]] = None) -> PurificationRun:
+                     progress: Optional[ProgressFn] = None, report_every: int = 10) -> PurificationRun:
     """Purify `images` (any sizes; same-size images share batches). `progress(step, total, losses)`
     sees steps summed over all batches; returning True cancels the rest."""
     device = resolve_device(device)
@@ -78,7 +77,5 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
             results[i] = PurifiedImage(png=encode_png(rgb, images[i].alpha), width=images[i].width,
                                        height=images[i].height, iterations=outcome.iterations,
                                        stop_reason=outcome.stop_reason, trace=outcome.traces[j])
-            if on_image is not None:
-                on_image(i)
     return PurificationRun(images=[r for r in results if r is not None], model=identity.as_dict(),
                            perceptual={"name": distance.name}, seconds=seconds, device=device)
