@@ -57,6 +57,7 @@ class JobView(BaseModel):
     model: Optional[dict] = None
     seconds: Optional[float] = None
     device: Optional[str] = None
+    engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
 
 
 class Accepted(BaseModel):
@@ -82,4 +83,5 @@ def job_view(rec: dict, base_url: str) -> JobView:
         attempts=rec["attempts"], params=rec["params"][rec["kind"]], vae=rec["params"]["vae"],
         perceptual=rec["params"]["perceptual"], inputs=rec["inputs"],
         error=JobError(code=rec["error_code"], message=rec["error_message"]) if rec.get("error_code") else None,
-        results=results, metrics=result.get("metrics"), files=files, model=result.get("model"), seconds=result.get("seconds"), device=result.get("device"))
+        results=results, metrics=result.get("metrics"), files=files, model=result.get("model"), seconds=result.get("seconds"), device=result.get("device"),
+        engine=result.get("engine"))

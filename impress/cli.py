@@ -20,7 +20,7 @@ def cmd_purify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from worker.engine.models import ModelUnavailable
-    from worker.engine.pipeline import run_purification
+    from worker.engine.pipeline import EngineOptions, run_purification
 
     from .images import ImageRejected, decode_image, set_pillow_pixel_guard
 
@@ -55,16 +55,17 @@ def cmd_purify(args: argparse.Namespace) -> int:
         return False
 
     try:
+        options = EngineOptions.from_settings(settings, device=args.device, batch_size=args.batch_size,
+                                              compile=args.compile or None)
         run = run_purification(images, params, vae=args.model or settings.vae, perceptual=perceptual,
-                               device=args.device or settings.device, batch_size=args.batch_size or settings.batch_size,
-                               progress=progress, report_every=args.report_every)
+                               options=options, progress=progress, report_every=args.report_every)
     except ModelUnavailable as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 3
     bar.close()
     summary = {"model": run.model, "perceptual": run.perceptual, "params": params.model_dump(),
-               "device": run.device, "seconds": round(run.seconds, 2), "images": []}
+               "device": run.device, "engine": run.engine, "seconds": round(run.seconds, 2), "images": []}
     for path, im in zip(args.images, run.images):
         target = out / (Path(path).stem + ".png")
         target.write_bytes(im.png)
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     pur.add_argument("--perceptual", choices=PERCEPTUALS, help="perceptual distance of the hinge")
     pur.add_argument("--device", choices=("auto", "cpu", "cuda"))
     pur.add_argument("--batch-size", type=int)
+    pur.add_argument("--compile", action="store_true", help="torch.compile the step (eager if it fails)")
     pur.add_argument("--report-every", type=int, default=10, help=argparse.SUPPRESS)
     pur.set_defaults(func=cmd_purify)
 

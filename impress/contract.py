@@ -218,6 +218,7 @@ class JobResult(BaseModel):
     perceptual: Optional[dict] = None
     seconds: float
     device: str
+    engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
 
 
 # ---------------------------------------------------------------- Redis key layout

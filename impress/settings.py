@@ -27,7 +27,11 @@ class Settings(BaseSettings):
     perceptual: Literal["lpips-vgg", "dssim"] = Field(
         "lpips-vgg", description="perceptual distance of the hinge: LPIPS-VGG, or 1-SSIM offline")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(4, ge=1, description="images optimised together in one step")
+    batch_size: int = Field(4, ge=1, description="most images optimised together in one step (CUDA: fewer if memory is short)")
+    memory_headroom: float = Field(0.8, gt=0, le=1, description="fraction of free GPU memory a batch may plan to use")
+    compile: bool = Field(False, description="torch.compile the optimisation step (falls back to eager on failure)")
+    vae_tiling: bool = Field(False, description="tiled VAE for images larger than its sample size (bounded memory)")
+    vae_checkpointing: bool = Field(False, description="recompute VAE activations in the backward pass (less memory, ~1/3 more compute)")
     detect_threshold: Optional[float] = Field(
         None, ge=0, description="consistency error above which detection flags an image (from `impress calibrate`)")
     detect_sync_max_images: int = Field(4, ge=0, description="detect requests up to this many images are answered inline")

@@ -5,8 +5,9 @@ reconstructs nothing, so purification results on it mean nothing. This trains an
 diffusers AutoencoderKL (scaled down, x4 downsampling, 4 latent channels) on photos that Debian
 packages ship, and evaluates on different photos that Python wheels ship (see PROVENANCE.md).
 
-    apt-get download mate-backgrounds ukui-wallpapers lomiri-wallpapers-20.04   # training photos
-    python scripts/train_small_vae.py --debs DIR_WITH_DEBS --minutes 45
+    apt-get download mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 \
+        plasma-workspace-wallpapers                                   # the training photos
+    python scripts/train_small_vae.py --debs DIR_WITH_DEBS --minutes 60
 
 Seeded; resumable (`--work DIR` keeps a checkpoint every few hundred steps, rerun the same command);
 saves with save_pretrained (safetensors) into worker/models/impress-tiny-vae.
@@ -32,24 +33,48 @@ from tqdm import tqdm
 from worker.engine.models import TINY_VAE_CONFIG, TINY_VAE_DIR
 from worker.engine.photos import held_out_photos
 
-# The committed model was trained on this selection: mate's nature photographs, lomiri's and
-# ukui's wallpapers minus a painting and a logo. Most ukui images are illustrations (model card).
-TRAIN_GLOBS = [
-    "usr/share/backgrounds/mate/nature/*.jpg",
-    "usr/share/backgrounds/*.jpg",           # lomiri 20.04 and ukui photos
-    "usr/share/backgrounds/calla.png", "usr/share/backgrounds/goldfish.png",
-    "usr/share/backgrounds/desert.png", "usr/share/backgrounds/city.png",
-]
-TRAIN_EXCLUDE = {"Painting-Colors_by__herobrine7gamer.jpg", "2004default.jpg"}
+# Photographs only: these packages also ship illustrations and renders, which teach the model
+# flat colour fields instead of the textures of real photos (the first model trained on 9 ukui
+# illustrations among 23 images and generalised poorly). Each name below was checked by eye.
+TRAIN_PHOTOS = {
+    "usr/share/backgrounds/mate/nature": [     # mate-backgrounds (GPL-2+)
+        "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops",
+        "Storm", "TwoWings", "Wood", "YellowFlower"],
+    "usr/share/backgrounds": [                 # lomiri-wallpapers-16.04 and -20.04 (CC-BY(-SA), CC0)
+        "Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly", "Picture_0B_by_freespace",
+        "Picture_1A_by_freespace", "Wine_by_Jakkub_Mede", "aitzgorri_by_Aitzol_Berasategi",
+        "free_by_Peter_Nerlich", "friends_by_Aitzol_Berasategi", "greentock_by_Peter_Nerlich",
+        "life_by_Aitzol_Berasategi", "picosdeeuropa_by_Aitzol_Berasategi",
+        "seeding_by_Clements_Engelhardt", "sunset_by_Aitzol_Berasategi", "Kleiber_by_Lukas_Baubkus"],
+    "usr/share/wallpapers": [                  # plasma-workspace-wallpapers (GPL-2+)
+        "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf",
+        "Grey", "Kite", "OneStandsOut", "Path", "summer_1am"],
+}
+DEBS = ["mate-backgrounds", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04",
+        "plasma-workspace-wallpapers"]
 CROP = 64
 PRELOAD_SHORT_SIDE = 512
+EVAL_EVERY = 500
+
+
+def photo_file(root: Path, folder: str, name: str) -> Path:
+    """A wallpaper by name: a plain .jpg, or a Plasma package whose largest rendition we take."""
+    plain = root / folder / f"{name}.jpg"
+    if plain.exists():
+        return plain
+    sizes = glob.glob(str(root / folder / name / "contents" / "images" / "*"))
+    if not sizes:
+        raise SystemExit(f"training photo {folder}/{name} not found: download the packages {DEBS}")
+    return Path(max(sizes, key=os.path.getsize))
 
 
 def extract_debs(debs_dir: Path, into: Path) -> list[Path]:
-    for deb in sorted(debs_dir.glob("*.deb")):
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(into)], check=True)
-    files = sorted({Path(p) for g in TRAIN_GLOBS for p in glob.glob(str(into / g))})
-    return [p for p in files if p.name not in TRAIN_EXCLUDE]
+    for package in DEBS:
+        debs = sorted(debs_dir.glob(f"{package}_*.deb"))
+        if not debs:
+            raise SystemExit(f"{package}_*.deb not in {debs_dir}: apt-get download {' '.join(DEBS)}")
+        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(into)], check=True)
+    return [photo_file(into, folder, name) for folder, names in TRAIN_PHOTOS.items() for name in names]
 
 
 def load_rgb(path: Path, short_side: int) -> torch.Tensor:
@@ -61,12 +86,14 @@ def load_rgb(path: Path, short_side: int) -> torch.Tensor:
 
 
 def random_crops(images: list[torch.Tensor], n: int, gen: torch.Generator) -> torch.Tensor:
-    """Crops at random scales: a 64-px window shows anything from fine texture to a whole scene."""
+    """Crops at log-uniform random scales: a 64-px window shows anything from fine texture to a
+    whole scene, with each octave of scale equally likely (as the service sees images of any size)."""
     out = []
     for _ in range(n):
         img = images[int(torch.randint(len(images), (1,), generator=gen))]
         short = min(img.shape[1:])
-        target = int(torch.randint(CROP, short + 1, (1,), generator=gen))
+        u = float(torch.rand(1, generator=gen))
+        target = min(short, round(CROP * (short / CROP) ** u))
         if target != short:
             img = F.interpolate(img[None], scale_factor=target / short, mode="bilinear",
                                 antialias=True, align_corners=False)[0]
@@ -82,6 +109,15 @@ def random_crops(images: list[torch.Tensor], n: int, gen: torch.Generator) -> to
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = ((a - b) ** 2).mean(dim=(1, 2, 3))  # [-1,1] units: peak-to-peak 2
     return float((10 * torch.log10(4 / mse)).mean())
+
+
+@torch.no_grad()
+def reconstruction_psnr(vae, x: torch.Tensor) -> float:
+    was_training = vae.training
+    vae.eval()
+    value = psnr(vae(x).sample.clamp(-1, 1), x)
+    vae.train(was_training)
+    return value
 
 
 def main() -> None:
@@ -110,7 +146,8 @@ def main() -> None:
     vae = AutoencoderKL(**TINY_VAE_CONFIG)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=1e-4)
     state_path = args.work / "state.pt"
-    state = {"step": 0, "seconds": 0.0}
+    state = {"step": 0, "seconds": 0.0, "curve": []}
+    held = held_out_photos(crop=CROP)
     if state_path.exists():
         ckpt = torch.load(state_path, weights_only=False)
         vae.load_state_dict(ckpt["model"])
@@ -144,23 +181,27 @@ def main() -> None:
             bar.set_postfix(step=state["step"], loss=f"{float(rec):.4f}", lr=f"{lr:.1e}")
         if state["step"] % 300 == 0:
             torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state}, state_path)
+        if state["step"] % EVAL_EVERY == 0:  # reported only: the held-out set never steers training
+            state["curve"].append({"step": state["step"], "minutes": round(state["seconds"] / 60, 1),
+                                   "held_out_psnr_db": round(reconstruction_psnr(vae, held), 2)})
+            bar.write(json.dumps(state["curve"][-1]))
+            t_last = time.perf_counter()  # evaluation time is not training time
     bar.close()
     torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state}, state_path)
 
     vae.eval()
     with torch.no_grad():
         train_eval = random_crops(images, 256, torch.Generator().manual_seed(123))
-        held = held_out_photos(crop=CROP)
         # SD scales latents to unit variance for its UNet; we do the same so the config is complete.
         latents = vae.encode(train_eval).latent_dist.mode()
         vae.register_to_config(scaling_factor=round(float(1 / latents.std()), 5))
         metrics = {
             "train_crops_psnr_db": round(psnr(vae(train_eval).sample.clamp(-1, 1), train_eval), 2),
-            "held_out_crops_psnr_db": round(psnr(vae(held).sample.clamp(-1, 1), held), 2),
+            "held_out_crops_psnr_db": round(reconstruction_psnr(vae, held), 2),
             "held_out_crops": int(held.shape[0]),
             "steps": state["step"], "batch": args.batch, "minutes": round(state["seconds"] / 60, 1),
             "parameters": sum(p.numel() for p in vae.parameters()),
-            "seed": args.seed, "train_photos": train_names,
+            "seed": args.seed, "held_out_curve": state["curve"], "train_photos": train_names,
         }
     args.out.mkdir(parents=True, exist_ok=True)
     vae.save_pretrained(args.out, safe_serialization=True)

@@ -1,15 +1,20 @@
 """The IMPRESS engine: faithful to the published loop, batch-correct, any size, deterministic."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from impress.contract import PurifyOverrides, PurifyParams
 from impress.images import decode_image
 from tests.conftest import photo, png_bytes
 from worker.engine.models import ModelUnavailable, load_vae
-from worker.engine.pipeline import run_purification
+from worker.engine import pipeline
+from worker.engine import purify as purify_module
+from worker.engine.pipeline import EngineOptions, fitting_batch_size, run_purification
 from worker.engine.purify import impress_losses, purify
 from worker.engine.tensors import to_tensor
 
@@ -102,8 +107,6 @@ def test_plateau_stops_early_and_cancel_stops_within_a_report(small_vae_dir, ran
 
 def test_any_size_alpha_and_exif_through_the_pipeline(small_vae_dir, random_lpips):
     rgba = np.dstack([photo(37, 21), np.full((21, 37), 200, np.uint8)])
-    from PIL import Image
-    import io
     buf = io.BytesIO()
     im = Image.fromarray(photo(30, 18))
     exif = im.getexif()
@@ -112,7 +115,8 @@ def test_any_size_alpha_and_exif_through_the_pipeline(small_vae_dir, random_lpip
     images = [decode_image(png_bytes(rgba, mode="RGBA"), max_bytes=10**7, max_pixels=10**6),
               decode_image(buf.getvalue(), max_bytes=10**7, max_pixels=10**6)]
     assert (images[1].width, images[1].height) == (18, 30)
-    run = run_purification(images, params(iters=3), vae=str(small_vae_dir), perceptual="dssim", device="cpu")
+    run = run_purification(images, params(iters=3), vae=str(small_vae_dir), perceptual="dssim",
+                           options=EngineOptions(device="cpu"))
     out0 = Image.open(io.BytesIO(run.images[0].png))
     out1 = Image.open(io.BytesIO(run.images[1].png))
     assert out0.size == (37, 21) and out0.mode == "RGBA"
@@ -120,6 +124,73 @@ def test_any_size_alpha_and_exif_through_the_pipeline(small_vae_dir, random_lpip
     assert out1.size == (18, 30) and out1.mode == "RGB"
     assert run.model["source"] == "folder" and run.model["revision"].startswith("sha256:")
     assert run.perceptual == {"name": "dssim"}
+
+
+def test_out_of_memory_splits_the_batch_and_loses_nothing(small_vae_dir, monkeypatch):
+    # The device allocator is the boundary we cannot reach on a CPU: simulate a GPU on which more
+    # than two images of this size do not fit.
+    real_purify = pipeline.purify
+
+    def purify_on_small_gpu(vae, distance, x, *args, **kwargs):
+        if x.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_purify(vae, distance, x, *args, **kwargs)
+
+    images = [decode_image(png_bytes(photo(24, 16, seed=s)), max_bytes=10**7, max_pixels=10**6) for s in range(5)]
+    seen = []
+    expected = run_purification(images, params(iters=3), vae=str(small_vae_dir), perceptual="dssim",
+                                options=EngineOptions(device="cpu", batch_size=1))
+    monkeypatch.setattr(pipeline, "purify", purify_on_small_gpu)
+    run = run_purification(images, params(iters=3), vae=str(small_vae_dir), perceptual="dssim",
+                           options=EngineOptions(device="cpu", batch_size=5),
+                           progress=lambda step, total, _: seen.append((step, total)) and False, report_every=3)
+    assert len(run.images) == 5 and run.engine["oom_splits"] == 2  # 5 -> 2 + 3 -> 2 + (1 + 2)
+    assert seen[-1] == (15, 15)  # progress counts image-iterations, whatever the batches became
+    for got, want in zip(run.images, expected.images):
+        a = np.asarray(Image.open(io.BytesIO(got.png)), dtype=int)
+        b = np.asarray(Image.open(io.BytesIO(want.png)), dtype=int)
+        assert np.abs(a - b).max() <= 1  # batch-correct: the same image either way, to rounding
+
+
+def test_batch_size_from_free_memory():
+    gib = 2**30
+    assert fitting_batch_size(per_image_bytes=3 * gib, free_bytes=80 * gib, limit=64, headroom=0.8) == 21
+    assert fitting_batch_size(per_image_bytes=3 * gib, free_bytes=80 * gib, limit=8, headroom=0.8) == 8
+    assert fitting_batch_size(per_image_bytes=30 * gib, free_bytes=10 * gib, limit=8, headroom=0.8) == 1
+
+
+def test_compile_failure_falls_back_to_eager(small_vae_dir, random_lpips, monkeypatch):
+    vae, _ = load_vae(str(small_vae_dir))
+    x = to_tensor(photo(32, 32))
+    eager = purify(vae, random_lpips, x, params(iters=3))
+
+    def broken_compiler():  # what a missing C++ toolchain or an unsupported op looks like to us
+        def step(*args):
+            raise RuntimeError("inductor: compilation failed")
+        return step
+
+    monkeypatch.setattr(purify_module, "compiled_losses", broken_compiler)
+    out = purify(vae, random_lpips, x, params(iters=3), compile=True)
+    assert out.compiled is False and out.iterations == 3
+    torch.testing.assert_close(out.images, eager.images)
+
+
+def test_checkpointing_changes_memory_not_results(small_vae_dir, random_lpips):
+    x = to_tensor(photo(32, 32, seed=4))
+    plain = purify(load_vae(str(small_vae_dir))[0], random_lpips, x, params(iters=3))
+    vae, _ = load_vae(str(small_vae_dir), checkpointing=True)
+    assert vae.encoder.gradient_checkpointing and vae.decoder.gradient_checkpointing
+    torch.testing.assert_close(purify(vae, random_lpips, x, params(iters=3)).images, plain.images,
+                               atol=1e-5, rtol=0)
+
+
+def test_tiling_runs_large_images_in_tiles(small_vae_dir, random_lpips):
+    vae, _ = load_vae(str(small_vae_dir), tiling=True)
+    big = vae.config.sample_size + 32  # above the sample size: diffusers encodes and decodes in tiles
+    x = to_tensor(photo(big, big, seed=5))
+    out = purify(vae, random_lpips, x, params(iters=4, lr=0.005), log_every=1)
+    assert out.images.shape == x.shape and torch.isfinite(out.images).all()
+    assert out.traces[0][-1]["consistency"] < out.traces[0][0]["consistency"]
 
 
 def test_missing_model_is_a_clear_error_never_a_substitute(tmp_path):

@@ -20,7 +20,7 @@ from impress.settings import Settings
 from impress.store import JobStore
 
 from .engine.models import ModelUnavailable, load_vae
-from .engine.pipeline import resolve_device, run_purification
+from .engine.pipeline import EngineOptions, resolve_device, run_purification
 
 log = logging.getLogger("impress.worker")
 
@@ -48,7 +48,7 @@ def purify_handler(ctx: JobContext) -> JobResult:
     params = PurifyParams(**ctx.params["purify"])
     items = ctx.inputs["image"]
     run = run_purification([im for _, im in items], params, vae=ctx.params["vae"], perceptual=ctx.params["perceptual"],
-                           device=ctx.settings.device, batch_size=ctx.settings.batch_size, progress=ctx.progress,
+                           options=EngineOptions.from_settings(ctx.settings), progress=ctx.progress,
                            report_every=ctx.settings.progress_every)
     if any(im.stop_reason == "canceled" for im in run.images):
         raise Canceled
@@ -57,7 +57,7 @@ def purify_handler(ctx: JobContext) -> JobResult:
                           final=im.trace[-1] if im.trace else {}, trace=im.trace)
               for (item, _), im in zip(items, run.images)]
     return JobResult(images=images, model=run.model, perceptual=run.perceptual, seconds=round(run.seconds, 3),
-                     device=run.device)
+                     device=run.device, engine=run.engine)
 
 
 def detect_handler(ctx: JobContext) -> JobResult:

@@ -74,13 +74,21 @@ def resolve_vae(name: str) -> tuple[str, str, str | None]:
     return "hub", name, HUB_SUBFOLDER
 
 
-def load_vae(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """The VAE named `name`, in eval mode with frozen weights, and its identity. Cached per process."""
-    return _load_vae_cached(name, device, dtype)
+def load_vae(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, *,
+             tiling: bool = False, checkpointing: bool = False):
+    """The VAE named `name`, in eval mode with frozen weights, and its identity. Cached per process.
+
+    Memory options for large images: `tiling` encodes and decodes images larger than the VAE's
+    sample size in overlapping tiles (diffusers' tiled VAE; the blend changes results slightly);
+    `checkpointing` recomputes the VAE's activations during the backward pass instead of keeping
+    them (about a third more compute, far less memory). diffusers' batch slicing is not offered: under
+    autograd every slice's activations are kept for the backward pass, so it bounds nothing here.
+    """
+    return _load_vae_cached(name, device, dtype, tiling, checkpointing)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_vae_cached(name: str, device: str, dtype: torch.dtype):
+def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, checkpointing: bool):
     from diffusers import AutoencoderKL
 
     source, location, subfolder = resolve_vae(name)
@@ -102,6 +110,10 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype):
     vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
     if device.startswith("cuda"):
         vae = vae.to(memory_format=torch.channels_last)
+    if tiling:
+        vae.enable_tiling()
+    if checkpointing:
+        vae.enable_gradient_checkpointing()
     identity = ModelIdentity(name=name, source=source, location=location, revision=revision,
                              dtype=str(dtype).removeprefix("torch."), device=device)
     return vae, identity

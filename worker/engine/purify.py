@@ -9,6 +9,8 @@ autocast. With early stopping off, the result matches the published loop step fo
 """
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -17,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from impress.contract import PurifyParams
+
+log = logging.getLogger("impress.engine")
 
 # Called every `report_every` steps with (step, total, per-image losses); returning True cancels.
 ProgressFn = Callable[[int, int, list[float]], bool]
@@ -29,6 +33,7 @@ class PurifyOutcome:
     stop_reason: str                          # completed | plateau | canceled
     seconds: float
     traces: list[list[dict]] = field(default_factory=list)  # per image: {step, loss, consistency, perceptual}
+    compiled: bool = False                    # whether the step ran under torch.compile
 
 
 def starting_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -67,12 +72,21 @@ def impress_losses(vae, distance, x: torch.Tensor, alpha: float, delta: float, h
     return loss, consistency, perceptual
 
 
+@functools.cache
+def compiled_losses():
+    """`impress_losses` under torch.compile: built once per process, compiled on first call."""
+    return torch.compile(impress_losses, dynamic=False)
+
+
 def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: str = "cpu",
-           progress: Optional[ProgressFn] = None, report_every: int = 10, log_every: int = 50) -> PurifyOutcome:
+           progress: Optional[ProgressFn] = None, report_every: int = 10, log_every: int = 50,
+           compile: bool = False) -> PurifyOutcome:
     """Purify a batch of same-size images x_ptb (B x 3 x H x W, [-1, 1]). Pure function of its inputs.
 
     `distance` is a perceptual module from `perceptual.load_perceptual`; its reference is set here.
     Host-device syncs happen only every `report_every` steps (progress, cancel, plateau checks).
+    `compile` runs the loss under torch.compile; if compiling fails the run goes on eagerly (logged,
+    and `compiled` is False in the outcome).
     """
     b, _, h, w = x_ptb.shape
     x_ptb = x_ptb.to(device=device, dtype=torch.float32)
@@ -95,10 +109,19 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
     best = torch.full((b,), float("inf"))
     best_at = torch.zeros(b, dtype=torch.long)
     stop_reason, step = "completed", 0
+    losses_fn = compiled_losses() if compile else impress_losses
     t0 = time.perf_counter()
     for step in range(1, params.iters + 1):
         with torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss, consistency, perceptual = impress_losses(vae, distance, x, params.alpha, params.delta, (h, w))
+            try:
+                loss, consistency, perceptual = losses_fn(vae, distance, x, params.alpha, params.delta, (h, w))
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, never fail the job
+                if losses_fn is impress_losses or isinstance(exc, torch.OutOfMemoryError):
+                    raise
+                log.warning("torch.compile failed (%s: %s); running eagerly", type(exc).__name__,
+                            str(exc).splitlines()[0] if str(exc) else "")
+                losses_fn = impress_losses
+                loss, consistency, perceptual = losses_fn(vae, distance, x, params.alpha, params.delta, (h, w))
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss.sum()).backward()
@@ -137,7 +160,8 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
             traces[i].append({"step": step, "loss": float(loss[i]), "consistency": float(consistency[i]),
                               "perceptual": float(perceptual[i])})
     out = x.detach()[..., :h, :w].float().contiguous().cpu()
-    return PurifyOutcome(images=out, iterations=step, stop_reason=stop_reason, seconds=seconds, traces=traces)
+    return PurifyOutcome(images=out, iterations=step, stop_reason=stop_reason, seconds=seconds, traces=traces,
+                         compiled=losses_fn is not impress_losses)
 
 
 def plateaued(loss: torch.Tensor, best: torch.Tensor, best_at: torch.Tensor, step: int, params: PurifyParams) -> bool:
