@@ -141,7 +141,8 @@ def main() -> None:
         files = extract_debs(args.debs, Path(tmp))
         print(f"training photos: {len(files)}")
         images = [load_rgb(f, PRELOAD_SHORT_SIDE) for f in tqdm(files, desc="decode")]
-        train_names = [f.name for f in files]
+        # Paths, not bare names: Plasma's wallpapers are all called 1920x1080.jpg inside their folders.
+        train_names = [str(f.relative_to(tmp)) for f in files]
 
     vae = AutoencoderKL(**TINY_VAE_CONFIG)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=1e-4)
