@@ -19,33 +19,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from impress.contract import PurifyOverrides  # noqa: E402
-from worker.engine import purify as purify_module  # noqa: E402
 from worker.engine.models import TINY_VAE_NAME, load_vae  # noqa: E402
 from worker.engine.perceptual import load_perceptual  # noqa: E402
 from worker.engine.photos import held_out_photos  # noqa: E402
+from worker.engine.purify import purify  # noqa: E402
 
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 HERE = Path(__file__).resolve().parent
 
 
-def purified(device: str, amp: bool) -> torch.Tensor:
+def purified(device: str, precision: str) -> torch.Tensor:
     vae, _ = load_vae(TINY_VAE_NAME, device)
     params = PurifyOverrides(preset="photoguard", iters=50, early_stop=False).resolve("dssim")
-    original = purify_module.autocast_dtype
-    if not amp:
-        purify_module.autocast_dtype = lambda _device: None  # fp32 on CUDA, for the exactness check
-    try:
-        return purify_module.purify(vae, load_perceptual("dssim", device), held_out_photos()[:8], params,
-                                    device=device).images
-    finally:
-        purify_module.autocast_dtype = original
+    return purify(vae, load_perceptual("dssim", device), held_out_photos()[:8], params, device=device,
+                  precision=precision).images
 
 
 def main() -> None:
     assert torch.cuda.is_available(), "no CUDA device"
-    cpu = purified("cpu", amp=False)
-    fp32 = purified("cuda", amp=False)
-    bf16 = purified("cuda", amp=True)
+    cpu = purified("cpu", "fp32")
+    fp32 = purified("cuda", "fp32")
+    bf16 = purified("cuda", "bf16")
     check = {"device": torch.cuda.get_device_name(), "max_abs_diff_cuda_fp32_vs_cpu": float((fp32 - cpu).abs().max()),
              "max_abs_diff_cuda_bf16_vs_cpu": float((bf16 - cpu).abs().max()),
              "mean_abs_diff_cuda_bf16_vs_cpu": float((bf16 - cpu).abs().mean())}

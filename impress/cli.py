@@ -56,7 +56,7 @@ def cmd_purify(args: argparse.Namespace) -> int:
 
     try:
         options = EngineOptions.from_settings(settings, device=args.device, batch_size=args.batch_size,
-                                              compile=args.compile or None)
+                                              compile=args.compile or None, precision=args.precision)
         run = run_purification(images, params, vae=args.model or settings.vae, perceptual=perceptual,
                                options=options, progress=progress, report_every=args.report_every)
     except ModelUnavailable as exc:
@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     pur.add_argument("--device", choices=("auto", "cpu", "cuda"))
     pur.add_argument("--batch-size", type=int)
     pur.add_argument("--compile", action="store_true", help="torch.compile the step (eager if it fails)")
+    pur.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                     help="forward-pass autocast (default IMPRESS_PRECISION, auto: bf16 on CUDA, fp32 on CPU)")
     pur.add_argument("--report-every", type=int, default=10, help=argparse.SUPPRESS)
     pur.set_defaults(func=cmd_purify)
 

@@ -96,7 +96,7 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, c
         raise ModelUnavailable(f"bundled VAE {name!r} is missing from {location}: "
                                "train it with scripts/train_small_vae.py (see its docstring)")
     try:
-        vae = AutoencoderKL.from_pretrained(location, subfolder=subfolder, torch_dtype=torch.float32)
+        vae = AutoencoderKL.from_pretrained(location, subfolder=subfolder, torch_dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(
             f"VAE {name!r} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
@@ -107,7 +107,7 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, c
         revision = _hub_revision(vae) or "unknown"
     else:
         revision = _weights_digest(Path(location) / (subfolder or ""))
-    vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    vae = vae.to(device=device).eval().requires_grad_(False)
     if device.startswith("cuda"):
         vae = vae.to(memory_format=torch.channels_last)
     if tiling:

@@ -15,7 +15,7 @@ from impress.images import DecodedImage, encode_png
 
 from .models import default_device, load_vae
 from .perceptual import load_perceptual
-from .purify import ProgressFn, purify
+from .purify import Precision, ProgressFn, purify
 from .tensors import to_tensor, to_uint8
 
 log = logging.getLogger("impress.engine")
@@ -38,14 +38,15 @@ class EngineOptions:
     device: str = "auto"
     batch_size: int = 4              # the most images per step; on CUDA, fewer when memory is short
     compile: bool = False            # torch.compile the step, falling back to eager if it fails
+    precision: Precision = "auto"    # autocast dtype of the forward pass (purify.Precision)
     vae_tiling: bool = False
     vae_checkpointing: bool = False
     memory_headroom: float = 0.8     # fraction of free device memory a batch may plan to use
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "EngineOptions":
-        fields = {f: getattr(settings, f) for f in ("device", "batch_size", "compile", "vae_tiling",
-                                                    "vae_checkpointing", "memory_headroom")}
+        fields = {f: getattr(settings, f) for f in ("device", "batch_size", "compile", "precision",
+                                                    "vae_tiling", "vae_checkpointing", "memory_headroom")}
         return cls(**{**fields, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -56,7 +57,7 @@ class PurificationRun:
     perceptual: dict
     seconds: float
     device: str
-    engine: dict                     # batch sizes used, compiled or not, memory options, OOM retries
+    engine: dict                     # batch sizes, compiled or not, precision, memory options, OOM retries
 
 
 def resolve_device(device: str) -> str:
@@ -68,12 +69,14 @@ def fitting_batch_size(per_image_bytes: int, free_bytes: int, limit: int, headro
     return max(1, min(limit, int(free_bytes * headroom) // max(per_image_bytes, 1)))
 
 
-def measure_step_bytes(vae, distance, x: torch.Tensor, params: PurifyParams, device: str) -> int:
+def measure_step_bytes(vae, distance, x: torch.Tensor, params: PurifyParams, device: str,
+                       precision: Precision = "auto") -> int:
     """Peak device memory of one step on one image of this size (a one-iteration probe run)."""
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    purify(vae, distance, x[:1], params.model_copy(update={"iters": 1, "early_stop": False}), device=device)
+    purify(vae, distance, x[:1], params.model_copy(update={"iters": 1, "early_stop": False}), device=device,
+           precision=precision)
     return torch.cuda.max_memory_allocated(device) - before
 
 
@@ -97,7 +100,7 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
         groups.setdefault((im.height, im.width), []).append(i)
     total = params.iters * len(images)
     results: list[Optional[PurifiedImage]] = [None] * len(images)
-    seconds, done, canceled, compiled = 0.0, 0, False, False
+    seconds, done, canceled, compiled, precision = 0.0, 0, False, False, None
     batch_sizes: dict[str, int] = {}
     oom_splits = 0
     for (height, width), indices in groups.items():
@@ -105,8 +108,8 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
         if cuda and len(indices) > 1:
             probe = to_tensor(images[indices[0]].rgb)
             free, _ = torch.cuda.mem_get_info(device)
-            size = fitting_batch_size(measure_step_bytes(vae_model, distance, probe, params, device), free,
-                                      options.batch_size, options.memory_headroom)
+            step_bytes = measure_step_bytes(vae_model, distance, probe, params, device, options.precision)
+            size = fitting_batch_size(step_bytes, free, options.batch_size, options.memory_headroom)
         batch_sizes[f"{width}x{height}"] = size
         pending = [indices[k:k + size] for k in range(0, len(indices), size)]
         while pending and not canceled:
@@ -118,7 +121,8 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
 
             try:
                 outcome = purify(vae_model, distance, x, params, device=device, progress=batch_progress,
-                                 report_every=report_every, compile=options.compile)
+                                 report_every=report_every, compile=options.compile,
+                                 precision=options.precision)
             except torch.OutOfMemoryError:
                 if len(batch) == 1:
                     raise
@@ -133,6 +137,7 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
                 continue
             seconds += outcome.seconds
             compiled = compiled or outcome.compiled
+            precision = outcome.precision
             done += params.iters * len(batch)
             canceled = outcome.stop_reason == "canceled"
             for j, i in enumerate(batch):
@@ -140,7 +145,8 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
                 results[i] = PurifiedImage(png=encode_png(rgb, images[i].alpha), width=images[i].width,
                                            height=images[i].height, iterations=outcome.iterations,
                                            stop_reason=outcome.stop_reason, trace=outcome.traces[j])
-    engine = {"batch_sizes": batch_sizes, "compiled": compiled, "vae_tiling": options.vae_tiling,
+    engine = {"batch_sizes": batch_sizes, "compiled": compiled, "precision": precision,
+              "vae_tiling": options.vae_tiling,
               "vae_checkpointing": options.vae_checkpointing, "oom_splits": oom_splits}
     return PurificationRun(images=[r for r in results if r is not None], model=identity.as_dict(),
                            perceptual={"name": distance.name}, seconds=seconds, device=device, engine=engine)
