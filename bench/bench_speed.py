@@ -6,7 +6,7 @@
 Models: the Stable Diffusion VAE architecture with random weights (the same FLOPs as the real one)
 and LPIPS-VGG with a random backbone (same FLOPs as real LPIPS). Prints and writes iterations/s per
 image, images/hour at the preset's 1000 iterations, counted TFLOP/s (torch's FlopCounterMode on one
-step) and the ratio to the reference loop. Results: bench/results/speed-<device>.{json,md,png}.
+step) and the ratio to the reference loop. Results: bench/results/speed-<device>[-compile].{json,md,png}.
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128] + ([512] if cuda else []))
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--iters", type=int, default=3, help="timed steps per measurement (after one warm-up)")
+    p.add_argument("--iters", type=int, default=5, help="timed steps per measurement (after one warm-up)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"),
                    help="our engine's forward-pass precision(s); the reference always runs fp32")
     p.add_argument("--compile", action="store_true", help="also time our engine under torch.compile")
@@ -157,7 +157,8 @@ def main() -> None:
               f"**{r['ratio_to_reference']:.2f}×** | {r['images_per_hour_at_1000_iters']:.1f} | "
               f"{r['tflop_per_image_step']:.4f} | {r['achieved_tflops']:.4f} | {r.get('first_step_s', '—')} | "
               f"{r.get('peak_memory_gib_per_image', '—')} |" for r in rows]
-    write_results(args.out / f"speed-{dev.split(':')[0]}", meta, rows, lines, speed_figure(rows))
+    stem = f"speed-{dev.split(':')[0]}" + ("-compile" if args.compile else "")  # compile runs keep their own table
+    write_results(args.out / stem, meta, rows, lines, speed_figure(rows))
 
 
 if __name__ == "__main__":

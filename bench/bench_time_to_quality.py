@@ -35,7 +35,7 @@ from worker.engine.purify import impress_losses, purify  # noqa: E402
 
 
 # (N / iterations, lr multiple): shorter cosine schedules, some with a larger starting step.
-SCHEDULES = [(5, 1.0), (5, 2.0), (5, 4.0), (10, 2.0), (10, 4.0)]
+SCHEDULES = [(5, 1.0), (5, 2.0), (5, 3.0), (5, 4.0), (10, 2.0), (10, 4.0)]
 
 
 def final_loss(vae, distance, x, x_ptb, params) -> torch.Tensor:
@@ -69,6 +69,7 @@ def main() -> None:
     ref_seconds = time.perf_counter() - t0
     ref_loss = final_loss(vae, dist, ref, protected, base)
     ref_row = {"run": f"reference, {args.n} it", "iterations": args.n, "seconds": round(ref_seconds, 1),
+               "wall_time_ratio": 1.0,
                "loss": round(float(ref_loss.mean()), 6), "psnr_to_clean_db": round(float(psnr(ref, clean).mean()), 3)}
     rows = [ref_row]
     print(json.dumps(ref_row), flush=True)
@@ -82,7 +83,8 @@ def main() -> None:
         loss = final_loss(vae, dist, out.images, protected, params)
         name = f"ours, N/{frac} = {params.iters} it, lr x{lr_scale:g}, {precision}, early stop"
         row = {"run": name, "schedule": [frac, lr_scale], "precision": precision, "iterations": out.iterations,
-               "seconds": round(seconds, 1), "loss": round(float(loss.mean()), 6),
+               "seconds": round(seconds, 1), "wall_time_ratio": round(ref_seconds / seconds, 2),
+               "loss": round(float(loss.mean()), 6),
                "psnr_to_clean_db": round(float(psnr(out.images, clean).mean()), 3)}
         row["reaches_reference"] = row["loss"] <= ref_row["loss"] and row["psnr_to_clean_db"] >= ref_row["psnr_to_clean_db"]
         curves[name] = [(t["step"], sum(tr[k]["loss"] for tr in out.traces) / len(out.traces))
@@ -92,7 +94,8 @@ def main() -> None:
 
     rows += [run_schedule(frac, lr_scale, "fp32") for frac, lr_scale in SCHEDULES]
     # The quickest schedule that reaches the reference (else the lowest loss), again under bf16 autocast.
-    best = min(rows[1:], key=lambda r: (not r["reaches_reference"], r["iterations"], r["loss"]))
+    best = min(rows[1:], key=lambda r: (not r["reaches_reference"], r["iterations"] if r["reaches_reference"] else 0,
+                                        r["loss"]))
     rows.append(run_schedule(*best["schedule"], "bf16"))
     meta = {**run_meta("cpu"), "model": identity.as_dict(), "perceptual": "dssim", "images": args.images,
             "protection": "photoguard encoder attack eps 16/255, 200 steps, toward E(grey)", "preset": base.model_dump()}
@@ -102,9 +105,17 @@ def main() -> None:
              "iterations, one image at a time; ours runs shorter cosine schedules on the batch with the plateau "
              "rule on. A run reaches the reference when its mean final IMPRESS loss is no higher and its mean "
              "PSNR to the clean image no lower.", "",
-             "| run | iterations | seconds | final IMPRESS loss | PSNR to clean | reaches reference |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['run']} | {r['iterations']} | {r['seconds']} | {r['loss']:.6f} | {r['psnr_to_clean_db']:.2f} dB | "
+             "| run | iterations | seconds | reference's time / this | final IMPRESS loss | PSNR to clean | reaches reference |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['iterations']} | {r['seconds']} | {r['wall_time_ratio']:.1f}× | {r['loss']:.6f} | "
+              f"{r['psnr_to_clean_db']:.2f} dB | "
               f"{'—' if 'reaches_reference' not in r else ('yes' if r['reaches_reference'] else 'no')} |" for r in rows]
+    within = [r for r in rows[1:] if r["reaches_reference"] and r["iterations"] <= args.n // 5]
+    lines += ["", f"**Target (the reference's quality in ≤ N/5 = {args.n // 5} iterations): "
+              + (f"met** by {within[0]['run']}." if within else
+                 f"missed**: no schedule of ≤ {args.n // 5} iterations reached both the reference's loss and its "
+                 f"PSNR to the clean image; the closest in loss is {best['run']} ({best['loss']:.6f} vs "
+                 f"{ref_row['loss']:.6f}, {best['psnr_to_clean_db']:.2f} vs {ref_row['psnr_to_clean_db']:.2f} dB).")]
     write_results(args.out / "time-to-quality", meta, rows, lines, loss_figure(curves, ref_row, args.n))
 
 

@@ -190,6 +190,17 @@ def test_bf16_autocast_on_cpu_follows_the_fp32_run(small_vae_dir, random_lpips):
         purify(vae, random_lpips, x, params(iters=1), precision="fp8")
 
 
+def test_dssim_stays_fp32_under_autocast():
+    from worker.engine.perceptual import load_perceptual
+
+    dssim = load_perceptual("dssim")
+    x, ref = to_tensor(photo(40, 40, seed=1)), to_tensor(photo(40, 40, seed=2))
+    dssim.set_reference(ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = dssim(x)
+    assert under_autocast.dtype == torch.float32 and torch.equal(under_autocast, dssim(x))
+
+
 def test_checkpointing_changes_memory_not_results(small_vae_dir, random_lpips):
     x = to_tensor(photo(32, 32, seed=4))
     plain = purify(load_vae(str(small_vae_dir))[0], random_lpips, x, params(iters=3))

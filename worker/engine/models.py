@@ -96,7 +96,8 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, c
         raise ModelUnavailable(f"bundled VAE {name!r} is missing from {location}: "
                                "train it with scripts/train_small_vae.py (see its docstring)")
     try:
-        vae = AutoencoderKL.from_pretrained(location, subfolder=subfolder, torch_dtype=dtype)
+        # low_cpu_mem_usage needs `accelerate`, which a VAE of at most ~80 MB does not justify.
+        vae = AutoencoderKL.from_pretrained(location, subfolder=subfolder, torch_dtype=dtype, low_cpu_mem_usage=False)
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(
             f"VAE {name!r} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0]}). "

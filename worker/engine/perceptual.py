@@ -37,7 +37,9 @@ class LpipsDistance(torch.nn.Module):
         import lpips
 
         outs = self.net.net(self.net.scaling_layer(x))
-        return [lpips.normalize_tensor(o) for o in outs]
+        # The backbone may run in bf16 under autocast; the unit-normalised features are compared in
+        # fp32, since their difference cancels most of their digits.
+        return [lpips.normalize_tensor(o.float()) for o in outs]
 
     def set_reference(self, ref: torch.Tensor) -> None:
         with torch.no_grad():
@@ -48,7 +50,7 @@ class LpipsDistance(torch.nn.Module):
         feats = self._features(x)
         total = 0
         for lin, f, r in zip(self.net.lins, feats, self._ref_feats):
-            total = total + lin((f - r.to(f.dtype)) ** 2).mean(dim=(2, 3), keepdim=True)
+            total = total + lin((f - r) ** 2).mean(dim=(2, 3), keepdim=True)
         return total.flatten()
 
 
@@ -74,12 +76,15 @@ class SsimDistance(torch.nn.Module):
         return F.conv2d(x, w.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
     def set_reference(self, ref: torch.Tensor) -> None:
-        y = (ref + 1) / 2
+        y = (ref.float() + 1) / 2
         mu_y = self._blur(y)
         self._ref = (y, mu_y, self._blur(y * y) - mu_y**2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 1 - ssim_against(self, (x + 1) / 2, *self._ref)
+        # Always fp32: variances are differences of close numbers (E[x²] − E[x]²), which bf16's
+        # 8-bit mantissa turns into noise that misleads the optimiser under autocast.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return 1 - ssim_against(self, (x.float() + 1) / 2, *self._ref)
 
 
 def ssim_against(dist: SsimDistance, x: torch.Tensor, y, mu_y, var_y) -> torch.Tensor:
