@@ -201,6 +201,11 @@ def test_dssim_stays_fp32_under_autocast():
     assert under_autocast.dtype == torch.float32 and torch.equal(under_autocast, dssim(x))
 
 
+def test_vae_attention_runs_through_sdpa(small_vae_dir):
+    vae, _ = load_vae(str(small_vae_dir))
+    assert {type(p).__name__ for p in vae.attn_processors.values()} == {"AttnProcessor2_0"}
+
+
 def test_checkpointing_changes_memory_not_results(small_vae_dir, random_lpips):
     x = to_tensor(photo(32, 32, seed=4))
     plain = purify(load_vae(str(small_vae_dir))[0], random_lpips, x, params(iters=3))

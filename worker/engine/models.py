@@ -90,6 +90,7 @@ def load_vae(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
 @functools.lru_cache(maxsize=4)
 def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, checkpointing: bool):
     from diffusers import AutoencoderKL
+    from diffusers.models.attention_processor import AttnProcessor2_0
 
     source, location, subfolder = resolve_vae(name)
     if source == "bundled" and not (Path(location) / "config.json").exists():
@@ -111,6 +112,9 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, c
     vae = vae.to(device=device).eval().requires_grad_(False)
     if device.startswith("cuda"):
         vae = vae.to(memory_format=torch.channels_last)
+    # torch's scaled_dot_product_attention: flash / memory-efficient kernels on CUDA (diffusers'
+    # default today; set explicitly so a changed default cannot bring back the quadratic-memory path).
+    vae.set_attn_processor(AttnProcessor2_0())
     if tiling:
         vae.enable_tiling()
     if checkpointing:
