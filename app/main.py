@@ -38,16 +38,28 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     # Room for the largest allowed job plus multipart overhead; anything bigger is refused unread.
     max_body = settings.max_upload_bytes * settings.max_images_per_job + 1024 * 1024
+    # Submissions in progress (the event loop is one thread: a plain int is safe). Past the limit a
+    # client gets a fast 503 to retry, instead of a place in a queue that grows without bound.
+    app.state.inflight_submits = 0
 
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):
         start = time.perf_counter()
         length = request.headers.get("content-length")
+        submit = request.method == "POST"
         if length is not None and length.isdigit() and int(length) > max_body:
             response = error_json(413, ErrorCode.payload_too_large, f"request body is {length} bytes; "
                                   f"the limit is {max_body}")
+        elif submit and app.state.inflight_submits >= settings.max_inflight_submits:
+            response = error_json(503, ErrorCode.service_overloaded, f"{app.state.inflight_submits} submissions "
+                                  "are in progress, the most this service takes at once; retry shortly")
+            response.headers["Retry-After"] = "1"
         else:
-            response = await call_next(request)
+            app.state.inflight_submits += submit
+            try:
+                response = await call_next(request)
+            finally:
+                app.state.inflight_submits -= submit
         route = request.scope.get("route")
         REQUEST_SECONDS.labels(request.method, getattr(route, "path", "unmatched"),
                                str(response.status_code)).observe(time.perf_counter() - start)

@@ -58,6 +58,7 @@ class ErrorCode(str, enum.Enum):
     result_not_found = "result_not_found"
     job_not_finished = "job_not_finished"
     job_already_finished = "job_already_finished"
+    service_overloaded = "service_overloaded"
     # Failures a worker records on a job:
     model_unavailable = "model_unavailable"
     worker_lost = "worker_lost"

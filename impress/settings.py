@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(2048 * 2048, ge=64, description="pixels per image (decompression-bomb guard)")
     max_images_per_job: int = Field(8, ge=1, description="images in one job")
     max_iterations: int = Field(5000, ge=1, description="IMPRESS iterations one job may ask for")
+    max_inflight_submits: int = Field(
+        32, ge=1, description="submissions handled at once; more are answered 503 at once instead of queueing")
 
     # Models: None means each preset's own VAE (the SD VAE the authors used).
     vae: Optional[str] = Field(None, description="VAE: hub id, local folder, or 'impress-tiny-vae'")

@@ -241,3 +241,29 @@ def test_evaluate_matrix_job_with_report(service):
 def test_bad_evaluation_requests_are_refused(service, files, form, code):
     r = service.post("/v1/evaluate", files=files, data=form)
     assert 400 <= r.status_code < 500 and r.json()["error"]["code"] == code, r.text
+
+
+def test_overload_is_a_fast_503_and_reads_still_answer():
+    """Past IMPRESS_MAX_INFLIGHT_SUBMITS a submission is refused at once (503, Retry-After), unread."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from impress.settings import Settings
+
+    tag = f"impress-test-{uuid.uuid4().hex[:8]}"
+    app = create_app(Settings(redis_url=TEST_REDIS_URL, key_prefix=tag, queue=tag, max_inflight_submits=1))
+    upload = {"images": ("a.png", png_bytes(photo()), "image/png")}
+    try:
+        with TestClient(app) as client:
+            app.state.inflight_submits = 1  # one submission in progress: the limit is reached
+            refused = client.post("/v1/purify", files=upload, data={"preset": "photoguard"})
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "service_overloaded"
+            assert client.get("/healthz").status_code == 200
+            app.state.inflight_submits = 0
+            assert client.post("/v1/purify", files=upload, data={"preset": "photoguard"}).status_code == 202
+            assert app.state.inflight_submits == 0
+    finally:
+        store = redis.Redis.from_url(TEST_REDIS_URL)
+        for key in store.scan_iter(f"*{tag}*"):
+            store.delete(key)

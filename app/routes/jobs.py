@@ -83,7 +83,7 @@ def accepted_response(accepted: Accepted) -> JSONResponse:
     return JSONResponse(status_code=202, content=accepted.model_dump(mode="json"), headers={"Location": accepted.url})
 
 
-@router.post("/purify", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422),
+@router.post("/purify", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
              summary="Queue IMPRESS purification of one or more images")
 async def submit_purify(
     request: Request,
@@ -103,7 +103,7 @@ async def submit_purify(
 
 
 @router.post("/detect", response_model=JobView, status_code=200,
-             responses={202: {"model": Accepted, "description": "queued: poll the job"}, **error_responses(413, 415, 422)},
+             responses={202: {"model": Accepted, "description": "queued: poll the job"}, **error_responses(413, 415, 422, 503)},
              summary="Triage: consistency error of each image and a verdict against the threshold")
 async def submit_detect(
     request: Request,
@@ -133,7 +133,7 @@ async def wait_finished(store: JobStore, job_id: str, timeout_s: float) -> Optio
     return None
 
 
-@router.post("/evaluate", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422),
+@router.post("/evaluate", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
              summary="Queue an evaluation: clean (+ protected, + purified) images, or clean images and the "
                      "protections x purifiers matrix to run")
 async def submit_evaluate(
