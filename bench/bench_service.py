@@ -7,7 +7,8 @@ Starts the real API (`impress api`, one uvicorn process) against the local Redis
 database index and key prefix, with no worker: every POST /v1/purify uploads a real 64x64 photo
 tile and is queued, which is the whole of what a submit costs. Requests leave on a fixed schedule
 (open loop: a slow answer never delays the next request, so queueing delay shows in the latency).
-Cleans up every key it made. Results: bench/results/service-submit.{json,md,png}.
+Past IMPRESS_MAX_INFLIGHT_SUBMITS in flight the API answers 503 (counted as shed). Cleans up every
+key it made. Results: bench/results/service-submit.{json,md,png}.
 """
 from __future__ import annotations
 
@@ -142,7 +143,8 @@ def summarize(rate: float, records: list[dict], target_ms: float) -> dict:
     latencies = np.array([r["latency_ms"] for r in records])
     q = {k: round(float(np.percentile(latencies, k)), 2) for k in (50, 90, 99)}
     return {"rate_per_s": rate, "requests": len(records), "accepted_202": sum(r["status"] == 202 for r in records),
-            "other_statuses": sorted({str(r["status"]) for r in records if r["status"] != 202}),
+            "shed_503": sum(r["status"] == 503 for r in records),
+            "other_statuses": sorted({str(r["status"]) for r in records if r["status"] not in (202, 503)}),
             "p50_ms": q[50], "p90_ms": q[90], "p99_ms": q[99], "max_ms": round(float(latencies.max()), 2),
             "meets_target": q[99] <= target_ms}
 
@@ -170,9 +172,9 @@ def main() -> None:
     lines = ["# Service: submit latency under load", "",
              f"{meta['api']}; each request {meta['upload']}; open-loop schedule, {args.seconds:g} s per rate after "
              f"{args.warmup:g} s of warm-up, a fresh API process per rate. The load generator shares the machine.", "",
-             "| rate | requests | accepted (202) | p50 | p90 | p99 | max | p99 ≤ target |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['rate_per_s']:g}/s | {r['requests']} | {r['accepted_202']} | {r['p50_ms']} ms | {r['p90_ms']} ms | "
+             "| rate | requests | accepted (202) | shed (503) | p50 | p90 | p99 | max | p99 ≤ target |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['rate_per_s']:g}/s | {r['requests']} | {r['accepted_202']} | {r['shed_503']} | {r['p50_ms']} ms | {r['p90_ms']} ms | "
               f"**{r['p99_ms']} ms** | {r['max_ms']} ms | {'yes' if r['meets_target'] else 'no'} |" for r in rows]
     write_results(args.out / "service-submit", meta, rows, lines, latency_figure(runs, args.target_p99_ms))
 
