@@ -36,7 +36,8 @@ def purified(device: str, precision: str) -> torch.Tensor:
 
 
 def main() -> None:
-    assert torch.cuda.is_available(), "no CUDA device"
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here: run this on a machine with a GPU")
     cpu = purified("cpu", "fp32")
     fp32 = purified("cuda", "fp32")
     bf16 = purified("cuda", "bf16")
