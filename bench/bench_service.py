@@ -95,9 +95,8 @@ def latency_figure(runs: dict[float, list[dict]], target_ms: float):
         ordered = np.sort([r["latency_ms"] for r in records])
         cdf.plot(ordered, np.arange(1, len(ordered) + 1) / len(ordered), label=f"{rate:g} req/s")
         series.scatter([r["sent_s"] for r in records], [r["latency_ms"] for r in records], s=2, label=f"{rate:g} req/s")
-    for ax in (cdf, series):
-        ax.axvline(target_ms, color="grey", linestyle="--") if ax is cdf else ax.axhline(target_ms, color="grey",
-                                                                                           linestyle="--")
+    cdf.axvline(target_ms, color="grey", linestyle="--")
+    series.axhline(target_ms, color="grey", linestyle="--")
     cdf.axhline(0.99, color="black", linestyle=":", linewidth=0.8)
     cdf.set(xlabel="submit latency (ms)", ylabel="fraction of requests", xscale="log",
             title=f"POST /v1/purify latency (CDF; target p99 {target_ms:g} ms)")

@@ -7,7 +7,8 @@ protections (PhotoGuard encoder attack, 16/255, 200 PGD steps), the reference lo
 iterations (photoguard preset, offline 1-SSIM hinge). Our engine then runs shorter schedules
 (the cosine decays over the shorter count; optionally a larger starting lr) with early stopping,
 and the table says whether each reached the reference's final IMPRESS loss and its PSNR to the
-clean image, and with how many iterations; the quickest such schedule runs once more in bf16. Results: bench/results/time-to-quality.{json,md,png}.
+clean image, and with how many iterations; the quickest such schedule runs once more in bf16.
+Results: bench/results/time-to-quality.{json,md,png}.
 """
 from __future__ import annotations
 

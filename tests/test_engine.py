@@ -145,6 +145,7 @@ def test_out_of_memory_splits_the_batch_and_loses_nothing(small_vae_dir, monkeyp
                            options=EngineOptions(device="cpu", batch_size=5),
                            progress=lambda step, total, _: seen.append((step, total)) and False, report_every=3)
     assert len(run.images) == 5 and run.engine["oom_splits"] == 2  # 5 -> 2 + 3 -> 2 + (1 + 2)
+    assert run.engine["precision"] == "fp32"
     assert seen[-1] == (15, 15)  # progress counts image-iterations, whatever the batches became
     for got, want in zip(run.images, expected.images):
         a = np.asarray(Image.open(io.BytesIO(got.png)), dtype=int)

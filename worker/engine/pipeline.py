@@ -15,7 +15,7 @@ from impress.images import DecodedImage, encode_png
 
 from .models import default_device, load_vae
 from .perceptual import load_perceptual
-from .purify import Precision, ProgressFn, purify
+from .purify import Precision, ProgressFn, autocast_dtype, precision_name, purify
 from .tensors import to_tensor, to_uint8
 
 log = logging.getLogger("impress.engine")
@@ -100,7 +100,7 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
         groups.setdefault((im.height, im.width), []).append(i)
     total = params.iters * len(images)
     results: list[Optional[PurifiedImage]] = [None] * len(images)
-    seconds, done, canceled, compiled, precision = 0.0, 0, False, False, None
+    seconds, done, canceled, compiled = 0.0, 0, False, False
     batch_sizes: dict[str, int] = {}
     oom_splits = 0
     for (height, width), indices in groups.items():
@@ -137,7 +137,6 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
                 continue
             seconds += outcome.seconds
             compiled = compiled or outcome.compiled
-            precision = outcome.precision
             done += params.iters * len(batch)
             canceled = outcome.stop_reason == "canceled"
             for j, i in enumerate(batch):
@@ -145,8 +144,9 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
                 results[i] = PurifiedImage(png=encode_png(rgb, images[i].alpha), width=images[i].width,
                                            height=images[i].height, iterations=outcome.iterations,
                                            stop_reason=outcome.stop_reason, trace=outcome.traces[j])
-    engine = {"batch_sizes": batch_sizes, "compiled": compiled, "precision": precision,
-              "vae_tiling": options.vae_tiling,
-              "vae_checkpointing": options.vae_checkpointing, "oom_splits": oom_splits}
+    engine = {"batch_sizes": batch_sizes, "compiled": compiled,
+              "precision": precision_name(autocast_dtype(device, options.precision)),
+              "vae_tiling": options.vae_tiling, "vae_checkpointing": options.vae_checkpointing,
+              "oom_splits": oom_splits}
     return PurificationRun(images=[r for r in results if r is not None], model=identity.as_dict(),
                            perceptual={"name": distance.name}, seconds=seconds, device=device, engine=engine)

@@ -61,6 +61,11 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
+def precision_name(dtype: Optional[torch.dtype]) -> str:
+    """How results record an autocast dtype (None: plain fp32)."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def autocast_dtype(device: str, precision: Precision = "auto") -> Optional[torch.dtype]:
     """The autocast dtype of the forward pass (None: plain fp32). Pixels and Adam stay fp32."""
     cuda = device.startswith("cuda")
@@ -175,7 +180,7 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
     out = x.detach()[..., :h, :w].float().contiguous().cpu()
     return PurifyOutcome(images=out, iterations=step, stop_reason=stop_reason, seconds=seconds, traces=traces,
                          compiled=losses_fn is not impress_losses,
-                         precision={None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype])
+                         precision=precision_name(amp_dtype))
 
 
 def plateaued(loss: torch.Tensor, best: torch.Tensor, best_at: torch.Tensor, step: int, params: PurifyParams) -> bool:
