@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .contract import PERCEPTUALS, PRESETS, PurifyOverrides
+from .contract import PERCEPTUALS, PRESETS, SCHEDULES, PurifyOverrides
 from .settings import Settings
 
 
@@ -27,7 +27,8 @@ def cmd_purify(args: argparse.Namespace) -> int:
     settings = Settings()
     set_pillow_pixel_guard(settings.max_pixels)
     try:
-        overrides = PurifyOverrides(preset=args.preset, iters=args.iters, lr=args.lr, alpha=args.alpha,
+        overrides = PurifyOverrides(preset=args.preset, schedule=args.schedule, iters=args.iters, lr=args.lr,
+                                    beta1=args.beta1, beta2=args.beta2, alpha=args.alpha,
                                     delta=args.delta, noise=args.noise, seed=args.seed,
                                     early_stop=not args.no_early_stop)
     except ValidationError as exc:
@@ -274,8 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     pur.add_argument("images", nargs="+", help="image files")
     pur.add_argument("-o", "--output", required=True, help="folder for one PNG per input (same stem)")
     pur.add_argument("--preset", choices=sorted(PRESETS), default="photoguard")
-    pur.add_argument("--iters", type=int)
+    pur.add_argument("--schedule", choices=sorted(SCHEDULES), default="fast",
+                     help="fast: the published quality in a fifth of the iterations; published: the authors' loop")
+    pur.add_argument("--iters", type=int, help="optimisation steps (default: the preset's under the schedule)")
     pur.add_argument("--lr", type=float)
+    pur.add_argument("--beta1", type=float, help="Adam beta1 (default: the schedule's)")
+    pur.add_argument("--beta2", type=float, help="Adam beta2 (default: the schedule's)")
     pur.add_argument("--alpha", type=float)
     pur.add_argument("--delta", type=float)
     pur.add_argument("--noise", type=float)

@@ -88,7 +88,8 @@ def main() -> None:
     vae, identity = load_vae(TINY_VAE_NAME)
     tiles = held_out_photos(crop=64)
     pick = torch.randperm(tiles.shape[0], generator=torch.Generator().manual_seed(0))[:args.images]
-    params = PurifyOverrides(preset="photoguard", iters=args.iters, early_stop=False).resolve("dssim")
+    params = PurifyOverrides(preset="photoguard", schedule="published", iters=args.iters,
+                             early_stop=False).resolve("dssim")
     report = premise_report(vae, load_perceptual("dssim"), tiles[pick], attack_steps=args.attack_steps, impress=params)
     report.update(model=identity.as_dict(), perceptual="dssim", impress=params.model_dump(),
                   attack_steps=args.attack_steps, date=datetime.date.today().isoformat(),

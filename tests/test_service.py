@@ -100,7 +100,8 @@ def test_png_in_purified_png_out(service):
     job = poll(service, url, lambda j: j["state"] in ("succeeded", "failed", "canceled"))
     assert job["state"] == "succeeded", job
     assert job["progress"] == {"step": 24, "total": 24, "fraction": 1.0}
-    assert job["params"]["iters"] == 12 and job["params"]["lr"] == 0.005 and job["perceptual"] == "dssim"
+    assert job["params"]["iters"] == 12 and job["perceptual"] == "dssim"
+    assert (job["params"]["schedule"], job["params"]["lr"], job["params"]["beta1"]) == ("fast", 0.021, 0.0)
     assert job["model"]["source"] == "folder" and job["model"]["revision"].startswith("sha256:")
     assert [res["name"] for res in job["results"]] == ["cat.png", "dog.png"]
     first = job["results"][0]

@@ -81,8 +81,8 @@ class Purifier:
 
 
 # None means "the preset's value" (contract.PRESETS, and PERCEPTUAL_DEFAULT_DELTA for delta).
-IMPRESS_DEFAULTS = dict(preset="photoguard", iters=None, lr=None, alpha=None, delta=None, noise=None,
-                        seed=0, early_stop=True)
+IMPRESS_DEFAULTS = dict(preset="photoguard", schedule="fast", iters=None, lr=None, beta1=None, beta2=None,
+                        alpha=None, delta=None, noise=None, seed=0, early_stop=True)
 
 PURIFIERS: dict[str, Purifier] = {
     "jpeg": Purifier(jpeg, {"quality": 75}),

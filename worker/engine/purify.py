@@ -3,10 +3,10 @@
     loss_i(x) = mean((x_i - D(E(x_i)))^2) + alpha * max(P(x_i, x_ptb_i) - delta, 0)
 
 summed over the images of a batch, so each image's gradient is exactly its own (GroupNorm and the
-VAE's attention act per image). Adam (eps 1e-5), cosine decay to 1e-5, clamp to [-1, 1] after each
-step, fp32 master pixels; the forward pass runs under bf16 autocast on CUDA (fp16 where bf16 is
-absent) and, when asked, on CPU. In fp32 with early stopping off, the result matches the published
-loop step for step.
+VAE's attention act per image). Adam (eps 1e-5, the params' betas), cosine decay to 1e-5, clamp to
+[-1, 1] after each step, fp32 master pixels; the forward pass runs under bf16 autocast on CUDA (fp16 where bf16 is
+absent) and, when asked, on CPU. In fp32 with early stopping off and the published schedule's
+betas, the result matches the published loop step for step.
 """
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
     x.requires_grad_(True)
     distance.set_reference(x_ptb)
 
-    opt = torch.optim.Adam([x], lr=params.lr, eps=1e-5)
+    opt = torch.optim.Adam([x], lr=params.lr, eps=1e-5, betas=(params.beta1, params.beta2))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params.iters, eta_min=1e-5)
     amp_dtype = autocast_dtype(device, precision)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
