@@ -127,7 +127,8 @@ class PurifyOverrides(BaseModel):
 
     preset: PresetName = "photoguard"
     schedule: ScheduleName = Field("fast", description="fast: a fifth of the preset's iterations, 4.2x its lr, "
-                                   "Adam betas (0, 0.9), same final quality; published: the authors' loop as is")
+                                   "Adam betas (0, 0.9), about the published loop's final loss and PSNR to the "
+                                   "clean image (bench/results/time-to-quality.md); published: the authors' loop as is")
     iters: Optional[int] = Field(None, ge=1, le=100_000, description="optimisation steps (default: the schedule's)")
     lr: Optional[float] = Field(None, gt=0, le=1.0, description="Adam learning rate (cosine-decayed to 1e-5)")
     beta1: Optional[float] = Field(None, ge=0, lt=1, description="Adam beta1 (default: the schedule's)")
