@@ -1,9 +1,57 @@
-"""Prometheus metrics an operator scrapes at /metrics."""
+"""Prometheus metrics an operator scrapes at /metrics.
+
+This process's own (requests, submissions, rejections) live in prometheus_client's registry. The
+service-wide ones (jobs finished by every worker, compute time, optimisation steps, queue depth)
+are read from Redis at each scrape, so any API replica reports the same totals.
+"""
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import redis
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from impress.store import JobStore
 
 JOBS_SUBMITTED = Counter("impress_jobs_submitted_total", "jobs accepted", ["kind"])
 UPLOADS_REJECTED = Counter("impress_uploads_rejected_total", "uploads refused before queueing", ["code"])
 REQUEST_SECONDS = Histogram("impress_http_request_seconds", "HTTP request latency", ["method", "route", "status"],
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+
+class ServiceCollector:
+    """The service-wide metrics, read from Redis (contract.Keys.stats and the Celery queue)."""
+
+    def __init__(self, store: JobStore, queue: str):
+        self.store, self.queue = store, queue
+
+    def collect(self):
+        up = GaugeMetricFamily("impress_redis_up", "whether Redis answered this scrape")
+        try:
+            stats, waiting = self.store.stats(), self.store.queue_length(self.queue)
+        except redis.RedisError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        jobs = CounterMetricFamily("impress_job_transitions", "jobs that entered each state", labels=["kind", "state"])
+        seconds = CounterMetricFamily("impress_job_compute_seconds", "compute time of succeeded jobs", labels=["kind"])
+        steps = CounterMetricFamily("impress_purify_image_iterations",
+                                    "optimisation steps times images of succeeded purifications")
+        for key, value in sorted(stats.items()):
+            kind, _, what = key.partition(":")
+            if what == "seconds":
+                seconds.add_metric([kind], value)
+            elif what == "image_iterations":
+                steps.add_metric([], value)
+            else:
+                jobs.add_metric([kind, what], value)
+        queued = GaugeMetricFamily("impress_queue_messages", "job messages waiting in the queue", labels=["queue"])
+        queued.add_metric([self.queue], waiting)
+        yield from (jobs, seconds, steps, queued)
+
+
+def service_registry(store: JobStore, queue: str) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(store, queue))
+    return registry

@@ -119,7 +119,7 @@ def main() -> None:
             "fast_schedule": FAST.model_dump()}
     lines = ["# Time to quality: our engine vs the published loop", "",
              f"Model `{identity.name}` ({identity.revision}), hinge `dssim`; per case, {args.images} held-out 64² "
-             "photo tiles, a protection (its defaults: worker/engine/protect.py) and the preset made for it. The "
+             "photo tiles, a protection (its defaults: worker/engine/protect.py) and a preset. The "
              "reference runs the preset as published (Adam betas (0.9, 0.999)) for N iterations, one image at a "
              "time. Ours runs the `fast` schedule on the batch with the "
              f"plateau rule on: N/{FAST.iters_divisor} iterations, lr ×{FAST.lr_scale:g}, Adam betas "

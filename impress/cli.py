@@ -131,9 +131,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
               "a threshold holds only for its model; recalibrate with `impress calibrate`", file=sys.stderr)
         return 2
     threshold = calibration["threshold"] if calibration else args.threshold
-    flags = verdicts(scores, threshold) if threshold is not None else [None] * len(scores)
-    for path, score, verdict in zip(args.images, scores, flags):
-        print(json.dumps({"image": str(path), "score": score, "threshold": threshold, "verdict": verdict}))
+    low = args.low_threshold if args.low_threshold is not None else (calibration or {}).get("low_threshold")
+    for path, score, verdict in zip(args.images, scores, verdicts(scores, threshold, low)):
+        print(json.dumps({"image": str(path), "score": score, "threshold": threshold, "low_threshold": low,
+                          "verdict": verdict}))
     return 0
 
 
@@ -147,15 +148,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return 2
     scores, identity = scored
     try:
-        cal = calibrate(scores, args.fpr)
+        cal = calibrate(scores, args.fpr, args.low_fpr)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     record = {**cal.as_dict(), "score": "consistency error mean((x - D(E(x)))^2), pixels in [-1, 1]",
               "model": identity}
     Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"threshold {cal.threshold:.6g}: {cal.fpr:.1%} of {cal.n} clean images flagged "
-          f"(target {args.fpr:.1%}); written to {args.output}")
+    print(f"threshold {cal.threshold:.6g}: {cal.fpr:.1%} of {cal.n} clean images flagged protected "
+          f"(target {args.fpr:.1%})")
+    if cal.low_threshold is not None:
+        print(f"low threshold {cal.low_threshold:.6g}: {cal.low_fpr:.1%} flagged purified (target {args.low_fpr:.1%})")
+    print(f"written to {args.output}")
     return 0
 
 
@@ -300,8 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("images", nargs="+", help="image files")
     det.add_argument("--model", help="VAE (default: the calibration's, else the configured or photoguard preset's)")
     thr = det.add_mutually_exclusive_group()
-    thr.add_argument("--threshold", type=float, help="flag scores above this")
+    thr.add_argument("--threshold", type=float, help="flag scores above this 'protected'")
     thr.add_argument("--calibration", help="a file written by `impress calibrate`")
+    det.add_argument("--low-threshold", type=float,
+                     help="flag scores below this 'purified' (default: the calibration's, if it has one)")
     det.add_argument("--device", choices=("auto", "cpu", "cuda"))
     det.add_argument("--batch-size", type=int, default=16)
     det.set_defaults(func=cmd_detect)
@@ -309,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="detection threshold from clean images for a target FPR")
     cal.add_argument("images", nargs="+", help="clean image files")
     cal.add_argument("--fpr", type=float, default=0.05, help="target false positive rate")
+    cal.add_argument("--low-fpr", type=float,
+                     help="also a lower threshold: at most this fraction of clean images flagged 'purified'")
     cal.add_argument("-o", "--output", default="calibration.json")
     cal.add_argument("--model", help="VAE (default: the configured one, else the photoguard preset's)")
     cal.add_argument("--device", choices=("auto", "cpu", "cuda"))

@@ -179,12 +179,15 @@ class PurifyParams(BaseModel):
 
 
 class DetectParams(BaseModel):
-    """Detection: the consistency error of each image, flagged above a threshold."""
+    """Detection: the consistency error of each image, flagged 'protected' above a threshold and,
+    with a lower threshold, 'purified' below it (IMPRESS leaves images over-consistent)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    threshold: Optional[float] = Field(None, ge=0, description="flag scores above this "
+    threshold: Optional[float] = Field(None, ge=0, description="flag scores above this 'protected' "
                                        "(default: the service's calibrated threshold, if configured)")
+    low_threshold: Optional[float] = Field(None, ge=0, description="flag scores below this 'purified' "
+                                           "(default: the service's calibrated lower threshold, if configured)")
 
 
 def _method_names(choices: list[str], known: tuple[str, ...], kind: str) -> list[str]:
@@ -262,7 +265,10 @@ class Keys:
     {p}:job:{id}:cancel     string set when a running job must stop
     {p}:blob:{sha256}       bytes  an input or result image, content-addressed
     {p}:jobs                zset   job ids by creation time (for operators)
-    Every key has the result TTL; a job's blobs live as long as the job.
+    {p}:stats               hash   service-wide counters for /metrics: "{kind}:{state}" transitions
+                                   into each state, "{kind}:seconds" compute time of finished jobs,
+                                   "purify:image_iterations" optimisation steps times images
+    Every key but the counters has the result TTL; a job's blobs live as long as the job.
     """
 
     def __init__(self, prefix: str):
@@ -279,3 +285,6 @@ class Keys:
 
     def jobs(self) -> str:
         return f"{self.prefix}:jobs"
+
+    def stats(self) -> str:
+        return f"{self.prefix}:stats"

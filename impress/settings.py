@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     vae_checkpointing: bool = Field(False, description="recompute VAE activations in the backward pass (less memory, ~1/3 more compute)")
     detect_threshold: Optional[float] = Field(
         None, ge=0, description="consistency error above which detection flags an image (from `impress calibrate`)")
+    detect_low_threshold: Optional[float] = Field(
+        None, ge=0, description="consistency error below which detection flags an image 'purified' "
+                                "(`impress calibrate --low-fpr`)")
     detect_sync_max_images: int = Field(4, ge=0, description="detect requests up to this many images are answered inline")
     detect_sync_timeout_s: float = Field(10.0, ge=0, description="how long an inline detect request waits for a worker")
 

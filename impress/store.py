@@ -15,8 +15,9 @@ import redis
 
 from .contract import ErrorCode, InputImage, JobKind, JobResult, JobState, Keys
 
-# KEYS[1] job hash; ARGV[1] allowed current states (comma list); ARGV[2] new state; ARGV[3] TTL s;
-# ARGV[4..] field/value pairs. Returns 1 when the transition happened, 0 otherwise.
+# KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] allowed current states (comma list); ARGV[2] new
+# state; ARGV[3] TTL s; ARGV[4..] field/value pairs. Counts the transition under "{kind}:{state}".
+# Returns 1 when the transition happened, 0 otherwise.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
@@ -25,6 +26,7 @@ if not string.find(allowed, ',' .. state .. ',', 1, true) then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2])
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('HINCRBY', KEYS[2], redis.call('HGET', KEYS[1], 'kind') .. ':' .. ARGV[2], 1)
 return 1
 """
 
@@ -68,6 +70,7 @@ class JobStore:
             p.expire(key, self.ttl_s)
             p.zadd(self.keys.jobs(), {job_id: record["created_at"]})
             p.expire(self.keys.jobs(), self.ttl_s)
+            p.hincrby(self.keys.stats(), f"{kind.value}:{JobState.queued.value}", 1)
             p.execute()
         return job_id
 
@@ -87,7 +90,7 @@ class JobStore:
         args = [",".join(s.value for s in allowed), to.value, self.ttl_s]
         for k, v in fields.items():
             args += [k, v if isinstance(v, (str, int, float)) else json.dumps(v)]
-        return self._transition(keys=[self.keys.job(job_id)], args=args) == 1
+        return self._transition(keys=[self.keys.job(job_id), self.keys.stats()], args=args) == 1
 
     def start(self, job_id: str, max_attempts: int) -> tuple[bool, int]:
         """queued -> running, counting attempts; a redelivered running job (its worker died) restarts
@@ -113,8 +116,24 @@ class JobStore:
         return bool(cancel) or state != JobState.running.value.encode()
 
     def succeed(self, job_id: str, result: JobResult) -> bool:
-        return self.transition(job_id, (JobState.running,), JobState.succeeded, finished_at=now(),
-                               result=result.model_dump_json())
+        if not self.transition(job_id, (JobState.running,), JobState.succeeded, finished_at=now(),
+                               result=result.model_dump_json()):
+            return False
+        kind = self.r.hget(self.keys.job(job_id), "kind").decode()
+        with self.r.pipeline() as p:
+            p.hincrbyfloat(self.keys.stats(), f"{kind}:seconds", result.seconds)
+            if result.images:
+                p.hincrby(self.keys.stats(), f"{kind}:image_iterations", sum(im.iterations for im in result.images))
+            p.execute()
+        return True
+
+    def stats(self) -> dict[str, float]:
+        """The service-wide counters (contract.Keys.stats)."""
+        return {k.decode(): float(v) for k, v in self.r.hgetall(self.keys.stats()).items()}
+
+    def queue_length(self, queue: str) -> int:
+        """Messages waiting in a Celery queue (the Redis transport keeps each queue as a list)."""
+        return int(self.r.llen(queue))
 
     def fail(self, job_id: str, code: ErrorCode, message: str) -> bool:
         return self.transition(job_id, (JobState.queued, JobState.running), JobState.failed,

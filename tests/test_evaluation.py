@@ -3,7 +3,9 @@ latent toward their targets, detection holds its calibrated FPR, the benchmark r
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -18,6 +20,9 @@ from worker.engine.protect import (apply_protection, budget, default_glaze_style
                                    grey_target, make_protection)
 from worker.engine.purifiers import PURIFIERS, apply_purifier, make_purifier
 from worker.engine.tensors import to_tensor
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def clean_batch(n=2, size=32):
@@ -91,6 +96,29 @@ def test_calibrated_threshold_holds_its_fpr_on_held_out_clean_scores():
     # Binomial sampling error of both sets: sd ~ sqrt(2 * 0.05 * 0.95 / 4000) ~ 0.005; allow 4 sd.
     assert abs(fpr - 0.05) < 0.02
     assert calibrate([1.0, 2.0, 3.0, 4.0], 0.25).threshold == 3.0
+    two_sided = calibrate([1.0, 2.0, 3.0, 4.0], 0.25, target_low_fpr=0.25)
+    assert (two_sided.threshold, two_sided.low_threshold, two_sided.low_fpr) == (3.0, 2.0, 0.25)
+    assert verdicts([0.5, 2.5, 5.0], 3.0, 2.0) == ["purified", "clean", "protected"]
+    assert verdicts([0.5], None) == [None] and verdicts([0.5], None, 2.0) == ["purified"]
+
+
+def test_two_sided_detection_flags_impress_output_on_the_bundled_model():
+    """IMPRESS leaves images over-consistent: on the bundled model a lower threshold calibrated on
+    clean photo tiles flags purified tiles 'purified', each scoring below its clean original (a flat
+    clean tile may fall below too: that is the calibrated false positive rate)."""
+    from impress.contract import PurifyOverrides
+    from worker.engine.models import TINY_VAE_NAME
+    from worker.engine.purify import purify
+
+    vae, _ = load_vae(TINY_VAE_NAME)
+    tiles = [to_tensor(np.asarray(Image.open(path).convert("RGB")))[..., y:y + 32, x:x + 32]
+             for path in sorted(EXAMPLES.glob("*.png")) for y in range(0, 128, 32) for x in range(0, 128, 32)]
+    held_out, calibration_tiles = tiles[::8], [t for i, t in enumerate(tiles) if i % 8]
+    cal = calibrate(consistency_scores(vae, calibration_tiles), 0.1, target_low_fpr=0.1)
+    purified = purify(vae, load_perceptual("dssim"), torch.cat(held_out), PurifyOverrides(iters=60).resolve("dssim"))
+    scores = consistency_scores(vae, list(purified.images.split(1)))
+    assert verdicts(scores, cal.threshold, cal.low_threshold) == ["purified"] * len(held_out)
+    assert all(p < c for p, c in zip(scores, consistency_scores(vae, held_out)))
 
 
 def test_consistency_scores_match_per_image_and_mixed_sizes(vae):

@@ -114,6 +114,27 @@ def test_png_in_purified_png_out(service):
     assert service.get(f"{url}/results/2").json()["error"]["code"] == "result_not_found"
 
 
+def test_metrics_report_what_every_worker_did(service):
+    """/metrics reads the service-wide counters from Redis: jobs by state, compute time, steps, queue."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples():
+        return {(m.name, tuple(sorted(m.labels.items()))): m.value
+                for family in text_string_to_metric_families(service.get("/metrics").text) for m in family.samples}
+
+    before = samples()
+    r = submit(service, [("a.png", png_bytes(photo(32, 32)), "image/png")], iters=3, early_stop="false")
+    assert poll(service, r.headers["location"], lambda j: j["state"] in ("succeeded", "failed"))["state"] == "succeeded"
+    after = samples()
+    grew = lambda key: after.get(key, 0) - before.get(key, 0)  # noqa: E731
+    for state in ("queued", "running", "succeeded"):
+        assert grew(("impress_job_transitions_total", (("kind", "purify"), ("state", state)))) == 1
+    assert grew(("impress_purify_image_iterations_total", ())) == 3
+    assert grew(("impress_job_compute_seconds_total", (("kind", "purify"),))) > 0
+    assert after[("impress_redis_up", ())] == 1
+    assert [k for k in after if k[0] == "impress_queue_messages"]
+
+
 def test_cancel_running_and_queued(service):
     long = dict(iters=100000, early_stop="false")
     running = submit(service, [("a.png", png_bytes(photo(32, 32)), "image/png")], **long).headers["location"]
@@ -192,6 +213,9 @@ def test_detect_small_request_is_answered_inline(service):
     assert [s["name"] for s in scored] == ["a.png", "b.png"]
     assert all(s["consistency_error"] > 0 and s["verdict"] == "protected" for s in scored)
     assert job["model"]["source"] == "folder"
+    two_sided = service.post("/v1/detect", files=files, data={"threshold": "1.0", "low_threshold": "1.0"}).json()
+    assert two_sided["metrics"]["low_threshold"] == 1.0
+    assert [s["verdict"] for s in two_sided["metrics"]["images"]] == ["purified", "purified"]
 
 
 def test_detect_large_request_becomes_a_job(service):

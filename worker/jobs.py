@@ -71,10 +71,10 @@ def detect_handler(ctx: JobContext) -> JobResult:
     scores = consistency_scores(vae, [to_tensor(im.rgb).to(device) for _, im in ctx.inputs["image"]],
                                 ctx.settings.batch_size * 4)
     threshold = params.threshold if params.threshold is not None else ctx.settings.detect_threshold
-    metrics = {"threshold": threshold, "images": [
-        {"name": item["name"], "consistency_error": s,
-         "verdict": verdicts([s], threshold)[0] if threshold is not None else None}
-        for (item, _), s in zip(ctx.inputs["image"], scores)]}
+    low = params.low_threshold if params.low_threshold is not None else ctx.settings.detect_low_threshold
+    metrics = {"threshold": threshold, "low_threshold": low, "images": [
+        {"name": item["name"], "consistency_error": s, "verdict": v}
+        for (item, _), s, v in zip(ctx.inputs["image"], scores, verdicts(scores, threshold, low))]}
     return JobResult(metrics=metrics, model=identity.as_dict(), seconds=round(time.perf_counter() - t0, 3),
                      device=device)
 

@@ -5,9 +5,11 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from impress.settings import Settings
 from impress.store import JobStore
 
-from ..deps import get_celery, get_store
+from ..deps import get_celery, get_settings, get_store
+from ..metrics import service_registry
 
 router = APIRouter(tags=["health"])
 
@@ -32,6 +34,8 @@ def readyz(store: JobStore = Depends(get_store), celery=Depends(get_celery)) -> 
                         content={"ready": ready, "redis": redis_ok, "workers": workers})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+@router.get("/metrics", summary="Prometheus metrics: this process's and the service's (from Redis)",
+            response_class=Response)
+def metrics(store: JobStore = Depends(get_store), settings: Settings = Depends(get_settings)) -> Response:
+    body = generate_latest() + generate_latest(service_registry(store, settings.queue))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -2,13 +2,15 @@
 
 One forward pass per image, no optimisation: cheap enough to triage every upload and purify only
 what is flagged. An image is flagged 'protected' when its score is above a threshold calibrated on
-clean images for a target false positive rate; a threshold holds only for the model it was
-calibrated with.
+clean images for a target false positive rate. The test can be two-sided: IMPRESS leaves images
+*more* consistent than clean photos (reports/tiny-vae.md), so a score below a lower threshold flags
+an image 'purified'. Thresholds hold only for the model they were calibrated with.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import torch
 
@@ -36,26 +38,48 @@ def consistency_scores(vae, images: list[torch.Tensor], batch: int = 16) -> list
 
 @dataclass(frozen=True)
 class Calibration:
-    threshold: float     # flag an image when its score is strictly above this
-    fpr: float           # fraction of the calibration images flagged (at most target_fpr)
+    threshold: float     # flag an image 'protected' when its score is strictly above this
+    fpr: float           # fraction of the calibration images flagged so (at most target_fpr)
     target_fpr: float
     n: int
+    low_threshold: Optional[float] = None   # flag 'purified' when strictly below this (two-sided test)
+    low_fpr: Optional[float] = None
+    target_low_fpr: Optional[float] = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def calibrate(clean_scores: list[float], target_fpr: float) -> Calibration:
-    """The threshold that flags at most `target_fpr` of the clean images: the (k+1)-th highest clean
-    score, k = floor(target_fpr * n), so exactly k are above it (fewer when scores tie)."""
-    if not clean_scores or not 0 < target_fpr < 1:
+def upper_threshold(scores: list[float], target_fpr: float) -> tuple[float, float]:
+    """The threshold that flags at most `target_fpr` of `scores` above it, and the fraction it flags:
+    the (k+1)-th highest score, k = floor(target_fpr * n), so exactly k are above it (fewer on ties)."""
+    if not scores or not 0 < target_fpr < 1:
         raise ValueError("calibration needs clean scores and a target FPR strictly between 0 and 1")
-    ranked = sorted(clean_scores, reverse=True)
-    k = math.floor(target_fpr * len(ranked) + 1e-9)
-    threshold = ranked[min(k, len(ranked) - 1)]
-    fpr = sum(s > threshold for s in ranked) / len(ranked)
-    return Calibration(threshold=threshold, fpr=fpr, target_fpr=target_fpr, n=len(ranked))
+    ranked = sorted(scores, reverse=True)
+    threshold = ranked[min(math.floor(target_fpr * len(ranked) + 1e-9), len(ranked) - 1)]
+    return threshold, sum(s > threshold for s in ranked) / len(ranked)
 
 
-def verdicts(scores: list[float], threshold: float) -> list[str]:
-    return ["protected" if s > threshold else "clean" for s in scores]
+def calibrate(clean_scores: list[float], target_fpr: float, target_low_fpr: Optional[float] = None) -> Calibration:
+    """Thresholds from clean images' scores: the upper one for `target_fpr`; with `target_low_fpr`,
+    also a lower one flagging at most that fraction of clean images as over-consistent."""
+    threshold, fpr = upper_threshold(clean_scores, target_fpr)
+    low_threshold = low_fpr = None
+    if target_low_fpr is not None:
+        negated, low_fpr = upper_threshold([-s for s in clean_scores], target_low_fpr)
+        low_threshold = -negated
+    return Calibration(threshold=threshold, fpr=fpr, target_fpr=target_fpr, n=len(clean_scores),
+                       low_threshold=low_threshold, low_fpr=low_fpr, target_low_fpr=target_low_fpr)
+
+
+def verdicts(scores: list[float], threshold: Optional[float],
+             low_threshold: Optional[float] = None) -> list[Optional[str]]:
+    """'protected' above `threshold`, 'purified' below `low_threshold`, else 'clean'; None for every
+    image when no threshold is given."""
+    def verdict(s: float) -> Optional[str]:
+        if threshold is None and low_threshold is None:
+            return None
+        if threshold is not None and s > threshold:
+            return "protected"
+        return "purified" if low_threshold is not None and s < low_threshold else "clean"
+    return [verdict(s) for s in scores]
