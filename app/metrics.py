@@ -34,16 +34,17 @@ class ServiceCollector:
             return
         up.add_metric([], 1)
         yield up
-        jobs = CounterMetricFamily("impress_job_transitions", "jobs that entered each state", labels=["kind", "state"])
+        jobs = CounterMetricFamily("impress_job_transitions", "jobs that entered each state (a job redelivered "
+                                   "after its worker died enters running again)", labels=["kind", "state"])
         seconds = CounterMetricFamily("impress_job_compute_seconds", "compute time of succeeded jobs", labels=["kind"])
-        steps = CounterMetricFamily("impress_purify_image_iterations",
-                                    "optimisation steps times images of succeeded purifications")
+        steps = CounterMetricFamily("impress_job_image_iterations",
+                                    "optimisation steps times images of succeeded jobs", labels=["kind"])
         for key, value in sorted(stats.items()):
             kind, _, what = key.partition(":")
             if what == "seconds":
                 seconds.add_metric([kind], value)
             elif what == "image_iterations":
-                steps.add_metric([], value)
+                steps.add_metric([kind], value)
             else:
                 jobs.add_metric([kind, what], value)
         queued = GaugeMetricFamily("impress_queue_messages", "job messages waiting in the queue", labels=["queue"])

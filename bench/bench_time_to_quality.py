@@ -6,7 +6,7 @@
 On the project's own model (`impress-tiny-vae`, which really reconstructs photos) and real
 protections, in four cases (a draw of held-out tiles, a protection, a preset, N: the PhotoGuard encoder attack
 at 16/255 and at 8/255 with the photoguard preset, the glaze-like cloak with the glaze preset, and
-the glaze preset at its longer N on PhotoGuard-protected tiles, where its hinge binds), the reference
+the glaze preset at N = 1000 on PhotoGuard-protected tiles, where its hinge binds), the reference
 loop runs N iterations of the preset (offline 1-SSIM hinge). Our engine then runs the `fast` schedule (contract.SCHEDULES) with N/5
 iterations, early stopping on, and two ablations that show where its speed comes from. A run reaches
 the reference when its mean final IMPRESS loss is no higher and its mean PSNR to the clean image no
@@ -79,7 +79,7 @@ def run_case(vae, dist, tiles, preset: str, seed: int, protection: str, n: int, 
     rows = [ref_row]
     for label, schedule, divisor, precision, betas in RUNS:
         overrides = dict(beta1=betas[0], beta2=betas[1]) if betas else {}
-        params = PurifyOverrides(preset=preset, schedule=schedule, iters=n // divisor, early_stop=True,
+        params = PurifyOverrides(preset=preset, schedule=schedule, iters=max(1, n // divisor), early_stop=True,
                                  **overrides).resolve("dssim")
         t0 = time.perf_counter()
         out = purify(vae, dist, protected, params, log_every=5, precision=precision)
@@ -148,7 +148,7 @@ def loss_figure(curves: dict, ref_row: dict, n: int):
     for name, points in curves.items():
         ax.plot([s for s, _ in points], [v for _, v in points], label=name)
     ax.axhline(ref_row["loss"], color="black", linestyle=":", label=f"reference after {n} it")
-    ax.axvline(n / 5, color="grey", linestyle="--", linewidth=0.8, label="N/5")
+    ax.axvline(n / FAST.iters_divisor, color="grey", linestyle="--", linewidth=0.8, label=f"N/{FAST.iters_divisor}")
     ax.set(xlabel="iteration", ylabel="mean IMPRESS loss", yscale="log",
            title=f"Loss of our runs ({ref_row['case']})")
     ax.legend(fontsize="x-small")

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 
 def purified(device: str, precision: str) -> torch.Tensor:
     vae, _ = load_vae(TINY_VAE_NAME, device)
-    params = PurifyOverrides(preset="photoguard", iters=50, early_stop=False).resolve("dssim")
+    params = PurifyOverrides(preset="photoguard", schedule="published", iters=50, early_stop=False).resolve("dssim")
     return purify(vae, load_perceptual("dssim", device), held_out_photos()[:8], params, device=device,
                   precision=precision).images
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .contract import PERCEPTUALS, PRESETS, SCHEDULES, PurifyOverrides
+from .contract import PERCEPTUALS, PRESETS, SCHEDULES, DetectParams, PurifyOverrides
 from .settings import Settings
 
 
@@ -36,7 +36,7 @@ def cmd_purify(args: argparse.Namespace) -> int:
             print(f"error: --{'.'.join(map(str, e['loc']))}: {e['msg']}", file=sys.stderr)
         return 2
     perceptual = args.perceptual or settings.perceptual
-    params = overrides.resolve(perceptual)
+    params = overrides.resolve(perceptual, settings.schedule)
     images = []
     for path in args.images:
         try:
@@ -115,8 +115,15 @@ def _scores(args: argparse.Namespace, model: str, settings: Settings):
 
 def cmd_detect(args: argparse.Namespace) -> int:
     """Score images by consistency error; with a threshold (given or calibrated), a verdict each."""
+    from pydantic import ValidationError
+
     from worker.engine.detect import verdicts
 
+    try:
+        asked = DetectParams(threshold=args.threshold, low_threshold=args.low_threshold)
+    except ValidationError as exc:
+        print(f"error: {exc.errors()[0]['msg']} (--low-threshold goes with --threshold)", file=sys.stderr)
+        return 2
     settings = Settings()
     calibration = json.loads(Path(args.calibration).read_text()) if args.calibration else None
     model = args.model or (calibration and calibration["model"]["name"]) or settings.vae or PRESETS["photoguard"].vae
@@ -130,8 +137,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
               f"({calibration['model']['revision']}), not {identity['name']} ({identity['revision']}): "
               "a threshold holds only for its model; recalibrate with `impress calibrate`", file=sys.stderr)
         return 2
-    threshold = calibration["threshold"] if calibration else args.threshold
-    low = args.low_threshold if args.low_threshold is not None else (calibration or {}).get("low_threshold")
+    threshold, low = asked.thresholds((calibration["threshold"], calibration.get("low_threshold"))
+                                      if calibration else (None, None))
     for path, score, verdict in zip(args.images, scores, verdicts(scores, threshold, low)):
         print(json.dumps({"image": str(path), "score": score, "threshold": threshold, "low_threshold": low,
                           "verdict": verdict}))
@@ -279,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     pur.add_argument("images", nargs="+", help="image files")
     pur.add_argument("-o", "--output", required=True, help="folder for one PNG per input (same stem)")
     pur.add_argument("--preset", choices=sorted(PRESETS), default="photoguard")
-    pur.add_argument("--schedule", choices=sorted(SCHEDULES), default="fast",
-                     help="fast: the published quality in a fifth of the iterations; published: the authors' loop")
+    pur.add_argument("--schedule", choices=sorted(SCHEDULES),
+                     help="published: the authors' loop; fast: about its quality in a fifth of the iterations "
+                          "(default: IMPRESS_SCHEDULE, published unless set)")
     pur.add_argument("--iters", type=int, help="optimisation steps (default: the preset's under the schedule)")
     pur.add_argument("--lr", type=float)
     pur.add_argument("--beta1", type=float, help="Adam beta1 (default: the schedule's)")
@@ -307,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     thr.add_argument("--threshold", type=float, help="flag scores above this 'protected'")
     thr.add_argument("--calibration", help="a file written by `impress calibrate`")
     det.add_argument("--low-threshold", type=float,
-                     help="flag scores below this 'purified' (default: the calibration's, if it has one)")
+                     help="with --threshold: flag scores below this 'purified' (a calibration brings its own)")
     det.add_argument("--device", choices=("auto", "cpu", "cuda"))
     det.add_argument("--batch-size", type=int, default=16)
     det.set_defaults(func=cmd_detect)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 TASK_PURIFY = "impress.purify"
 TASK_DETECT = "impress.detect"
@@ -127,9 +127,11 @@ class PurifyOverrides(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     preset: PresetName = "photoguard"
-    schedule: ScheduleName = Field("fast", description="fast: a fifth of the preset's iterations, 4.2x its lr, "
-                                   "Adam betas (0, 0.9), about the published loop's final loss and PSNR to the "
-                                   "clean image (bench/results/time-to-quality.md); published: the authors' loop as is")
+    schedule: Optional[ScheduleName] = Field(
+        None, description="published: the authors' loop as is; fast: a fifth of the preset's iterations, 4.2x its "
+                          "lr, Adam betas (0, 0.9), about the published loop's final loss and PSNR to the clean "
+                          "image, measured on the bundled model (bench/results/time-to-quality.md). Default: the "
+                          "service's (IMPRESS_SCHEDULE, published unless set)")
     iters: Optional[int] = Field(None, ge=1, le=100_000, description="optimisation steps (default: the schedule's)")
     lr: Optional[float] = Field(None, gt=0, le=1.0, description="Adam learning rate (cosine-decayed to 1e-5)")
     beta1: Optional[float] = Field(None, ge=0, lt=1, description="Adam beta1 (default: the schedule's)")
@@ -142,12 +144,14 @@ class PurifyOverrides(BaseModel):
     plateau_window: int = Field(100, ge=10, le=10_000, description="steps over which improvement is judged")
     plateau_rel_tol: float = Field(1e-3, ge=0, le=1, description="relative loss improvement below which a run stops")
 
-    def resolve(self, perceptual: str = "lpips-vgg") -> "PurifyParams":
-        p, s = PRESETS[self.preset], SCHEDULES[self.schedule]
+    def resolve(self, perceptual: str = "lpips-vgg", schedule: ScheduleName = "published") -> "PurifyParams":
+        """Exactly what the engine runs; `schedule` is the default when the caller named none."""
+        name = self.schedule or schedule
+        p, s = PRESETS[self.preset], SCHEDULES[name]
         pick = lambda v, d: d if v is None else v  # noqa: E731
         delta = pick(self.delta, PERCEPTUAL_DEFAULT_DELTA.get(perceptual, p.delta))
         return PurifyParams(
-            preset=self.preset, schedule=self.schedule, iters=pick(self.iters, max(1, p.iters // s.iters_divisor)),
+            preset=self.preset, schedule=name, iters=pick(self.iters, max(1, p.iters // s.iters_divisor)),
             lr=pick(self.lr, p.lr * s.lr_scale), beta1=pick(self.beta1, s.beta1), beta2=pick(self.beta2, s.beta2),
             alpha=pick(self.alpha, p.alpha), delta=delta, noise=pick(self.noise, p.noise),
             seed=self.seed, early_stop=self.early_stop, plateau_window=self.plateau_window,
@@ -179,6 +183,14 @@ class PurifyParams(BaseModel):
     beta2: float = 0.999
 
 
+def check_thresholds(threshold: Optional[float], low_threshold: Optional[float]) -> None:
+    """A lower detection threshold comes with an upper one, below it."""
+    if low_threshold is not None and threshold is None:
+        raise ValueError("low_threshold needs a threshold (thresholds come as a calibrated pair)")
+    if low_threshold is not None and low_threshold >= threshold:
+        raise ValueError(f"low_threshold ({low_threshold}) must be below threshold ({threshold})")
+
+
 class DetectParams(BaseModel):
     """Detection: the consistency error of each image, flagged 'protected' above a threshold and,
     with a lower threshold, 'purified' below it (IMPRESS leaves images over-consistent)."""
@@ -186,9 +198,19 @@ class DetectParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threshold: Optional[float] = Field(None, ge=0, description="flag scores above this 'protected' "
-                                       "(default: the service's calibrated threshold, if configured)")
-    low_threshold: Optional[float] = Field(None, ge=0, description="flag scores below this 'purified' "
-                                           "(default: the service's calibrated lower threshold, if configured)")
+                                       "(default: the service's calibrated thresholds, if configured)")
+    low_threshold: Optional[float] = Field(None, ge=0, description="with threshold: flag scores below this "
+                                           "'purified'")
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> "DetectParams":
+        check_thresholds(self.threshold, self.low_threshold)
+        return self
+
+    def thresholds(self, default: tuple[Optional[float], Optional[float]]) -> tuple[Optional[float], Optional[float]]:
+        """(threshold, low_threshold): this request's pair when it gives a threshold, else `default`
+        (the service's or a calibration's pair), never one from each."""
+        return (self.threshold, self.low_threshold) if self.threshold is not None else default
 
 
 def _method_names(choices: list[str], known: tuple[str, ...], kind: str) -> list[str]:
@@ -267,8 +289,8 @@ class Keys:
     {p}:blob:{sha256}       bytes  an input or result image, content-addressed
     {p}:jobs                zset   job ids by creation time (for operators)
     {p}:stats               hash   service-wide counters for /metrics: "{kind}:{state}" transitions
-                                   into each state, "{kind}:seconds" compute time of finished jobs,
-                                   "purify:image_iterations" optimisation steps times images
+                                   into each state, "{kind}:seconds" compute time of succeeded jobs,
+                                   "{kind}:image_iterations" their optimisation steps times images
     Every key but the counters has the result TTL; a job's blobs live as long as the job.
     """
 

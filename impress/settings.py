@@ -4,8 +4,10 @@ from __future__ import annotations
 import functools
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .contract import check_thresholds
 
 
 class Settings(BaseSettings):
@@ -32,6 +34,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(4, ge=1, description="most images optimised together in one step (CUDA: fewer if memory is short)")
     memory_headroom: float = Field(0.8, gt=0, le=1, description="fraction of free GPU memory a batch may plan to use")
     compile: bool = Field(False, description="torch.compile the optimisation step (falls back to eager on failure)")
+    schedule: Literal["published", "fast"] = Field(
+        "published", description="optimiser schedule of purify jobs that name none: published (the authors' loop) "
+                                 "or fast (a fifth of the iterations; bench/results/time-to-quality.md)")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="forward-pass autocast: auto = bf16 on CUDA (fp16 without bf16), fp32 on CPU; "
                             "bf16 = also on CPU (about 2x faster on CPUs with bf16 units)")
@@ -53,6 +58,11 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+
+    @model_validator(mode="after")
+    def _detect_thresholds_ordered(self) -> "Settings":
+        check_thresholds(self.detect_threshold, self.detect_low_threshold)
+        return self
 
 
 @functools.lru_cache

@@ -16,17 +16,22 @@ import redis
 from .contract import ErrorCode, InputImage, JobKind, JobResult, JobState, Keys
 
 # KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] allowed current states (comma list); ARGV[2] new
-# state; ARGV[3] TTL s; ARGV[4..] field/value pairs. Counts the transition under "{kind}:{state}".
-# Returns 1 when the transition happened, 0 otherwise.
+# state; ARGV[3] TTL s; ARGV[4] n, then n counter/amount pairs, then field/value pairs. Counts the
+# transition under "{kind}:{state}" and adds each amount under "{kind}:{counter}", in the same step
+# as the state change, so /metrics never lags a finished job. Returns 1 when the transition
+# happened, 0 otherwise.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
 local allowed = ',' .. ARGV[1] .. ','
 if not string.find(allowed, ',' .. state .. ',', 1, true) then return 0 end
+local fields_from = 5 + 2 * tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'state', ARGV[2])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = fields_from, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-redis.call('HINCRBY', KEYS[2], redis.call('HGET', KEYS[1], 'kind') .. ':' .. ARGV[2], 1)
+local kind = redis.call('HGET', KEYS[1], 'kind')
+redis.call('HINCRBY', KEYS[2], kind .. ':' .. ARGV[2], 1)
+for i = 5, fields_from - 1, 2 do redis.call('HINCRBYFLOAT', KEYS[2], kind .. ':' .. ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
@@ -86,8 +91,14 @@ class JobStore:
             rec[field] = int(rec.get(field, 0))
         return rec
 
-    def transition(self, job_id: str, allowed: tuple[JobState, ...], to: JobState, **fields) -> bool:
-        args = [",".join(s.value for s in allowed), to.value, self.ttl_s]
+    def transition(self, job_id: str, allowed: tuple[JobState, ...], to: JobState,
+                   counters: Optional[dict[str, float]] = None, **fields) -> bool:
+        """Move the job to `to` if it is in one of `allowed`, writing `fields` and adding `counters`
+        to the service-wide stats, all in one atomic step."""
+        counters = counters or {}
+        args = [",".join(s.value for s in allowed), to.value, self.ttl_s, len(counters)]
+        for k, v in counters.items():
+            args += [k, v]
         for k, v in fields.items():
             args += [k, v if isinstance(v, (str, int, float)) else json.dumps(v)]
         return self._transition(keys=[self.keys.job(job_id), self.keys.stats()], args=args) == 1
@@ -116,16 +127,9 @@ class JobStore:
         return bool(cancel) or state != JobState.running.value.encode()
 
     def succeed(self, job_id: str, result: JobResult) -> bool:
-        if not self.transition(job_id, (JobState.running,), JobState.succeeded, finished_at=now(),
-                               result=result.model_dump_json()):
-            return False
-        kind = self.r.hget(self.keys.job(job_id), "kind").decode()
-        with self.r.pipeline() as p:
-            p.hincrbyfloat(self.keys.stats(), f"{kind}:seconds", result.seconds)
-            if result.images:
-                p.hincrby(self.keys.stats(), f"{kind}:image_iterations", sum(im.iterations for im in result.images))
-            p.execute()
-        return True
+        counters = {"seconds": result.seconds, "image_iterations": sum(im.iterations for im in result.images)}
+        return self.transition(job_id, (JobState.running,), JobState.succeeded, counters=counters,
+                               finished_at=now(), result=result.model_dump_json())
 
     def stats(self) -> dict[str, float]:
         """The service-wide counters (contract.Keys.stats)."""

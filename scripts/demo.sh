@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh api,worker
 . .venv/bin/activate
-impress purify examples/*.png -o out/demo --model impress-tiny-vae --perceptual dssim --device cpu --iters 100 "$@"
+impress purify examples/*.png -o out/demo --model impress-tiny-vae --perceptual dssim --device cpu --schedule fast --iters 100 "$@"
 echo "purified images: out/demo/ (details in out/demo/purify.json)"

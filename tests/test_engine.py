@@ -63,9 +63,11 @@ def test_schedule_betas_reach_the_optimiser(small_vae_dir, random_lpips, monkeyp
     ref, _ = reference_purify(vae, lambda a, b: random_lpips.net(a, b), x, iters=4, lr=0.01,
                               alpha=0.5, delta=0.0, noise=0.05, seed=7)
     ours = purify(vae, random_lpips, x, params(iters=4, seed=7, beta1=fast.beta1, beta2=fast.beta2))
-    torch.testing.assert_close(ours.images, ref, atol=1e-4, rtol=0)
     published = purify(vae, random_lpips, x, params(iters=4, seed=7))
-    assert (published.images - ours.images).abs().max() > 1e-3
+    # beta2 0.9 forgets fast, so Adam's 1/(sqrt(v) + 1e-5) magnifies fp32 rounding more than with the
+    # published betas (1e-4 seen with 2 threads); the betas themselves move pixels by over 1e-2.
+    torch.testing.assert_close(ours.images, ref, atol=1e-3, rtol=0)
+    assert (published.images - ours.images).abs().max() > 1e-2
 
 
 def test_each_image_gradient_is_its_own(small_vae_dir, random_lpips):
@@ -251,11 +253,12 @@ def test_missing_model_is_a_clear_error_never_a_substitute(tmp_path):
 
 
 def test_presets_schedules_and_overrides():
-    p = PurifyOverrides(preset="glaze", schedule="published").resolve()
+    p = PurifyOverrides(preset="glaze").resolve()  # the published loop unless a schedule is named
     assert (p.delta, p.alpha, p.lr, p.iters, p.noise, p.beta1, p.beta2) == (0.1, 0.1, 0.01, 3000, 0.1, 0.9, 0.999)
-    p = PurifyOverrides(preset="glaze").resolve()  # fast: a fifth of the iterations, a larger step, no momentum
+    p = PurifyOverrides(preset="glaze").resolve(schedule="fast")  # a service whose default is fast
     assert (p.schedule, p.lr, p.iters, p.beta1, p.beta2) == ("fast", 0.042, 600, 0.0, 0.9)
-    p = PurifyOverrides(preset="photoguard", iters=7, alpha=0.2, beta2=0.95).resolve()
+    assert PurifyOverrides(preset="glaze", schedule="published").resolve(schedule="fast").schedule == "published"
+    p = PurifyOverrides(preset="photoguard", schedule="fast", iters=7, alpha=0.2, beta2=0.95).resolve()
     assert (p.delta, p.alpha, p.lr, p.iters, p.noise, p.beta1, p.beta2) == (0.1, 0.2, 0.021, 7, 0.05, 0.0, 0.95)
     assert PurifyOverrides(preset="photoguard").resolve("dssim").delta == 0.05
     with pytest.raises(ValueError):

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from impress.cli import main
+from impress.contract import DetectParams
 from tests.conftest import photo
 from worker.engine.detect import calibrate, consistency_scores, verdicts
 from worker.engine.metrics import encode, linf_255
@@ -99,7 +100,14 @@ def test_calibrated_threshold_holds_its_fpr_on_held_out_clean_scores():
     two_sided = calibrate([1.0, 2.0, 3.0, 4.0], 0.25, target_low_fpr=0.25)
     assert (two_sided.threshold, two_sided.low_threshold, two_sided.low_fpr) == (3.0, 2.0, 0.25)
     assert verdicts([0.5, 2.5, 5.0], 3.0, 2.0) == ["purified", "clean", "protected"]
-    assert verdicts([0.5], None) == [None] and verdicts([0.5], None, 2.0) == ["purified"]
+    assert verdicts([0.5], None) == [None]
+    with pytest.raises(ValueError, match="add up"):
+        calibrate([1.0, 2.0], 0.6, target_low_fpr=0.5)
+    for alone_or_crossed in (dict(low_threshold=0.1), dict(threshold=0.1, low_threshold=0.2)):
+        with pytest.raises(ValueError, match="low_threshold"):
+            DetectParams(**alone_or_crossed)
+    assert DetectParams().thresholds((3.0, 2.0)) == (3.0, 2.0)  # the service's pair, never mixed
+    assert DetectParams(threshold=4.0).thresholds((3.0, 2.0)) == (4.0, None)
 
 
 def test_two_sided_detection_flags_impress_output_on_the_bundled_model():
@@ -115,7 +123,7 @@ def test_two_sided_detection_flags_impress_output_on_the_bundled_model():
              for path in sorted(EXAMPLES.glob("*.png")) for y in range(0, 128, 32) for x in range(0, 128, 32)]
     held_out, calibration_tiles = tiles[::8], [t for i, t in enumerate(tiles) if i % 8]
     cal = calibrate(consistency_scores(vae, calibration_tiles), 0.1, target_low_fpr=0.1)
-    purified = purify(vae, load_perceptual("dssim"), torch.cat(held_out), PurifyOverrides(iters=60).resolve("dssim"))
+    purified = purify(vae, load_perceptual("dssim"), torch.cat(held_out), PurifyOverrides(schedule="fast", iters=60).resolve("dssim"))
     scores = consistency_scores(vae, list(purified.images.split(1)))
     assert verdicts(scores, cal.threshold, cal.low_threshold) == ["purified"] * len(held_out)
     assert all(p < c for p, c in zip(scores, consistency_scores(vae, held_out)))

@@ -46,7 +46,7 @@ def service(small_vae_dir, tmp_path_factory):
     # oversubscribe the cores and slow tiny models by orders of magnitude.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": f"impress-test-{tag}",
            "IMPRESS_QUEUE": f"impress-test-{tag}", "IMPRESS_VAE": str(small_vae_dir),
-           "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu", "IMPRESS_PROGRESS_EVERY": "2",
+           "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu", "IMPRESS_PROGRESS_EVERY": "2", "IMPRESS_SCHEDULE": "fast",
            "IMPRESS_MAX_UPLOAD_BYTES": str(MAX_BYTES), "IMPRESS_MAX_PIXELS": str(MAX_PIXELS),
            "IMPRESS_MAX_IMAGES_PER_JOB": "4", "IMPRESS_MAX_ITERATIONS": "100000",
            "IMPRESS_DETECT_SYNC_MAX_IMAGES": "2", "IMPRESS_DETECT_SYNC_TIMEOUT_S": "30"}
@@ -129,10 +129,20 @@ def test_metrics_report_what_every_worker_did(service):
     grew = lambda key: after.get(key, 0) - before.get(key, 0)  # noqa: E731
     for state in ("queued", "running", "succeeded"):
         assert grew(("impress_job_transitions_total", (("kind", "purify"), ("state", state)))) == 1
-    assert grew(("impress_purify_image_iterations_total", ())) == 3
+    assert grew(("impress_job_image_iterations_total", (("kind", "purify"),))) == 3
     assert grew(("impress_job_compute_seconds_total", (("kind", "purify"),))) > 0
     assert after[("impress_redis_up", ())] == 1
     assert [k for k in after if k[0] == "impress_queue_messages"]
+
+
+def test_metrics_scrape_survives_redis_down():
+    from prometheus_client import generate_latest
+
+    from app.metrics import service_registry
+    from impress.store import JobStore
+
+    closed = JobStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "impress-test-down", 60)
+    assert b"impress_redis_up 0.0" in generate_latest(service_registry(closed, "impress-test-down"))
 
 
 def test_cancel_running_and_queued(service):
@@ -213,9 +223,11 @@ def test_detect_small_request_is_answered_inline(service):
     assert [s["name"] for s in scored] == ["a.png", "b.png"]
     assert all(s["consistency_error"] > 0 and s["verdict"] == "protected" for s in scored)
     assert job["model"]["source"] == "folder"
-    two_sided = service.post("/v1/detect", files=files, data={"threshold": "1.0", "low_threshold": "1.0"}).json()
-    assert two_sided["metrics"]["low_threshold"] == 1.0
+    two_sided = service.post("/v1/detect", files=files, data={"threshold": "100", "low_threshold": "99"}).json()
+    assert two_sided["metrics"]["low_threshold"] == 99
     assert [s["verdict"] for s in two_sided["metrics"]["images"]] == ["purified", "purified"]
+    alone = service.post("/v1/detect", files=files, data={"low_threshold": "0.1"})
+    assert alone.status_code == 422 and alone.json()["error"]["code"] == "invalid_parameter"
 
 
 def test_detect_large_request_becomes_a_job(service):

@@ -70,8 +70,7 @@ def detect_handler(ctx: JobContext) -> JobResult:
     t0 = time.perf_counter()
     scores = consistency_scores(vae, [to_tensor(im.rgb).to(device) for _, im in ctx.inputs["image"]],
                                 ctx.settings.batch_size * 4)
-    threshold = params.threshold if params.threshold is not None else ctx.settings.detect_threshold
-    low = params.low_threshold if params.low_threshold is not None else ctx.settings.detect_low_threshold
+    threshold, low = params.thresholds((ctx.settings.detect_threshold, ctx.settings.detect_low_threshold))
     metrics = {"threshold": threshold, "low_threshold": low, "images": [
         {"name": item["name"], "consistency_error": s, "verdict": v}
         for (item, _), s, v in zip(ctx.inputs["image"], scores, verdicts(scores, threshold, low))]}

@@ -92,7 +92,7 @@ async def submit_purify(
     settings: Settings = Depends(get_settings), store: JobStore = Depends(get_store), celery=Depends(get_celery),
 ):
     await refuse_unknown_fields(request, PurifyForm, {"images"})
-    resolved = PurifyOverrides(**params.model_dump()).resolve(settings.perceptual)
+    resolved = PurifyOverrides(**params.model_dump()).resolve(settings.perceptual, settings.schedule)
     if resolved.iters > settings.max_iterations:
         raise ApiError(422, ErrorCode.invalid_parameter,
                        f"iters={resolved.iters} exceeds this service's limit of {settings.max_iterations}",

@@ -63,6 +63,8 @@ def upper_threshold(scores: list[float], target_fpr: float) -> tuple[float, floa
 def calibrate(clean_scores: list[float], target_fpr: float, target_low_fpr: Optional[float] = None) -> Calibration:
     """Thresholds from clean images' scores: the upper one for `target_fpr`; with `target_low_fpr`,
     also a lower one flagging at most that fraction of clean images as over-consistent."""
+    if target_low_fpr is not None and target_fpr + target_low_fpr >= 1:
+        raise ValueError("the two target FPRs must add up to less than 1")
     threshold, fpr = upper_threshold(clean_scores, target_fpr)
     low_threshold = low_fpr = None
     if target_low_fpr is not None:
@@ -74,12 +76,12 @@ def calibrate(clean_scores: list[float], target_fpr: float, target_low_fpr: Opti
 
 def verdicts(scores: list[float], threshold: Optional[float],
              low_threshold: Optional[float] = None) -> list[Optional[str]]:
-    """'protected' above `threshold`, 'purified' below `low_threshold`, else 'clean'; None for every
-    image when no threshold is given."""
+    """'protected' above `threshold`, 'purified' below `low_threshold` (if given), else 'clean'; None
+    for every image when there is no threshold."""
     def verdict(s: float) -> Optional[str]:
-        if threshold is None and low_threshold is None:
+        if threshold is None:
             return None
-        if threshold is not None and s > threshold:
+        if s > threshold:
             return "protected"
         return "purified" if low_threshold is not None and s < low_threshold else "clean"
     return [verdict(s) for s in scores]

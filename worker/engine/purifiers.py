@@ -81,7 +81,7 @@ class Purifier:
 
 
 # None means "the preset's value" (contract.PRESETS, and PERCEPTUAL_DEFAULT_DELTA for delta).
-IMPRESS_DEFAULTS = dict(preset="photoguard", schedule="fast", iters=None, lr=None, beta1=None, beta2=None,
+IMPRESS_DEFAULTS = dict(preset="photoguard", schedule=None, iters=None, lr=None, beta1=None, beta2=None,
                         alpha=None, delta=None, noise=None, seed=0, early_stop=True)
 
 PURIFIERS: dict[str, Purifier] = {
