@@ -184,11 +184,11 @@ class PurifyParams(BaseModel):
 
 
 def check_thresholds(threshold: Optional[float], low_threshold: Optional[float]) -> None:
-    """A lower detection threshold comes with an upper one, below it."""
+    """A lower detection threshold comes with an upper one, not above it."""
     if low_threshold is not None and threshold is None:
         raise ValueError("low_threshold needs a threshold (thresholds come as a calibrated pair)")
-    if low_threshold is not None and low_threshold >= threshold:
-        raise ValueError(f"low_threshold ({low_threshold}) must be below threshold ({threshold})")
+    if low_threshold is not None and low_threshold > threshold:
+        raise ValueError(f"low_threshold ({low_threshold}) must not be above threshold ({threshold})")
 
 
 class DetectParams(BaseModel):

@@ -142,14 +142,17 @@ def test_detect_and_calibrate_cli(small_vae_dir, tmp_path, capsys):
         paths.append(tmp_path / f"{s}.png")
         Image.fromarray(photo(32, 32, seed=s)).save(paths[-1])
     cal = tmp_path / "calibration.json"
-    assert main(["calibrate", *map(str, paths), "--fpr", "0.34", "-o", str(cal), "--model", str(small_vae_dir),
-                 "--device", "cpu"]) == 0
+    assert main(["calibrate", *map(str, paths), "--fpr", "0.34", "--low-fpr", "0.34", "-o", str(cal),
+                 "--model", str(small_vae_dir), "--device", "cpu"]) == 0
     record = json.loads(cal.read_text())
     assert record["n"] == 3 and record["fpr"] == pytest.approx(1 / 3) and record["model"]["revision"]
+    assert record["low_fpr"] == pytest.approx(1 / 3) and record["low_threshold"] <= record["threshold"]
     capsys.readouterr()
     assert main(["detect", *map(str, paths), "--calibration", str(cal), "--device", "cpu"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [line["verdict"] for line in lines].count("protected") == 1
+    assert sorted(line["verdict"] for line in lines) == ["clean", "protected", "purified"]
+    assert main(["detect", str(paths[0]), "--low-threshold", "0.1", "--model", str(small_vae_dir)]) == 2
+    assert "--low-threshold goes with --threshold" in capsys.readouterr().err
 
 
 def test_bench_writes_reports_and_resumes(small_vae_dir, tmp_path):

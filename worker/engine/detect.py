@@ -63,7 +63,7 @@ def upper_threshold(scores: list[float], target_fpr: float) -> tuple[float, floa
 def calibrate(clean_scores: list[float], target_fpr: float, target_low_fpr: Optional[float] = None) -> Calibration:
     """Thresholds from clean images' scores: the upper one for `target_fpr`; with `target_low_fpr`,
     also a lower one flagging at most that fraction of clean images as over-consistent."""
-    if target_low_fpr is not None and target_fpr + target_low_fpr >= 1:
+    if target_low_fpr is not None and target_fpr + target_low_fpr >= 1:  # which keeps low <= upper
         raise ValueError("the two target FPRs must add up to less than 1")
     threshold, fpr = upper_threshold(clean_scores, target_fpr)
     low_threshold = low_fpr = None
