@@ -32,6 +32,8 @@ class Settings(BaseSettings):
         "lpips-vgg", description="perceptual distance of the hinge: LPIPS-VGG, or 1-SSIM offline")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(4, ge=1, description="most images optimised together in one step (CUDA: fewer if memory is short)")
+    cpu_batch_pixels: int = Field(8 * 64 * 64, ge=1, description="on CPU, the most pixels one step holds "
+                                  "(batching helps small images, spills caches on large ones)")
     memory_headroom: float = Field(0.8, gt=0, le=1, description="fraction of free GPU memory a batch may plan to use")
     compile: bool = Field(False, description="torch.compile the optimisation step (falls back to eager on failure)")
     schedule: Literal["published", "fast"] = Field(

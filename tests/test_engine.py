@@ -173,6 +173,14 @@ def test_out_of_memory_splits_the_batch_and_loses_nothing(small_vae_dir, monkeyp
         assert np.abs(a - b).max() <= 1  # batch-correct: the same image either way, to rounding
 
 
+def test_cpu_batches_hold_a_pixel_budget(small_vae_dir):
+    images = [decode_image(png_bytes(photo(32, 32, seed=s)), max_bytes=10**7, max_pixels=10**6) for s in range(5)]
+    images += [decode_image(png_bytes(photo(64, 64, seed=s)), max_bytes=10**7, max_pixels=10**6) for s in range(2)]
+    run = run_purification(images, params(iters=1), vae=str(small_vae_dir), perceptual="dssim",
+                           options=EngineOptions(device="cpu", batch_size=4, cpu_batch_pixels=3 * 32 * 32))
+    assert run.engine["batch_sizes"] == {"32x32": 3, "64x64": 1} and len(run.images) == 7
+
+
 def test_batch_size_from_free_memory():
     gib = 2**30
     assert fitting_batch_size(per_image_bytes=3 * gib, free_bytes=80 * gib, limit=64, headroom=0.8) == 21

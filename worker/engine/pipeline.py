@@ -42,11 +42,14 @@ class EngineOptions:
     vae_tiling: bool = False
     vae_checkpointing: bool = False
     memory_headroom: float = 0.8     # fraction of free device memory a batch may plan to use
+    # On CPU batching amortises per-step overhead on small images but spills the caches on large
+    # ones (bench/results/speed-cpu.md: batch 8 helps at 64², costs up to 21% at 128²): a pixel budget.
+    cpu_batch_pixels: int = 8 * 64 * 64
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "EngineOptions":
-        fields = {f: getattr(settings, f) for f in ("device", "batch_size", "compile", "precision",
-                                                    "vae_tiling", "vae_checkpointing", "memory_headroom")}
+        fields = {f: getattr(settings, f) for f in ("device", "batch_size", "compile", "precision", "vae_tiling",
+                                                    "vae_checkpointing", "memory_headroom", "cpu_batch_pixels")}
         return cls(**{**fields, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -87,7 +90,8 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
 
     `progress(done, total, losses)` counts image-iterations over the whole run; returning True
     cancels the rest. On CUDA the batch size of each image size comes from a one-step memory probe
-    and the free memory; a batch that still runs out of memory is split in two and retried.
+    and the free memory; a batch that still runs out of memory is split in two and retried. On CPU
+    a batch holds at most `options.cpu_batch_pixels` pixels (at least one image).
     """
     device = resolve_device(options.device)
     vae_model, identity = load_vae(vae_for(params, vae), device, tiling=options.vae_tiling,
@@ -110,6 +114,8 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
             free, _ = torch.cuda.mem_get_info(device)
             step_bytes = measure_step_bytes(vae_model, distance, probe, params, device, options.precision)
             size = fitting_batch_size(step_bytes, free, options.batch_size, options.memory_headroom)
+        elif not cuda:
+            size = max(1, min(size, options.cpu_batch_pixels // (height * width)))
         batch_sizes[f"{width}x{height}"] = size
         pending = [indices[k:k + size] for k in range(0, len(indices), size)]
         while pending and not canceled:
