@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from impress.cli import main
-from impress.contract import DetectParams
+from impress.contract import DetectParams, PurifyOverrides
 from tests.conftest import photo
 from worker.engine.detect import calibrate, consistency_scores, verdicts
 from worker.engine.metrics import encode, linf_255
@@ -114,7 +114,6 @@ def test_two_sided_detection_flags_impress_output_on_the_bundled_model():
     """IMPRESS leaves images over-consistent: on the bundled model a lower threshold calibrated on
     clean photo tiles flags purified tiles 'purified', each scoring below its clean original (a flat
     clean tile may fall below too: that is the calibrated false positive rate)."""
-    from impress.contract import PurifyOverrides
     from worker.engine.models import TINY_VAE_NAME
     from worker.engine.purify import purify
 
