@@ -43,6 +43,14 @@ class JobState(str, enum.Enum):
         return self in (JobState.succeeded, JobState.failed, JobState.canceled)
 
 
+class StopReason(str, enum.Enum):
+    """Why an optimisation ended: its full count, a plateau of the loss (early stopping), or a cancel."""
+
+    completed = "completed"
+    plateau = "plateau"
+    canceled = "canceled"
+
+
 class ErrorCode(str, enum.Enum):
     """Stable machine-readable codes: clients switch on these, never on messages."""
 
@@ -257,7 +265,7 @@ class ResultImage(BaseModel):
     width: int
     height: int
     iterations: int
-    stop_reason: str   # completed | plateau | canceled
+    stop_reason: StopReason
     final: dict        # loss, consistency, perceptual at the last step
     trace: list[dict]  # the same at logged steps
 
