@@ -52,9 +52,8 @@ RUNS = [
 
 
 def final_loss(vae, distance, x, x_ptb, params) -> torch.Tensor:
-    distance.set_reference(x_ptb)
     with torch.no_grad():
-        return impress_losses(vae, distance, x, params.alpha, params.delta, x.shape[-2:])[0]
+        return impress_losses(vae, distance.bind(x_ptb), x, params.alpha, params.delta, x.shape[-2:])[0]
 
 
 def run_case(vae, dist, tiles, preset: str, seed: int, protection: str, n: int, images: int,
@@ -66,8 +65,7 @@ def run_case(vae, dist, tiles, preset: str, seed: int, protection: str, n: int, 
     base = PurifyOverrides(preset=preset, schedule="published", iters=n, early_stop=False).resolve("dssim")
 
     def ref_distance(a, b):  # the reference calls lpips_fn(x, x_ptb) every step
-        dist.set_reference(b)
-        return dist(a)
+        return dist(a, dist.prepare(b))
 
     t0 = time.perf_counter()
     ref = torch.cat([reference_purify(vae, ref_distance, protected[i:i + 1], iters=n, lr=base.lr, alpha=base.alpha,

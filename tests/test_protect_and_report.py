@@ -1,12 +1,16 @@
 """What must hold on any model: attacks stay within budget, the report is reproducible."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
+from skimage.metrics import structural_similarity
+from sklearn.metrics import roc_auc_score
 
 from impress.contract import PurifyParams
 from tests.conftest import photo
 from worker.engine.evaluate import premise_report
-from worker.engine.metrics import encode, linf_255, psnr, roc_auc, ssim
+from worker.engine.metrics import encode, linf_255, psnr, roc_auc, roc_curve, ssim
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
 from worker.engine.protect import encoder_attack, grey_target
@@ -36,6 +40,31 @@ def test_metrics_agree_with_known_values():
     assert abs(float(ssim(a, a)) - 1.0) < 1e-6
     assert float(linf_255(a, b)) == 25.5
     assert roc_auc([0.1, 0.2], [0.3, 0.4]) == 1.0 and roc_auc([0.1, 0.3], [0.2, 0.4]) == 0.75
+
+
+def test_ssim_and_its_distance_match_scikit_image():
+    a = np.stack([photo(40, 32, seed=s) for s in range(3)])
+    noise = np.random.default_rng(0).normal(0, 12, a.shape)
+    b = np.clip(a + noise, 0, 255).astype(np.uint8)
+    want = [structural_similarity(x / 255, y / 255, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                  use_sample_covariance=False, data_range=1.0) for x, y in zip(a, b)]
+    ta, tb = (torch.cat([to_tensor(im) for im in batch]) for batch in (a, b))
+    assert ssim(ta, tb).tolist() == pytest.approx(want, abs=1e-5)
+    dssim = load_perceptual("dssim")
+    assert dssim.bind(tb)(ta).tolist() == pytest.approx([1 - w for w in want], abs=1e-5)
+    assert dssim(ta, dssim.prepare(tb)).tolist() == pytest.approx([1 - w for w in want], abs=1e-5)
+
+
+def test_roc_auc_matches_scikit_learn_and_its_curve():
+    rng = np.random.default_rng(1)
+    negatives = rng.normal(0, 1, 40).round(1).tolist()  # rounded: ties between the classes
+    positives = rng.normal(0.7, 1, 30).round(1).tolist()
+    want = roc_auc_score([0] * 40 + [1] * 30, negatives + positives)
+    assert roc_auc(negatives, positives) == pytest.approx(want, abs=1e-12)
+    fpr, tpr = roc_curve(negatives, positives)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(want, abs=1e-12)
+    # Consistency errors of a good model are small numbers whose differences float32 would round away.
+    assert roc_auc([0.01], [0.01 + 1e-11]) == roc_auc_score([0, 1], [0.01, 0.01 + 1e-11]) == 1.0
 
 
 def test_premise_report_is_reproducible(small_vae_dir):

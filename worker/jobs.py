@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 
 from impress.contract import (DetectParams, ErrorCode, EvaluateParams, JobKind, JobResult, JobState, PurifyParams,
-                              ResultFile, ResultImage)
-from impress.images import DecodedImage, ImageRejected, decode_image
+                              ResultFile, ResultImage, StopReason)
+from impress.images import DecodedImage, ImageRejected, decode_image, encode_png
 from impress.settings import Settings
 from impress.store import JobStore
 
@@ -50,12 +50,13 @@ def purify_handler(ctx: JobContext) -> JobResult:
     run = run_purification([im for _, im in items], params, vae=ctx.params["vae"], perceptual=ctx.params["perceptual"],
                            options=EngineOptions.from_settings(ctx.settings), progress=ctx.progress,
                            report_every=ctx.settings.progress_every)
-    if any(im.stop_reason == "canceled" for im in run.images):
+    if any(im.stop_reason == StopReason.canceled for im in run.images):
         raise Canceled
-    images = [ResultImage(name=item["name"].rsplit(".", 1)[0] + ".png", blob=ctx.store.put_blob(im.png),
-                          width=im.width, height=im.height, iterations=im.iterations, stop_reason=im.stop_reason,
+    images = [ResultImage(name=item["name"].rsplit(".", 1)[0] + ".png",
+                          blob=ctx.store.put_blob(encode_png(im.rgb, decoded.alpha)), width=decoded.width,
+                          height=decoded.height, iterations=im.iterations, stop_reason=im.stop_reason,
                           final=im.trace[-1] if im.trace else {}, trace=im.trace)
-              for (item, _), im in zip(items, run.images)]
+              for (item, decoded), im in zip(items, run.images)]
     return JobResult(images=images, model=run.model, perceptual=run.perceptual, seconds=round(run.seconds, 3),
                      device=run.device, engine=run.engine)
 

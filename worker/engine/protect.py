@@ -72,16 +72,16 @@ def glaze_like_cloak(vae, distance, x: torch.Tensor, style: torch.Tensor, *, p: 
     ||E(x + d) - E(style)||^2 + alpha * max(P(x, x + d) - p, 0), x + d kept in range.
 
     The latent term is a mean over latent elements, so the hinge weight keeps its meaning at any size.
-    `style` is 1 or B images of x's size; `distance` is a perceptual module (its reference is set here).
+    `style` is 1 or B images of x's size; `distance` is a perceptual distance (bound here to x).
     """
     z_style = encode(vae, style.to(x).expand_as(x))
-    distance.set_reference(x)
+    perceptual = distance.bind(x)
     delta = torch.zeros_like(x, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     for _ in range(steps):
         adv = x + delta
         latent = ((vae.encode(adv).latent_dist.mode() - z_style) ** 2).mean(dim=(1, 2, 3))
-        loss = latent + alpha * (distance(adv).float() - p).clamp_min(0)
+        loss = latent + alpha * (perceptual(adv).float() - p).clamp_min(0)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
@@ -147,6 +147,5 @@ def budget(protected: torch.Tensor, clean: torch.Tensor, distance=None) -> dict[
     out = pair_metrics(protected, clean)
     if distance is not None:
         with torch.no_grad():
-            distance.set_reference(clean)
-            out[distance.name] = distance(protected).float().tolist()
+            out[distance.name] = distance.bind(clean)(protected).float().tolist()
     return out
