@@ -29,11 +29,12 @@ from reference_impress import reference_purify  # noqa: E402
 from results_io import RESULTS, run_meta, write_results  # noqa: E402
 
 from impress.contract import SCHEDULES, PurifyOverrides  # noqa: E402
+from impress.methods import choose  # noqa: E402
 from worker.engine.metrics import psnr  # noqa: E402
 from worker.engine.models import TINY_VAE_NAME, load_vae  # noqa: E402
 from worker.engine.perceptual import load_perceptual  # noqa: E402
 from worker.engine.photos import held_out_photos  # noqa: E402
-from worker.engine.protect import apply_protection, make_protection  # noqa: E402
+from worker.engine.protect import apply_protection  # noqa: E402
 from worker.engine.purify import impress_losses, purify  # noqa: E402
 
 # (preset, tile draw seed, protection, reference iterations N)
@@ -60,7 +61,7 @@ def run_case(vae, dist, tiles, preset: str, seed: int, protection: str, n: int, 
              curves: dict) -> list[dict]:
     """The reference and our runs on one case; the first case's loss curves go into `curves`."""
     clean = tiles[torch.randperm(tiles.shape[0], generator=torch.Generator().manual_seed(seed))[:images]]
-    protected = apply_protection(make_protection(protection), vae, clean, dist)
+    protected = apply_protection(choose("protection", protection), vae, clean, dist)
     case = f"{protection}, {preset} preset, tiles {seed}, N {n}"
     base = PurifyOverrides(preset=preset, schedule="published", iters=n, early_stop=False).resolve("dssim")
 

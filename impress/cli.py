@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .contract import PERCEPTUALS, PRESETS, SCHEDULES, DetectParams, PurifyOverrides
+from .contract import PERCEPTUALS, PRESETS, SCHEDULES, DetectParams, EvaluateParams, PurifyOverrides
 from .settings import Settings
 
 
@@ -175,7 +175,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """The protections x purifiers matrix over a folder of images (worker/engine/bench.py)."""
-    from worker.engine.bench import build_specs, run_bench, square_images
+    from pydantic import ValidationError
+
+    from worker.engine.bench import run_bench, square_images
     from worker.engine.models import ModelUnavailable, load_vae
     from worker.engine.perceptual import load_perceptual
     from worker.engine.pipeline import resolve_device
@@ -186,10 +188,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.images}", file=sys.stderr)
         return 2
     try:
-        protections, purifiers = build_specs(args.protections.split(","), args.purifiers.split(","),
-                                             attack_steps=args.attack_steps, impress_iters=args.impress_iters)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        chosen = EvaluateParams(protections=args.protections.split(","), purifiers=args.purifiers.split(","),
+                                size=args.size, attack_steps=args.attack_steps, impress_iters=args.impress_iters)
+    except ValidationError as exc:
+        for e in exc.errors():
+            print(f"error: {e['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 2
     images = _decode_files(paths, settings)
     if images is None:
@@ -202,7 +205,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     results = run_bench(vae, identity.as_dict(), distance, square_images(images, args.size).to(device),
-                        [p.name for p in paths], protections, purifiers, Path(args.output), batch=args.batch_size)
+                        [p.name for p in paths], chosen.protection_choices(), chosen.purifier_choices(), Path(args.output), batch=args.batch_size)
     print(f"{results['computed']} cells computed, {results['skipped']} resumed; "
           f"{args.output}/results.json, results.md, report.html")
     return 0
@@ -334,9 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     ben = sub.add_parser("bench", help="protections x purifiers over a folder: JSON, Markdown, HTML report")
     ben.add_argument("--images", required=True, help="folder of images (centre-cropped and resized to --size)")
     ben.add_argument("--protections", default="photoguard-8,photoguard-16,glaze-like,mist-16",
-                     help="comma-separated NAME[:KEY=VALUE...] (worker/engine/protect.py PROTECTIONS)")
+                     help="comma-separated NAME[:KEY=VALUE...] (impress/methods.py PROTECTIONS)")
     ben.add_argument("--purifiers", default="jpeg-15,jpeg-75,noise-0.05,noise-0.1,blur,resize,impress,noise-impress",
-                     help="comma-separated NAME[:KEY=VALUE...] (worker/engine/purifiers.py PURIFIERS)")
+                     help="comma-separated NAME[:KEY=VALUE...] (impress/methods.py PURIFIERS)")
     ben.add_argument("-o", "--output", required=True, help="folder for results and the resumable cell cache")
     ben.add_argument("--model", help="VAE (default: the configured one, else the photoguard preset's)")
     ben.add_argument("--perceptual", choices=PERCEPTUALS)

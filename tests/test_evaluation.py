@@ -17,9 +17,9 @@ from worker.engine.detect import calibrate, consistency_scores, verdicts
 from worker.engine.metrics import encode, linf_255
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
-from worker.engine.protect import (apply_protection, budget, default_glaze_style, default_mist_pattern,
-                                   grey_target, make_protection)
-from worker.engine.purifiers import PURIFIERS, apply_purifier, make_purifier
+from impress.methods import PURIFIERS, choose
+from worker.engine.protect import apply_protection, budget, default_glaze_style, default_mist_pattern, grey_target
+from worker.engine.purifiers import apply_purifier
 from worker.engine.tensors import to_tensor
 
 
@@ -47,10 +47,10 @@ def vae(small_vae_dir):
 @pytest.mark.parametrize("name", sorted(PURIFIERS))
 def test_every_purifier_keeps_size_and_range(name, vae):
     x = clean_batch(2, 32)[..., :24]  # not square, so size mix-ups show
-    overrides = {"iters": 2} if "iters" in PURIFIERS[name].defaults else {}
+    overrides = {"iters": 2} if "iters" in PURIFIERS[name].model.model_fields else {}
     if name == "resize":
         overrides = {"size": 16}
-    y = apply_purifier(make_purifier(name, **overrides), x, vae=vae, distance=load_perceptual("dssim"))
+    y = apply_purifier(choose("purifier", name, **overrides), x, vae=vae, distance=load_perceptual("dssim"))
     assert y.shape == x.shape and y.dtype == x.dtype
     assert y.min() >= -1 and y.max() <= 1
     assert not torch.equal(y, x)
@@ -58,15 +58,8 @@ def test_every_purifier_keeps_size_and_range(name, vae):
 
 def test_jpeg_changes_pixels_and_low_quality_changes_more():
     x = clean_batch(2, 32)
-    err = {q: float(((apply_purifier(make_purifier(f"jpeg-{q}"), x) - x) ** 2).mean()) for q in (15, 75)}
+    err = {q: float(((apply_purifier(choose("purifier", f"jpeg-{q}"), x) - x) ** 2).mean()) for q in (15, 75)}
     assert 0 < err[75] < err[15]
-
-
-def test_unknown_purifier_or_parameter_is_an_error():
-    with pytest.raises(ValueError, match="unknown purifier"):
-        make_purifier("sharpen")
-    with pytest.raises(ValueError, match="no parameter"):
-        make_purifier("jpeg", sigma=1)
 
 
 @pytest.mark.parametrize("name,target", [("photoguard-8", grey_target), ("photoguard-16", grey_target),
@@ -74,15 +67,15 @@ def test_unknown_purifier_or_parameter_is_an_error():
                                          ("glaze-like", lambda x: default_glaze_style(32, 32).expand_as(x))])
 def test_protection_keeps_its_budget_and_moves_the_latent_to_its_target(name, target, vae):
     x, distance = clean_batch(2, 32), load_perceptual("dssim")
-    spec = make_protection(name, steps=10)
+    spec = choose("protection", name, steps=10)
     adv = apply_protection(spec, vae, x, distance)
     assert adv.shape == x.shape and adv.min() >= -1 and adv.max() <= 1
     spent = budget(adv, x, distance)
-    if "eps" in spec.params:
-        assert max(spent["linf_255"]) <= spec.params["eps"] * 255 + 1e-3
+    if hasattr(spec.params, "eps"):
+        assert max(spent["linf_255"]) <= spec.params.eps * 255 + 1e-3
         assert linf_255(adv, x).max() > 0
     else:  # the cloak's budget is perceptual, a hinge: allow it a little overshoot
-        assert max(spent["dssim"]) <= spec.params["p"] + 0.05
+        assert max(spent["dssim"]) <= spec.params.p + 0.05
     z, zt = encode(vae, x), encode(vae, target(x))
     assert ((encode(vae, adv) - zt).flatten(1).norm(dim=1) < (z - zt).flatten(1).norm(dim=1)).all()
 
@@ -189,8 +182,10 @@ def test_bench_writes_reports_and_resumes(small_vae_dir, tmp_path):
     assert results["computed"] == 4 and results["skipped"] == 8  # only the changed purifier's cells rerun
 
 
-def test_contract_names_the_engine_registries():
-    from impress.contract import PROTECTION_NAMES, PURIFIER_NAMES
-    from worker.engine.protect import PROTECTIONS
+def test_every_named_method_has_an_engine_function():
+    from impress.methods import PROTECTIONS
+    from worker.engine.protect import PROTECTION_FUNCTIONS
+    from worker.engine.purifiers import PURIFIER_FUNCTIONS
 
-    assert set(PROTECTION_NAMES) == set(PROTECTIONS) and set(PURIFIER_NAMES) == set(PURIFIERS)
+    assert {m.model for m in PROTECTIONS.values()} == set(PROTECTION_FUNCTIONS)
+    assert {m.model for m in PURIFIERS.values()} == set(PURIFIER_FUNCTIONS)

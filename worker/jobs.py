@@ -80,18 +80,14 @@ def detect_handler(ctx: JobContext) -> JobResult:
 
 
 def evaluate_handler(ctx: JobContext) -> JobResult:
-    from .engine.bench import build_specs, evaluate_uploaded, run_bench, square_images
+    from .engine.bench import evaluate_uploaded, run_bench, square_images
     from .engine.perceptual import load_perceptual
 
     params = EvaluateParams(**ctx.params["evaluate"])
     device = resolve_device(ctx.settings.device)
     vae, identity = load_vae(ctx.params["vae"], device)
     distance = load_perceptual(ctx.params["perceptual"], device)
-    try:
-        protections, purifiers = build_specs(params.protections, params.purifiers, attack_steps=params.attack_steps,
-                                             impress_iters=params.impress_iters)
-    except ValueError as exc:
-        raise ImageRejected(ErrorCode.invalid_parameter, str(exc)) from exc
+    protections, purifiers = params.protection_choices(), params.purifier_choices()
     clean = [im for _, im in ctx.inputs["clean"]]
     t0 = time.perf_counter()
     files = []

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from impress.contract import (PRESETS, TASKS, DetectParams, ErrorCode, EvaluateParams, InputImage, JobKind, JobState,
@@ -154,12 +154,16 @@ async def submit_evaluate(
     if not protected and not params.protections and not params.purifiers:
         raise ApiError(422, ErrorCode.invalid_parameter,
                        "send protected images, or name protections and/or purifiers to run on the clean images")
-    if params.impress_iters and params.impress_iters > settings.max_iterations:
-        raise ApiError(422, ErrorCode.invalid_parameter, f"impress_iters exceeds the limit of {settings.max_iterations}")
+    try:  # again with the service's iteration limit, which every method's step count must respect
+        checked = EvaluateParams.model_validate(params.model_dump(), context={"max_iterations": settings.max_iterations})
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"].removeprefix("Value error, ")}
+                  for e in exc.errors()]
+        raise ApiError(422, ErrorCode.invalid_parameter, "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                       errors) from exc
     accepted = await run_in_threadpool(enqueue, JobKind.evaluate,
                                        {"clean": clean, "protected": protected, "purified": purified},
-                                       EvaluateParams(**params.model_dump()), settings, store, celery,
-                                       job_url_template(request))
+                                       checked, settings, store, celery, job_url_template(request))
     return accepted_response(accepted)
 
 

@@ -29,12 +29,12 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from impress.images import DecodedImage, encode_png
+from impress.methods import MethodChoice
 
 from .detect import consistency_scores
 from .metrics import latent_distance, roc_auc, roc_curve
-from .protect import apply_protection, budget, make_protection
-from .purifiers import apply_purifier, make_purifier
-from .registry import MethodSpec
+from .protect import apply_protection, budget
+from .purifiers import apply_purifier
 from .tensors import to_tensor, to_uint8
 
 NONE = "none"  # the protection row of clean images: what each purifier costs an unprotected image
@@ -44,37 +44,6 @@ def square_images(images: list[DecodedImage], size: int) -> torch.Tensor:
     """Centre-cropped to a square and resized to size x size (Lanczos): one batch in [-1, 1]."""
     return torch.cat([to_tensor(np.array(ImageOps.fit(Image.fromarray(im.rgb), (size, size), Image.LANCZOS)))
                       for im in images])
-
-
-def parse_choice(text: str) -> tuple[str, dict]:
-    """'jpeg-15' or 'resize:size=32:sigma=...' -> (name, overrides); values are JSON, else strings."""
-    name, *pairs = text.split(":")
-    overrides = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return name, overrides
-
-
-def build_specs(protections: list[str], purifiers: list[str], *, attack_steps: Optional[int] = None,
-                impress_iters: Optional[int] = None) -> tuple[dict[str, MethodSpec], dict[str, MethodSpec]]:
-    """Specs by label from 'name[:key=value...]' choices; `attack_steps` and `impress_iters` set the
-    step counts of every protection and IMPRESS purifier that has one (short runs, tests)."""
-    def specs(choices, make, key, value):
-        out = {}
-        for choice in choices:
-            name, overrides = parse_choice(choice)
-            spec = make(name, **overrides)
-            if value is not None and key in spec.params and key not in overrides:
-                spec = make(name, **{**overrides, key: value})
-            out[choice] = spec
-        return out
-
-    return (specs(protections, make_protection, "steps", attack_steps),
-            specs(purifiers, make_purifier, "iters", impress_iters))
 
 
 def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -105,7 +74,7 @@ def _thumbnail(x: torch.Tensor) -> bytes:
 
 
 def run_bench(vae, identity: dict, distance, clean: torch.Tensor, names: list[str],
-              protections: dict[str, MethodSpec], purifiers: dict[str, MethodSpec], out: Path, *,
+              protections: list[MethodChoice], purifiers: list[MethodChoice], out: Path, *,
               batch: int = 8, progress: bool = True) -> dict:
     """Run (or resume) the matrix over `clean` (N x 3 x S x S in [-1, 1], on the VAE's device), write
     results.json, results.md and report.html to `out`, and return the results."""
@@ -118,15 +87,16 @@ def run_bench(vae, identity: dict, distance, clean: torch.Tensor, names: list[st
     (out / "clean.png").write_bytes(_thumbnail(clean))
     results = {"model": identity, "perceptual": distance.name, "size": clean.shape[-1], "images": names,
                "clean": {"consistency_error": clean_scores},
-               "purifiers": {label: {"name": s.name, "params": s.params} for label, s in purifiers.items()},
+               "purifiers": {q.label: {"name": q.name, "params": q.params.model_dump()} for q in purifiers},
                "protections": {}, "cells": [], "computed": 0, "skipped": 0}
-    rows = {NONE: MethodSpec(NONE), **protections}
+    rows: dict[str, Optional[MethodChoice]] = {NONE: None, **{p.label: p for p in protections}}
     bar = tqdm(total=len(rows) * len(purifiers), desc="bench", unit="cell", disable=not progress)
     for p_label, p_spec in rows.items():
         protected = _protected(vae, distance, clean, p_label, p_spec, out, setting, batch)
-        for q_label, q_spec in purifiers.items():
+        for q_spec in purifiers:
+            q_label = q_spec.label
             path = out / "cells" / f"{_safe(p_label)}__{_safe(q_label)}.json"
-            key = _key(protection=[p_spec.name, p_spec.params], purifier=[q_spec.name, q_spec.params], **setting)
+            key = _key(protection=_identity(p_spec), purifier=_identity(q_spec), **setting)
             bar.set_postfix_str(f"{p_label} / {q_label}")
             if path.exists() and json.loads(path.read_text()).get("key") == key:
                 results["skipped"] += 1
@@ -139,7 +109,7 @@ def run_bench(vae, identity: dict, distance, clean: torch.Tensor, names: list[st
             results["cells"].append(json.loads(path.read_text()))
             bar.update()
         results["protections"][p_label] = _protection_summary(vae, distance, clean, protected, clean_scores,
-                                                              p_spec, batch)
+                                                              *_identity(p_spec), batch)
     bar.close()
     _write(out / "results.json", json.dumps(results, indent=1, default=str) + "\n")
     _write(out / "results.md", markdown_report(results))
@@ -149,10 +119,10 @@ def run_bench(vae, identity: dict, distance, clean: torch.Tensor, names: list[st
 
 def _protected(vae, distance, clean, label, spec, out, setting, batch) -> torch.Tensor:
     """The protected images, from the cache when it holds them for these settings."""
-    if spec.name == NONE:
+    if spec is None:
         return clean
     path = out / "protected" / f"{_safe(label)}.pt"
-    key = _key(protection=[spec.name, spec.params], **setting)
+    key = _key(protection=_identity(spec), **setting)
     if path.exists():
         cached = torch.load(path, weights_only=True)
         if cached["key"] == key:
@@ -165,19 +135,23 @@ def _protected(vae, distance, clean, label, spec, out, setting, batch) -> torch.
     return images
 
 
-def _protection_summary(vae, distance, clean, protected, clean_scores, spec, batch) -> dict:
+def _identity(choice: Optional[MethodChoice]) -> list:
+    return [NONE, {}] if choice is None else [choice.name, choice.params.model_dump()]
+
+
+def _protection_summary(vae, distance, clean, protected, clean_scores, name, params, batch) -> dict:
     scores = consistency_scores(vae, list(protected.split(1)), batch)
     spent = budget(protected, clean, distance)
-    return {"name": spec.name, "params": spec.params, "budget": {k: _mean(v) for k, v in spent.items()},
+    return {"name": name, "params": params, "budget": {k: _mean(v) for k, v in spent.items()},
             "budget_per_image": spent, "consistency_error": scores,
-            "detection_auc": None if spec.name == NONE else round(roc_auc(clean_scores, scores), 4)}
+            "detection_auc": None if name == NONE else round(roc_auc(clean_scores, scores), 4)}
 
 
 def _cell(vae, distance, clean, protected, clean_scores, spec, batch) -> dict:
     t0 = time.perf_counter()
     purified = _chunked(lambda part: apply_purifier(spec, part, vae, distance), protected, batch)
     seconds = time.perf_counter() - t0
-    return {"params": spec.params, "seconds": round(seconds, 3),
+    return {"params": spec.params.model_dump(), "seconds": round(seconds, 3),
             **cell_metrics(vae, distance, clean, protected, purified, clean_scores, batch)}
 
 
@@ -198,21 +172,21 @@ def cell_metrics(vae, distance, clean, protected, purified, clean_scores, batch)
 
 
 def evaluate_uploaded(vae, identity: dict, distance, clean: torch.Tensor, protected: torch.Tensor,
-                      purified: Optional[torch.Tensor], purifiers: dict[str, MethodSpec], batch: int = 8) -> dict:
+                      purified: Optional[torch.Tensor], purifiers: list[MethodChoice], batch: int = 8) -> dict:
     """The "upload your own" path: protections made elsewhere (real Glaze/Mist outputs), measured
     against their clean originals; an uploaded purified set and each named purifier are measured too."""
     clean_scores = consistency_scores(vae, list(clean.split(1)), batch)
     results = {"model": identity, "perceptual": distance.name, "clean": {"consistency_error": clean_scores},
-               "protection": _protection_summary(vae, distance, clean, protected, clean_scores,
-                                                 MethodSpec("uploaded"), batch), "cells": []}
+               "protection": _protection_summary(vae, distance, clean, protected, clean_scores, "uploaded", {},
+                                                 batch), "cells": []}
     if purified is not None:
         cell = cell_metrics(vae, distance, clean, protected, purified, clean_scores, batch)
         cell.pop("images")
         results["cells"].append({"purifier": "uploaded", **cell})
-    for label, spec in purifiers.items():
+    for spec in purifiers:
         cell = _cell(vae, distance, clean, protected, clean_scores, spec, batch)
         cell.pop("images")
-        results["cells"].append({"purifier": label, **cell})
+        results["cells"].append({"purifier": spec.label, **cell})
     return results
 
 

@@ -1,8 +1,9 @@
 """Protections to evaluate against: encoder attacks on the VAE (DESIGN.md section 3).
 
 Budgets are given in [0, 1] pixel units as the papers state them (8/255, 16/255); the engine works
-in [-1, 1], so an L-inf budget eps becomes 2*eps there. `PROTECTIONS` names the presets a benchmark
-runs; `budget` measures what a protection really spent, since released samples often exceed theirs.
+in [-1, 1], so an L-inf budget eps becomes 2*eps there. `PROTECTION_FUNCTIONS` pairs each parameter
+model of impress/methods.py with its function; `budget` measures what a protection really spent,
+since released samples often exceed theirs.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Callable
 
 import torch
 
+from impress.methods import GlazeLikeParams, MethodChoice, MethodParams, MistParams, PhotoguardParams
+
 from .metrics import encode, pair_metrics
-from .registry import MethodSpec, make_spec
 
 
 def grey_target(x: torch.Tensor) -> torch.Tensor:
@@ -114,31 +116,25 @@ def glaze_like(vae, distance, x: torch.Tensor, style: torch.Tensor | None = None
 @dataclass(frozen=True)
 class Protection:
     fn: Callable[..., torch.Tensor]   # (vae, [distance,] x, **params) -> protected x
-    defaults: dict
     needs_distance: bool = False
 
 
-PROTECTIONS: dict[str, Protection] = {
-    "photoguard-8": Protection(photoguard, dict(eps=8 / 255, steps=200, seed=0)),
-    "photoguard-16": Protection(photoguard, dict(eps=16 / 255, steps=200, seed=0)),
-    "glaze-like": Protection(glaze_like, dict(style=None, p=0.05, alpha=30, steps=500, lr=0.01), needs_distance=True),
-    "mist-16": Protection(mist_textural, dict(pattern=None, eps=16 / 255, steps=100, step=1 / 255, seed=0)),
+# The function of each protection's parameter model (impress/methods.py names them and holds the defaults).
+PROTECTION_FUNCTIONS: dict[type[MethodParams], Protection] = {
+    PhotoguardParams: Protection(photoguard),
+    GlazeLikeParams: Protection(glaze_like, needs_distance=True),
+    MistParams: Protection(mist_textural),
 }
 
 
-def make_protection(name: str, **overrides) -> MethodSpec:
-    """The named protection with its defaults, some replaced."""
-    return make_spec(PROTECTIONS, "protection", name, overrides)
-
-
-def apply_protection(spec: MethodSpec, vae, x: torch.Tensor, distance=None) -> torch.Tensor:
-    """Protect a batch with `spec`; `distance` is required by the protections that use one."""
-    entry = PROTECTIONS[spec.name]
+def apply_protection(choice: MethodChoice, vae, x: torch.Tensor, distance=None) -> torch.Tensor:
+    """Protect a batch as `choice` says; `distance` is required by the protections that use one."""
+    entry = PROTECTION_FUNCTIONS[type(choice.params)]
     if not entry.needs_distance:
-        return entry.fn(vae, x, **spec.params)
+        return entry.fn(vae, x, **choice.params.model_dump())
     if distance is None:
-        raise ValueError(f"protection {spec.name!r} needs a perceptual distance")
-    return entry.fn(vae, distance, x, **spec.params)
+        raise ValueError(f"protection {choice.name!r} needs a perceptual distance")
+    return entry.fn(vae, distance, x, **choice.params.model_dump())
 
 
 def budget(protected: torch.Tensor, clean: torch.Tensor, distance=None) -> dict[str, list[float]]:
