@@ -174,10 +174,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """The protections x purifiers matrix over a folder of images (worker/engine/bench.py)."""
+    """The protections x purifiers matrix over a folder of images (worker/engine/matrix.py), resumable."""
     from pydantic import ValidationError
 
-    from worker.engine.bench import run_bench, square_images
+    from worker.engine.matrix import run_matrix, square_images
+    from worker.engine.matrix_cache import ResumeFolder
     from worker.engine.models import ModelUnavailable, load_vae
     from worker.engine.perceptual import load_perceptual
     from worker.engine.pipeline import resolve_device
@@ -204,9 +205,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ModelUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    results = run_bench(vae, identity.as_dict(), distance, square_images(images, args.size).to(device),
-                        [p.name for p in paths], chosen.protection_choices(), chosen.purifier_choices(), Path(args.output), batch=args.batch_size)
-    print(f"{results['computed']} cells computed, {results['skipped']} resumed; "
+    names = [p.name for p in paths]
+    folder = ResumeFolder(Path(args.output), images=names, size=args.size, model=identity.as_dict(),
+                          perceptual=distance.name)
+    result = run_matrix(vae, identity.as_dict(), distance, square_images(images, args.size).to(device), names,
+                        chosen.protection_choices(), chosen.purifier_choices(), batch=args.batch_size, cache=folder,
+                        progress=True)
+    folder.write_reports(result)
+    print(f"{folder.computed} cells computed, {folder.skipped} resumed; "
           f"{args.output}/results.json, results.md, report.html")
     return 0
 

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationInfo, WithJsonSchema,
                       field_validator, model_validator)
 
-from .methods import (PROTECTIONS, PURIFIERS, ImpressParams, MethodChoice, PresetName, ScheduleName, check_steps,
+from .methods import (PROTECTIONS, PURIFIERS, ImpressParams, MethodChoice, ScheduleName, check_steps,
                       describe, parse_choice)
 
 TASK_PURIFY = "impress.purify"
@@ -207,8 +207,10 @@ class DetectParams(BaseModel):
 
 def _method_choice_type(kind: str, plural: str):
     """A list item that is a validated MethodChoice in Python and its text in JSON and forms."""
-    return Annotated[MethodChoice, PlainValidator(lambda v: v if isinstance(v, MethodChoice) else parse_choice(v, kind)),
-                     PlainSerializer(lambda choice: choice.label, return_type=str),
+    def parse(value) -> MethodChoice:
+        return value if isinstance(value, MethodChoice) else parse_choice(value, kind)
+
+    return Annotated[MethodChoice, PlainValidator(parse), PlainSerializer(lambda choice: choice.label, return_type=str),
                      WithJsonSchema({"type": "string", "description": f"NAME or NAME:KEY=VALUE[:KEY=VALUE...]; "
                                                                       f"{plural} (parameters): {describe(kind)}"})]
 

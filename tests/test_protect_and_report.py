@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from impress.contract import PurifyParams
 from tests.conftest import photo
-from worker.engine.evaluate import premise_report
+from worker.engine.premise import premise_report
 from worker.engine.metrics import encode, linf_255, psnr, roc_auc, roc_curve, ssim
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual

@@ -6,9 +6,7 @@ turns decoded inputs into a JobResult.
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -40,8 +38,8 @@ class JobContext:
         """Record progress; True when the job must stop."""
         return self.store.progress(self.rec["id"], step, total)
 
-    def put_file(self, path: Path, media_type: str) -> ResultFile:
-        return ResultFile(name=path.name, blob=self.store.put_blob(path.read_bytes()), media_type=media_type)
+    def put_file(self, name: str, data: bytes, media_type: str) -> ResultFile:
+        return ResultFile(name=name, blob=self.store.put_blob(data), media_type=media_type)
 
 
 def purify_handler(ctx: JobContext) -> JobResult:
@@ -80,7 +78,8 @@ def detect_handler(ctx: JobContext) -> JobResult:
 
 
 def evaluate_handler(ctx: JobContext) -> JobResult:
-    from .engine.bench import evaluate_uploaded, run_bench, square_images
+    from .engine.matrix import measure_uploaded, run_matrix, square_images
+    from .engine.report import html_report, markdown_report
     from .engine.perceptual import load_perceptual
 
     params = EvaluateParams(**ctx.params["evaluate"])
@@ -95,17 +94,16 @@ def evaluate_handler(ctx: JobContext) -> JobResult:
         from .engine.tensors import to_tensor
 
         stack = lambda role: torch.cat([to_tensor(im.rgb) for _, im in ctx.inputs[role]]).to(device)  # noqa: E731
-        metrics = evaluate_uploaded(vae, identity.as_dict(), distance, stack("clean"), stack("protected"),
-                                    stack("purified") if ctx.inputs.get("purified") else None, purifiers,
-                                    ctx.settings.batch_size)
+        result = measure_uploaded(vae, identity.as_dict(), distance, stack("clean"), stack("protected"),
+                                  stack("purified") if ctx.inputs.get("purified") else None, purifiers,
+                                  ctx.settings.batch_size)
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            metrics = run_bench(vae, identity.as_dict(), distance, square_images(clean, params.size).to(device),
-                                [item["name"] for item, _ in ctx.inputs["clean"]], protections, purifiers,
-                                Path(tmp), batch=ctx.settings.batch_size, progress=False)
-            files = [ctx.put_file(Path(tmp) / "report.html", "text/html"),
-                     ctx.put_file(Path(tmp) / "results.md", "text/markdown")]
-    return JobResult(metrics=metrics, files=files, model=identity.as_dict(), perceptual={"name": distance.name},
+        result = run_matrix(vae, identity.as_dict(), distance, square_images(clean, params.size).to(device),
+                            [item["name"] for item, _ in ctx.inputs["clean"]], protections, purifiers,
+                            batch=ctx.settings.batch_size)
+        files = [ctx.put_file("report.html", html_report(result).encode(), "text/html"),
+                 ctx.put_file("results.md", markdown_report(result).encode(), "text/markdown")]
+    return JobResult(metrics=result.model_dump(mode="json"), files=files, model=identity.as_dict(), perceptual={"name": distance.name},
                      seconds=round(time.perf_counter() - t0, 3), device=device)
 
 

@@ -1,9 +1,19 @@
 """Image-pair and autoencoder metrics, per image. Pixels in [-1, 1]; budgets reported in /255 units."""
 from __future__ import annotations
 
+import statistics
+from typing import Optional
+
 import torch
 
 from .perceptual import SsimDistance
+
+
+def rounded_mean(values: list[Optional[float]]) -> Optional[float]:
+    """The mean of the values that are not None, to 6 decimals (None when there are none): how reports
+    summarise per-image figures."""
+    present = [v for v in values if v is not None]
+    return round(float(statistics.fmean(present)), 6) if present else None
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
