@@ -1,18 +1,18 @@
 """The job contract: what the API puts in a job and what a worker reads and writes back.
 
 Both sides import this module; it imports neither torch nor FastAPI. It holds the task names, the
-parameter models with their presets and ranges, the job states, the error codes, and the Redis
-key layout (documented in one place, `Keys`).
+parameter models with their presets and ranges, the choices every side offers (devices, precisions,
+perceptual distances), the job states and error codes, and the job record as the store keeps it.
 """
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional, Union, get_args
 
 from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationInfo, WithJsonSchema,
                       field_validator, model_validator)
 
-from .methods import (PROTECTIONS, PURIFIERS, ImpressParams, MethodChoice, ScheduleName, check_steps,
+from .methods import (PROTECTIONS, PURIFIERS, ImpressParams, MethodChoice, PresetName, ScheduleName, check_steps,
                       describe, parse_choice)
 
 TASK_PURIFY = "impress.purify"
@@ -69,12 +69,28 @@ class ErrorCode(str, enum.Enum):
     job_not_finished = "job_not_finished"
     job_already_finished = "job_already_finished"
     service_overloaded = "service_overloaded"
+    unauthorized = "unauthorized"
+    rate_limited = "rate_limited"
+    too_many_unfinished_jobs = "too_many_unfinished_jobs"
+    idempotency_key_reused = "idempotency_key_reused"
+    idempotency_key_in_use = "idempotency_key_in_use"
     # Failures a worker records on a job:
     model_unavailable = "model_unavailable"
     worker_lost = "worker_lost"
     time_limit_exceeded = "time_limit_exceeded"
     input_expired = "input_expired"
     internal_error = "internal_error"
+
+
+# ---------------------------------------------------------------- choices every side offers
+
+Device = Literal["auto", "cpu", "cuda"]
+# Forward-pass autocast: auto = bf16 on CUDA (fp16 where the GPU lacks bf16), fp32 on CPU.
+Precision = Literal["auto", "fp32", "bf16"]
+Perceptual = Literal["lpips-vgg", "dssim"]
+DEVICES: tuple[str, ...] = get_args(Device)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+PERCEPTUALS: tuple[str, ...] = get_args(Perceptual)
 
 
 # ---------------------------------------------------------------- IMPRESS parameters and presets
@@ -91,7 +107,7 @@ class ImpressPreset(BaseModel):
     vae_note: str
 
 
-# From the authors' run scripts (their function defaults are NOT what they ran): DESIGN.md section 2.
+# From the authors' run scripts (their function defaults are NOT what they ran): docs/algorithm.md.
 PRESETS: dict[str, ImpressPreset] = {
     "glaze": ImpressPreset(delta=0.1, alpha=0.1, lr=0.01, iters=3000, noise=0.1,
                            vae="stabilityai/stable-diffusion-2-1-base",
@@ -100,11 +116,18 @@ PRESETS: dict[str, ImpressPreset] = {
                                 vae="stable-diffusion-v1-5/stable-diffusion-inpainting",
                                 vae_note="SD 1.5 inpainting VAE (editing)"),
 }
+# Detection and evaluation measure with this preset's VAE when the service configures none.
+DEFAULT_PRESET: PresetName = "photoguard"
+
+
+def vae_for(preset: str, configured: Optional[str]) -> str:
+    """The VAE a job uses: the configured one, else its preset's (the authors' SD VAE)."""
+    return configured or PRESETS[preset].vae
+
 
 # The presets' delta is an LPIPS budget. The offline distance 1-SSIM has its own scale: 0.05
 # (SSIM 0.95) is a change that is hard to see on photos. Used when the caller gives no delta.
 PERCEPTUAL_DEFAULT_DELTA = {"dssim": 0.05}
-PERCEPTUALS = ("lpips-vgg", "dssim")
 
 
 class Schedule(BaseModel):
@@ -116,16 +139,18 @@ class Schedule(BaseModel):
     lr_scale: float
     beta1: float
     beta2: float
+    early_stop: bool     # stop on a plateau unless the caller says otherwise
 
 
 # published: the authors' loop (torch's Adam defaults). fast: the published loop's final loss and
 # PSNR to the clean image in a fifth of the iterations, in 3 of the 4 benchmarked cases and within
 # 0.2% / 0.1 dB in the fourth (bench/results/time-to-quality.md). Without momentum (beta1 0) and with
 # a short second-moment memory (beta2 0.9), a 4.2x larger step stays as close to the clean image as
-# the published small steps do; with momentum it overshoots.
+# the published small steps do; with momentum it overshoots. published runs its full count, as the
+# authors' loop does; fast stops on a plateau.
 SCHEDULES: dict[str, Schedule] = {
-    "published": Schedule(iters_divisor=1, lr_scale=1.0, beta1=0.9, beta2=0.999),
-    "fast": Schedule(iters_divisor=5, lr_scale=4.2, beta1=0.0, beta2=0.9),
+    "published": Schedule(iters_divisor=1, lr_scale=1.0, beta1=0.9, beta2=0.999, early_stop=False),
+    "fast": Schedule(iters_divisor=5, lr_scale=4.2, beta1=0.0, beta2=0.9, early_stop=True),
 }
 
 
@@ -146,13 +171,8 @@ class PurifyOverrides(ImpressParams):
             preset=self.preset, schedule=name, iters=pick(self.iters, max(1, p.iters // s.iters_divisor)),
             lr=pick(self.lr, p.lr * s.lr_scale), beta1=pick(self.beta1, s.beta1), beta2=pick(self.beta2, s.beta2),
             alpha=pick(self.alpha, p.alpha), delta=delta, noise=pick(self.noise, p.noise),
-            seed=self.seed, early_stop=self.early_stop, plateau_window=self.plateau_window,
+            seed=self.seed, early_stop=pick(self.early_stop, s.early_stop), plateau_window=self.plateau_window,
             plateau_rel_tol=self.plateau_rel_tol)
-
-
-def vae_for(params: "PurifyParams", configured: Optional[str]) -> str:
-    """The VAE a job uses: the configured one, else its preset's (the authors' SD VAE)."""
-    return configured or PRESETS[params.preset].vae
 
 
 class PurifyParams(BaseModel):
@@ -167,7 +187,7 @@ class PurifyParams(BaseModel):
     delta: float
     noise: float
     seed: int = 0
-    early_stop: bool = True
+    early_stop: bool = False
     plateau_window: int = 100
     plateau_rel_tol: float = 1e-3
     schedule: str = "published"
@@ -273,13 +293,34 @@ def method_steps(choice: MethodChoice) -> Optional[int]:
 
 # ---------------------------------------------------------------- job records
 
+class InputRole(str, enum.Enum):
+    """What an input image is to its job: purify/detect take `image`s, evaluate `clean` ones with
+    optional `protected` and `purified` counterparts in the same order."""
+
+    image = "image"
+    clean = "clean"
+    protected = "protected"
+    purified = "purified"
+
+
 class InputImage(BaseModel):
-    role: str = "image"  # image | clean | protected | purified
+    role: InputRole = InputRole.image
     name: str
-    blob: str          # content hash: key Keys.blob(hash)
+    blob: str          # content hash of the uploaded bytes (store.Keys.blob)
     width: int
     height: int
     format: str
+
+
+class TracePoint(BaseModel):
+    """The loss and its two terms at one logged step (the mean over the batch for `loss`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: int
+    loss: float
+    consistency: float
+    perceptual: float
 
 
 class ResultImage(BaseModel):
@@ -289,8 +330,8 @@ class ResultImage(BaseModel):
     height: int
     iterations: int
     stop_reason: StopReason
-    final: dict        # loss, consistency, perceptual at the last step
-    trace: list[dict]  # the same at logged steps
+    final: Optional[TracePoint] = None   # at the last step
+    trace: list[TracePoint]              # at logged steps
 
 
 class ResultFile(BaseModel):
@@ -302,7 +343,7 @@ class ResultFile(BaseModel):
 class JobResult(BaseModel):
     images: list[ResultImage] = []   # purify: one purified PNG per input
     metrics: Optional[dict] = None   # detect and evaluate: the figures
-    files: list[ResultFile] = []     # evaluate: report.html, results.md, thumbnails
+    files: list[ResultFile] = []     # evaluate: report.html, results.md
     model: dict                      # identity of the VAE: name, source, location, revision, dtype, device
     perceptual: Optional[dict] = None
     seconds: float
@@ -310,35 +351,36 @@ class JobResult(BaseModel):
     engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
 
 
-# ---------------------------------------------------------------- Redis key layout
+class JobError(BaseModel):
+    code: ErrorCode
+    message: str
 
-class Keys:
-    """Every key the service writes, under one prefix (a setting; tests use their own).
 
-    {p}:job:{id}            hash   the job record (state, params, inputs, progress, result, error)
-    {p}:job:{id}:cancel     string set when a running job must stop
-    {p}:blob:{sha256}       bytes  an input or result image, content-addressed
-    {p}:jobs                zset   job ids by creation time (for operators)
-    {p}:stats               hash   service-wide counters for /metrics: "{kind}:{state}" transitions
-                                   into each state, "{kind}:seconds" compute time of succeeded jobs,
-                                   "{kind}:image_iterations" their optimisation steps times images
-    Every key but the counters has the result TTL; a job's blobs live as long as the job.
-    """
+JobParams = Union[PurifyParams, DetectParams, EvaluateParams]
+# The parameter model each kind keeps in its record: exactly what its handler runs.
+PARAMS_BY_KIND: dict[JobKind, type[BaseModel]] = {
+    JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams}
 
-    def __init__(self, prefix: str):
-        self.prefix = prefix
 
-    def job(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
+class JobRecord(BaseModel):
+    """A job as the store keeps it (store.JobStore) and every side reads it."""
 
-    def cancel(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:cancel"
+    id: str
+    kind: JobKind
+    state: JobState
+    params: JobParams
+    vae: str                         # the VAE the job runs with (configured, else its preset's)
+    perceptual: str                  # the perceptual distance's name
+    inputs: list[InputImage]
+    owner: str = ""                  # the creating API key's id (api_key_id); "" in an open service
+    created_at: float
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    progress_step: int = 0
+    progress_total: int = 0
+    attempts: int = 0
+    error: Optional[JobError] = None
+    result: Optional[JobResult] = None
 
-    def blob(self, digest: str) -> str:
-        return f"{self.prefix}:blob:{digest}"
-
-    def jobs(self) -> str:
-        return f"{self.prefix}:jobs"
-
-    def stats(self) -> str:
-        return f"{self.prefix}:stats"
+    def inputs_with(self, role: InputRole) -> list[InputImage]:
+        return [item for item in self.inputs if item.role == role]

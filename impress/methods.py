@@ -115,7 +115,8 @@ class ImpressParams(MethodParams):
     delta: Optional[float] = Field(None, ge=0, le=1.0, description="perceptual budget of the hinge")
     noise: Optional[float] = Field(None, ge=0, le=1.0, description="sigma of the starting noise, [-1,1] units")
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    early_stop: bool = Field(True, description="stop when the loss has plateaued (see plateau_*)")
+    early_stop: Optional[bool] = Field(None, description="stop when the loss has plateaued (see plateau_*); "
+                                      "default: off under published (the full count), on under fast")
 
     def impress_fields(self) -> dict[str, Any]:
         """IMPRESS's own parameters, without those of a method chained before it (noise-impress's sigma)."""
@@ -153,8 +154,9 @@ PURIFIERS: dict[str, Method] = {
     "noise-0.1": Method(NoiseParams, {"sigma": 0.1}),
     "blur": Method(BlurParams),
     "resize": Method(ResizeParams),
-    "impress": Method(ImpressParams),
-    "noise-impress": Method(NoiseImpressParams),
+    # As a purifier in the matrix, IMPRESS stops on a plateau under either schedule unless told otherwise.
+    "impress": Method(ImpressParams, {"early_stop": True}),
+    "noise-impress": Method(NoiseImpressParams, {"early_stop": True}),
 }
 REGISTRIES: dict[str, dict[str, Method]] = {"protection": PROTECTIONS, "purifier": PURIFIERS}
 

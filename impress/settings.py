@@ -7,7 +7,7 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .contract import check_thresholds
+from .contract import Device, Perceptual, Precision, ScheduleName, check_thresholds
 
 
 class Settings(BaseSettings):
@@ -17,6 +17,16 @@ class Settings(BaseSettings):
     key_prefix: str = Field("impress", description="prefix of every Redis key the service writes")
     queue: str = Field("impress", description="Celery queue of purification jobs")
     result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept")
+
+    # Tenants: who may call /v1, and how much each key may ask of the service.
+    api_keys: str = Field("", description="comma-separated API keys, or their hashes as sha256:<hex>; once any "
+                                         "is set, every /v1 endpoint requires one (Authorization: Bearer, or X-API-Key)")
+    auth: Literal["keys", "disabled"] = Field(
+        "keys", description="disabled: an explicitly open service (local use), keys or not")
+    metrics_require_key: bool = Field(False, description="/metrics answers only callers with an API key")
+    rate_limit: str = Field("1200/minute", description="requests per key to /v1 (the `limits` notation, e.g. "
+                                                     "'10/second'), counted in Redis across API replicas")
+    max_unfinished_jobs_per_key: int = Field(32, ge=1, description="queued or running jobs one key may have")
 
     # Upload limits: checked by the API before anything is queued.
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="bytes per uploaded image")
@@ -28,18 +38,18 @@ class Settings(BaseSettings):
 
     # Models: None means each preset's own VAE (the SD VAE the authors used).
     vae: Optional[str] = Field(None, description="VAE: hub id, local folder, or 'impress-tiny-vae'")
-    perceptual: Literal["lpips-vgg", "dssim"] = Field(
+    perceptual: Perceptual = Field(
         "lpips-vgg", description="perceptual distance of the hinge: LPIPS-VGG, or 1-SSIM offline")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     batch_size: int = Field(4, ge=1, description="most images optimised together in one step (CUDA: fewer if memory is short)")
     cpu_batch_pixels: int = Field(8 * 64 * 64, ge=1, description="on CPU, the most pixels one step holds "
                                   "(batching helps small images, spills caches on large ones)")
     memory_headroom: float = Field(0.8, gt=0, le=1, description="fraction of free GPU memory a batch may plan to use")
     compile: bool = Field(False, description="torch.compile the optimisation step (falls back to eager on failure)")
-    schedule: Literal["published", "fast"] = Field(
+    schedule: ScheduleName = Field(
         "published", description="optimiser schedule of purify jobs that name none: published (the authors' loop) "
                                  "or fast (a fifth of the iterations; bench/results/time-to-quality.md)")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Precision = Field(
         "auto", description="forward-pass autocast: auto = bf16 on CUDA (fp16 without bf16), fp32 on CPU; "
                             "bf16 = also on CPU (about 2x faster on CPUs with bf16 units)")
     vae_tiling: bool = Field(False, description="tiled VAE for images larger than its sample size (bounded memory)")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from impress.contract import EvaluateParams
-from tests.conftest import photo
+from tests.support import photo
 from worker.engine import matrix
 from worker.engine.matrix import MatrixResult, run_matrix
 from worker.engine.matrix_cache import ResumeFolder

@@ -6,6 +6,7 @@ from pydantic import ValidationError
 
 from impress.contract import PROTECTION_NAMES, PURIFIER_NAMES, EvaluateParams, PurifyOverrides
 from impress.methods import PROTECTIONS, PURIFIERS, ImpressParams, JpegParams, PhotoguardParams, choose, parse_choice
+from tests.support import photo, png_bytes
 
 
 def test_a_choice_is_its_model_with_the_named_defaults_and_the_given_values():
@@ -15,6 +16,7 @@ def test_a_choice_is_its_model_with_the_named_defaults_and_the_given_values():
     assert parse_choice("jpeg-15", "purifier").params == JpegParams(quality=15)
     impress = parse_choice("impress:preset=glaze:early_stop=false:lr=0.02", "purifier").params
     assert impress == ImpressParams(preset="glaze", early_stop=False, lr=0.02) and impress.step_count is None
+    assert parse_choice("impress", "purifier").params.early_stop is True  # the matrix stops IMPRESS on a plateau
     assert (PROTECTION_NAMES, PURIFIER_NAMES) == (tuple(PROTECTIONS), tuple(PURIFIERS))
 
 
@@ -66,7 +68,8 @@ def test_evaluate_params_travel_as_text_and_run_with_their_step_counts():
 
 def test_purify_overrides_are_the_impress_purifier_parameters_plus_the_plateau_rule():
     assert set(PurifyOverrides.model_fields) == set(ImpressParams.model_fields) | {"plateau_window", "plateau_rel_tol"}
-    assert choose("purifier", "noise-impress", iters=5).params.impress_fields() == ImpressParams(iters=5).model_dump()
+    chosen = choose("purifier", "noise-impress", iters=5).params
+    assert chosen.impress_fields() == ImpressParams(iters=5, early_stop=True).model_dump() and chosen.sigma == 0.1
 
 
 @pytest.mark.parametrize("form", [
@@ -78,20 +81,19 @@ def test_purify_overrides_are_the_impress_purifier_parameters_plus_the_plateau_r
     {"purifiers": ["jpeg:sigma=1"]},
     {"purifiers": ["jpeg"], "impress_iters": "2001"},
 ])
-def test_the_api_refuses_bad_method_parameters_before_queueing(form):
-    """In process: the request fails validation before the route touches the store or the queue."""
-    import io
-
-    from fastapi.testclient import TestClient
-    from PIL import Image
-
-    from app.main import create_app
-    from impress.settings import Settings
-    from tests.conftest import TEST_REDIS_URL
-
-    png = io.BytesIO()
-    Image.new("RGB", (16, 16)).save(png, format="PNG")
-    app = create_app(Settings(redis_url=TEST_REDIS_URL, key_prefix="impress-test-methods", max_iterations=2000))
-    with TestClient(app) as client:
-        r = client.post("/v1/evaluate", files=[("clean", ("c.png", png.getvalue(), "image/png"))], data=form)
+def test_the_api_refuses_bad_method_parameters_before_queueing(make_fast_api, form):
+    client, _, queue, _ = make_fast_api(max_iterations=2000)
+    r = client.post("/v1/evaluate", files=[("clean", ("c.png", png_bytes(photo()), "image/png"))], data=form)
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_parameter", r.text
+    assert queue.sent == []
+
+
+def test_the_api_queues_a_valid_matrix_with_typed_choices(make_fast_api):
+    client, store, queue, _ = make_fast_api(max_iterations=2000)
+    r = client.post("/v1/evaluate", files=[("clean", ("c.png", png_bytes(photo()), "image/png"))],
+                    data={"protections": ["mist-16:steps=5"], "purifiers": ["impress:preset=glaze:schedule=fast"]})
+    assert r.status_code == 202, r.text
+    params = store.get(r.json()["id"]).params
+    assert isinstance(params, EvaluateParams) and params.protections[0].step_count == 5
+    assert params.purifiers[0].params == ImpressParams(preset="glaze", schedule="fast", early_stop=True)
+    assert len(queue.sent) == 1

@@ -5,7 +5,7 @@ import numpy as np
 
 from impress.contract import PurifyParams, StopReason
 from impress.images import decode_image
-from tests.conftest import photo, png_bytes
+from tests.support import photo, png_bytes
 from worker.engine.pipeline import EngineOptions, run_purification
 
 

@@ -8,11 +8,11 @@ from skimage.metrics import structural_similarity
 from sklearn.metrics import roc_auc_score
 
 from impress.contract import PurifyParams
-from tests.conftest import photo
-from worker.engine.premise import premise_report
+from tests.support import photo
 from worker.engine.metrics import encode, linf_255, psnr, roc_auc, roc_curve, ssim
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
+from worker.engine.premise import premise_report
 from worker.engine.protect import encoder_attack, grey_target
 from worker.engine.tensors import to_tensor
 

@@ -14,7 +14,7 @@ import torch
 from impress.contract import PurifyParams, StopReason, vae_for
 from impress.images import DecodedImage
 
-from .models import default_device, load_vae
+from .models import load_vae, resolve_device
 from .perceptual import PerceptualDistance, load_perceptual
 from .purify import Precision, ProgressFn, PurifyOutcome, autocast_dtype, precision_name, purify
 from .tensors import to_tensor, to_uint8
@@ -63,10 +63,6 @@ class PurificationRun:
     seconds: float
     device: str
     engine: dict                     # batch sizes, compiled or not, precision, memory options, OOM retries
-
-
-def resolve_device(device: str) -> str:
-    return default_device() if device == "auto" else device
 
 
 def fitting_batch_size(per_image_bytes: int, free_bytes: int, limit: int, headroom: float) -> int:
@@ -167,7 +163,7 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
     pixels (at least one image).
     """
     device = resolve_device(options.device)
-    vae_model, identity = load_vae(vae_for(params, vae), device, tiling=options.vae_tiling,
+    vae_model, identity = load_vae(vae_for(params.preset, vae), device, tiling=options.vae_tiling,
                                    checkpointing=options.vae_checkpointing)
     run = _Run(vae=vae_model, distance=load_perceptual(perceptual, device), params=params, options=options,
                device=device, progress=progress, report_every=report_every, total=params.iters * len(images))

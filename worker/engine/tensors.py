@@ -6,7 +6,8 @@ import torch
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    # The float copy is the tensor's own memory (decoded images are read-only arrays).
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
