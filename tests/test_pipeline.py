@@ -32,3 +32,24 @@ def test_results_follow_the_inputs_and_a_cancel_leaves_the_rest_without_pixels(s
     assert third.stop_reason == StopReason.canceled and third.iterations == 2 and third.rgb.shape == (16, 24, 3)
     assert [second.rgb, fourth.rgb] == [None, None]
     assert second.stop_reason == fourth.stop_reason == StopReason.canceled and second.iterations == 0
+
+
+def test_cli_purify_writes_each_input_as_png_with_its_alpha(small_vae_dir, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from cli.main import main
+    from tests.support import png_bytes
+
+    rgba = np.dstack([photo(20, 12), np.full((12, 20), 90, np.uint8)])
+    (tmp_path / "a.png").write_bytes(png_bytes(rgba, mode="RGBA"))
+    (tmp_path / "b.png").write_bytes(png_bytes(photo(16, 16, seed=1)))
+    out = tmp_path / "out"
+    assert main(["purify", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(out), "--iters", "2",
+                 "--model", str(small_vae_dir), "--perceptual", "dssim", "--device", "cpu"]) == 0
+    a, b = Image.open(out / "a.png"), Image.open(out / "b.png")
+    assert (a.size, a.mode, b.size, b.mode) == ((20, 12), "RGBA", (16, 16), "RGB")
+    assert (np.asarray(a)[..., 3] == 90).all()
+    summary = json.loads((out / "purify.json").read_text())
+    assert [im["stop_reason"] for im in summary["images"]] == ["completed", "completed"]
