@@ -157,3 +157,25 @@ def test_lora_mimicry_trains_an_adapter_and_scores_against_the_clean_images(img2
         assert clean.relative_gain == pytest.approx(1.0)
     for k, v in pipe.unet.state_dict().items():   # the cached pipeline's UNet is untouched
         torch.testing.assert_close(v, before[k])
+
+
+def test_editing_matrix_scores_every_cell_and_the_worst_case(tiny_pipelines, images):
+    from worker.engine.diffusion.scenario import PipelineSet, editing_matrix
+
+    pipelines = PipelineSet({"inpaint": str(tiny_pipelines["inpaint"])})
+    noisy = (images + 0.4 * torch.randn_like(images, generator=None)).clamp(-1, 1)
+    result = editing_matrix(pipelines, editing.EditSettings(mode="inpaint", steps=3), load_perceptual("dssim"),
+                            images, {"noise": noisy}, {("noise", "identity"): noisy, ("noise", "undo"): images})
+    cell = result.protections["noise"]
+    assert set(cell.purified) == {"identity", "undo"}
+    assert cell.worst_case["psnr_db"].purifiers == ["undo", "undo"]    # the clean copy edits like the clean
+    assert cell.worst_case["perceptual"].purifiers == ["undo", "undo"]
+    assert result.pipeline["kind"] == "inpaint" and result.as_dict()["perceptual"] == "dssim"
+
+
+def test_a_kind_nobody_configured_is_model_unavailable(tiny_pipelines):
+    from worker.engine.diffusion.scenario import PipelineSet
+    from worker.engine.models import ModelUnavailable
+
+    with pytest.raises(ModelUnavailable, match="IMPRESS_UPSCALE_PIPELINE"):
+        PipelineSet({"img2img": str(tiny_pipelines["img2img"]), "upscale": None}).get("upscale")
