@@ -13,7 +13,7 @@ paper's own figure implies for the same kind of work (1000 IMPRESS iterations at
 11 PFLOP by the speed bench's count, in about 141 s per image on an A100: ~78 TFLOP/s). Whoever has a
 GPU should time the scenarios instead (README: "Diffusion scenarios").
 
-    python bench/bench_diffusion_cost.py        # writes bench/results/diffusion-cost.{json,md}
+    python -m bench.bench_diffusion_cost        # writes bench/results/diffusion-cost.{json,md}
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from results_io import RESULTS, run_meta, write_results
+from bench.reference_impress import sd_vae_architecture
+from bench.results_io import RESULTS, run_meta, write_results
 
 IMPRESS_PFLOP_PER_1000 = 10.9            # README / DESIGN: one IMPRESS iteration at 512 px ~10.9 TFLOP
 IMPRESS_A100_SECONDS = 141.0             # IMPRESS paper: ~141 s per image on an A100
@@ -31,8 +32,6 @@ ANCHOR_TFLOPS = IMPRESS_PFLOP_PER_1000 * 1000 / IMPRESS_A100_SECONDS
 SD15_UNET = dict(layers_per_block=2, block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
                  attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
                  up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 # stabilityai/stable-diffusion-x4-upscaler: its UNet (7 input channels: latents + low-res image, noise
 # level as class label) and its x4 VAE.
 UPSCALER_UNET = dict(in_channels=7, layers_per_block=2, block_out_channels=(256, 512, 512, 1024),
@@ -62,7 +61,7 @@ def components(size: int) -> dict[str, float]:
     with torch.device("meta"):
         unet = UNet2DConditionModel(in_channels=4, **SD15_UNET).requires_grad_(False)
         unet9 = UNet2DConditionModel(in_channels=9, **SD15_UNET).requires_grad_(False)
-        vae = AutoencoderKL(**SD_VAE).requires_grad_(False)
+        vae = sd_vae_architecture().requires_grad_(False)
         up_unet = UNet2DConditionModel(**UPSCALER_UNET).requires_grad_(False)
         up_vae = AutoencoderKL(**UPSCALER_VAE).requires_grad_(False)
         text, up_text = torch.zeros(2, 77, 768), torch.zeros(2, 77, 1024)
