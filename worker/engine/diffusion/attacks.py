@@ -93,8 +93,8 @@ def differentiable_inpaint(pipe, masked: torch.Tensor, mask: torch.Tensor, cond:
     scheduler.set_timesteps(steps, device=masked.device)
     b, (h, w) = len(masked), masked.shape[-2:]
     factor = pipe.vae_scale_factor
-    small_mask = torch.nn.functional.interpolate(mask, size=(h // factor, w // factor)).to(masked)
     masked_latents = latents(pipe, masked, seed)
+    small_mask = torch.nn.functional.interpolate(mask, size=(h // factor, w // factor)).to(masked_latents)
     z = randn((b, pipe.vae.config.latent_channels, h // factor, w // factor), seed, masked_latents)
     z = z * scheduler.init_noise_sigma
     gen = torch.Generator(device="cpu").manual_seed(seed)

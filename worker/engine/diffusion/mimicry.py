@@ -67,6 +67,8 @@ def train_lora(pipe, images: torch.Tensor, settings: LoraSettings):
     unet.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights="gaussian",
                                 target_modules=LORA_TARGETS))
     trainable = [p for p in unet.parameters() if p.requires_grad]
+    for p in trainable:  # the adapter trains in fp32 even on a half-precision UNet (as diffusers' script)
+        p.data = p.data.float()
     optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate)
     scheduler = training_scheduler(pipe)
     cond = text_embeddings(pipe, settings.prompt, settings.batch)
@@ -83,7 +85,7 @@ def train_lora(pipe, images: torch.Tensor, settings: LoraSettings):
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return unet.eval().requires_grad_(False), losses
 
 
