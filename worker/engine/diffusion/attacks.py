@@ -44,37 +44,35 @@ def _linf_pgd(x: torch.Tensor, gradient, *, eps: float, step: float, steps: int,
     return adv.detach()
 
 
-def advdm(pipe, x: torch.Tensor, *, eps: float = 16 / 255, step: float = 1 / 255, steps: int = 100,
-          prompt: str = MIST_PROMPT, seed: int = 0) -> torch.Tensor:
-    """AdvDM: maximise the denoising loss of the pipeline's UNet (module docstring)."""
+def _unet_attack(pipe, x: torch.Tensor, *, eps: float, step: float, steps: int, prompt: str, seed: int,
+                 score_distillation: bool) -> torch.Tensor:
+    """L-inf PGD on the denoising loss at a fresh (timestep, noise, posterior sample) every step: its
+    exact gradient ascended (AdvDM), or its score-distillation gradient descended (SDS(-))."""
     scheduler, cond = training_scheduler(pipe), text_embeddings(pipe, prompt, len(x))
 
     def gradient(adv, i):
         adv = adv.clone().requires_grad_(True)
         z = latents(pipe, adv, seed + i)
         t = random_timesteps(scheduler, len(x), seed + i, x.device)
-        err = denoising_error(pipe.unet, scheduler, z, cond.to(z.dtype), t, randn(z.shape, seed + i, z))
-        (grad,) = torch.autograd.grad((err ** 2).mean(), adv)
-        return grad
+        with torch.set_grad_enabled(not score_distillation):
+            err = denoising_error(pipe.unet, scheduler, z, cond.to(z.dtype), t, randn(z.shape, seed + i, z))
+        # SDS: d/dx of <stop_grad(eps_theta - eps), z> is (eps_theta - eps) dz/dx, no UNet Jacobian.
+        objective = (err.to(z.dtype) * z).sum() if score_distillation else (err ** 2).mean()
+        return torch.autograd.grad(objective, adv)[0]
 
-    return _linf_pgd(x, gradient, eps=eps, step=step, steps=steps, seed=seed, ascend=True)
+    return _linf_pgd(x, gradient, eps=eps, step=step, steps=steps, seed=seed, ascend=not score_distillation)
+
+
+def advdm(pipe, x: torch.Tensor, *, eps: float = 16 / 255, step: float = 1 / 255, steps: int = 100,
+          prompt: str = MIST_PROMPT, seed: int = 0) -> torch.Tensor:
+    """AdvDM: maximise the denoising loss of the pipeline's UNet (module docstring)."""
+    return _unet_attack(pipe, x, eps=eps, step=step, steps=steps, prompt=prompt, seed=seed, score_distillation=False)
 
 
 def sds_minus(pipe, x: torch.Tensor, *, eps: float = 16 / 255, step: float = 1 / 255, steps: int = 100,
               prompt: str = MIST_PROMPT, seed: int = 0) -> torch.Tensor:
     """SDS(-): descend the score-distillation gradient (module docstring); no backward through the UNet."""
-    scheduler, cond = training_scheduler(pipe), text_embeddings(pipe, prompt, len(x))
-
-    def gradient(adv, i):
-        adv = adv.clone().requires_grad_(True)
-        z = latents(pipe, adv, seed + i)
-        t = random_timesteps(scheduler, len(x), seed + i, x.device)
-        with torch.no_grad():
-            err = denoising_error(pipe.unet, scheduler, z, cond.to(z.dtype), t, randn(z.shape, seed + i, z))
-        (grad,) = torch.autograd.grad((err.to(z.dtype) * z).sum(), adv)
-        return grad
-
-    return _linf_pgd(x, gradient, eps=eps, step=step, steps=steps, seed=seed, ascend=False)
+    return _unet_attack(pipe, x, eps=eps, step=step, steps=steps, prompt=prompt, seed=seed, score_distillation=True)
 
 
 def _scheduler_step_kwargs(scheduler, eta: float, generator) -> dict:
