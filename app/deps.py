@@ -1,8 +1,9 @@
-"""Dependencies: settings, the job store and the Celery client, built once per app."""
+"""Dependencies: settings, the job store and the job queue, built once per app."""
 from __future__ import annotations
 
 from fastapi import Request
 
+from impress.queue import JobQueue
 from impress.settings import Settings
 from impress.store import JobStore
 
@@ -15,5 +16,5 @@ def get_store(request: Request) -> JobStore:
     return request.app.state.store
 
 
-def get_celery(request: Request):
-    return request.app.state.celery
+def get_queue(request: Request) -> JobQueue:
+    return request.app.state.queue

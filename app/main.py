@@ -10,13 +10,14 @@ from fastapi.exceptions import RequestValidationError
 
 from impress.contract import ErrorCode
 from impress.images import SUPPORTED_FORMATS, set_pillow_pixel_guard
-from impress.queue import make_celery
+from impress.queue import JobQueue
 from impress.settings import Settings
 from impress.store import JobStore
 
+from .admission import Admission
 from .errors import ApiError, api_error_handler, error_json, validation_error_handler
 from .metrics import REQUEST_SECONDS
-from .routes import health, jobs
+from .routes import detect, evaluate, health, jobs, purify
 
 log = logging.getLogger("impress.api")
 
@@ -27,20 +28,20 @@ Every error is `{{"error": {{"code", "message", "details"}}}}` with a stable `co
 Accepted formats: {", ".join(SUPPORTED_FORMATS)}."""
 
 
-def create_app(settings: Optional[Settings] = None) -> FastAPI:
+def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore] = None,
+               queue: Optional[JobQueue] = None) -> FastAPI:
+    """The app; `store` and `queue` default to the configured Redis and Celery (tests pass fakes)."""
     settings = settings or Settings()
     set_pillow_pixel_guard(settings.max_pixels)
     app = FastAPI(title="IMPRESS service", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings
-    app.state.store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
-    app.state.celery = make_celery(settings)
+    app.state.store = store or JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
+    app.state.queue = queue or JobQueue(settings)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     # Room for the largest allowed job plus multipart overhead; anything bigger is refused unread.
     max_body = settings.max_upload_bytes * settings.max_images_per_job + 1024 * 1024
-    # Submissions in progress (the event loop is one thread: a plain int is safe). Past the limit a
-    # client gets a fast 503 to retry, instead of a place in a queue that grows without bound.
-    app.state.inflight_submits = 0
+    app.state.admission = admission = Admission(settings.max_inflight_submits)
 
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):
@@ -50,21 +51,19 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         if length is not None and length.isdigit() and int(length) > max_body:
             response = error_json(413, ErrorCode.payload_too_large, f"request body is {length} bytes; "
                                   f"the limit is {max_body}")
-        elif submit and app.state.inflight_submits >= settings.max_inflight_submits:
-            response = error_json(503, ErrorCode.service_overloaded, f"{app.state.inflight_submits} submissions "
-                                  "are in progress, the most this service takes at once; retry shortly")
-            response.headers["Retry-After"] = "1"
+        elif submit and (refused := admission.try_enter(request)) is not None:
+            response = refused
         else:
-            app.state.inflight_submits += submit
             try:
                 response = await call_next(request)
             finally:
-                app.state.inflight_submits -= submit
+                admission.leave(request)
         route = request.scope.get("route")
         REQUEST_SECONDS.labels(request.method, getattr(route, "path", "unmatched"),
                                str(response.status_code)).observe(time.perf_counter() - start)
         return response
 
-    app.include_router(jobs.router)
+    for resource in (purify, detect, evaluate, jobs):
+        app.include_router(resource.router)
     app.include_router(health.router)
     return app

@@ -5,18 +5,13 @@ from typing import Optional
 
 from pydantic import BaseModel
 
-from impress.contract import ErrorCode, InputImage, JobKind, JobState
+from impress.contract import InputImage, JobError, JobKind, JobRecord, JobState, StopReason, TracePoint
 
 
 class Progress(BaseModel):
     step: int
     total: int
     fraction: float
-
-
-class JobError(BaseModel):
-    code: ErrorCode
-    message: str
 
 
 class ResultLink(BaseModel):
@@ -26,9 +21,9 @@ class ResultLink(BaseModel):
     width: int
     height: int
     iterations: int
-    stop_reason: str
-    final: dict
-    trace: list[dict]
+    stop_reason: StopReason
+    final: Optional[TracePoint] = None
+    trace: list[TracePoint]
 
 
 class FileLink(BaseModel):
@@ -66,22 +61,18 @@ class Accepted(BaseModel):
     url: str
 
 
-def job_view(rec: dict, base_url: str) -> JobView:
-    step, total = rec["progress_step"], rec["progress_total"]
-    result = rec.get("result") or {}
-    results = [ResultLink(index=i, url=f"{base_url}/results/{i}", **{k: im[k] for k in ResultLink.model_fields
-                                                                     if k in im})
-               for i, im in enumerate(result.get("images", []))]
-    files = [FileLink(name=f["name"], url=f"{base_url}/files/{f['name']}", media_type=f["media_type"])
-             for f in result.get("files", [])]
+def job_view(record: JobRecord, base_url: str) -> JobView:
+    step, total = record.progress_step, record.progress_total
+    result = record.result
+    results = [ResultLink(index=i, url=f"{base_url}/results/{i}",
+                          **im.model_dump(include=set(ResultLink.model_fields)))
+               for i, im in enumerate(result.images)] if result else []
+    files = [FileLink(name=f.name, url=f"{base_url}/files/{f.name}", media_type=f.media_type)
+             for f in result.files] if result else []
     return JobView(
-        id=rec["id"], kind=rec["kind"], state=rec["state"],
+        id=record.id, kind=record.kind, state=record.state,
         progress=Progress(step=step, total=total, fraction=round(step / total, 4) if total else 0.0),
-        created_at=float(rec["created_at"]),
-        started_at=float(rec["started_at"]) if rec.get("started_at") else None,
-        finished_at=float(rec["finished_at"]) if rec.get("finished_at") else None,
-        attempts=rec["attempts"], params=rec["params"][rec["kind"]], vae=rec["params"]["vae"],
-        perceptual=rec["params"]["perceptual"], inputs=rec["inputs"],
-        error=JobError(code=rec["error_code"], message=rec["error_message"]) if rec.get("error_code") else None,
-        results=results, metrics=result.get("metrics"), files=files, model=result.get("model"), seconds=result.get("seconds"), device=result.get("device"),
-        engine=result.get("engine"))
+        created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
+        attempts=record.attempts, params=record.params.model_dump(mode="json"), vae=record.vae,
+        perceptual=record.perceptual, inputs=record.inputs, error=record.error, results=results, files=files,
+        **(result.model_dump(include={"metrics", "model", "seconds", "device", "engine"}) if result else {}))

@@ -1,7 +1,7 @@
 """Submit latency of the API under a steady request rate (DESIGN.md section 6: p99 <= 50 ms at 100 req/s).
 
-    python bench/bench_service.py                      # 25, 50 and 100 req/s, 15 s each, on loopback
-    python bench/bench_service.py --rates 100 200 --seconds 10
+    python -m bench.bench_service                      # 25, 50 and 100 req/s, 15 s each, on loopback
+    python -m bench.bench_service --rates 100 200 --seconds 10
 
 Starts the real API (`impress api`, one uvicorn process) against the local Redis, in its own
 database index and key prefix, with no worker: every POST /v1/purify uploads a real 64x64 photo
@@ -29,9 +29,8 @@ import numpy as np
 import redis
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from results_io import RESULTS, run_meta, write_results  # noqa: E402
+from bench.results_io import RESULTS, run_meta, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,7 +107,7 @@ def latency_figure(runs: dict[float, list[dict]], target_ms: float):
 def start_api(redis_url: str, tag: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "IMPRESS_REDIS_URL": redis_url, "IMPRESS_KEY_PREFIX": tag, "IMPRESS_QUEUE": tag}
-    api = subprocess.Popen([sys.executable, "-m", "impress.cli", "api", "--port", str(port)], env=env, cwd=ROOT,
+    api = subprocess.Popen([sys.executable, "-m", "cli", "api", "--port", str(port)], env=env, cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -1,7 +1,7 @@
 """Engine speed against the published loop, in ONE run, on the same models, device and images.
 
-    python bench/bench_speed.py              # 64² and 128² (and 512² on CUDA), batch 1 and 8, fp32 and bf16
-    python bench/bench_speed.py --compile    # also our engine under torch.compile
+    python -m bench.bench_speed              # 64² and 128² (and 512² on CUDA), batch 1 and 8, fp32 and bf16
+    python -m bench.bench_speed --compile    # also our engine under torch.compile
 
 Models: the Stable Diffusion VAE architecture with random weights (the same FLOPs as the real one)
 and LPIPS-VGG with a random backbone (same FLOPs as real LPIPS). Prints and writes iterations/s per
@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reference_impress import reference_purify, sd_vae_architecture  # noqa: E402
-from results_io import RESULTS, run_meta, write_results  # noqa: E402
+from bench.reference_impress import reference_purify, sd_vae_architecture
+from bench.results_io import RESULTS, run_meta, write_results
 
-from impress.contract import PurifyParams  # noqa: E402
-from worker.engine.perceptual import load_perceptual  # noqa: E402
-from worker.engine.purify import impress_losses, purify  # noqa: E402
+from impress.contract import PurifyParams
+from worker.engine.perceptual import load_perceptual
+from worker.engine.purify import impress_losses, purify
 
 PRESET_ITERS = 1000
 

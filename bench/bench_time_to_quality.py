@@ -1,7 +1,7 @@
 """Time to quality: iterations our engine needs to reach what the published loop reaches after N.
 
-    python bench/bench_time_to_quality.py                # bundled model, held-out photos, CPU, ~25 min
-    python bench/bench_time_to_quality.py --scale 0.04   # a smoke run: every N scaled down
+    python -m bench.bench_time_to_quality                # bundled model, held-out photos, CPU, ~25 min
+    python -m bench.bench_time_to_quality --scale 0.04   # a smoke run: every N scaled down
 
 On the project's own model (`impress-tiny-vae`, which really reconstructs photos) and real
 protections, in four cases (a draw of held-out tiles, a protection, a preset, N: the PhotoGuard encoder attack
@@ -16,25 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reference_impress import reference_purify  # noqa: E402
-from results_io import RESULTS, run_meta, write_results  # noqa: E402
+from bench.reference_impress import reference_purify
+from bench.results_io import RESULTS, run_meta, write_results
 
-from impress.contract import SCHEDULES, PurifyOverrides  # noqa: E402
-from worker.engine.metrics import psnr  # noqa: E402
-from worker.engine.models import TINY_VAE_NAME, load_vae  # noqa: E402
-from worker.engine.perceptual import load_perceptual  # noqa: E402
-from worker.engine.photos import held_out_photos  # noqa: E402
-from worker.engine.protect import apply_protection, make_protection  # noqa: E402
-from worker.engine.purify import impress_losses, purify  # noqa: E402
+from impress.contract import SCHEDULES, PurifyOverrides
+from worker.engine.metrics import psnr
+from worker.engine.models import TINY_VAE_NAME, load_vae
+from worker.engine.perceptual import load_perceptual
+from worker.engine.photos import held_out_photos
+from worker.engine.protect import apply_protection, make_protection
+from worker.engine.purify import impress_losses, purify
 
 # (preset, tile draw seed, protection, reference iterations N)
 CASES = [("photoguard", 1, "photoguard-16", 500), ("photoguard", 2, "photoguard-8", 500),

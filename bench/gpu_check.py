@@ -1,6 +1,6 @@
 """One short GPU check, for a session that is lent a GPU (about 5 minutes on an H100/H200):
 
-    python bench/gpu_check.py        # writes bench/results/gpu-check.json and speed-cuda.{json,md}
+    python -m bench.gpu_check        # writes bench/results/gpu-check.json and speed-cuda.{json,md}
 
 1. Correctness: the bundled model purifies the same tiles on CUDA (fp32 and bf16 autocast) and on
    the CPU; the results must agree within tolerance.
@@ -16,13 +16,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from impress.contract import PurifyOverrides  # noqa: E402
-from worker.engine.models import TINY_VAE_NAME, load_vae  # noqa: E402
-from worker.engine.perceptual import load_perceptual  # noqa: E402
-from worker.engine.photos import held_out_photos  # noqa: E402
-from worker.engine.purify import purify  # noqa: E402
+from impress.contract import PurifyOverrides
+from worker.engine.models import TINY_VAE_NAME, load_vae
+from worker.engine.perceptual import load_perceptual
+from worker.engine.photos import held_out_photos
+from worker.engine.purify import purify
 
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 HERE = Path(__file__).resolve().parent

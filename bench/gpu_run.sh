@@ -24,5 +24,5 @@ fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-python3 bench/gpu_check.py
+python3 -m bench.gpu_check
 cp bench/results/gpu-check.json bench/results/speed-cuda.* "${OUT:?OUT is the device tool's output folder}/"

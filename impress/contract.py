@@ -1,13 +1,13 @@
 """The job contract: what the API puts in a job and what a worker reads and writes back.
 
 Both sides import this module; it imports neither torch nor FastAPI. It holds the task names, the
-parameter models with their presets and ranges, the job states, the error codes, and the Redis
-key layout (documented in one place, `Keys`).
+parameter models with their presets and ranges, the choices every side offers (devices, precisions,
+perceptual distances), the job states and error codes, and the job record as the store keeps it.
 """
 from __future__ import annotations
 
 import enum
-from typing import Literal, Optional
+from typing import Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -75,6 +75,17 @@ class ErrorCode(str, enum.Enum):
     internal_error = "internal_error"
 
 
+# ---------------------------------------------------------------- choices every side offers
+
+Device = Literal["auto", "cpu", "cuda"]
+# Forward-pass autocast: auto = bf16 on CUDA (fp16 where the GPU lacks bf16), fp32 on CPU.
+Precision = Literal["auto", "fp32", "bf16"]
+Perceptual = Literal["lpips-vgg", "dssim"]
+DEVICES: tuple[str, ...] = get_args(Device)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+PERCEPTUALS: tuple[str, ...] = get_args(Perceptual)
+
+
 # ---------------------------------------------------------------- IMPRESS parameters and presets
 
 class ImpressPreset(BaseModel):
@@ -89,7 +100,7 @@ class ImpressPreset(BaseModel):
     vae_note: str
 
 
-# From the authors' run scripts (their function defaults are NOT what they ran): DESIGN.md section 2.
+# From the authors' run scripts (their function defaults are NOT what they ran): docs/algorithm.md.
 PRESETS: dict[str, ImpressPreset] = {
     "glaze": ImpressPreset(delta=0.1, alpha=0.1, lr=0.01, iters=3000, noise=0.1,
                            vae="stabilityai/stable-diffusion-2-1-base",
@@ -99,11 +110,18 @@ PRESETS: dict[str, ImpressPreset] = {
                                 vae_note="SD 1.5 inpainting VAE (editing)"),
 }
 PresetName = Literal["glaze", "photoguard"]
+# Detection and evaluation measure with this preset's VAE when the service configures none.
+DEFAULT_PRESET: PresetName = "photoguard"
+
+
+def vae_for(preset: str, configured: Optional[str]) -> str:
+    """The VAE a job uses: the configured one, else its preset's (the authors' SD VAE)."""
+    return configured or PRESETS[preset].vae
+
 
 # The presets' delta is an LPIPS budget. The offline distance 1-SSIM has its own scale: 0.05
 # (SSIM 0.95) is a change that is hard to see on photos. Used when the caller gives no delta.
 PERCEPTUAL_DEFAULT_DELTA = {"dssim": 0.05}
-PERCEPTUALS = ("lpips-vgg", "dssim")
 
 
 class Schedule(BaseModel):
@@ -115,16 +133,18 @@ class Schedule(BaseModel):
     lr_scale: float
     beta1: float
     beta2: float
+    early_stop: bool     # stop on a plateau unless the caller says otherwise
 
 
 # published: the authors' loop (torch's Adam defaults). fast: the published loop's final loss and
 # PSNR to the clean image in a fifth of the iterations, in 3 of the 4 benchmarked cases and within
 # 0.2% / 0.1 dB in the fourth (bench/results/time-to-quality.md). Without momentum (beta1 0) and with
 # a short second-moment memory (beta2 0.9), a 4.2x larger step stays as close to the clean image as
-# the published small steps do; with momentum it overshoots.
+# the published small steps do; with momentum it overshoots. published runs its full count, as the
+# authors' loop does; fast stops on a plateau.
 SCHEDULES: dict[str, Schedule] = {
-    "published": Schedule(iters_divisor=1, lr_scale=1.0, beta1=0.9, beta2=0.999),
-    "fast": Schedule(iters_divisor=5, lr_scale=4.2, beta1=0.0, beta2=0.9),
+    "published": Schedule(iters_divisor=1, lr_scale=1.0, beta1=0.9, beta2=0.999, early_stop=False),
+    "fast": Schedule(iters_divisor=5, lr_scale=4.2, beta1=0.0, beta2=0.9, early_stop=True),
 }
 ScheduleName = Literal["fast", "published"]
 
@@ -148,7 +168,8 @@ class PurifyOverrides(BaseModel):
     delta: Optional[float] = Field(None, ge=0, le=1.0, description="perceptual budget of the hinge")
     noise: Optional[float] = Field(None, ge=0, le=1.0, description="sigma of the starting noise, [-1,1] units")
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    early_stop: bool = Field(True, description="stop when the loss has plateaued (see plateau_*)")
+    early_stop: Optional[bool] = Field(None, description="stop when the loss has plateaued (see plateau_*); "
+                                      "default: off under published (the full count), on under fast")
     plateau_window: int = Field(100, ge=10, le=10_000, description="steps over which improvement is judged")
     plateau_rel_tol: float = Field(1e-3, ge=0, le=1, description="relative loss improvement below which a run stops")
 
@@ -162,13 +183,8 @@ class PurifyOverrides(BaseModel):
             preset=self.preset, schedule=name, iters=pick(self.iters, max(1, p.iters // s.iters_divisor)),
             lr=pick(self.lr, p.lr * s.lr_scale), beta1=pick(self.beta1, s.beta1), beta2=pick(self.beta2, s.beta2),
             alpha=pick(self.alpha, p.alpha), delta=delta, noise=pick(self.noise, p.noise),
-            seed=self.seed, early_stop=self.early_stop, plateau_window=self.plateau_window,
+            seed=self.seed, early_stop=pick(self.early_stop, s.early_stop), plateau_window=self.plateau_window,
             plateau_rel_tol=self.plateau_rel_tol)
-
-
-def vae_for(params: "PurifyParams", configured: Optional[str]) -> str:
-    """The VAE a job uses: the configured one, else its preset's (the authors' SD VAE)."""
-    return configured or PRESETS[params.preset].vae
 
 
 class PurifyParams(BaseModel):
@@ -183,7 +199,7 @@ class PurifyParams(BaseModel):
     delta: float
     noise: float
     seed: int = 0
-    early_stop: bool = True
+    early_stop: bool = False
     plateau_window: int = 100
     plateau_rel_tol: float = 1e-3
     schedule: str = "published"
@@ -250,13 +266,34 @@ class EvaluateParams(BaseModel):
 
 # ---------------------------------------------------------------- job records
 
+class InputRole(str, enum.Enum):
+    """What an input image is to its job: purify/detect take `image`s, evaluate `clean` ones with
+    optional `protected` and `purified` counterparts in the same order."""
+
+    image = "image"
+    clean = "clean"
+    protected = "protected"
+    purified = "purified"
+
+
 class InputImage(BaseModel):
-    role: str = "image"  # image | clean | protected | purified
+    role: InputRole = InputRole.image
     name: str
-    blob: str          # content hash: key Keys.blob(hash)
+    blob: str          # content hash of the uploaded bytes (store.Keys.blob)
     width: int
     height: int
     format: str
+
+
+class TracePoint(BaseModel):
+    """The loss and its two terms at one logged step (the mean over the batch for `loss`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: int
+    loss: float
+    consistency: float
+    perceptual: float
 
 
 class ResultImage(BaseModel):
@@ -266,8 +303,8 @@ class ResultImage(BaseModel):
     height: int
     iterations: int
     stop_reason: StopReason
-    final: dict        # loss, consistency, perceptual at the last step
-    trace: list[dict]  # the same at logged steps
+    final: Optional[TracePoint] = None   # at the last step
+    trace: list[TracePoint]              # at logged steps
 
 
 class ResultFile(BaseModel):
@@ -279,7 +316,7 @@ class ResultFile(BaseModel):
 class JobResult(BaseModel):
     images: list[ResultImage] = []   # purify: one purified PNG per input
     metrics: Optional[dict] = None   # detect and evaluate: the figures
-    files: list[ResultFile] = []     # evaluate: report.html, results.md, thumbnails
+    files: list[ResultFile] = []     # evaluate: report.html, results.md
     model: dict                      # identity of the VAE: name, source, location, revision, dtype, device
     perceptual: Optional[dict] = None
     seconds: float
@@ -287,35 +324,35 @@ class JobResult(BaseModel):
     engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
 
 
-# ---------------------------------------------------------------- Redis key layout
+class JobError(BaseModel):
+    code: ErrorCode
+    message: str
 
-class Keys:
-    """Every key the service writes, under one prefix (a setting; tests use their own).
 
-    {p}:job:{id}            hash   the job record (state, params, inputs, progress, result, error)
-    {p}:job:{id}:cancel     string set when a running job must stop
-    {p}:blob:{sha256}       bytes  an input or result image, content-addressed
-    {p}:jobs                zset   job ids by creation time (for operators)
-    {p}:stats               hash   service-wide counters for /metrics: "{kind}:{state}" transitions
-                                   into each state, "{kind}:seconds" compute time of succeeded jobs,
-                                   "{kind}:image_iterations" their optimisation steps times images
-    Every key but the counters has the result TTL; a job's blobs live as long as the job.
-    """
+JobParams = Union[PurifyParams, DetectParams, EvaluateParams]
+# The parameter model each kind keeps in its record: exactly what its handler runs.
+PARAMS_BY_KIND: dict[JobKind, type[BaseModel]] = {
+    JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams}
 
-    def __init__(self, prefix: str):
-        self.prefix = prefix
 
-    def job(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
+class JobRecord(BaseModel):
+    """A job as the store keeps it (store.JobStore) and every side reads it."""
 
-    def cancel(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:cancel"
+    id: str
+    kind: JobKind
+    state: JobState
+    params: JobParams
+    vae: str                         # the VAE the job runs with (configured, else its preset's)
+    perceptual: str                  # the perceptual distance's name
+    inputs: list[InputImage]
+    created_at: float
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    progress_step: int = 0
+    progress_total: int = 0
+    attempts: int = 0
+    error: Optional[JobError] = None
+    result: Optional[JobResult] = None
 
-    def blob(self, digest: str) -> str:
-        return f"{self.prefix}:blob:{digest}"
-
-    def jobs(self) -> str:
-        return f"{self.prefix}:jobs"
-
-    def stats(self) -> str:
-        return f"{self.prefix}:stats"
+    def inputs_with(self, role: InputRole) -> list[InputImage]:
+        return [item for item in self.inputs if item.role == role]

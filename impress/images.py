@@ -11,7 +11,11 @@ from PIL import Image, ImageOps
 
 from .contract import ErrorCode
 
-SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+# The formats accepted everywhere (API, CLI, engine), and the file suffixes that name them.
+FORMAT_SUFFIXES = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "WEBP": (".webp",), "BMP": (".bmp",),
+                   "TIFF": (".tif", ".tiff"), "GIF": (".gif",)}
+SUPPORTED_FORMATS = tuple(FORMAT_SUFFIXES)
+IMAGE_SUFFIXES = tuple(suffix for suffixes in FORMAT_SUFFIXES.values() for suffix in suffixes)
 
 
 class ImageRejected(ValueError):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from celery import Celery
 
+from .contract import TASKS, JobKind
 from .settings import Settings
+from .store import Keys
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("impress", broker=settings.redis_url, backend=settings.redis_url)
+    app = Celery("impress", broker=settings.redis_url)
     app.conf.update(
         task_acks_late=True,                 # ack after the task ran: a killed worker's job is redelivered
         task_reject_on_worker_lost=True,     # ... and requeued when the child process dies
@@ -17,8 +19,11 @@ def make_celery(settings: Settings) -> Celery:
         task_time_limit=settings.hard_time_limit_s,
         # Redis redelivers an unacked message after the visibility timeout: keep it above the hard
         # limit so a long, healthy job is never run twice.
-        broker_transport_options={"visibility_timeout": settings.hard_time_limit_s + 600},
-        result_expires=settings.result_ttl_s,
+        # Celery's own keys (queues, unacked messages, bindings) live under the service's prefix too,
+        # so one Redis can hold several deployments, and a test deletes exactly what it made.
+        broker_transport_options={"visibility_timeout": settings.hard_time_limit_s + 600,
+                                  "global_keyprefix": Keys(settings.key_prefix).celery_prefix()},
+        task_ignore_result=True,             # the job record holds the outcome; Celery keeps none
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_default_queue=settings.queue,
         broker_connection_retry_on_startup=True,
@@ -26,3 +31,26 @@ def make_celery(settings: Settings) -> Celery:
         task_track_started=False,            # our own job record tracks state
     )
     return app
+
+
+class JobQueue:
+    """Sends jobs to the workers by id and asks which workers answer: what the API needs of Celery.
+
+    Routing lives here, in one place: every kind goes to the queue its workers serve."""
+
+    def __init__(self, settings: Settings, celery: Celery | None = None):
+        self.settings = settings
+        self.celery = celery or make_celery(settings)
+
+    def queue_for(self, kind: JobKind) -> str:
+        return self.settings.queue
+
+    def send(self, kind: JobKind, job_id: str) -> None:
+        self.celery.send_task(TASKS[kind], args=[job_id], queue=self.queue_for(kind))
+
+    def workers(self, timeout_s: float = 1.0) -> list[str]:
+        """Names of the workers that answered a ping (none when the broker is unreachable)."""
+        try:
+            return sorted(name for reply in self.celery.control.ping(timeout=timeout_s) for name in reply)
+        except Exception:  # a broker hiccup means "no worker seen", never a crash of the caller
+            return []

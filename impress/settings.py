@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import functools
-from typing import Literal, Optional
+from typing import Optional
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .contract import check_thresholds
+from .contract import Device, Perceptual, Precision, ScheduleName, check_thresholds
 
 
 class Settings(BaseSettings):
@@ -28,18 +28,18 @@ class Settings(BaseSettings):
 
     # Models: None means each preset's own VAE (the SD VAE the authors used).
     vae: Optional[str] = Field(None, description="VAE: hub id, local folder, or 'impress-tiny-vae'")
-    perceptual: Literal["lpips-vgg", "dssim"] = Field(
+    perceptual: Perceptual = Field(
         "lpips-vgg", description="perceptual distance of the hinge: LPIPS-VGG, or 1-SSIM offline")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     batch_size: int = Field(4, ge=1, description="most images optimised together in one step (CUDA: fewer if memory is short)")
     cpu_batch_pixels: int = Field(8 * 64 * 64, ge=1, description="on CPU, the most pixels one step holds "
                                   "(batching helps small images, spills caches on large ones)")
     memory_headroom: float = Field(0.8, gt=0, le=1, description="fraction of free GPU memory a batch may plan to use")
     compile: bool = Field(False, description="torch.compile the optimisation step (falls back to eager on failure)")
-    schedule: Literal["published", "fast"] = Field(
+    schedule: ScheduleName = Field(
         "published", description="optimiser schedule of purify jobs that name none: published (the authors' loop) "
                                  "or fast (a fifth of the iterations; bench/results/time-to-quality.md)")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Precision = Field(
         "auto", description="forward-pass autocast: auto = bf16 on CUDA (fp16 without bf16), fp32 on CPU; "
                             "bf16 = also on CPU (about 2x faster on CPUs with bf16 units)")
     vae_tiling: bool = Field(False, description="tiled VAE for images larger than its sample size (bounded memory)")

@@ -1,7 +1,8 @@
-"""Job records and blobs in Redis: the source of truth for every job (see contract.Keys).
+"""Job records and blobs in Redis: the source of truth for every job, and the key layout (`Keys`).
 
-State changes are atomic (a Lua script checks the current state and writes in one step), so a
-cancel racing a worker's start, or two deliveries of one message, can never both win.
+State changes are atomic (Lua scripts check the current state and write in one step), so a cancel
+racing a worker's start, or two deliveries of one message, can never both win; and no script ever
+writes to a job that has expired, so a late message cannot bring back a record without its TTL.
 """
 from __future__ import annotations
 
@@ -13,7 +14,47 @@ from typing import Optional
 
 import redis
 
-from .contract import ErrorCode, InputImage, JobKind, JobResult, JobState, Keys
+from pydantic import BaseModel
+
+from .contract import (PARAMS_BY_KIND, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobResult, JobState)
+
+
+class Keys:
+    """Every key the service writes, under one prefix (a setting; tests use their own).
+
+    {p}:job:{id}            hash   the job record: the scalar fields of contract.JobRecord, and
+                                   `params`, `inputs`, `result` as JSON; `error_code`, `error_message`
+    {p}:job:{id}:cancel     string set when a running job must stop
+    {p}:blob:{sha256}       bytes  an input or result image, content-addressed
+    {p}:jobs                zset   job ids by creation time (for operators)
+    {p}:celery:*            Celery's keys (queues as lists, unacked messages, bindings)
+    {p}:stats               hash   service-wide counters for /metrics: "{kind}:{state}" transitions
+                                   into each state, "{kind}:seconds" compute time of succeeded jobs,
+                                   "{kind}:image_iterations" their optimisation steps times images
+    Every key but the counters has the result TTL; a job's blobs live as long as the job.
+    """
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:cancel"
+
+    def blob(self, digest: str) -> str:
+        return f"{self.prefix}:blob:{digest}"
+
+    def jobs(self) -> str:
+        return f"{self.prefix}:jobs"
+
+    def stats(self) -> str:
+        return f"{self.prefix}:stats"
+
+    def celery_prefix(self) -> str:
+        return f"{self.prefix}:celery:"
+
 
 # KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] allowed current states (comma list); ARGV[2] new
 # state; ARGV[3] TTL s; ARGV[4] n, then n counter/amount pairs, then field/value pairs. Counts the
@@ -36,6 +77,38 @@ return 1
 """
 
 
+# KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] max attempts, ARGV[2] TTL s, ARGV[3] now. A queued
+# job, or a running one redelivered after its worker died, counts one more attempt and runs, unless
+# the attempts are spent (then it fails: worker_lost). Returns {started (1/0, -1 for no such job), attempt}.
+_START = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {-1, 0} end
+if state ~= 'queued' and state ~= 'running' then
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
+end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local kind = redis.call('HGET', KEYS[1], 'kind')
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+if attempt > tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[3], 'error_code', 'worker_lost',
+             'error_message', 'the worker running this job died ' .. (attempt - 1) .. ' times')
+  redis.call('HINCRBY', KEYS[2], kind .. ':failed', 1)
+  return {0, attempt}
+end
+redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[3], 'progress_step', 0)
+redis.call('HINCRBY', KEYS[2], kind .. ':running', 1)
+return {1, attempt}
+"""
+
+# KEYS[1] job hash, KEYS[2] cancel flag; ARGV[1] step, ARGV[2] total. Writes progress only to a job
+# that still exists and runs. Returns 1 when the job must stop (cancel requested, or gone).
+_PROGRESS = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 1 end
+redis.call('HSET', KEYS[1], 'progress_step', ARGV[1], 'progress_total', ARGV[2])
+return redis.call('EXISTS', KEYS[2])
+"""
+
+
 def now() -> float:
     return round(time.time(), 3)
 
@@ -46,10 +119,13 @@ class JobStore:
         self.keys = Keys(prefix)
         self.ttl_s = ttl_s
         self._transition = client.register_script(_TRANSITION)
+        self._start = client.register_script(_START)
+        self._progress = client.register_script(_PROGRESS)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, ttl_s: int) -> "JobStore":
-        return cls(redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30), prefix, ttl_s)
+        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30),
+                   prefix, ttl_s)
 
     # ------------------------------------------------------------ blobs
     def put_blob(self, data: bytes) -> str:
@@ -62,34 +138,23 @@ class JobStore:
         return self.r.get(self.keys.blob(digest))
 
     # ------------------------------------------------------------ jobs
-    def create(self, kind: JobKind, params: dict, inputs: list[InputImage]) -> str:
-        job_id = uuid.uuid4().hex
-        record = {
-            "id": job_id, "kind": kind.value, "state": JobState.queued.value,
-            "params": json.dumps(params), "inputs": json.dumps([i.model_dump() for i in inputs]),
-            "created_at": now(), "progress_step": 0, "progress_total": 0, "attempts": 0,
-        }
-        key = self.keys.job(job_id)
+    def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str,
+               perceptual: str) -> JobRecord:
+        record = JobRecord(id=uuid.uuid4().hex, kind=kind, state=JobState.queued, params=params, vae=vae,
+                           perceptual=perceptual, inputs=inputs, created_at=now())
+        key = self.keys.job(record.id)
         with self.r.pipeline() as p:
-            p.hset(key, mapping=record)
+            p.hset(key, mapping=_to_hash(record))
             p.expire(key, self.ttl_s)
-            p.zadd(self.keys.jobs(), {job_id: record["created_at"]})
+            p.zadd(self.keys.jobs(), {record.id: record.created_at})
             p.expire(self.keys.jobs(), self.ttl_s)
             p.hincrby(self.keys.stats(), f"{kind.value}:{JobState.queued.value}", 1)
             p.execute()
-        return job_id
+        return record
 
-    def get(self, job_id: str) -> Optional[dict]:
+    def get(self, job_id: str) -> Optional[JobRecord]:
         raw = self.r.hgetall(self.keys.job(job_id))
-        if not raw:
-            return None
-        rec = {k.decode(): v.decode() for k, v in raw.items()}
-        for field in ("params", "inputs", "result"):
-            if field in rec:
-                rec[field] = json.loads(rec[field])
-        for field in ("progress_step", "progress_total", "attempts"):
-            rec[field] = int(rec.get(field, 0))
-        return rec
+        return _from_hash({k.decode(): v.decode() for k, v in raw.items()}) if raw else None
 
     def transition(self, job_id: str, allowed: tuple[JobState, ...], to: JobState,
                    counters: Optional[dict[str, float]] = None, **fields) -> bool:
@@ -100,31 +165,19 @@ class JobStore:
         for k, v in counters.items():
             args += [k, v]
         for k, v in fields.items():
-            args += [k, v if isinstance(v, (str, int, float)) else json.dumps(v)]
+            args += [k, v]
         return self._transition(keys=[self.keys.job(job_id), self.keys.stats()], args=args) == 1
 
     def start(self, job_id: str, max_attempts: int) -> tuple[bool, int]:
         """queued -> running, counting attempts; a redelivered running job (its worker died) restarts
-        until max_attempts. Returns (started, attempt)."""
-        attempt = self.r.hincrby(self.keys.job(job_id), "attempts", 1)
-        if attempt > max_attempts:
-            self.transition(job_id, (JobState.queued, JobState.running), JobState.failed,
-                            finished_at=now(), error_code=ErrorCode.worker_lost.value,
-                            error_message=f"the worker running this job died {attempt - 1} times")
-            return False, attempt
-        started = self.transition(job_id, (JobState.queued, JobState.running), JobState.running,
-                                  started_at=now(), progress_step=0)
-        return started, attempt
+        until max_attempts. Returns (started, attempt); a job that expired is (False, 0)."""
+        started, attempt = self._start(keys=[self.keys.job(job_id), self.keys.stats()],
+                                       args=[max_attempts, self.ttl_s, now()])
+        return started == 1, int(attempt)
 
     def progress(self, job_id: str, step: int, total: int) -> bool:
-        """Record progress; True when the job must stop (cancel requested or job gone)."""
-        key = self.keys.job(job_id)
-        with self.r.pipeline() as p:
-            p.hset(key, mapping={"progress_step": step, "progress_total": total})
-            p.exists(self.keys.cancel(job_id))
-            p.hget(key, "state")
-            _, cancel, state = p.execute()
-        return bool(cancel) or state != JobState.running.value.encode()
+        """Record progress; True when the job must stop (cancel requested, or the job is gone)."""
+        return self._progress(keys=[self.keys.job(job_id), self.keys.cancel(job_id)], args=[step, total]) != 0
 
     def succeed(self, job_id: str, result: JobResult) -> bool:
         counters = {"seconds": result.seconds, "image_iterations": sum(im.iterations for im in result.images)}
@@ -132,25 +185,23 @@ class JobStore:
                                finished_at=now(), result=result.model_dump_json())
 
     def stats(self) -> dict[str, float]:
-        """The service-wide counters (contract.Keys.stats)."""
+        """The service-wide counters (Keys.stats)."""
         return {k.decode(): float(v) for k, v in self.r.hgetall(self.keys.stats()).items()}
 
     def queue_length(self, queue: str) -> int:
         """Messages waiting in a Celery queue (the Redis transport keeps each queue as a list)."""
-        return int(self.r.llen(queue))
+        return int(self.r.llen(self.keys.celery_prefix() + queue))
 
     def fail(self, job_id: str, code: ErrorCode, message: str) -> bool:
         return self.transition(job_id, (JobState.queued, JobState.running), JobState.failed,
                                finished_at=now(), error_code=code.value, error_message=message[:2000])
 
-    def cancel(self, job_id: str) -> Optional[str]:
+    def cancel(self, job_id: str) -> Optional[JobRecord]:
         """A queued job is canceled at once (it will never run); a running one gets the flag its
-        loop checks. Returns the state after the call, None for an unknown job."""
-        if self.transition(job_id, (JobState.queued,), JobState.canceled, finished_at=now()):
-            return JobState.canceled.value
-        self.r.set(self.keys.cancel(job_id), 1, ex=self.ttl_s)
-        rec = self.get(job_id)
-        return rec["state"] if rec else None
+        loop checks. Returns the record after the call, None for an unknown job."""
+        if not self.transition(job_id, (JobState.queued,), JobState.canceled, finished_at=now()):
+            self.r.set(self.keys.cancel(job_id), 1, ex=self.ttl_s)
+        return self.get(job_id)
 
     def finish_canceled(self, job_id: str) -> bool:
         return self.transition(job_id, (JobState.running,), JobState.canceled, finished_at=now())
@@ -163,3 +214,23 @@ class JobStore:
             return bool(self.r.ping())
         except redis.RedisError:
             return False
+
+
+# The hash keeps scalars as they are and the nested parts as JSON, so a poll reads one key.
+_JSON_FIELDS = ("params", "inputs", "result")
+
+
+def _to_hash(record: JobRecord) -> dict[str, str | int | float]:
+    data = record.model_dump(mode="json", exclude_none=True, exclude={"error", *_JSON_FIELDS})
+    data.update(params=record.params.model_dump_json(),
+                inputs=json.dumps([item.model_dump(mode="json") for item in record.inputs]))
+    return data
+
+
+def _from_hash(raw: dict[str, str]) -> JobRecord:
+    kind = JobKind(raw["kind"])
+    error = JobError(code=raw["error_code"], message=raw.get("error_message", "")) if "error_code" in raw else None
+    result = JobResult.model_validate_json(raw["result"]) if "result" in raw else None
+    scalars = {k: v for k, v in raw.items() if k in JobRecord.model_fields and k not in _JSON_FIELDS}
+    return JobRecord(**scalars, params=PARAMS_BY_KIND[kind].model_validate_json(raw["params"]),
+                     inputs=json.loads(raw["inputs"]), error=error, result=result)

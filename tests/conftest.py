@@ -1,21 +1,19 @@
-"""Shared fixtures: a small VAE saved and loaded through the real from_pretrained path, real Redis
-on its own database index and key prefix, and (in test_service) a real Celery worker process."""
+"""Shared fixtures (plain helpers are in support.py).
+
+Fast layer: the app in-process with fakeredis and a recording queue (`fast_api`), no server needed.
+End-to-end layer (`service`, marked e2e): real uvicorn, a real Celery worker process and a real
+Redis on its own database index, under a key prefix the fixture deletes afterwards."""
 from __future__ import annotations
 
-import io
 import os
+import subprocess
 import sys
+import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))  # reference_impress.py, the published loop
-
-# The service tests talk to a real Redis on their own database index and key prefix.
-TEST_REDIS_URL = os.environ.get("IMPRESS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+from tests.support import MAX_BYTES, MAX_PIXELS, TEST_REDIS_URL, RecordingQueue, answers, delete_prefix, free_port, wait_for
 
 
 def small_vae_config() -> dict:
@@ -43,16 +41,74 @@ def random_lpips():
     return load_perceptual("lpips-vgg-random-backbone")
 
 
-def photo(width: int = 48, height: int = 40, seed: int = 0) -> np.ndarray:
-    """A smooth synthetic photo-like image (gradients plus a few shapes), uint8 H x W x 3."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
-    img = np.stack([np.sin(3 * xx + rng.uniform(0, 3)), np.cos(4 * yy + rng.uniform(0, 3)), xx * yy], -1)
-    img = (img - img.min()) / (np.ptp(img) + 1e-9)
-    return (img * 255).astype(np.uint8)
+@pytest.fixture
+def fake_redis():
+    import fakeredis
+
+    return fakeredis.FakeRedis()
 
 
-def png_bytes(rgb: np.ndarray, mode: str = "RGB", fmt: str = "PNG", **save) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).convert(mode).save(buf, format=fmt, **save)
-    return buf.getvalue()
+@pytest.fixture
+def fast_store(fake_redis):
+    from impress.store import JobStore
+
+    return JobStore(fake_redis, "impress-fast", 3600)
+
+
+@pytest.fixture
+def fast_api(fast_store):
+    """(TestClient, store, queue, settings): the whole app in this process on fakeredis."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from impress.settings import Settings
+
+    settings = Settings(_env_file=None, key_prefix="impress-fast", max_upload_bytes=MAX_BYTES, max_pixels=MAX_PIXELS,
+                        max_images_per_job=4, detect_sync_timeout_s=0.2)
+    queue = RecordingQueue()
+    with TestClient(create_app(settings, store=fast_store, queue=queue)) as client:
+        yield client, fast_store, queue, settings
+
+
+def service_env(tag: str, vae_dir: Path, **extra: str) -> dict[str, str]:
+    # One torch thread per worker: on a 2-core machine shared with the test process, more threads
+    # oversubscribe the cores and slow tiny models by orders of magnitude.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": tag,
+            "IMPRESS_QUEUE": tag, "IMPRESS_VAE": str(vae_dir), "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu",
+            "IMPRESS_PROGRESS_EVERY": "2", **extra}
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def service(small_vae_dir, tmp_path_factory):
+    import httpx
+
+    tag = f"impress-test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = service_env(tag, small_vae_dir, IMPRESS_SCHEDULE="fast", IMPRESS_MAX_UPLOAD_BYTES=str(MAX_BYTES),
+                      IMPRESS_MAX_PIXELS=str(MAX_PIXELS), IMPRESS_MAX_IMAGES_PER_JOB="4",
+                      IMPRESS_MAX_ITERATIONS="100000", IMPRESS_DETECT_SYNC_MAX_IMAGES="2",
+                      IMPRESS_DETECT_SYNC_TIMEOUT_S="30")
+    logs = tmp_path_factory.mktemp("logs")
+    worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--pool", "solo"], env=env,
+                              stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
+    api = subprocess.Popen([sys.executable, "-m", "cli", "api", "--port", str(port)], env=env,
+                           stdout=open(logs / "api.log", "w"), stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        wait_for(lambda: answers(client, "/readyz"), 60, "API ready with a worker answering", 0.5)
+        yield client
+    finally:
+        client.close()
+        stop(api, worker)
+        delete_prefix(TEST_REDIS_URL, tag)
+        print((logs / "worker.log").read_text()[-3000:])

@@ -10,7 +10,7 @@ from PIL import Image
 
 from impress.contract import PurifyOverrides, PurifyParams
 from impress.images import decode_image
-from tests.conftest import photo, png_bytes
+from tests.support import photo, png_bytes
 from worker.engine.models import ModelUnavailable, load_vae
 from worker.engine import pipeline
 from worker.engine import purify as purify_module
@@ -25,7 +25,7 @@ def params(**kw) -> PurifyParams:
 
 
 def test_matches_published_loop_step_for_step(small_vae_dir, random_lpips):
-    from reference_impress import reference_purify
+    from bench.reference_impress import reference_purify
 
     vae, _ = load_vae(str(small_vae_dir))
     x = to_tensor(photo(32, 32))
@@ -40,7 +40,7 @@ def test_matches_published_loop_step_for_step(small_vae_dir, random_lpips):
 
 
 def test_matches_published_loop_with_noise_and_active_hinge(small_vae_dir, random_lpips):
-    from reference_impress import reference_purify
+    from bench.reference_impress import reference_purify
 
     vae, _ = load_vae(str(small_vae_dir))
     x = to_tensor(photo(32, 32, seed=1))
@@ -54,7 +54,7 @@ def test_schedule_betas_reach_the_optimiser(small_vae_dir, random_lpips, monkeyp
     """The published loop with Adam's betas set to the fast schedule's is what the engine runs."""
     import functools
 
-    from reference_impress import reference_purify
+    from bench.reference_impress import reference_purify
 
     fast = PurifyOverrides(schedule="fast").resolve()
     monkeypatch.setattr(torch.optim, "Adam", functools.partial(torch.optim.Adam, betas=(fast.beta1, fast.beta2)))

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from impress.cli import main
+from cli.main import main
 from impress.contract import DetectParams, PurifyOverrides
-from tests.conftest import photo
+from tests.support import photo
 from worker.engine.detect import calibrate, consistency_scores, verdicts
 from worker.engine.metrics import encode, linf_255
 from worker.engine.models import load_vae

@@ -4,7 +4,7 @@ import sys
 
 
 def test_openapi_document_matches_the_app():
-    r = subprocess.run([sys.executable, "-m", "impress.cli", "openapi", "--check"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "cli", "openapi", "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 

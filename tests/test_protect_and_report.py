@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from impress.contract import PurifyParams
-from tests.conftest import photo
+from tests.support import photo
 from worker.engine.evaluate import premise_report
 from worker.engine.metrics import encode, linf_255, psnr, roc_auc, ssim
 from worker.engine.models import load_vae

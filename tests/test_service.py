@@ -1,93 +1,21 @@
 """The service end to end: real HTTP (uvicorn) -> real Redis -> a real Celery worker process."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import uuid
+import io
 
 import httpx
 import numpy as np
 import pytest
-import redis
 from PIL import Image
-import io
 
-from tests.conftest import TEST_REDIS_URL, photo, png_bytes
+from tests.support import MAX_BYTES, MAX_PIXELS, free_port, photo, png_bytes, poll
 
-MAX_BYTES, MAX_PIXELS = 300_000, 200_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def service(small_vae_dir, tmp_path_factory):
-    r = redis.Redis.from_url(TEST_REDIS_URL)
-    r.ping()
-    tag = uuid.uuid4().hex[:8]
-    port = free_port()
-    # One torch thread per worker: on a 2-core machine shared with the test process, more threads
-    # oversubscribe the cores and slow tiny models by orders of magnitude.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": f"impress-test-{tag}",
-           "IMPRESS_QUEUE": f"impress-test-{tag}", "IMPRESS_VAE": str(small_vae_dir),
-           "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu", "IMPRESS_PROGRESS_EVERY": "2", "IMPRESS_SCHEDULE": "fast",
-           "IMPRESS_MAX_UPLOAD_BYTES": str(MAX_BYTES), "IMPRESS_MAX_PIXELS": str(MAX_PIXELS),
-           "IMPRESS_MAX_IMAGES_PER_JOB": "4", "IMPRESS_MAX_ITERATIONS": "100000",
-           "IMPRESS_DETECT_SYNC_MAX_IMAGES": "2", "IMPRESS_DETECT_SYNC_TIMEOUT_S": "30"}
-    logs = tmp_path_factory.mktemp("logs")
-    worker = subprocess.Popen([sys.executable, "-m", "impress.cli", "worker", "--pool", "solo"], env=env,
-                              stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
-    api = subprocess.Popen([sys.executable, "-m", "impress.cli", "api", "--port", str(port)], env=env,
-                           stdout=open(logs / "api.log", "w"), stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    try:
-        wait_for(lambda: _ok(client, "/readyz"), 60, "API ready with a worker answering", 0.5)
-        yield client
-    finally:
-        client.close()
-        for proc in (api, worker):
-            proc.terminate()
-        for proc in (api, worker):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for key in r.scan_iter(f"impress-test-{tag}*"):
-            r.delete(key)
-        r.flushdb()  # the test database index holds only what these tests made (Celery's keys too)
-        print((logs / "worker.log").read_text()[-3000:])
-
-
-def _ok(client, path):
-    try:
-        return client.get(path).status_code == 200
-    except httpx.HTTPError:
-        return False
+pytestmark = pytest.mark.e2e
 
 
 def submit(client, files, **form):
     return client.post("/v1/purify", files=[("images", f) for f in files],
                        data={k: str(v) for k, v in form.items()})
-
-
-def poll(client, url, until, timeout=120):
-    return wait_for(lambda: (lambda j: j if until(j) else None)(client.get(url).json()), timeout, f"job {url}")
 
 
 def test_png_in_purified_png_out(service):
@@ -280,27 +208,3 @@ def test_bad_evaluation_requests_are_refused(service, files, form, code):
     assert 400 <= r.status_code < 500 and r.json()["error"]["code"] == code, r.text
 
 
-def test_overload_is_a_fast_503_and_reads_still_answer():
-    """Past IMPRESS_MAX_INFLIGHT_SUBMITS a submission is refused at once (503, Retry-After), unread."""
-    from fastapi.testclient import TestClient
-
-    from app.main import create_app
-    from impress.settings import Settings
-
-    tag = f"impress-test-{uuid.uuid4().hex[:8]}"
-    app = create_app(Settings(redis_url=TEST_REDIS_URL, key_prefix=tag, queue=tag, max_inflight_submits=1))
-    upload = {"images": ("a.png", png_bytes(photo()), "image/png")}
-    try:
-        with TestClient(app) as client:
-            app.state.inflight_submits = 1  # one submission in progress: the limit is reached
-            refused = client.post("/v1/purify", files=upload, data={"preset": "photoguard"})
-            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
-            assert refused.json()["error"]["code"] == "service_overloaded"
-            assert client.get("/healthz").status_code == 200
-            app.state.inflight_submits = 0
-            assert client.post("/v1/purify", files=upload, data={"preset": "photoguard"}).status_code == 202
-            assert app.state.inflight_submits == 0
-    finally:
-        store = redis.Redis.from_url(TEST_REDIS_URL)
-        for key in store.scan_iter(f"*{tag}*"):
-            store.delete(key)

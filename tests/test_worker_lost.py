@@ -9,14 +9,12 @@ import sys
 import uuid
 
 import pytest
-import redis
 
-from impress.contract import InputImage, JobKind, PurifyParams, TASK_PURIFY
+from impress.contract import TASK_PURIFY, InputImage, JobKind, JobState, PurifyParams
 from impress.queue import make_celery
 from impress.settings import Settings
 from impress.store import JobStore
-from tests.conftest import TEST_REDIS_URL, photo, png_bytes
-from tests.test_service import wait_for
+from tests.support import TEST_REDIS_URL, delete_prefix, photo, png_bytes, wait_for
 
 
 @pytest.fixture
@@ -29,7 +27,7 @@ def prefork_worker(small_vae_dir, tmp_path):
            "IMPRESS_DEVICE": "cpu", "IMPRESS_PROGRESS_EVERY": "2"}
     settings = Settings(_env_file=None, **{k[8:].lower(): v for k, v in env.items() if k.startswith("IMPRESS_")})
     log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen([sys.executable, "-m", "impress.cli", "worker", "--pool", "prefork", "--concurrency", "1"],
+    worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--pool", "prefork", "--concurrency", "1"],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
     store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
     celery = make_celery(settings)
@@ -42,27 +40,26 @@ def prefork_worker(small_vae_dir, tmp_path):
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
-        r = redis.Redis.from_url(TEST_REDIS_URL)
-        for key in r.scan_iter(f"impress-lost-{tag}*"):
-            r.delete(key)
-        r.flushdb()  # the test database index holds only what the tests made (Celery's keys too)
+        delete_prefix(TEST_REDIS_URL, f"impress-lost-{tag}")
         print((tmp_path / "worker.log").read_text()[-3000:])
 
 
+@pytest.mark.e2e
 def test_killed_worker_process_job_runs_again(prefork_worker):
     worker, store, celery, settings = prefork_worker
     data = png_bytes(photo(32, 32))
     params = PurifyParams(preset="photoguard", iters=200, lr=0.005, alpha=0.01, delta=0.05, noise=0.05, early_stop=False)
-    job_id = store.create(JobKind.purify, {"purify": params.model_dump(), "vae": settings.vae, "perceptual": "dssim"},
-                          [InputImage(name="a.png", blob=store.put_blob(data), width=32, height=32, format="PNG")])
+    job_id = store.create(JobKind.purify, params, [InputImage(name="a.png", blob=store.put_blob(data), width=32,
+                                                              height=32, format="PNG")],
+                          vae=settings.vae, perceptual="dssim").id
     celery.send_task(TASK_PURIFY, args=[job_id], queue=settings.queue)
-    wait_for(lambda: (store.get(job_id)["progress_step"] >= 4), 60, "the job running")
+    wait_for(lambda: (store.get(job_id).progress_step >= 4), 60, "the job running")
     children = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
     assert children, "prefork pool has a child process"
     for pid in children:
         os.kill(int(pid), signal.SIGKILL)
-    rec = wait_for(lambda: (lambda r: r if r["state"] in ("succeeded", "failed") else None)(store.get(job_id)),
-                   300, "the job finishing after the kill")
-    assert rec["state"] == "succeeded", rec
-    assert rec["attempts"] == 2
-    assert rec["result"]["images"][0]["iterations"] == 200
+    record = wait_for(lambda: (lambda r: r if r.state.finished else None)(store.get(job_id)),
+                      300, "the job finishing after the kill")
+    assert record.state == JobState.succeeded, record
+    assert record.attempts == 2
+    assert record.result.images[0].iterations == 200

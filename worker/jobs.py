@@ -8,19 +8,20 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from impress.contract import (DetectParams, ErrorCode, EvaluateParams, JobKind, JobResult, JobState, PurifyParams,
-                              ResultFile, ResultImage)
+from impress.contract import (DetectParams, ErrorCode, EvaluateParams, InputImage, InputRole, JobKind, JobRecord,
+                              JobResult, JobState, PurifyParams, ResultFile, ResultImage, StopReason)
 from impress.images import DecodedImage, ImageRejected, decode_image
 from impress.settings import Settings
 from impress.store import JobStore
 
-from .engine.models import ModelUnavailable, load_vae
-from .engine.pipeline import EngineOptions, resolve_device, run_purification
+from .engine.models import ModelUnavailable, load_vae, resolve_device
+from .engine.pipeline import EngineOptions, run_purification
 
 log = logging.getLogger("impress.worker")
 
@@ -29,33 +30,45 @@ class Canceled(Exception):
     pass
 
 
+@dataclass
+class JobInput:
+    meta: InputImage
+    image: DecodedImage
+
+
+@dataclass
 class JobContext:
     """What a handler gets: the record, its decoded inputs by role, and progress/cancel reporting."""
 
-    def __init__(self, store: JobStore, settings: Settings, rec: dict, inputs: dict[str, list[tuple[dict, DecodedImage]]]):
-        self.store, self.settings, self.rec, self.inputs = store, settings, rec, inputs
-        self.params = rec["params"]
+    store: JobStore
+    settings: Settings
+    record: JobRecord
+    inputs: dict[InputRole, list[JobInput]]
 
-    def progress(self, step: int, total: int, *_):
+    def role(self, role: InputRole) -> list[JobInput]:
+        return self.inputs.get(role, [])
+
+    def progress(self, step: int, total: int, *_) -> bool:
         """Record progress; True when the job must stop."""
-        return self.store.progress(self.rec["id"], step, total)
+        return self.store.progress(self.record.id, step, total)
 
     def put_file(self, path: Path, media_type: str) -> ResultFile:
         return ResultFile(name=path.name, blob=self.store.put_blob(path.read_bytes()), media_type=media_type)
 
 
 def purify_handler(ctx: JobContext) -> JobResult:
-    params = PurifyParams(**ctx.params["purify"])
-    items = ctx.inputs["image"]
-    run = run_purification([im for _, im in items], params, vae=ctx.params["vae"], perceptual=ctx.params["perceptual"],
-                           options=EngineOptions.from_settings(ctx.settings), progress=ctx.progress,
-                           report_every=ctx.settings.progress_every)
-    if any(im.stop_reason == "canceled" for im in run.images):
+    params = ctx.record.params
+    assert isinstance(params, PurifyParams)
+    items = ctx.role(InputRole.image)
+    run = run_purification([item.image for item in items], params, vae=ctx.record.vae,
+                           perceptual=ctx.record.perceptual, options=EngineOptions.from_settings(ctx.settings),
+                           progress=ctx.progress, report_every=ctx.settings.progress_every)
+    if any(im.stop_reason == StopReason.canceled for im in run.images):
         raise Canceled
-    images = [ResultImage(name=item["name"].rsplit(".", 1)[0] + ".png", blob=ctx.store.put_blob(im.png),
+    images = [ResultImage(name=item.meta.name.rsplit(".", 1)[0] + ".png", blob=ctx.store.put_blob(im.png),
                           width=im.width, height=im.height, iterations=im.iterations, stop_reason=im.stop_reason,
-                          final=im.trace[-1] if im.trace else {}, trace=im.trace)
-              for (item, _), im in zip(items, run.images)]
+                          final=im.trace[-1] if im.trace else None, trace=im.trace)
+              for item, im in zip(items, run.images)]
     return JobResult(images=images, model=run.model, perceptual=run.perceptual, seconds=round(run.seconds, 3),
                      device=run.device, engine=run.engine)
 
@@ -64,16 +77,18 @@ def detect_handler(ctx: JobContext) -> JobResult:
     from .engine.detect import consistency_scores, verdicts
     from .engine.tensors import to_tensor
 
-    params = DetectParams(**ctx.params["detect"])
+    params = ctx.record.params
+    assert isinstance(params, DetectParams)
+    items = ctx.role(InputRole.image)
     device = resolve_device(ctx.settings.device)
-    vae, identity = load_vae(ctx.params["vae"], device)
+    vae, identity = load_vae(ctx.record.vae, device)
     t0 = time.perf_counter()
-    scores = consistency_scores(vae, [to_tensor(im.rgb).to(device) for _, im in ctx.inputs["image"]],
+    scores = consistency_scores(vae, [to_tensor(item.image.rgb).to(device) for item in items],
                                 ctx.settings.batch_size * 4)
     threshold, low = params.thresholds((ctx.settings.detect_threshold, ctx.settings.detect_low_threshold))
     metrics = {"threshold": threshold, "low_threshold": low, "images": [
-        {"name": item["name"], "consistency_error": s, "verdict": v}
-        for (item, _), s, v in zip(ctx.inputs["image"], scores, verdicts(scores, threshold, low))]}
+        {"name": item.meta.name, "consistency_error": s, "verdict": v}
+        for item, s, v in zip(items, scores, verdicts(scores, threshold, low))]}
     return JobResult(metrics=metrics, model=identity.as_dict(), seconds=round(time.perf_counter() - t0, 3),
                      device=device)
 
@@ -82,29 +97,32 @@ def evaluate_handler(ctx: JobContext) -> JobResult:
     from .engine.bench import build_specs, evaluate_uploaded, run_bench, square_images
     from .engine.perceptual import load_perceptual
 
-    params = EvaluateParams(**ctx.params["evaluate"])
+    params = ctx.record.params
+    assert isinstance(params, EvaluateParams)
     device = resolve_device(ctx.settings.device)
-    vae, identity = load_vae(ctx.params["vae"], device)
-    distance = load_perceptual(ctx.params["perceptual"], device)
+    vae, identity = load_vae(ctx.record.vae, device)
+    distance = load_perceptual(ctx.record.perceptual, device)
     try:
         protections, purifiers = build_specs(params.protections, params.purifiers, attack_steps=params.attack_steps,
                                              impress_iters=params.impress_iters)
     except ValueError as exc:
         raise ImageRejected(ErrorCode.invalid_parameter, str(exc)) from exc
-    clean = [im for _, im in ctx.inputs["clean"]]
+    clean = ctx.role(InputRole.clean)
     t0 = time.perf_counter()
     files = []
-    if ctx.inputs.get("protected"):
+    if ctx.role(InputRole.protected):
         from .engine.tensors import to_tensor
 
-        stack = lambda role: torch.cat([to_tensor(im.rgb) for _, im in ctx.inputs[role]]).to(device)  # noqa: E731
-        metrics = evaluate_uploaded(vae, identity.as_dict(), distance, stack("clean"), stack("protected"),
-                                    stack("purified") if ctx.inputs.get("purified") else None, purifiers,
+        stack = lambda role: torch.cat([to_tensor(item.image.rgb) for item in ctx.role(role)]).to(device)  # noqa: E731
+        metrics = evaluate_uploaded(vae, identity.as_dict(), distance, stack(InputRole.clean),
+                                    stack(InputRole.protected),
+                                    stack(InputRole.purified) if ctx.role(InputRole.purified) else None, purifiers,
                                     ctx.settings.batch_size)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            metrics = run_bench(vae, identity.as_dict(), distance, square_images(clean, params.size).to(device),
-                                [item["name"] for item, _ in ctx.inputs["clean"]], protections, purifiers,
+            metrics = run_bench(vae, identity.as_dict(), distance,
+                                square_images([item.image for item in clean], params.size).to(device),
+                                [item.meta.name for item in clean], protections, purifiers,
                                 Path(tmp), batch=ctx.settings.batch_size, progress=False)
             files = [ctx.put_file(Path(tmp) / "report.html", "text/html"),
                      ctx.put_file(Path(tmp) / "results.md", "text/markdown")]
@@ -116,26 +134,32 @@ HANDLERS: dict[JobKind, Callable[[JobContext], JobResult]] = {
     JobKind.purify: purify_handler, JobKind.detect: detect_handler, JobKind.evaluate: evaluate_handler}
 
 
+def load_inputs(store: JobStore, settings: Settings, record: JobRecord) -> dict[InputRole, list[JobInput]]:
+    """Every input of the job decoded, by role; ImageRejected(input_expired) when a blob is gone."""
+    inputs: dict[InputRole, list[JobInput]] = {}
+    for item in record.inputs:
+        data = store.get_blob(item.blob)
+        if data is None:
+            raise ImageRejected(ErrorCode.input_expired, f"input {item.name} expired before the job ran")
+        decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+        inputs.setdefault(item.role, []).append(JobInput(item, decoded))
+    return inputs
+
+
 def run_job(store: JobStore, settings: Settings, job_id: str, on_time_limit: type[BaseException]) -> str:
     """Run the job; returns its final state. Every failure ends in the record, never in the worker."""
     started, attempt = store.start(job_id, settings.max_attempts)
+    record = store.get(job_id)
+    if record is None:  # a late message for a job that expired: nothing to do, nothing to recreate
+        log.info("job %s expired before it ran; message dropped", job_id)
+        return "expired"
     if not started:
-        rec = store.get(job_id)
-        state = rec["state"] if rec else "missing"
-        log.info("job %s not started (state %s, attempt %d)", job_id, state, attempt)
-        return state
-    rec = store.get(job_id)
-    log.info("job %s (%s) started, attempt %d, %d inputs", job_id, rec["kind"], attempt, len(rec["inputs"]))
+        log.info("job %s not started (state %s, attempt %d)", job_id, record.state.value, attempt)
+        return record.state.value
+    log.info("job %s (%s) started, attempt %d, %d inputs", job_id, record.kind.value, attempt, len(record.inputs))
     try:
-        inputs: dict[str, list] = {}
-        for item in rec["inputs"]:
-            data = store.get_blob(item["blob"])
-            if data is None:
-                store.fail(job_id, ErrorCode.input_expired, f"input {item['name']} expired before the job ran")
-                return JobState.failed.value
-            decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
-            inputs.setdefault(item.get("role", "image"), []).append((item, decoded))
-        result = HANDLERS[JobKind(rec["kind"])](JobContext(store, settings, rec, inputs))
+        inputs = load_inputs(store, settings, record)
+        result = HANDLERS[record.kind](JobContext(store, settings, record, inputs))
         if store.cancel_requested(job_id):
             raise Canceled
         store.succeed(job_id, result)
@@ -154,4 +178,5 @@ def run_job(store: JobStore, settings: Settings, job_id: str, on_time_limit: typ
     except Exception as exc:  # the record must say what happened; the worker stays up
         log.exception("job %s failed", job_id)
         store.fail(job_id, ErrorCode.internal_error, f"{type(exc).__name__}: {exc}")
+    log.info("job %s failed", job_id)
     return JobState.failed.value

@@ -8,7 +8,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from impress.settings import Settings
 from impress.store import JobStore
 
-from ..deps import get_celery, get_settings, get_store
+from impress.queue import JobQueue
+
+from ..deps import get_queue, get_settings, get_store
 from ..metrics import service_registry
 
 router = APIRouter(tags=["health"])
@@ -21,14 +23,9 @@ def healthz() -> dict:
 
 @router.get("/readyz", summary="Readiness: Redis reachable and at least one worker answering",
             responses={503: {"description": "not ready"}})
-def readyz(store: JobStore = Depends(get_store), celery=Depends(get_celery)) -> JSONResponse:
+def readyz(store: JobStore = Depends(get_store), queue: JobQueue = Depends(get_queue)) -> JSONResponse:
     redis_ok = store.ping()
-    workers = []
-    if redis_ok:
-        try:
-            workers = sorted(name for reply in celery.control.ping(timeout=1.0) for name in reply)
-        except Exception:  # broker hiccup: report not ready, never crash the probe
-            workers = []
+    workers = queue.workers() if redis_ok else []
     ready = redis_ok and bool(workers)
     return JSONResponse(status_code=200 if ready else 503,
                         content={"ready": ready, "redis": redis_ok, "workers": workers})

@@ -133,5 +133,8 @@ def _hub_revision(vae) -> str | None:
     return None
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def resolve_device(device: str) -> str:
+    """The torch device of a setting: `auto` is CUDA when present, else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

@@ -13,7 +13,7 @@ import torch
 from impress.contract import PurifyParams, vae_for
 from impress.images import DecodedImage, encode_png
 
-from .models import default_device, load_vae
+from .models import load_vae, resolve_device
 from .perceptual import load_perceptual
 from .purify import Precision, ProgressFn, autocast_dtype, precision_name, purify
 from .tensors import to_tensor, to_uint8
@@ -63,10 +63,6 @@ class PurificationRun:
     engine: dict                     # batch sizes, compiled or not, precision, memory options, OOM retries
 
 
-def resolve_device(device: str) -> str:
-    return default_device() if device == "auto" else device
-
-
 def fitting_batch_size(per_image_bytes: int, free_bytes: int, limit: int, headroom: float) -> int:
     """Images per step that fit in `headroom` of the free memory (at least 1, at most `limit`)."""
     return max(1, min(limit, int(free_bytes * headroom) // max(per_image_bytes, 1)))
@@ -94,7 +90,7 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
     a batch holds at most `options.cpu_batch_pixels` pixels (at least one image).
     """
     device = resolve_device(options.device)
-    vae_model, identity = load_vae(vae_for(params, vae), device, tiling=options.vae_tiling,
+    vae_model, identity = load_vae(vae_for(params.preset, vae), device, tiling=options.vae_tiling,
                                    checkpointing=options.vae_checkpointing)
     distance = load_perceptual(perceptual, device)
     cuda = device.startswith("cuda")

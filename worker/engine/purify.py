@@ -14,18 +14,14 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from impress.contract import PurifyParams
+from impress.contract import Precision, PurifyParams
 
 log = logging.getLogger("impress.engine")
-
-# auto: bf16 autocast on CUDA (fp16 where bf16 is absent), fp32 on CPU (reproducible, the published
-# loop's numbers); bf16: autocast on CPU too (about 2x faster where the CPU has bf16 units); fp32: none.
-Precision = Literal["auto", "fp32", "bf16"]
 
 # Called every `report_every` steps with (step, total, per-image losses); returning True cancels.
 ProgressFn = Callable[[int, int, list[float]], bool]

@@ -1,0 +1,50 @@
+"""POST /v1/evaluate: measure clean / protected / purified images, or run the protections x purifiers matrix."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from impress.contract import ErrorCode, EvaluateParams, InputRole, JobKind
+from impress.queue import JobQueue
+from impress.settings import Settings
+from impress.store import JobStore
+
+from ..deps import get_queue, get_settings, get_store
+from ..errors import ApiError, error_responses
+from ..schemas import Accepted
+from ..submit import accepted_response, enqueue, form_model, job_url_template, refuse_unknown_fields
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+EvaluateForm = form_model(EvaluateParams)
+
+
+@router.post("/evaluate", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
+             summary="Queue an evaluation: clean (+ protected, + purified) images, or clean images and the "
+                     "protections x purifiers matrix to run")
+async def submit_evaluate(
+    request: Request,
+    clean: Annotated[list[UploadFile], File(description="clean originals")],
+    params: Annotated[EvaluateForm, Form()],
+    protected: Annotated[list[UploadFile], File(description="protected images, in the order of `clean`")] = [],
+    purified: Annotated[list[UploadFile], File(description="purified images, in the order of `clean`")] = [],
+    settings: Settings = Depends(get_settings), store: JobStore = Depends(get_store),
+    queue: JobQueue = Depends(get_queue),
+):
+    await refuse_unknown_fields(request, EvaluateForm, {"clean", "protected", "purified"})
+    for role, files in (("protected", protected), ("purified", purified)):
+        if files and len(files) != len(clean):
+            raise ApiError(422, ErrorCode.invalid_parameter, f"{len(files)} {role} images for {len(clean)} clean ones: "
+                           "send one per clean image, in the same order")
+    if purified and not protected:
+        raise ApiError(422, ErrorCode.invalid_parameter, "purified images need their protected images too")
+    if not protected and not params.protections and not params.purifiers:
+        raise ApiError(422, ErrorCode.invalid_parameter,
+                       "send protected images, or name protections and/or purifiers to run on the clean images")
+    if params.impress_iters and params.impress_iters > settings.max_iterations:
+        raise ApiError(422, ErrorCode.invalid_parameter, f"impress_iters exceeds the limit of {settings.max_iterations}")
+    uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified}
+    accepted = await run_in_threadpool(enqueue, JobKind.evaluate, uploads, EvaluateParams(**params.model_dump()),
+                                       settings, store, queue, job_url_template(request))
+    return accepted_response(accepted)

@@ -1,0 +1,1 @@
+"""Benchmarks and the reference loop; run as modules from the repository root: python -m bench.<name>."""

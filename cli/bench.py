@@ -1,0 +1,59 @@
+"""`impress bench`: the protections x purifiers matrix over a folder, with a resumable cache and reports."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, vae_for
+from impress.images import IMAGE_SUFFIXES
+from impress.settings import Settings
+
+from .common import CommandFailed, decode_files, load_vae_or_fail
+
+
+def add_parser(sub) -> None:
+    ben = sub.add_parser("bench", help="protections x purifiers over a folder: JSON, Markdown, HTML report")
+    ben.add_argument("--images", required=True, help="folder of images (centre-cropped and resized to --size)")
+    ben.add_argument("--protections", default="photoguard-8,photoguard-16,glaze-like,mist-16",
+                     help="comma-separated NAME[:KEY=VALUE...] (worker/engine/protect.py PROTECTIONS)")
+    ben.add_argument("--purifiers", default="jpeg-15,jpeg-75,noise-0.05,noise-0.1,blur,resize,impress,noise-impress",
+                     help="comma-separated NAME[:KEY=VALUE...] (worker/engine/purifiers.py PURIFIERS)")
+    ben.add_argument("-o", "--output", required=True, help="folder for results and the resumable cell cache")
+    ben.add_argument("--model", help="VAE (default: the configured one, else the photoguard preset's)")
+    ben.add_argument("--perceptual", choices=PERCEPTUALS)
+    ben.add_argument("--size", type=int, default=64, help="square side the images are brought to")
+    ben.add_argument("--limit", type=int, help="first N images of the folder")
+    ben.add_argument("--impress-iters", type=int, help="iterations of the IMPRESS purifiers")
+    ben.add_argument("--attack-steps", type=int, help="optimisation steps of every protection")
+    ben.add_argument("--device", choices=DEVICES)
+    ben.add_argument("--batch-size", type=int, default=8)
+    ben.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The protections x purifiers matrix over a folder of images."""
+    from worker.engine.bench import build_specs, run_bench, square_images
+    from worker.engine.models import ModelUnavailable
+    from worker.engine.perceptual import load_perceptual
+
+    settings = Settings()
+    paths = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:args.limit]
+    if not paths:
+        raise CommandFailed(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.images}")
+    try:
+        protections, purifiers = build_specs(args.protections.split(","), args.purifiers.split(","),
+                                             attack_steps=args.attack_steps, impress_iters=args.impress_iters)
+    except ValueError as exc:
+        raise CommandFailed(str(exc)) from exc
+    images = decode_files(paths, settings)
+    vae, identity = load_vae_or_fail(args.model or vae_for(DEFAULT_PRESET, settings.vae), args.device, settings)
+    device = identity.device
+    try:
+        distance = load_perceptual(args.perceptual or settings.perceptual, device)
+    except ModelUnavailable as exc:
+        raise CommandFailed(str(exc), 3) from exc
+    results = run_bench(vae, identity.as_dict(), distance, square_images(images, args.size).to(device),
+                        [p.name for p in paths], protections, purifiers, Path(args.output), batch=args.batch_size)
+    print(f"{results['computed']} cells computed, {results['skipped']} resumed; "
+          f"{args.output}/results.json, results.md, report.html")
+    return 0

@@ -1,0 +1,34 @@
+"""`impress`: purify, protect, detect and benchmark in this process, or run the API, a worker, or
+both on one machine."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import bench, detect, purify, service
+from .common import CommandFailed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="impress", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    purify.add_parser(sub)
+    detect.add_parsers(sub)
+    bench.add_parser(sub)
+    service.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CommandFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

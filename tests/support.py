@@ -1,0 +1,86 @@
+"""Plain helpers the tests share (fixtures live in conftest.py): synthetic photos, encoded images,
+ports, and waiting for a condition."""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import time
+
+import numpy as np
+from PIL import Image
+
+# The end-to-end tests talk to a real Redis on this database index, each under its own key prefix.
+TEST_REDIS_URL = os.environ.get("IMPRESS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def photo(width: int = 48, height: int = 40, seed: int = 0) -> np.ndarray:
+    """A smooth synthetic photo-like image (gradients plus a few shapes), uint8 H x W x 3."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
+    img = np.stack([np.sin(3 * xx + rng.uniform(0, 3)), np.cos(4 * yy + rng.uniform(0, 3)), xx * yy], -1)
+    img = (img - img.min()) / (np.ptp(img) + 1e-9)
+    return (img * 255).astype(np.uint8)
+
+
+def png_bytes(rgb: np.ndarray, mode: str = "RGB", fmt: str = "PNG", **save) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert(mode).save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def poll(client, url: str, until, timeout: float = 120):
+    """The job at `url` once `until(job)` holds."""
+    return wait_for(lambda: (lambda j: j if until(j) else None)(client.get(url).json()), timeout, f"job {url}")
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete every key under `prefix` (a test's own, Celery's included) and nothing else."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
+# Upload limits of the end-to-end service (small, so the limit tests stay fast).
+MAX_BYTES, MAX_PIXELS = 300_000, 200_000
+
+
+def answers(client, path: str) -> bool:
+    import httpx
+
+    try:
+        return client.get(path).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class RecordingQueue:
+    """The fast layer's job queue: remembers what was sent; `workers` is what readiness sees."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, str]] = []
+        self.workers_seen = ["worker@test"]
+
+    def send(self, kind, job_id: str) -> None:
+        self.sent.append((kind.value, job_id))
+
+    def workers(self, timeout_s: float = 1.0) -> list[str]:
+        return self.workers_seen
