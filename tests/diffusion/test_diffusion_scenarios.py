@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from impress.scenarios import EditParams, MimicryParams
 from worker.engine.diffusion import attacks, editing, mimicry, purifiers
 from worker.engine.diffusion.pipelines import load_pipeline
 from worker.engine.perceptual import load_perceptual
@@ -33,7 +34,7 @@ def test_centre_keep_mask_keeps_the_middle():
 @pytest.mark.parametrize("mode", ["img2img", "inpaint"])
 def test_edit_is_deterministic_per_image_and_batch_invariant(img2img, inpaint, images, mode):
     pipe, _ = img2img if mode == "img2img" else inpaint
-    settings = editing.EditSettings(mode=mode, steps=4)
+    settings = EditParams(mode=mode, steps=4)
     both = editing.edit(pipe, images, settings)
     assert both.shape == images.shape and both.min() >= -1 and both.max() <= 1
     torch.testing.assert_close(editing.edit(pipe, images[1:], settings), both[1:], atol=1e-5, rtol=0)
@@ -43,21 +44,10 @@ def test_inpainting_uses_the_callers_mask(inpaint, images):
     """The mask reaches the UNet (its extra input channels): another mask, another edit. No region is
     pasted back afterwards, as in the IMPRESS authors' evaluation (pg_generate.py)."""
     pipe, _ = inpaint
-    settings = editing.EditSettings(mode="inpaint", steps=4)
+    settings = EditParams(mode="inpaint", steps=4)
     default = editing.edit(pipe, images, settings)
     whole = editing.edit(pipe, images, settings, torch.ones(2, 1, 32, 32))
     assert (default - whole).abs().max() > 1e-3
-
-
-def test_compare_edits_scores_variants_against_the_clean_edit(inpaint, images):
-    pipe, identity = inpaint
-    dssim = load_perceptual("dssim")
-    report = editing.compare_edits(pipe, identity, images, {"clean-again": images, "noisy": (images + 0.3 * torch.randn_like(images)).clamp(-1, 1)},
-                                   editing.EditSettings(mode="inpaint", steps=4), dssim)
-    same, noisy = report.variants["clean-again"], report.variants["noisy"]
-    assert all(p > 60 for p in same.psnr_db) and all(d < 1e-4 for d in same.perceptual)
-    assert all(n < s for n, s in zip(noisy.psnr_db, same.psnr_db)) and noisy.perceptual_name == "dssim"
-    assert report.as_dict()["pipeline"]["kind"] == "inpaint"
 
 
 @pytest.mark.parametrize("name", ["advdm", "sds-minus"])
@@ -145,7 +135,7 @@ def test_every_registered_method_runs_with_its_defaults_shortened(img2img, inpai
 def test_lora_mimicry_trains_an_adapter_and_scores_against_the_clean_images(img2img, images):
     pipe, _ = img2img
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    settings = mimicry.LoraSettings(steps=4, learning_rate=1e-2, eval_samples=2, generate=1, generate_steps=2)
+    settings = MimicryParams(steps=4, learning_rate=1e-2, eval_samples=2, generate=1, generate_steps=2)
     results = mimicry.mimicry(pipe, images, {"clean": images, "noisy": (images + 0.5 * torch.randn_like(images)).clamp(-1, 1)},
                               settings)
     assert set(results) == {"clean", "noisy"}
@@ -164,13 +154,15 @@ def test_editing_matrix_scores_every_cell_and_the_worst_case(tiny_pipelines, ima
 
     pipelines = PipelineSet({"inpaint": str(tiny_pipelines["inpaint"])})
     noisy = (images + 0.4 * torch.randn_like(images, generator=None)).clamp(-1, 1)
-    result = editing_matrix(pipelines, editing.EditSettings(mode="inpaint", steps=3), load_perceptual("dssim"),
+    result = editing_matrix(pipelines, EditParams(mode="inpaint", steps=3), load_perceptual("dssim"),
                             images, {"noise": noisy}, {("noise", "identity"): noisy, ("noise", "undo"): images})
     cell = result.protections["noise"]
     assert set(cell.purified) == {"identity", "undo"}
     assert cell.worst_case["psnr_db"].purifiers == ["undo", "undo"]    # the clean copy edits like the clean
     assert cell.worst_case["perceptual"].purifiers == ["undo", "undo"]
-    assert result.pipeline["kind"] == "inpaint" and result.as_dict()["perceptual"] == "dssim"
+    assert all(p > 60 for p in cell.purified["undo"].psnr_db) and all(d < 1e-4 for d in cell.purified["undo"].perceptual)
+    assert all(n < c for n, c in zip(cell.protected.psnr_db, cell.purified["undo"].psnr_db))
+    assert result.pipeline["kind"] == "inpaint" and result.as_dict()["settings"]["steps"] == 3
 
 
 def test_a_kind_nobody_configured_is_model_unavailable(tiny_pipelines):

@@ -10,40 +10,15 @@ means the copies differ only by what the protection or purifier changed.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Literal, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
+from impress.scenarios import EditParams
+
 from ..metrics import psnr, ssim
 from .common import from_pipeline, generators, to_pipeline
-
-# The IMPRESS authors' prompt for inpainting the Helen faces (pg_generate.py).
-DEFAULT_EDIT_PROMPT = "a person in an airplane"
-# img2img: PhotoGuard's img2img demo (0.5). Inpainting: the IMPRESS evaluation passes none, so
-# diffusers' default 1.0 applies (the masked region is regenerated from pure noise).
-DEFAULT_STRENGTH = {"img2img": 0.5, "inpaint": 1.0}
-
-
-@dataclass(frozen=True)
-class EditSettings:
-    """One edit, fixed for every copy of an image. `strength` None: DEFAULT_STRENGTH of the mode."""
-
-    mode: Literal["img2img", "inpaint"] = "inpaint"
-    prompt: str = DEFAULT_EDIT_PROMPT
-    seed: int = 0
-    strength: Optional[float] = None
-    guidance: float = 7.5
-    steps: int = 50
-    eta: float = 1.0  # DDIM's eta where the scheduler has one (the authors pass eta=1)
-
-    @property
-    def pipeline_kind(self) -> str:
-        return self.mode
-
-    def resolved_strength(self) -> float:
-        return DEFAULT_STRENGTH[self.mode] if self.strength is None else self.strength
-
 
 def centre_keep_mask(batch: int, height: int, width: int, keep: float = 0.5) -> torch.Tensor:
     """B x 1 x H x W inpainting mask, 1 = regenerate: everything but a centred rectangle of `keep`
@@ -57,7 +32,7 @@ def centre_keep_mask(batch: int, height: int, width: int, keep: float = 0.5) -> 
 
 
 @torch.no_grad()
-def edit(pipe, x: torch.Tensor, settings: EditSettings, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def edit(pipe, x: torch.Tensor, settings: EditParams, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The edit of each image of x (B x 3 x H x W in [-1, 1]); inpainting regenerates where mask is 1."""
     common = dict(prompt=[settings.prompt] * len(x), image=to_pipeline(x), strength=settings.resolved_strength(),
                   guidance_scale=settings.guidance, num_inference_steps=settings.steps, eta=settings.eta,
@@ -81,16 +56,6 @@ class EditComparison:
     perceptual_name: str
 
 
-@dataclass
-class EditReport:
-    settings: EditSettings
-    pipeline: dict                                   # PipelineIdentity.as_dict()
-    variants: dict[str, EditComparison] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
 def compare(edited: torch.Tensor, reference: torch.Tensor, distance) -> EditComparison:
     """PSNR, SSIM and the perceptual distance of each edited image to its reference edit."""
     with torch.no_grad():
@@ -98,13 +63,3 @@ def compare(edited: torch.Tensor, reference: torch.Tensor, distance) -> EditComp
         perceptual = distance(edited).float().tolist()
     return EditComparison(psnr(edited, reference).tolist(), ssim(edited, reference).tolist(), perceptual,
                           distance.name)
-
-
-def compare_edits(pipe, identity, clean: torch.Tensor, variants: dict[str, torch.Tensor], settings: EditSettings,
-                  distance, mask: Optional[torch.Tensor] = None) -> EditReport:
-    """Edit the clean images and every variant alike, and compare each variant's edits with the clean's."""
-    reference = edit(pipe, clean, settings, mask)
-    report = EditReport(settings, identity.as_dict())
-    for name, images in variants.items():
-        report.variants[name] = compare(edit(pipe, images, settings, mask), reference, distance)
-    return report

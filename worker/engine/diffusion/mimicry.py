@@ -25,23 +25,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from impress.scenarios import MimicryParams
+
 from .common import denoising_error, from_pipeline, generators, latents, randn, random_timesteps, \
     text_embeddings, training_scheduler
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # diffusers' LoRA training script's choice
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    rank: int = 4
-    learning_rate: float = 1e-4
-    steps: int = 200
-    batch: int = 1
-    prompt: str = "a painting in the style of sks"   # GrIDPure's instance prompt, with a rare token
-    seed: int = 0
-    eval_samples: int = 8        # (timestep, noise) draws per clean image in the score
-    generate: int = 2            # samples generated from the prompt after training
-    generate_steps: int = 50
 
 
 @dataclass
@@ -58,7 +47,7 @@ class MimicryResult:
         return {k: v for k, v in asdict(self).items() if k != "samples"}
 
 
-def train_lora(pipe, images: torch.Tensor, settings: LoraSettings):
+def train_lora(pipe, images: torch.Tensor, settings: MimicryParams):
     """A copy of the pipeline's UNet with a LoRA adapter fine-tuned on `images` (N x 3 x H x W, [-1, 1])
     under the instance prompt, and its training losses."""
     from peft import LoraConfig
@@ -90,7 +79,7 @@ def train_lora(pipe, images: torch.Tensor, settings: LoraSettings):
 
 
 @torch.no_grad()
-def clean_loss(pipe, unet, clean: torch.Tensor, settings: LoraSettings) -> float:
+def clean_loss(pipe, unet, clean: torch.Tensor, settings: MimicryParams) -> float:
     """Mean denoising loss on the clean images at fixed (seeded) timesteps and noise: the same draws for
     every UNet compared, so differences come from the weights alone."""
     scheduler = training_scheduler(pipe)
@@ -105,7 +94,7 @@ def clean_loss(pipe, unet, clean: torch.Tensor, settings: LoraSettings) -> float
 
 
 @torch.no_grad()
-def generate(pipe, unet, settings: LoraSettings, size: int) -> torch.Tensor:
+def generate(pipe, unet, settings: MimicryParams, size: int) -> torch.Tensor:
     """Images generated from the instance prompt by the pipeline with `unet` in place of its own."""
     from diffusers import StableDiffusionPipeline
 
@@ -118,7 +107,7 @@ def generate(pipe, unet, settings: LoraSettings, size: int) -> torch.Tensor:
 
 
 def mimicry(pipe, clean: torch.Tensor, training_sets: dict[str, torch.Tensor],
-            settings: LoraSettings) -> dict[str, MimicryResult]:
+            settings: MimicryParams) -> dict[str, MimicryResult]:
     """Fine-tune on each training set (name -> images; include "clean" for the reference gain) and score
     each against the clean images."""
     base = clean_loss(pipe, pipe.unet, clean, settings)

@@ -13,7 +13,9 @@ from typing import Optional
 
 import torch
 
-from .editing import EditComparison, EditSettings, compare, edit
+from impress.scenarios import EditParams
+
+from .editing import EditComparison, compare, edit
 from .pipelines import PipelineIdentity, load_pipeline, missing_pipeline
 from .worst_case import WorstCase, worst_case_per_image
 
@@ -54,16 +56,16 @@ class ProtectionEdits:
 
 @dataclass
 class EditingMatrix:
-    settings: EditSettings
+    settings: EditParams
     pipeline: dict                                   # PipelineIdentity.as_dict()
     perceptual: str
     protections: dict[str, ProtectionEdits] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "settings": self.settings.model_dump()}
 
 
-def editing_matrix(pipelines: PipelineSet, settings: EditSettings, distance, clean: torch.Tensor,
+def editing_matrix(pipelines: PipelineSet, settings: EditParams, distance, clean: torch.Tensor,
                    protected: dict[str, torch.Tensor], purified: dict[tuple[str, str], torch.Tensor],
                    mask: Optional[torch.Tensor] = None) -> EditingMatrix:
     """Edit clean, protected (by protection) and purified (by (protection, purifier)) images alike and
