@@ -48,3 +48,16 @@ def test_a_hub_id_loads_from_the_local_cache_and_records_its_commit(tiny_pipelin
     pipe, identity = load_pipeline("owner/tiny", "img2img")
     assert identity.source == "hub" and identity.revision == commit
     assert isinstance(pipe.unet, torch.nn.Module)
+
+
+def test_pipeline_settings_name_each_kind(monkeypatch, tiny_pipelines):
+    from impress.settings import Settings
+    from worker.engine.diffusion.scenario import PipelineSet
+
+    monkeypatch.setenv("IMPRESS_PIPELINE", str(tiny_pipelines["img2img"]))
+    monkeypatch.setenv("IMPRESS_UPSCALE_PIPELINE", str(tiny_pipelines["upscale"]))
+    pipelines = PipelineSet.from_settings(Settings(), "cpu")
+    assert pipelines.configured("img2img") and pipelines.configured("upscale") and not pipelines.configured("inpaint")
+    assert pipelines.dtype == torch.float32
+    pipelines.get("upscale")
+    assert pipelines.used()["upscale"]["kind"] == "upscale"

@@ -16,7 +16,7 @@ import torch
 from impress.scenarios import EditParams
 
 from .editing import EditComparison, compare, edit
-from .pipelines import PipelineIdentity, load_pipeline, missing_pipeline
+from .pipelines import SETTING_OF_KIND, PipelineIdentity, load_pipeline, missing_pipeline
 from .worst_case import WorstCase, worst_case_per_image
 
 
@@ -26,6 +26,16 @@ class PipelineSet:
     def __init__(self, names: dict[str, Optional[str]], device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.names, self.device, self.dtype = names, device, dtype
         self.identities: dict[str, PipelineIdentity] = {}
+
+    @classmethod
+    def from_settings(cls, settings, device: str) -> "PipelineSet":
+        """The service's configured pipelines (IMPRESS_PIPELINE, ...) in the engine's precision on `device`
+        (bf16 weights on CUDA under precision auto, fp32 on the CPU)."""
+        from ..purify import autocast_dtype
+
+        names = {kind: getattr(settings, SETTING_OF_KIND[kind].removeprefix("IMPRESS_").lower())
+                 for kind in SETTING_OF_KIND}
+        return cls(names, device, autocast_dtype(device, settings.precision) or torch.float32)
 
     def configured(self, kind: str) -> bool:
         return bool(self.names.get(kind))
