@@ -17,7 +17,7 @@ from impress.store import JobStore
 from .admission import Admission
 from .errors import ApiError, api_error_handler, error_json, validation_error_handler
 from .metrics import REQUEST_SECONDS
-from .routes import detect, evaluate, health, jobs, purify
+from .routes import detect, evaluate, health, jobs, mimicry, purify
 
 log = logging.getLogger("impress.api")
 
@@ -63,7 +63,7 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
                                str(response.status_code)).observe(time.perf_counter() - start)
         return response
 
-    for resource in (purify, detect, evaluate, jobs):
+    for resource in (purify, detect, evaluate, mimicry, jobs):
         app.include_router(resource.router)
     app.include_router(health.router)
     return app

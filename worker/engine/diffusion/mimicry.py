@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import statistics
 from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
 
 import torch
 
@@ -30,6 +31,7 @@ from impress.scenarios import MimicryParams
 from .common import denoising_error, from_pipeline, generators, latents, randn, random_timesteps, \
     text_embeddings, training_scheduler
 
+Progress = Callable[[int, int], None]
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # diffusers' LoRA training script's choice
 
 
@@ -47,9 +49,9 @@ class MimicryResult:
         return {k: v for k, v in asdict(self).items() if k != "samples"}
 
 
-def train_lora(pipe, images: torch.Tensor, settings: MimicryParams):
+def train_lora(pipe, images: torch.Tensor, settings: MimicryParams, progress: Optional[Progress] = None):
     """A copy of the pipeline's UNet with a LoRA adapter fine-tuned on `images` (N x 3 x H x W, [-1, 1])
-    under the instance prompt, and its training losses."""
+    under the instance prompt, and its training losses. `progress(step, steps)` is called every step."""
     from peft import LoraConfig
 
     unet = copy.deepcopy(pipe.unet)
@@ -75,6 +77,8 @@ def train_lora(pipe, images: torch.Tensor, settings: MimicryParams):
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, settings.steps)
     return unet.eval().requires_grad_(False), losses
 
 
@@ -106,14 +110,16 @@ def generate(pipe, unet, settings: MimicryParams, size: int) -> torch.Tensor:
     return from_pipeline(out.images, torch.empty(0, device=pipe.unet.device))
 
 
-def mimicry(pipe, clean: torch.Tensor, training_sets: dict[str, torch.Tensor],
-            settings: MimicryParams) -> dict[str, MimicryResult]:
+def mimicry(pipe, clean: torch.Tensor, training_sets: dict[str, torch.Tensor], settings: MimicryParams,
+            progress: Optional[Progress] = None) -> dict[str, MimicryResult]:
     """Fine-tune on each training set (name -> images; include "clean" for the reference gain) and score
-    each against the clean images."""
+    each against the clean images. `progress(done, total)` counts training steps over all sets."""
     base = clean_loss(pipe, pipe.unet, clean, settings)
     results = {}
-    for name, images in training_sets.items():
-        unet, losses = train_lora(pipe, images, settings)
+    total = settings.steps * len(training_sets)
+    for k, (name, images) in enumerate(training_sets.items()):
+        overall = None if progress is None else (lambda step, _n, done=k * settings.steps: progress(done + step, total))
+        unet, losses = train_lora(pipe, images, settings, overall)
         tuned = clean_loss(pipe, unet, clean, settings)
         samples = generate(pipe, unet, settings, clean.shape[-1]) if settings.generate else []
         results[name] = MimicryResult(name, losses[-10:], base, tuned, base - tuned, samples=samples)
