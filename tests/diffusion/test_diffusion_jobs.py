@@ -93,3 +93,12 @@ def test_an_edit_needs_its_pipeline(fast_store, tiny_pipelines):
     settings = worker_settings(tiny_pipelines).model_copy(update={"pipeline": None})
     assert run_job(fast_store, settings, job.id, TimeoutError) == JobState.failed.value
     assert fast_store.get(job.id).error.code.value == "model_unavailable"
+
+
+def test_every_job_kind_has_a_registered_task_and_a_handler():
+    from impress.contract import TASKS
+    from worker.jobs import HANDLERS
+    from worker.tasks import celery_app
+
+    assert set(HANDLERS) == set(JobKind) == set(TASKS)
+    assert set(TASKS.values()) <= set(celery_app.tasks)
