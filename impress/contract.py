@@ -73,6 +73,11 @@ class ErrorCode(str, enum.Enum):
     job_not_finished = "job_not_finished"
     job_already_finished = "job_already_finished"
     service_overloaded = "service_overloaded"
+    unauthorized = "unauthorized"
+    rate_limited = "rate_limited"
+    too_many_unfinished_jobs = "too_many_unfinished_jobs"
+    idempotency_key_reused = "idempotency_key_reused"
+    idempotency_key_in_use = "idempotency_key_in_use"
     # Failures a worker records on a job:
     model_unavailable = "model_unavailable"
     worker_lost = "worker_lost"
@@ -364,6 +369,7 @@ class JobRecord(BaseModel):
     vae: str                         # the VAE the job runs with (configured, else its preset's)
     perceptual: str                  # the perceptual distance's name
     inputs: list[InputImage]
+    owner: str = ""                  # the creating API key's id (api_key_id); "" in an open service
     created_at: float
     started_at: Optional[float] = None
     finished_at: Optional[float] = None

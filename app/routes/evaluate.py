@@ -7,14 +7,12 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from impress.contract import ErrorCode, EvaluateParams, InputRole, JobKind
-from impress.queue import JobQueue
 from impress.settings import Settings
-from impress.store import JobStore
 
-from ..deps import get_queue, get_settings, get_store
+from ..deps import get_settings
 from ..errors import ApiError, error_responses
 from ..schemas import Accepted
-from ..submit import accepted_response, enqueue, form_model, job_url_template, refuse_unknown_fields
+from ..submit import Submitter, accepted_response, form_model, get_submitter, refuse_unknown_fields
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 EvaluateForm = form_model(EvaluateParams)
@@ -31,8 +29,7 @@ async def submit_evaluate(
     purified: Annotated[list[UploadFile], File(description="purified images, in the order of `clean`")] = [],
     mask: Annotated[list[UploadFile], File(description="with edit=inpaint: one mask per clean image, white = "
                                                        "regenerate (default: all but the centre)")] = [],
-    settings: Settings = Depends(get_settings), store: JobStore = Depends(get_store),
-    queue: JobQueue = Depends(get_queue),
+    settings: Settings = Depends(get_settings), submitter: Submitter = Depends(get_submitter),
 ):
     await refuse_unknown_fields(request, EvaluateForm, {"clean", "protected", "purified", "mask"})
     for role, files in (("protected", protected), ("purified", purified), ("mask", mask)):
@@ -50,6 +47,6 @@ async def submit_evaluate(
         raise ApiError(422, ErrorCode.invalid_parameter, "masks are for the inpainting edit: set edit=inpaint")
     uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified,
                InputRole.mask: mask}
-    accepted = await run_in_threadpool(enqueue, JobKind.evaluate, uploads, EvaluateParams(**params.model_dump()),
-                                       settings, store, queue, job_url_template(request))
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.evaluate, uploads,
+                                       EvaluateParams(**params.model_dump()))
     return accepted_response(accepted)

@@ -7,14 +7,10 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from impress.contract import InputRole, JobKind, MimicryParams
-from impress.queue import JobQueue
-from impress.settings import Settings
-from impress.store import JobStore
 
-from ..deps import get_queue, get_settings, get_store
 from ..errors import error_responses
 from ..schemas import Accepted
-from ..submit import accepted_response, enqueue, form_model, job_url_template, refuse_unknown_fields
+from ..submit import Submitter, accepted_response, form_model, get_submitter, refuse_unknown_fields
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 MimicryForm = form_model(MimicryParams)
@@ -29,11 +25,9 @@ async def submit_mimicry(
     params: Annotated[MimicryForm, Form()],
     protected: Annotated[list[UploadFile], File(description="the same works, protected")] = [],
     purified: Annotated[list[UploadFile], File(description="the protected works, purified")] = [],
-    settings: Settings = Depends(get_settings), store: JobStore = Depends(get_store),
-    queue: JobQueue = Depends(get_queue),
+    submitter: Submitter = Depends(get_submitter),
 ):
     await refuse_unknown_fields(request, MimicryForm, {"clean", "protected", "purified"})
     uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified}
-    accepted = await run_in_threadpool(enqueue, JobKind.mimicry, uploads, MimicryParams(**params.model_dump()),
-                                       settings, store, queue, job_url_template(request))
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.mimicry, uploads, MimicryParams(**params.model_dump()))
     return accepted_response(accepted)
