@@ -22,7 +22,8 @@ from typing import Optional
 
 import torch
 
-from .common import denoising_error, latents, randn, random_timesteps, text_embeddings, training_scheduler
+from .common import (denoising_error, latents, quantise_8bit, randn, random_timesteps, text_embeddings,
+                     training_scheduler)
 from .editing import centre_keep_mask
 
 MIST_PROMPT = "a painting"  # Mist's style template (mist_v3.py, imagenet_templates_small_style)
@@ -41,7 +42,8 @@ def _linf_pgd(x: torch.Tensor, gradient, *, eps: float, step: float, steps: int,
         with torch.no_grad():
             adv = adv + sign * step2 * grad.sign()
             adv = (x + (adv - x).clamp(-eps2, eps2)).clamp(-1, 1)
-    return adv.detach()
+    # As saved: 8 bits. From an 8-bit x the box's faces are levels themselves, so rounding stays inside.
+    return quantise_8bit(adv.detach())
 
 
 def _unet_attack(pipe, x: torch.Tensor, *, eps: float, step: float, steps: int, prompt: str, seed: int,
@@ -131,7 +133,22 @@ def photoguard_diffusion(pipe, x: torch.Tensor, mask: Optional[torch.Tensor] = N
             adv = adv - step * grad / (norm + 1e-10)
             d = torch.renorm(adv - masked, p=2, dim=0, maxnorm=eps)
             adv = (masked + d).clamp(-1, 1)
-    return (x * (1 - keep) + adv * keep).detach()
+    return fit_l2_budget(x, x * (1 - keep) + adv * keep, eps)
+
+
+@torch.no_grad()
+def fit_l2_budget(x: torch.Tensor, adv: torch.Tensor, eps: float, shrink: float = 0.98) -> torch.Tensor:
+    """`adv` as an 8-bit image whose change from (8-bit) x stays within the L2 budget: rounding to 256
+    levels can lengthen the change a little, so an image over budget has its change shrunk until its
+    8-bit version fits (the attack promises eps on what a user saves)."""
+    delta = adv - x
+    for _ in range(200):
+        saved = quantise_8bit(x + delta)
+        over = (saved - x).flatten(1).norm(dim=1) > eps
+        if not over.any():
+            return saved
+        delta = torch.where(over.view(-1, 1, 1, 1), delta * shrink, delta)
+    raise RuntimeError("no 8-bit image within the L2 budget: is x itself an 8-bit image?")
 
 
 @dataclass(frozen=True)
