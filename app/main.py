@@ -32,6 +32,9 @@ A job belongs to the key that created it; any other key gets 404 on its URLs. Ea
 rate-limited (429 with `Retry-After` and `RateLimit-*` headers) and its unfinished jobs capped.
 `Idempotency-Key` on a POST makes a retried submission return the same job.
 Every error is `{{"error": {{"code", "message", "details"}}}}` with a stable `code`.
+Images come as uploads (`images`) and/or URLs (`image_url`, fetched by the service: https, public
+addresses only; one that fails is listed in the job's `rejected_inputs` with its own code). A
+`webhook` URL is told of `webhook_events` (start, progress, completed), signed per Standard Webhooks.
 Accepted formats: {", ".join(SUPPORTED_FORMATS)}."""
 
 

@@ -32,7 +32,6 @@ Resolver = Callable[[str, int], list[str]]
 
 MAX_REDIRECTS = 3
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_CHUNK = 64 * 1024
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -199,7 +198,7 @@ def _read_body(response: httpx.Response, max_bytes: int, deadline: float, timeou
     if declared.isdigit() and int(declared) > max_bytes:
         raise FetchFailed(f"body is {declared} bytes; the limit is {max_bytes}", ErrorCode.payload_too_large)
     body = bytearray()
-    for chunk in response.iter_raw(_CHUNK):
+    for chunk in response.iter_raw():   # as received: a chunk size would wait for that many bytes
         body += chunk
         if len(body) > max_bytes:
             raise FetchFailed(f"body is over the limit of {max_bytes} bytes", ErrorCode.payload_too_large)
