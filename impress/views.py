@@ -4,11 +4,11 @@ build and read the same shapes."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel
 
-from .contract import (InputImage, JobError, JobKind, JobRecord, JobState, RejectedInput, StopReason, TracePoint,
+from .contract import (ErrorCode, InputImage, JobError, JobKind, JobRecord, JobState, RejectedInput, StopReason, TracePoint,
                        WebhookTarget)
 
 
@@ -63,6 +63,18 @@ class JobView(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobView]
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+    details: Optional[Any] = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer: {"error": {"code": <stable code>, "message": ..., "details": ...}}."""
+
+    error: ErrorBody
 
 
 class Accepted(BaseModel):
