@@ -149,3 +149,11 @@ def test_a_delivery_to_a_refused_address_is_dropped_unsent(fast_store):
 
 def test_retry_delays_grow_and_stay_bounded():
     assert 1 <= retry_delay(0, 2.0) <= 2 and 8 <= retry_delay(3, 2.0) <= 16 and retry_delay(30, 2.0) <= 600
+
+
+def test_the_webhook_worker_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, worker.tasks; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
