@@ -83,7 +83,7 @@ def job_id(job: JobRef) -> str:
 
 def form_fields(params: Optional[BaseModel]) -> dict[str, Any]:
     """The parameters the caller set, as form fields (lists repeat the field)."""
-    fields = params.model_dump(mode="json", exclude_unset=True) if params is not None else {}
+    fields = params.model_dump(mode="json", exclude_unset=True, exclude_none=True) if params is not None else {}
     return {name: (str(value).lower() if isinstance(value, bool) else value) for name, value in fields.items()}
 
 

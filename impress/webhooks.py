@@ -14,9 +14,11 @@ once (JobStore.claim_completed_webhook), however often its task ran.
 """
 from __future__ import annotations
 
+import base64
 import enum
 import logging
 import random
+import secrets
 import time
 from datetime import datetime, timezone
 from typing import Callable, Optional
@@ -48,6 +50,11 @@ class DeliveryOutcome(str, enum.Enum):
     delivered = "delivered"
     retry = "retry"          # no answer, a timeout, 408, 429 or 5xx
     gave_up = "gave_up"      # refused by the SSRF guard, any other 3xx/4xx, or no secret to sign with
+
+
+def new_webhook_secret() -> str:
+    """A fresh signing secret in the whsec_<base64> form (32 random bytes)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def build_delivery(record: JobRecord, event: WebhookEvent) -> WebhookDelivery:

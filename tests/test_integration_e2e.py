@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -74,3 +75,24 @@ def test_private_webhook_targets_are_refused_before_any_connection(hooked_servic
             hooked_service.detect([("a.png", IMAGE)], webhook=unnamed.url)
         assert refused.value.code == ErrorCode.url_not_allowed
         assert unnamed.server.hits == []
+
+
+def test_the_moderation_pipeline_example(hooked_service, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in (1, 2):
+        (folder / f"photo{seed}.png").write_bytes(png_bytes(photo(32, 32, seed=seed)))
+    example = Path(__file__).resolve().parents[1] / "examples" / "moderation_pipeline.py"
+    run = subprocess.run([sys.executable, str(example), str(folder), "--url",
+                          str(hooked_service.http.base_url), "--webhook-secret", SECRET, "--threshold", "0",
+                          "--iters", "4", "--out", str(tmp_path / "out"), "--webhook-timeout", "120"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 of 2 purifications reported by webhook" in run.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [(item["image"], item["state"], item["purified"]) for item in summary] == [
+        ("photo1.png", "succeeded", ["photo1.png"]), ("photo2.png", "succeeded", ["photo2.png"])]
