@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional
 
+import pytest
 import standardwebhooks
 
 from impress.views import WebhookPayload
-from tests.support import free_port
+from tests.support import MAX_BYTES, free_port, photo, png_bytes
 
 # A route answers (status, headers, body); a body may be an iterator of chunks (sent as they come).
 Route = Callable[[], tuple[int, dict[str, str], object]]
@@ -139,3 +140,27 @@ class WebhookReceiver:
 
     def __exit__(self, *exc) -> None:
         self.server.__exit__(*exc)
+
+
+IMAGE = png_bytes(photo(40, 32, seed=3))
+
+
+@pytest.fixture
+def internal():
+    """A server on the loopback address the allow-list does not name: it must never be reached."""
+    with LoopbackServer("127.0.0.2", {"/secret.png": lambda: (200, {}, IMAGE)}) as server:
+        yield server
+
+
+@pytest.fixture
+def images(internal):
+    """The allow-listed image server on 127.0.0.1: an image, and hostile answers."""
+    routes = {"/cat.png": lambda: (200, {"Content-Type": "image/png"}, IMAGE),
+              "/text": lambda: (200, {}, b"plain text, not an image"),
+              "/to-internal": lambda: (302, {"Location": internal.url("/secret.png")}, b""),
+              "/to-metadata": lambda: (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b""),
+              "/to-cat": lambda: (301, {"Location": "/cat.png"}, b""),
+              "/huge": huge_body(4 * MAX_BYTES),
+              "/slow": slow_body(chunks=100, every_s=0.2)}
+    with LoopbackServer("127.0.0.1", routes) as server:
+        yield server

@@ -13,11 +13,10 @@ from PIL import Image
 from impress.client import ImpressClient, ImpressError
 from impress.contract import ErrorCode, JobState, PurifyOverrides, WebhookEvent
 from tests.conftest import running_service
-from tests.loopback import LoopbackServer, WebhookReceiver
+from tests.loopback import IMAGE, WebhookReceiver, images, internal  # noqa: F401 (fixtures)
 from tests.support import photo, png_bytes, wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"impress-e2e-webhook-secret-56789").decode()
-IMAGE = png_bytes(photo(32, 32, seed=5))
 
 pytestmark = pytest.mark.e2e
 
@@ -29,20 +28,6 @@ def hooked_service(small_vae_dir, tmp_path_factory):
                          IMPRESS_WEBHOOK_RETRY_BASE_S="0.2", IMPRESS_URL_FETCH_TIMEOUT_S="5") as http:
         with ImpressClient(str(http.base_url)) as client:
             yield client
-
-
-@pytest.fixture
-def internal():
-    with LoopbackServer("127.0.0.2", {"/secret.png": lambda: (200, {}, IMAGE)}) as server:
-        yield server
-
-
-@pytest.fixture
-def images(internal):
-    routes = {"/cat.png": lambda: (200, {"Content-Type": "image/png"}, IMAGE),
-              "/to-internal": lambda: (302, {"Location": internal.url("/secret.png")}, b"")}
-    with LoopbackServer("127.0.0.1", routes) as server:
-        yield server
 
 
 def test_signed_webhooks_and_url_inputs_through_real_workers(hooked_service, images, internal, tmp_path):
@@ -57,7 +42,7 @@ def test_signed_webhooks_and_url_inputs_through_real_workers(hooked_service, ima
         assert [(item.url, item.error.code) for item in done.rejected_inputs] == [
             (images.url("/to-internal"), ErrorCode.url_not_allowed)]
         written = client.download_results(done, tmp_path)
-        assert [Image.open(path).size for path in written] == [(32, 32), (32, 32)]
+        assert [Image.open(path).size for path in written] == [(40, 32), (40, 32)]
 
         wait_for(lambda: receiver.of_type("job.completed"), 60, "the completed webhook")
         time.sleep(1.0)   # room for a duplicate, were one to come

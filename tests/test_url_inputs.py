@@ -7,31 +7,9 @@ import time
 import pytest
 
 from impress.contract import ErrorCode
-from tests.loopback import LoopbackServer, huge_body, slow_body
-from tests.support import MAX_BYTES, photo, png_bytes
+from tests.loopback import IMAGE, images, internal  # noqa: F401 (fixtures)
 
 SETTINGS = {"webhook_allowed_hosts": "127.0.0.1", "url_fetch_timeout_s": 1.0}
-IMAGE = png_bytes(photo(40, 32, seed=3))
-
-
-@pytest.fixture
-def internal():
-    """A server on the loopback address the allow-list does not name: it must never be reached."""
-    with LoopbackServer("127.0.0.2", {"/secret.png": lambda: (200, {}, IMAGE)}) as server:
-        yield server
-
-
-@pytest.fixture
-def images(internal):
-    routes = {"/cat.png": lambda: (200, {"Content-Type": "image/png"}, IMAGE),
-              "/text": lambda: (200, {}, b"plain text, not an image"),
-              "/to-internal": lambda: (302, {"Location": internal.url("/secret.png")}, b""),
-              "/to-metadata": lambda: (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b""),
-              "/to-cat": lambda: (301, {"Location": "/cat.png"}, b""),
-              "/huge": huge_body(4 * MAX_BYTES),
-              "/slow": slow_body(chunks=100, every_s=0.2)}
-    with LoopbackServer("127.0.0.1", routes) as server:
-        yield server
 
 
 @pytest.fixture
