@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from celery import Celery
 
-from .contract import TASKS, JobKind
+from .contract import TASK_WEBHOOK, TASKS, JobKind
 from .settings import Settings
 from .store import Keys
+from .webhooks import WebhookDelivery
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -47,6 +48,11 @@ class JobQueue:
 
     def send(self, kind: JobKind, job_id: str) -> None:
         self.celery.send_task(TASKS[kind], args=[job_id], queue=self.queue_for(kind))
+
+    def send_webhook(self, delivery: WebhookDelivery) -> None:
+        """Webhooks go to their own queue: a light worker does the HTTP, never a GPU worker's loop."""
+        self.celery.send_task(TASK_WEBHOOK, args=[delivery.model_dump(mode="json")],
+                              queue=self.settings.webhook_queue)
 
     def workers(self, timeout_s: float = 1.0) -> list[str]:
         """Names of the workers that answered a ping (none when the broker is unreachable)."""

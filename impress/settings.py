@@ -4,7 +4,8 @@ from __future__ import annotations
 import functools
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+import standardwebhooks
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contract import Device, Perceptual, Precision, ScheduleName, check_thresholds
@@ -68,6 +69,20 @@ class Settings(BaseSettings):
     detect_sync_max_images: int = Field(4, ge=0, description="detect requests up to this many images are answered inline")
     detect_sync_timeout_s: float = Field(10.0, ge=0, description="how long an inline detect request waits for a worker")
 
+    # Webhooks and image URLs (impress/webhooks.py, impress/ssrf.py).
+    webhook_secret: Optional[str] = Field(
+        None, description="Standard Webhooks signing secret, whsec_<base64>; without it webhooks are refused")
+    webhook_allowed_hosts: str = Field(
+        "", description="hosts or CIDRs (comma-separated) that webhooks and image URLs may reach although they "
+                        "are private, loopback or link-local; also the only hosts image URLs may use plain http for")
+    webhook_queue: str = Field("webhooks", description="Celery queue of webhook deliveries (HTTP only, a light worker)")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="time limit of one webhook delivery attempt")
+    webhook_max_retries: int = Field(8, ge=0, description="retries of a failed delivery, with exponential backoff")
+    webhook_retry_base_s: float = Field(2.0, gt=0, description="first retry delay; doubles each retry, at most 10 min")
+    webhook_progress_every_s: float = Field(5.0, ge=0, description="least time between two progress webhooks of a job")
+    url_fetch_timeout_s: float = Field(10.0, gt=0, description="time limit of fetching one image_url "
+                                       "(a slower body is cut off)")
+
     # Worker behaviour.
     progress_every: int = Field(10, ge=1, description="steps between progress writes / cancel checks")
     soft_time_limit_s: int = Field(3 * 3600, ge=10)
@@ -81,6 +96,18 @@ class Settings(BaseSettings):
     def _detect_thresholds_ordered(self) -> "Settings":
         check_thresholds(self.detect_threshold, self.detect_low_threshold)
         return self
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec_form(cls, secret: Optional[str]) -> Optional[str]:
+        if secret is not None:
+            if not secret.startswith("whsec_"):
+                raise ValueError("the webhook secret is whsec_<base64>")
+            try:  # a bad key fails here, at start, not at the first delivery
+                standardwebhooks.Webhook(secret)
+            except Exception as exc:
+                raise ValueError(f"the webhook secret is not whsec_<base64>: {exc}") from exc
+        return secret
 
 
 @functools.lru_cache
