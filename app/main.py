@@ -15,6 +15,7 @@ from impress.settings import Settings
 from impress.store import JobStore
 
 from .admission import Admission
+from .console import mount_console
 from .errors import ApiError, api_error_handler, error_json, validation_error_handler
 from .metrics import REQUEST_SECONDS
 from .routes import detect, evaluate, health, jobs, purify
@@ -66,4 +67,5 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     for resource in (purify, detect, evaluate, jobs):
         app.include_router(resource.router)
     app.include_router(health.router)
+    mount_console(app)
     return app

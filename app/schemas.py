@@ -55,6 +55,10 @@ class JobView(BaseModel):
     engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
 
 
+class JobList(BaseModel):
+    jobs: list[JobView]     # newest first
+
+
 class Accepted(BaseModel):
     id: str
     state: JobState

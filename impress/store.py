@@ -26,7 +26,8 @@ class Keys:
                                    `params`, `inputs`, `result` as JSON; `error_code`, `error_message`
     {p}:job:{id}:cancel     string set when a running job must stop
     {p}:blob:{sha256}       bytes  an input or result image, content-addressed
-    {p}:jobs                zset   job ids by creation time (for operators)
+    {p}:jobs                zset   job ids by creation time (GET /v1/jobs); ids older than the TTL are
+                                   trimmed at each create
     {p}:celery:*            Celery's keys (queues as lists, unacked messages, bindings)
     {p}:stats               hash   service-wide counters for /metrics: "{kind}:{state}" transitions
                                    into each state, "{kind}:seconds" compute time of succeeded jobs,
@@ -147,6 +148,7 @@ class JobStore:
             p.hset(key, mapping=_to_hash(record))
             p.expire(key, self.ttl_s)
             p.zadd(self.keys.jobs(), {record.id: record.created_at})
+            p.zremrangebyscore(self.keys.jobs(), "-inf", record.created_at - self.ttl_s)
             p.expire(self.keys.jobs(), self.ttl_s)
             p.hincrby(self.keys.stats(), f"{kind.value}:{JobState.queued.value}", 1)
             p.execute()
@@ -155,6 +157,15 @@ class JobStore:
     def get(self, job_id: str) -> Optional[JobRecord]:
         raw = self.r.hgetall(self.keys.job(job_id))
         return _from_hash({k.decode(): v.decode() for k, v in raw.items()}) if raw else None
+
+    def recent(self, limit: int) -> list[JobRecord]:
+        """The newest `limit` jobs, newest first; ids whose record has expired are skipped."""
+        ids = [i.decode() for i in self.r.zrevrange(self.keys.jobs(), 0, limit - 1)]
+        with self.r.pipeline() as p:
+            for job_id in ids:
+                p.hgetall(self.keys.job(job_id))
+            raws = p.execute()
+        return [_from_hash({k.decode(): v.decode() for k, v in raw.items()}) for raw in raws if raw]
 
     def transition(self, job_id: str, allowed: tuple[JobState, ...], to: JobState,
                    counters: Optional[dict[str, float]] = None, **fields) -> bool:

@@ -1,14 +1,14 @@
-"""Jobs: poll, fetch results and report files, cancel."""
+"""Jobs: list, poll, fetch results and report files, cancel."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from impress.contract import ErrorCode, JobRecord, JobResult, JobState
 from impress.store import JobStore
 
 from ..deps import get_store
 from ..errors import ApiError, error_responses
-from ..schemas import JobView, job_view
+from ..schemas import JobList, JobView, job_view
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -33,6 +33,13 @@ def blob_response(store: JobStore, blob: str, media_type: str, filename: str) ->
     if data is None:
         raise ApiError(404, ErrorCode.result_not_found, "the result has expired")
     return Response(content=data, media_type=media_type, headers={"Content-Disposition": f'inline; filename="{filename}"'})
+
+
+@router.get("/jobs", response_model=JobList, summary="Recent jobs, newest first")
+def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100, description="most jobs to return"),
+              store: JobStore = Depends(get_store)) -> JobList:
+    return JobList(jobs=[job_view(record, str(request.url_for("get_job", job_id=record.id)))
+                         for record in store.recent(limit)])
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses=error_responses(404), summary="Poll a job")
