@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from app.console.forms import KIND_FORMS, param_fields
-from impress.contract import DetectParams, EvaluateParams, PurifyOverrides
+from impress.contract import DetectParams, EvaluateParams, JobKind, PurifyOverrides
 from tests.support import photo, png_bytes
 
 PNG = ("a.png", png_bytes(photo()), "image/png")
@@ -78,3 +78,10 @@ def test_list_jobs_newest_first_within_the_limit(fast_api):
     assert [job["id"] for job in client.get("/v1/jobs").json()["jobs"]] == [ids[1], ids[0]]
     r = client.get("/v1/jobs", params={"limit": 0})
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "limit"
+
+
+def test_the_jobs_index_forgets_ids_older_than_the_ttl(fast_store):
+    old = fast_store.create(JobKind.detect, DetectParams(), [], vae="v", perceptual="dssim")
+    fast_store.r.zadd(fast_store.keys.jobs(), {old.id: old.created_at - fast_store.ttl_s - 1})
+    new = fast_store.create(JobKind.detect, DetectParams(), [], vae="v", perceptual="dssim")
+    assert [i.decode() for i in fast_store.r.zrange(fast_store.keys.jobs(), 0, -1)] == [new.id]

@@ -187,11 +187,12 @@
         el("tbody", {}, ...rows))];
   }
 
-  // The evaluation's HTML report inline (fetched with the key), and links to every file.
+  // The evaluation's HTML report inline (fetched with the key: an iframe's own request could not
+  // carry it), and links to every file; measured uploads have no report, so their figures are shown.
   async function evaluation(job) {
     const links = el("p", {}, "files: ", ...job.files.flatMap((f) => [apiLink(f.url, f.name), " "]));
     const report = job.files.find((f) => f.name === "report.html");
-    if (!report) return [links];
+    if (!report) return [el("pre", { class: "metrics" }, JSON.stringify(job.metrics, null, 2))];
     const html = await (await api(pathOf(report.url))).text();
     return [links, el("iframe", { class: "report", srcdoc: html, title: "evaluation report", sandbox: "" })];
   }
