@@ -5,7 +5,7 @@ import logging
 import time
 from typing import Optional
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
 from impress.contract import ErrorCode
@@ -15,16 +15,21 @@ from impress.settings import Settings
 from impress.store import JobStore
 
 from .admission import Admission
+from .auth import Authenticator, authorize
 from .console import mount_console
-from .errors import ApiError, api_error_handler, error_json, validation_error_handler
+from .errors import ApiError, api_error_handler, error_json, error_responses, validation_error_handler
 from .metrics import REQUEST_SECONDS
-from .routes import detect, evaluate, health, jobs, purify
+from .routes import detect, evaluate, health, jobs, mimicry, purify
 
 log = logging.getLogger("impress.api")
 
 DESCRIPTION = f"""Purify and evaluate protective image perturbations (IMPRESS, NeurIPS 2023).
 
 Submit images with `POST /v1/purify` (multipart), poll `GET /v1/jobs/{{id}}`, fetch each result PNG.
+Once the service has API keys, every /v1 call sends one: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+A job belongs to the key that created it; any other key gets 404 on its URLs. Each key's requests are
+rate-limited (429 with `Retry-After` and `RateLimit-*` headers) and its unfinished jobs capped.
+`Idempotency-Key` on a POST makes a retried submission return the same job.
 Every error is `{{"error": {{"code", "message", "details"}}}}` with a stable `code`.
 Accepted formats: {", ".join(SUPPORTED_FORMATS)}."""
 
@@ -38,6 +43,7 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     app.state.settings = settings
     app.state.store = store or JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
     app.state.queue = queue or JobQueue(settings)
+    app.state.auth = Authenticator(settings, app.state.store.r)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     # Room for the largest allowed job plus multipart overhead; anything bigger is refused unread.
@@ -59,13 +65,15 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
                 response = await call_next(request)
             finally:
                 admission.leave(request)
+            response.headers.update(getattr(request.state, "rate_limit_headers", {}))
         route = request.scope.get("route")
         REQUEST_SECONDS.labels(request.method, getattr(route, "path", "unmatched"),
                                str(response.status_code)).observe(time.perf_counter() - start)
         return response
 
-    for resource in (purify, detect, evaluate, jobs):
-        app.include_router(resource.router)
+    for resource in (purify, detect, evaluate, mimicry, jobs):
+        app.include_router(resource.router, dependencies=[Depends(authorize)],
+                           responses=error_responses(401, 429))
     app.include_router(health.router)
     mount_console(app)
     return app

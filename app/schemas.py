@@ -56,7 +56,7 @@ class JobView(BaseModel):
 
 
 class JobList(BaseModel):
-    jobs: list[JobView]     # newest first
+    jobs: list[JobView]
 
 
 class Accepted(BaseModel):

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from impress.keys import new_api_key
 from impress.settings import Settings
 
 from .common import CommandFailed
@@ -76,10 +77,13 @@ def start_redis(port: int) -> subprocess.Popen:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """API + one worker on this machine, with a Redis started here when none is configured. Stopping it
-    (Ctrl-C or SIGTERM) stops everything it started."""
+    """API + one worker on this machine, with a Redis started here when none is configured and an API
+    key made up when none is (printed). Stopping it (Ctrl-C or SIGTERM) stops everything it started."""
     env = dict(os.environ)
     children: list[subprocess.Popen] = []
+    if not env.get("IMPRESS_API_KEYS") and env.get("IMPRESS_AUTH") != "disabled":
+        env["IMPRESS_API_KEYS"] = key = new_api_key()
+        print(f"API key for this run (send 'Authorization: Bearer <key>'): {key}")
     if "IMPRESS_REDIS_URL" not in env:
         children.append(start_redis(args.redis_port))
         env["IMPRESS_REDIS_URL"] = f"redis://127.0.0.1:{args.redis_port}/0"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +18,16 @@ class Settings(BaseSettings):
     queue: str = Field("impress", description="Celery queue of purification jobs")
     result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept")
 
+    # Tenants: who may call /v1, and how much each key may ask of the service.
+    api_keys: str = Field("", description="comma-separated API keys, or their hashes as sha256:<hex>; once any "
+                                         "is set, every /v1 endpoint requires one (Authorization: Bearer, or X-API-Key)")
+    auth: Literal["keys", "disabled"] = Field(
+        "keys", description="disabled: an explicitly open service (local use), keys or not")
+    metrics_require_key: bool = Field(False, description="/metrics answers only callers with an API key")
+    rate_limit: str = Field("1200/minute", description="requests per key to /v1 (the `limits` notation, e.g. "
+                                                     "'10/second'), counted in Redis across API replicas")
+    max_unfinished_jobs_per_key: int = Field(32, ge=1, description="queued or running jobs one key may have")
+
     # Upload limits: checked by the API before anything is queued.
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="bytes per uploaded image")
     max_pixels: int = Field(2048 * 2048, ge=64, description="pixels per image (decompression-bomb guard)")
@@ -28,6 +38,12 @@ class Settings(BaseSettings):
 
     # Models: None means each preset's own VAE (the SD VAE the authors used).
     vae: Optional[str] = Field(None, description="VAE: hub id, local folder, or 'impress-tiny-vae'")
+    # Diffusion scenarios (docs/diffusion.md): hub ids in the local Hugging Face cache, or local folders.
+    pipeline: Optional[str] = Field(None, description="SD img2img pipeline: img2img edits, AdvDM, SDS(-), DiffPure, "
+                                                      "GrIDPure, mimicry")
+    inpaint_pipeline: Optional[str] = Field(None, description="SD inpainting pipeline (9-channel UNet): inpainting "
+                                                              "edits, PhotoGuard's diffusion attack")
+    upscale_pipeline: Optional[str] = Field(None, description="SD x4 upscaler pipeline: Noisy Upscaling")
     perceptual: Perceptual = Field(
         "lpips-vgg", description="perceptual distance of the hinge: LPIPS-VGG, or 1-SSIM offline")
     device: Device = "auto"

@@ -26,8 +26,11 @@ class Keys:
                                    `params`, `inputs`, `result` as JSON; `error_code`, `error_message`
     {p}:job:{id}:cancel     string set when a running job must stop
     {p}:blob:{sha256}       bytes  an input or result image, content-addressed
-    {p}:jobs                zset   job ids by creation time (GET /v1/jobs); ids older than the TTL are
-                                   trimmed at each create
+    {p}:jobs                zset   job ids by creation time (for operators)
+    {p}:owner:{key id}:jobs zset   one API key's job ids by creation time (GET /v1/jobs)
+    {p}:owner:{key id}:active set  its job ids that were queued or running when last looked at
+    {p}:idempotency:{key id}:{idempotency key}  string  "pending:{fingerprint}", then
+                                   "{job id}:{fingerprint}" (Idempotency-Key header)
     {p}:celery:*            Celery's keys (queues as lists, unacked messages, bindings)
     {p}:stats               hash   service-wide counters for /metrics: "{kind}:{state}" transitions
                                    into each state, "{kind}:seconds" compute time of succeeded jobs,
@@ -53,6 +56,15 @@ class Keys:
     def stats(self) -> str:
         return f"{self.prefix}:stats"
 
+    def owner_jobs(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner or '-'}:jobs"
+
+    def owner_active(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner or '-'}:active"
+
+    def idempotency(self, owner: str, key: str) -> str:
+        return f"{self.prefix}:idempotency:{owner or '-'}:{key}"
+
     def celery_prefix(self) -> str:
         return f"{self.prefix}:celery:"
 
@@ -76,6 +88,41 @@ redis.call('HINCRBY', KEYS[2], kind .. ':' .. ARGV[2], 1)
 for i = 5, fields_from - 1, 2 do redis.call('HINCRBYFLOAT', KEYS[2], kind .. ':' .. ARGV[i], ARGV[i + 1]) end
 return 1
 """
+
+
+# KEYS[1] job hash, KEYS[2] all jobs zset, KEYS[3] stats, KEYS[4] owner's active set, KEYS[5] owner's
+# jobs zset; ARGV[1] TTL s, ARGV[2] most unfinished jobs of the owner (0: no limit), ARGV[3] job id,
+# ARGV[4] created_at, ARGV[5] kind, ARGV[6] the job-key prefix, then the record's field/value pairs.
+# Under the limit the job is written at once; at it, the owner's set is pruned of finished or expired
+# jobs and counted again (so the common path is O(1)), all in one step. Returns -1 when created, else
+# the owner's unfinished count.
+_CREATE = """
+local ttl, cap, id, created = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+if cap > 0 and redis.call('SCARD', KEYS[4]) >= cap then
+  local n = 0
+  for _, other in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    local state = redis.call('HGET', ARGV[6] .. other, 'state')
+    if state == 'queued' or state == 'running' then n = n + 1 else redis.call('SREM', KEYS[4], other) end
+  end
+  if n >= cap then return n end
+end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[2], created, id)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('HINCRBY', KEYS[3], ARGV[5] .. ':queued', 1)
+redis.call('SADD', KEYS[4], id)
+redis.call('EXPIRE', KEYS[4], ttl)
+redis.call('ZADD', KEYS[5], created, id)
+redis.call('EXPIRE', KEYS[5], ttl)
+return -1
+"""
+
+
+class TooManyUnfinishedJobs(Exception):
+    def __init__(self, unfinished: int):
+        super().__init__(f"{unfinished} jobs of this key are queued or running")
+        self.unfinished = unfinished
 
 
 # KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] max attempts, ARGV[2] TTL s, ARGV[3] now. A queued
@@ -121,6 +168,7 @@ class JobStore:
         self.ttl_s = ttl_s
         self._transition = client.register_script(_TRANSITION)
         self._start = client.register_script(_START)
+        self._create = client.register_script(_CREATE)
         self._progress = client.register_script(_PROGRESS)
 
     @classmethod
@@ -139,33 +187,33 @@ class JobStore:
         return self.r.get(self.keys.blob(digest))
 
     # ------------------------------------------------------------ jobs
-    def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str,
-               perceptual: str) -> JobRecord:
+    def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
+               owner: str = "", max_unfinished: int = 0) -> JobRecord:
+        """Write a queued job; TooManyUnfinishedJobs when its owner already has `max_unfinished`
+        queued or running (0: no limit)."""
         record = JobRecord(id=uuid.uuid4().hex, kind=kind, state=JobState.queued, params=params, vae=vae,
-                           perceptual=perceptual, inputs=inputs, created_at=now())
-        key = self.keys.job(record.id)
-        with self.r.pipeline() as p:
-            p.hset(key, mapping=_to_hash(record))
-            p.expire(key, self.ttl_s)
-            p.zadd(self.keys.jobs(), {record.id: record.created_at})
-            p.zremrangebyscore(self.keys.jobs(), "-inf", record.created_at - self.ttl_s)
-            p.expire(self.keys.jobs(), self.ttl_s)
-            p.hincrby(self.keys.stats(), f"{kind.value}:{JobState.queued.value}", 1)
-            p.execute()
+                           perceptual=perceptual, inputs=inputs, owner=owner, created_at=now())
+        fields = [v for pair in _to_hash(record).items() for v in pair]
+        outcome = self._create(
+            keys=[self.keys.job(record.id), self.keys.jobs(), self.keys.stats(), self.keys.owner_active(owner),
+                  self.keys.owner_jobs(owner)],
+            args=[self.ttl_s, max_unfinished, record.id, record.created_at, kind.value, self.keys.job(""), *fields])
+        if outcome != -1:
+            raise TooManyUnfinishedJobs(int(outcome))
         return record
 
-    def get(self, job_id: str) -> Optional[JobRecord]:
-        raw = self.r.hgetall(self.keys.job(job_id))
-        return _from_hash({k.decode(): v.decode() for k, v in raw.items()}) if raw else None
-
-    def recent(self, limit: int) -> list[JobRecord]:
-        """The newest `limit` jobs, newest first; ids whose record has expired are skipped."""
-        ids = [i.decode() for i in self.r.zrevrange(self.keys.jobs(), 0, limit - 1)]
-        with self.r.pipeline() as p:
+    def recent(self, owner: str, limit: int) -> list[JobRecord]:
+        """The owner's most recent jobs, newest first (expired ones left out)."""
+        ids = [i.decode() for i in self.r.zrevrange(self.keys.owner_jobs(owner), 0, max(limit, 1) - 1)]
+        with self.r.pipeline(transaction=False) as p:
             for job_id in ids:
                 p.hgetall(self.keys.job(job_id))
             raws = p.execute()
         return [_from_hash({k.decode(): v.decode() for k, v in raw.items()}) for raw in raws if raw]
+
+    def get(self, job_id: str) -> Optional[JobRecord]:
+        raw = self.r.hgetall(self.keys.job(job_id))
+        return _from_hash({k.decode(): v.decode() for k, v in raw.items()}) if raw else None
 
     def transition(self, job_id: str, allowed: tuple[JobState, ...], to: JobState,
                    counters: Optional[dict[str, float]] = None, **fields) -> bool:

@@ -56,18 +56,34 @@ def fast_store(fake_redis):
 
 
 @pytest.fixture
-def fast_api(fast_store):
-    """(TestClient, store, queue, settings): the whole app in this process on fakeredis."""
+def make_fast_api(fast_store):
+    """make(**settings) -> (TestClient, store, queue, settings): the whole app in this process on
+    fakeredis, with a recording queue."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
     from impress.settings import Settings
 
-    settings = Settings(_env_file=None, key_prefix="impress-fast", max_upload_bytes=MAX_BYTES, max_pixels=MAX_PIXELS,
-                        max_images_per_job=4, detect_sync_timeout_s=0.2)
-    queue = RecordingQueue()
-    with TestClient(create_app(settings, store=fast_store, queue=queue)) as client:
-        yield client, fast_store, queue, settings
+    clients = []
+
+    def make(**overrides):
+        settings = Settings(_env_file=None, key_prefix="impress-fast", max_upload_bytes=MAX_BYTES,
+                            max_pixels=MAX_PIXELS, max_images_per_job=4, detect_sync_timeout_s=0.2,
+                            **overrides)
+        queue = RecordingQueue()
+        client = TestClient(create_app(settings, store=fast_store, queue=queue)).__enter__()
+        clients.append(client)
+        return client, fast_store, queue, settings
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def fast_api(make_fast_api):
+    """(TestClient, store, queue, settings) of an open service (no API keys)."""
+    return make_fast_api()
 
 
 def service_env(tag: str, vae_dir: Path, **extra: str) -> dict[str, str]:
@@ -75,7 +91,7 @@ def service_env(tag: str, vae_dir: Path, **extra: str) -> dict[str, str]:
     # oversubscribe the cores and slow tiny models by orders of magnitude.
     return {**os.environ, "OMP_NUM_THREADS": "1", "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": tag,
             "IMPRESS_QUEUE": tag, "IMPRESS_VAE": str(vae_dir), "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu",
-            "IMPRESS_PROGRESS_EVERY": "2", **extra}
+            "IMPRESS_PROGRESS_EVERY": "2", "IMPRESS_RATE_LIMIT": "100000/minute", **extra}
 
 
 def stop(*procs: subprocess.Popen) -> None:

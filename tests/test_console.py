@@ -1,17 +1,13 @@
 """The console's pages and forms in-process (fast layer); the browser tests are test_console_browser.py."""
 from __future__ import annotations
 
-import time
 from typing import Literal, Optional
 
 import pytest
 from pydantic import BaseModel, Field
 
-from app.console.forms import KIND_FORMS, param_fields
-from impress.contract import DetectParams, EvaluateParams, JobKind, PurifyOverrides
-from tests.support import photo, png_bytes
-
-PNG = ("a.png", png_bytes(photo()), "image/png")
+from app.console.forms import kind_forms, param_fields
+from impress.contract import DetectParams, EvaluateParams, MimicryParams, PurifyOverrides
 
 
 @pytest.mark.parametrize("page, script", [("try", "try.js"), ("jobs", "jobs.js"), ("service", "service.js")])
@@ -30,7 +26,7 @@ def test_console_root_leads_to_try_and_stays_out_of_the_openapi_document(fast_ap
 
 
 @pytest.mark.parametrize("kind, model", [("purify", PurifyOverrides), ("detect", DetectParams),
-                                         ("evaluate", EvaluateParams)])
+                                         ("evaluate", EvaluateParams), ("mimicry", MimicryParams)])
 def test_try_page_has_a_control_for_every_contract_parameter(fast_api, kind, model):
     html = fast_api[0].get("/console/try").text
     assert f'action="/v1/{kind}"' in html
@@ -58,30 +54,13 @@ def test_a_new_parameter_gets_its_control_from_the_schema():
     assert (fields["names"].widget, fields["names"].value) == ("list", "")
 
 
-def test_evaluate_lists_suggest_the_engines_method_names():
-    evaluate = next(form for form in KIND_FORMS if form.kind.value == "evaluate")
-    protections = next(f for f in evaluate.params if f.name == "protections")
+def test_every_job_route_gets_a_form_with_its_uploads(fast_api):
+    forms = {form.kind: form for form in kind_forms(fast_api[0].app.openapi())}
+    assert list(forms) == ["purify", "detect", "evaluate", "mimicry"]
+    assert [(f.name, f.required) for f in forms["purify"].files] == [("images", True)]
+    assert [f.name for f in forms["evaluate"].files] == ["clean", "protected", "purified", "mask"]
+    assert forms["evaluate"].files[0].required and forms["evaluate"].summary
+    protections = next(f for f in forms["evaluate"].params if f.name == "protections")
     assert protections.widget == "list" and "photoguard-8" in protections.suggestions
-    assert [f.name for f in evaluate.files] == ["clean", "protected", "purified"]
-
-
-def test_list_jobs_newest_first_within_the_limit(fast_api):
-    client, store, _, _ = fast_api
-    ids = []
-    for _ in range(3):
-        ids.append(client.post("/v1/purify", files=[("images", PNG)], data={"iters": "5"}).json()["id"])
-        time.sleep(0.005)   # distinct creation times (milliseconds)
-    listed = client.get("/v1/jobs", params={"limit": 2}).json()["jobs"]
-    assert [job["id"] for job in listed] == ids[:0:-1]
-    assert listed[0]["state"] == "queued" and listed[0]["kind"] == "purify"
-    store.r.delete(store.keys.job(ids[2]))            # expired: its id is still in the index
-    assert [job["id"] for job in client.get("/v1/jobs").json()["jobs"]] == [ids[1], ids[0]]
-    r = client.get("/v1/jobs", params={"limit": 0})
-    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "limit"
-
-
-def test_the_jobs_index_forgets_ids_older_than_the_ttl(fast_store):
-    old = fast_store.create(JobKind.detect, DetectParams(), [], vae="v", perceptual="dssim")
-    fast_store.r.zadd(fast_store.keys.jobs(), {old.id: old.created_at - fast_store.ttl_s - 1})
-    new = fast_store.create(JobKind.detect, DetectParams(), [], vae="v", perceptual="dssim")
-    assert [i.decode() for i in fast_store.r.zrange(fast_store.keys.jobs(), 0, -1)] == [new.id]
+    edit = next(f for f in forms["evaluate"].params if f.name == "edit")
+    assert edit.widget == "text" and "inpaint" in edit.description     # a nested model, sent as text

@@ -11,7 +11,7 @@ import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from impress.contract import TASK_DETECT, TASK_EVALUATE, TASK_PURIFY
+from impress.contract import TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY
 from impress.images import set_pillow_pixel_guard
 from impress.queue import make_celery
 from impress.settings import get_settings
@@ -37,3 +37,4 @@ def _run(job_id: str) -> str:
 purify = celery_app.task(name=TASK_PURIFY)(_run)
 detect = celery_app.task(name=TASK_DETECT)(_run)
 evaluate = celery_app.task(name=TASK_EVALUATE)(_run)
+mimicry = celery_app.task(name=TASK_MIMICRY)(_run)

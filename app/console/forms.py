@@ -1,5 +1,7 @@
-"""The Try page's forms, built from the contract's parameter models (their JSON schema: types,
-ranges, choices, defaults, descriptions), so a new parameter appears on the page without editing it."""
+"""The Try page's forms, built from the app's own OpenAPI document: one form per job-submitting route
+(a POST to /v1/... with a multipart body), its upload fields, and its parameters from the contract
+model the route accepts (its JSON schema: types, ranges, choices, defaults, descriptions). A new
+parameter, or a new job kind, appears on the page without editing it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +9,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel
 
-from impress.contract import (PROTECTION_NAMES, PURIFIER_NAMES, DetectParams, EvaluateParams, InputRole, JobKind,
-                              PurifyOverrides)
+from impress.contract import PROTECTION_NAMES, PURIFIER_NAMES
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,14 @@ class ParamField:
 @dataclass(frozen=True)
 class FileField:
     name: str                      # the multipart field
-    role: InputRole                # what the API names in an upload error's details
     required: bool
     description: str
 
 
 @dataclass(frozen=True)
 class KindForm:
-    kind: JobKind
-    route: str                     # name of the submit route (its path comes from the app)
+    kind: str                      # the job kind: the route's last path segment
+    action: str                    # the route's path
     summary: str
     files: tuple[FileField, ...]
     params: tuple[ParamField, ...]
@@ -51,18 +51,17 @@ class KindForm:
 
 # List parameters whose items are names the engine knows (NAME or NAME:KEY=VALUE).
 SUGGESTIONS = {"protections": PROTECTION_NAMES, "purifiers": PURIFIER_NAMES}
-
-
-def _resolve(schema: dict, spec: dict) -> dict:
-    ref = spec.get("$ref")
-    return schema["$defs"][ref.rsplit("/", 1)[1]] if ref else spec
-
-
 BOUNDS = (("exclusiveMinimum", ">"), ("minimum", "≥"), ("exclusiveMaximum", "<"), ("maximum", "≤"))
 
 
-def param_field(name: str, prop: dict, schema: dict) -> ParamField:
-    options = [_resolve(schema, o) for o in prop.get("anyOf", [prop])]
+def _resolve(defs: dict, spec: dict) -> dict:
+    """A schema with its $ref followed (OpenAPI's #/components/schemas/X or pydantic's #/$defs/X)."""
+    ref = spec.get("$ref")
+    return defs[ref.rsplit("/", 1)[1]] if ref else spec
+
+
+def param_field(name: str, prop: dict, defs: dict) -> ParamField:
+    options = [_resolve(defs, o) for o in prop.get("anyOf", [prop])]
     typed = [o for o in options if o.get("type") != "null"]
     spec, optional = typed[0], len(typed) < len(options)
     default = prop.get("default")
@@ -79,27 +78,36 @@ def param_field(name: str, prop: dict, schema: dict) -> ParamField:
                           bounds=", ".join(f"{sign} {spec[key]}" for key, sign in BOUNDS if key in spec), **common)
     if spec.get("type") == "array":
         return ParamField(widget="list", suggestions=SUGGESTIONS.get(name, ()), **common)
-    return ParamField(widget="text", **common)
+    return ParamField(widget="text", **common)    # strings, and nested models sent as text (JSON)
 
 
 def param_fields(model: type[BaseModel]) -> tuple[ParamField, ...]:
     schema = model.model_json_schema()
-    return tuple(param_field(name, prop, schema) for name, prop in schema["properties"].items())
+    return tuple(param_field(name, prop, schema.get("$defs", {})) for name, prop in schema["properties"].items())
 
 
-def kind_form(kind: JobKind, model: type[BaseModel], summary: str, files: tuple[FileField, ...]) -> KindForm:
-    return KindForm(kind=kind, route=f"submit_{kind.value}", summary=summary, files=files, params=param_fields(model))
+def _is_file(prop: dict) -> bool:
+    return prop.get("type") == "array" and "contentMediaType" in prop.get("items", {})
 
 
-IMAGES = FileField("images", InputRole.image, True, "one or more images")
-# One entry per job kind the API accepts: its parameter model and its upload fields.
-KIND_FORMS: tuple[KindForm, ...] = (
-    kind_form(JobKind.purify, PurifyOverrides, "IMPRESS purification: optimise each image back to consistency",
-              (IMAGES,)),
-    kind_form(JobKind.detect, DetectParams, "Triage: each image's consistency error against the threshold",
-              (IMAGES,)),
-    kind_form(JobKind.evaluate, EvaluateParams, "Measure clean / protected / purified images; the report inline",
-              (FileField("clean", InputRole.clean, True, "clean originals"),
-               FileField("protected", InputRole.protected, False, "protected images, in the order of clean"),
-               FileField("purified", InputRole.purified, False, "purified images, in the order of clean"))),
-)
+def kind_forms(openapi: dict) -> list[KindForm]:
+    """One form per POST /v1/<kind> route taking multipart uploads, in the document's order."""
+    defs = openapi.get("components", {}).get("schemas", {})
+    forms = []
+    for path, operations in openapi["paths"].items():
+        post = operations.get("post", {})
+        body = post.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+        if not path.startswith("/v1/") or body is None:
+            continue
+        schema = _resolve(defs, body["schema"])
+        required = set(schema.get("required", ()))
+        files = sorted((FileField(name, name in required, prop.get("description", ""))
+                        for name, prop in schema.get("properties", {}).items() if _is_file(prop)),
+                       key=lambda f: not f.required)
+        # The parameters: the contract model the route's form extends (allOf), and any plain fields.
+        parts = [_resolve(defs, part) for part in schema.get("allOf", [])] + [schema]
+        params = tuple(param_field(name, prop, defs) for part in parts
+                       for name, prop in part.get("properties", {}).items() if not _is_file(prop))
+        forms.append(KindForm(kind=path.rsplit("/", 1)[1], action=path, summary=post.get("summary", ""),
+                              files=tuple(files), params=params))
+    return forms

@@ -11,7 +11,7 @@ from impress.images import IMAGE_SUFFIXES, SUPPORTED_FORMATS
 from impress.settings import Settings
 
 from ..deps import get_settings
-from .forms import KIND_FORMS
+from .forms import kind_forms
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(env=Environment(loader=PackageLoader("app.console"), autoescape=select_autoescape()))
@@ -28,8 +28,7 @@ def console_home() -> RedirectResponse:
 
 @router.get("/try", response_class=HTMLResponse)
 def try_page(request: Request, settings: Settings = Depends(get_settings)) -> HTMLResponse:
-    forms = [(form, request.app.url_path_for(form.route)) for form in KIND_FORMS]
-    return page(request, "try.html", forms=forms, formats=SUPPORTED_FORMATS, accept=",".join(IMAGE_SUFFIXES),
+    return page(request, "try.html", forms=kind_forms(request.app.openapi()), formats=SUPPORTED_FORMATS, accept=",".join(IMAGE_SUFFIXES),
                 settings=settings)
 
 

@@ -8,14 +8,12 @@ from starlette.concurrency import run_in_threadpool
 
 from impress.contract import ErrorCode, InputRole, JobKind, PurifyOverrides
 from impress.images import SUPPORTED_FORMATS
-from impress.queue import JobQueue
 from impress.settings import Settings
-from impress.store import JobStore
 
-from ..deps import get_queue, get_settings, get_store
+from ..deps import get_settings
 from ..errors import ApiError, error_responses
 from ..schemas import Accepted
-from ..submit import accepted_response, enqueue, form_model, job_url_template, refuse_unknown_fields
+from ..submit import Submitter, accepted_response, form_model, get_submitter, refuse_unknown_fields
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 PurifyForm = form_model(PurifyOverrides)
@@ -27,8 +25,7 @@ async def submit_purify(
     request: Request,
     images: Annotated[list[UploadFile], File(description=f"images to purify ({', '.join(SUPPORTED_FORMATS)})")],
     params: Annotated[PurifyForm, Form()],
-    settings: Settings = Depends(get_settings), store: JobStore = Depends(get_store),
-    queue: JobQueue = Depends(get_queue),
+    settings: Settings = Depends(get_settings), submitter: Submitter = Depends(get_submitter),
 ):
     await refuse_unknown_fields(request, PurifyForm, {"images"})
     resolved = PurifyOverrides(**params.model_dump()).resolve(settings.perceptual, settings.schedule)
@@ -36,6 +33,6 @@ async def submit_purify(
         raise ApiError(422, ErrorCode.invalid_parameter,
                        f"iters={resolved.iters} exceeds this service's limit of {settings.max_iterations}",
                        [{"field": "iters", "message": f"at most {settings.max_iterations}"}])
-    accepted = await run_in_threadpool(enqueue, JobKind.purify, {InputRole.image: images}, resolved, settings, store,
-                                       queue, job_url_template(request), resolved.preset)
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.purify, {InputRole.image: images}, resolved,
+                                       resolved.preset)
     return accepted_response(accepted)

@@ -43,7 +43,13 @@
     form.querySelector(".form-error").hidden = true;
   }
 
-  // details[] name a field ({field, message}); an upload error names the file's role ({file, role}).
+  // The upload field holding the file an upload error names.
+  function uploadField(form, fileName) {
+    const input = [...form.querySelectorAll("input[type=file]")].find((i) => [...i.files].some((f) => f.name === fileName));
+    return input && input.closest(".field");
+  }
+
+  // details[] name a parameter ({field, message}); an upload error names its file ({file, role}).
   function showError(form, err) {
     const box = form.querySelector(".form-error");
     box.textContent = describe(err);
@@ -52,7 +58,7 @@
     for (const detail of details) {
       const field = detail.field
         ? form.querySelector(`[data-field="${CSS.escape(String(detail.field).split(".")[0])}"]`)
-        : detail.role && form.querySelector(`[data-role="${CSS.escape(detail.role)}"]`);
+        : detail.file && uploadField(form, detail.file);
       if (!field) continue;
       field.classList.add("invalid");
       field.querySelector(".field-error").textContent = detail.field ? detail.message : err.message;
@@ -141,8 +147,8 @@
     async showResult(job) {
       const timing = el("p", { class: "timing" },
         `${formatSeconds(job.seconds)} on ${job.device} · model ${job.model?.name ?? job.vae} · ${job.perceptual}`);
-      const parts = { purify: () => this.purified(job), detect: () => detection(job), evaluate: () => evaluation(job) };
-      this.result.append(timing, ...(await parts[job.kind]()));
+      const parts = { purify: () => this.purified(job), detect: () => detection(job) };
+      this.result.append(timing, ...(await (parts[job.kind] || (() => outputs(job)))()));
     }
 
     // Original and purified stacked in one frame; the slider uncovers the purified one from the right.
@@ -187,13 +193,17 @@
         el("tbody", {}, ...rows))];
   }
 
-  // The evaluation's HTML report inline (fetched with the key: an iframe's own request could not
-  // carry it), and links to every file; measured uploads have no report, so their figures are shown.
-  async function evaluation(job) {
+  // Every other kind (evaluate, mimicry, ...): links to its files, an HTML report inline (fetched with
+  // the key: an iframe's own request could not carry it), image files shown, else the figures.
+  async function outputs(job) {
     const links = el("p", {}, "files: ", ...job.files.flatMap((f) => [apiLink(f.url, f.name), " "]));
-    const report = job.files.find((f) => f.name === "report.html");
-    if (!report) return [el("pre", { class: "metrics" }, JSON.stringify(job.metrics, null, 2))];
-    const html = await (await api(pathOf(report.url))).text();
-    return [links, el("iframe", { class: "report", srcdoc: html, title: "evaluation report", sandbox: "" })];
+    const report = job.files.find((f) => f.media_type === "text/html");
+    if (report) {
+      const html = await (await api(pathOf(report.url))).text();
+      return [links, el("iframe", { class: "report", srcdoc: html, title: report.name, sandbox: "" })];
+    }
+    const images = await Promise.all(job.files.filter((f) => f.media_type.startsWith("image/")).map(async (f) =>
+      el("figure", { class: "sample" }, el("img", { src: (await blobUrl(f.url)).url, alt: f.name }), el("figcaption", {}, f.name))));
+    return [links, ...images, el("pre", { class: "metrics" }, JSON.stringify(job.metrics, null, 2))];
   }
 })();
