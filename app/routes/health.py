@@ -37,5 +37,6 @@ def readyz(store: JobStore = Depends(get_store), queue: JobQueue = Depends(get_q
 def metrics(request: Request, store: JobStore = Depends(get_store), settings: Settings = Depends(get_settings)) -> Response:
     if settings.metrics_require_key:
         request.app.state.auth.identify(request)
-    body = generate_latest() + generate_latest(service_registry(store, settings.queue))
+    body = generate_latest() + generate_latest(
+        service_registry(store, settings.queue if settings.broker_is_store else None))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
