@@ -58,6 +58,8 @@ class JobQueue:
         self.celery = celery or make_celery(settings)
 
     def queue_for(self, kind: JobKind) -> str:
+        if kind is JobKind.detect and self.settings.detect_queue:
+            return self.settings.detect_queue
         return self.settings.queue
 
     def send(self, kind: JobKind, job_id: str) -> None:

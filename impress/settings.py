@@ -20,6 +20,9 @@ class Settings(BaseSettings):
                           "fleet (quorum queues, publisher confirms); Redis keeps the job records either way")
     key_prefix: str = Field("impress", description="prefix of every Redis key the service writes")
     queue: str = Field("impress", description="Celery queue of purification jobs")
+    detect_queue: Optional[str] = Field(
+        None, description="Celery queue of detect jobs when not `queue`: CPU triage workers serve it "
+                          "(`impress worker --queues`), GPU workers keep purify and evaluate")
     result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept")
 
     # Tenants: who may call /v1, and how much each key may ask of the service.

@@ -4,7 +4,8 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from app.metrics import service_registry
-from impress.queue import make_celery
+from impress.contract import JobKind
+from impress.queue import JobQueue, make_celery
 from impress.settings import Settings
 from impress.store import JobStore
 
@@ -35,3 +36,11 @@ def test_queue_length_metric_only_where_redis_holds_the_queue(fake_redis):
     assert b'impress_queue_messages{queue="jobs"} 2.0' in generate_latest(service_registry(store, "jobs"))
     elsewhere = generate_latest(service_registry(store, None))
     assert b"impress_queue_messages" not in elsewhere and b"impress_redis_up 1.0" in elsewhere
+
+
+def test_detect_jobs_go_to_the_triage_queue_when_one_is_set():
+    both = JobQueue(Settings(_env_file=None, queue="gpu"))
+    assert [both.queue_for(kind) for kind in JobKind] == ["gpu"] * len(JobKind)
+    split = JobQueue(Settings(_env_file=None, queue="gpu", detect_queue="triage"))
+    assert {kind: split.queue_for(kind) for kind in JobKind} == {
+        kind: "triage" if kind is JobKind.detect else "gpu" for kind in JobKind}
