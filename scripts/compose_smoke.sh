@@ -71,6 +71,7 @@ PROJECT=impress-smoke
 # CPU service (docker/cpu.env: bundled model, offline distance), RabbitMQ as the broker.
 export IMPRESS_API_PORT=${IMPRESS_API_PORT:-18000} IMPRESS_BROKER_URL="amqp://guest:guest@rabbitmq:5672//"
 set -a; source docker/cpu.env; set +a
+export IMPRESS_CPU_THREADS=${IMPRESS_CPU_THREADS:-1}   # two workers share the cores of a CI runner
 compose() { "${COMPOSE[@]}" -p "$PROJECT" --profile cpu --profile rabbitmq "$@"; }
 teardown() {
   if [[ "${SMOKE_KEEP:-0}" != 1 ]]; then compose down -v --remove-orphans >/dev/null 2>&1 || true; fi
