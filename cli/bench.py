@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The protections x purifiers matrix over a folder of images (worker/engine/matrix.py), resumable."""
-    from worker.engine.matrix import run_matrix, square_images
+    from worker.engine.matrix import run_matrix
+    from worker.engine.tensors import square_images
     from worker.engine.matrix_cache import ResumeFolder
     from worker.engine.models import ModelUnavailable
     from worker.engine.perceptual import load_perceptual

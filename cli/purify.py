@@ -8,9 +8,9 @@ import types
 import typing
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from impress.contract import DEVICES, PERCEPTUALS, PRECISIONS, PurifyOverrides
+from impress.contract import DEVICES, PERCEPTUALS, PRECISIONS, PurifyOverrides, vae_for
 from impress.images import encode_png
 from impress.settings import Settings
 
@@ -27,8 +27,9 @@ def _flag_type(annotation) -> tuple[type, tuple | None]:
     return annotation, None
 
 
-def add_override_flags(parser: argparse.ArgumentParser) -> None:
-    for name, field in PurifyOverrides.model_fields.items():
+def add_override_flags(parser: argparse.ArgumentParser, model: type[BaseModel] = PurifyOverrides) -> None:
+    """One flag per field of the parameter model (--iters, --early-stop/--no-early-stop, ...)."""
+    for name, field in model.model_fields.items():
         kind, choices = _flag_type(field.annotation)
         flag = "--" + name.replace("_", "-")
         if kind is bool:
@@ -37,10 +38,10 @@ def add_override_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, choices=choices, default=None, help=field.description)
 
 
-def overrides_from(args: argparse.Namespace) -> PurifyOverrides:
-    given = {name: getattr(args, name) for name in PurifyOverrides.model_fields if getattr(args, name) is not None}
+def overrides_from(args: argparse.Namespace, model: type[BaseModel] = PurifyOverrides):
+    given = {name: getattr(args, name) for name in model.model_fields if getattr(args, name) is not None}
     try:
-        return PurifyOverrides(**given)
+        return model(**given)
     except ValidationError as exc:
         raise CommandFailed("; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
                                       for e in exc.errors())) from exc
@@ -65,6 +66,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from worker.engine.model_cache import require
     from worker.engine.models import ModelUnavailable
     from worker.engine.pipeline import EngineOptions, run_purification
 
@@ -76,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     options = EngineOptions.from_settings(settings, device=args.device, batch_size=args.batch_size,
                                           compile=args.compile or None, precision=args.precision)
+    try:  # a missing model fails here, before any progress bar (and without minutes of hub retries)
+        require(vae_for(params.preset, args.model or settings.vae), perceptual)
+    except ModelUnavailable as exc:
+        raise CommandFailed(str(exc), 3) from exc
     with tqdm(total=params.iters * len(images), unit="step", desc="purify") as bar:
         def progress(step, total, losses):
             bar.total = total

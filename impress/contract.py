@@ -7,26 +7,31 @@ perceptual distances), the job states and error codes, and the job record as the
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal, Optional, Union, get_args
+import json
+from typing import Literal, Optional, Union, get_args
 
-from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationInfo, WithJsonSchema,
-                      field_validator, model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .methods import (PROTECTIONS, PURIFIERS, ImpressParams, MethodChoice, PresetName, ScheduleName, check_steps,
-                      describe, parse_choice)
+                      choice_type)
+from .scenarios import EditParams, MimicryParams
 
 TASK_PURIFY = "impress.purify"
 TASK_DETECT = "impress.detect"
 TASK_EVALUATE = "impress.evaluate"
+TASK_MIMICRY = "impress.mimicry"
+TASK_WEBHOOK = "impress.webhook"    # one webhook delivery (HTTP only), on the webhook queue
 
 
 class JobKind(str, enum.Enum):
     purify = "purify"
     detect = "detect"
     evaluate = "evaluate"
+    mimicry = "mimicry"
 
 
-TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE}
+TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE,
+         JobKind.mimicry: TASK_MIMICRY}
 
 # impress/methods.py names every method with its parameters; the engine's registries pair each with its function.
 PROTECTION_NAMES = tuple(PROTECTIONS)
@@ -74,6 +79,11 @@ class ErrorCode(str, enum.Enum):
     too_many_unfinished_jobs = "too_many_unfinished_jobs"
     idempotency_key_reused = "idempotency_key_reused"
     idempotency_key_in_use = "idempotency_key_in_use"
+    # A URL (image_url, webhook) the service refuses to contact: not http(s), or its host resolves to a
+    # private, loopback, link-local, multicast, reserved or metadata address that no allow-list names.
+    url_not_allowed = "url_not_allowed"
+    image_fetch_failed = "image_fetch_failed"    # an image URL did not answer 200 in time (per image)
+    webhooks_disabled = "webhooks_disabled"      # a webhook was asked of a service with no signing secret
     # Failures a worker records on a job:
     model_unavailable = "model_unavailable"
     worker_lost = "worker_lost"
@@ -118,6 +128,18 @@ PRESETS: dict[str, ImpressPreset] = {
 }
 # Detection and evaluation measure with this preset's VAE when the service configures none.
 DEFAULT_PRESET: PresetName = "photoguard"
+
+
+class ModelReport(BaseModel):
+    """The models a worker's jobs need, found on its disk or not (`impress models check`); each
+    worker writes its own at start and /readyz reports them."""
+
+    present: list[str] = []
+    missing: list[str] = []
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
 
 
 def vae_for(preset: str, configured: Optional[str]) -> str:
@@ -225,18 +247,8 @@ class DetectParams(BaseModel):
         return (self.threshold, self.low_threshold) if self.threshold is not None else default
 
 
-def _method_choice_type(kind: str, plural: str):
-    """A list item that is a validated MethodChoice in Python and its text in JSON and forms."""
-    def parse(value) -> MethodChoice:
-        return value if isinstance(value, MethodChoice) else parse_choice(value, kind)
-
-    return Annotated[MethodChoice, PlainValidator(parse), PlainSerializer(lambda choice: choice.label, return_type=str),
-                     WithJsonSchema({"type": "string", "description": f"NAME or NAME:KEY=VALUE[:KEY=VALUE...]; "
-                                                                      f"{plural} (parameters): {describe(kind)}"})]
-
-
-ProtectionChoice = _method_choice_type("protection", "protections")
-PurifierChoice = _method_choice_type("purifier", "purifiers")
+ProtectionChoice = choice_type("protection")
+PurifierChoice = choice_type("purifier")
 
 
 class EvaluateParams(BaseModel):
@@ -255,6 +267,17 @@ class EvaluateParams(BaseModel):
     impress_iters: Optional[int] = Field(None, ge=1, le=100_000, description="iterations of the IMPRESS purifiers")
     protections: list[ProtectionChoice] = Field(default_factory=list)
     purifiers: list[PurifierChoice] = Field(default_factory=list)
+    edit: Optional[EditParams] = Field(
+        None, description="also run the editing scenario (docs/diffusion.md): 'inpaint', 'img2img', or a JSON "
+                          "object of EditParams; needs the pipeline of that mode configured")
+
+    @field_validator("edit", mode="before")
+    @classmethod
+    def _edit_from_form(cls, value):
+        # A form sends text: a bare mode, or the parameters as JSON.
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("{") else {"mode": value}
+        return value
 
     def protection_choices(self) -> list[MethodChoice]:
         """The protections as they run: `attack_steps` steps where a choice sets no count of its own."""
@@ -301,6 +324,7 @@ class InputRole(str, enum.Enum):
     clean = "clean"
     protected = "protected"
     purified = "purified"
+    mask = "mask"            # evaluate with an inpainting edit: white = regenerate, one per clean image
 
 
 class InputImage(BaseModel):
@@ -310,6 +334,7 @@ class InputImage(BaseModel):
     width: int
     height: int
     format: str
+    url: Optional[str] = None   # where the API fetched it (image_url inputs)
 
 
 class TracePoint(BaseModel):
@@ -356,10 +381,34 @@ class JobError(BaseModel):
     message: str
 
 
-JobParams = Union[PurifyParams, DetectParams, EvaluateParams]
+class RejectedInput(BaseModel):
+    """An image_url input the job goes on without: its own error code (url_not_allowed,
+    image_fetch_failed, or the decoding codes an upload would get)."""
+
+    role: InputRole = InputRole.image
+    url: str
+    error: JobError
+
+
+class WebhookEvent(str, enum.Enum):
+    """What a job's webhook is told: its start, its progress (throttled), its end in any final state."""
+
+    start = "start"
+    progress = "progress"
+    completed = "completed"
+
+
+class WebhookTarget(BaseModel):
+    url: str
+    events: list[WebhookEvent] = [WebhookEvent.completed]
+    jobs_url: str   # the API's /v1/jobs URL as the accepting API answers it: the body's links are under it
+
+
+JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams]
 # The parameter model each kind keeps in its record: exactly what its handler runs.
 PARAMS_BY_KIND: dict[JobKind, type[BaseModel]] = {
-    JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams}
+    JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams,
+    JobKind.mimicry: MimicryParams}
 
 
 class JobRecord(BaseModel):
@@ -373,6 +422,8 @@ class JobRecord(BaseModel):
     perceptual: str                  # the perceptual distance's name
     inputs: list[InputImage]
     owner: str = ""                  # the creating API key's id (api_key_id); "" in an open service
+    rejected_inputs: list[RejectedInput] = []    # image_url inputs that could not be used
+    webhook: Optional[WebhookTarget] = None
     created_at: float
     started_at: Optional[float] = None
     finished_at: Optional[float] = None

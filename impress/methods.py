@@ -10,9 +10,9 @@ Light on purpose: pydantic only, no torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema
 
 # The most optimisation steps any method accepts, whatever a service allows.
 MAX_STEPS = 100_000
@@ -50,13 +50,15 @@ class PhotoguardParams(MethodParams):
 
 
 class GlazeLikeParams(MethodParams):
-    """The glaze-like style cloak: Adam on latent distance to a style plus a perceptual hinge."""
+    """The glaze-like cloak: Adam on the latent distance to a target plus a perceptual hinge, in an L-inf box."""
 
     steps_field: ClassVar[Optional[str]] = "steps"
-    p: float = Field(0.05, ge=0, le=1, description="perceptual budget of the hinge")
-    alpha: float = Field(30, ge=0, le=10_000, description="weight of the perceptual hinge")
+    p: float = Field(0.05, ge=0, le=1, description="perceptual budget (also the random start's range, [-1, 1] units)")
+    eps: float = Field(16 / 255, gt=0, le=1, description="L-inf box in [0, 1] pixel units")
+    alpha: float = Field(30, ge=0, le=10_000, description="starting weight of the perceptual hinge")
     steps: int = Field(500, ge=1, le=MAX_STEPS, description="Adam steps")
     lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate")
+    seed: int = seed_field()
 
 
 class MistParams(MethodParams):
@@ -229,3 +231,13 @@ def check_steps(choice: MethodChoice, max_iterations: Optional[int], steps: Opti
 def describe(kind: Kind) -> str:
     """The names of a kind with their parameters' names, for help texts and API docs."""
     return "; ".join(f"{name} ({', '.join(m.model.model_fields)})" for name, m in REGISTRIES[kind].items())
+
+
+def choice_type(kind: Kind):
+    """The type of a field holding a choice: a validated MethodChoice in Python, its text in JSON and forms."""
+    def parse(value) -> MethodChoice:
+        return value if isinstance(value, MethodChoice) else parse_choice(value, kind)
+
+    return Annotated[MethodChoice, PlainValidator(parse), PlainSerializer(lambda choice: choice.label, return_type=str),
+                     WithJsonSchema({"type": "string", "description": f"NAME or NAME:KEY=VALUE[:KEY=VALUE...]; "
+                                                                      f"{kind}s (parameters): {describe(kind)}"})]

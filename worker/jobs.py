@@ -18,8 +18,10 @@ from impress.images import DecodedImage, ImageRejected, decode_image, encode_png
 from impress.settings import Settings
 from impress.store import JobStore
 
+from .engine.diffusion.scenario import PipelineSet
 from .engine.models import ModelUnavailable, load_vae, resolve_device
 from .engine.pipeline import EngineOptions, run_purification
+from .scenario_jobs import mimicry_handler, uploaded_edits
 
 log = logging.getLogger("impress.worker")
 
@@ -93,9 +95,10 @@ def detect_handler(ctx: JobContext) -> JobResult:
 
 
 def evaluate_handler(ctx: JobContext) -> JobResult:
-    from .engine.matrix import measure_uploaded, run_matrix, square_images
-    from .engine.report import html_report, markdown_report
+    from .engine.matrix import measure_uploaded, run_matrix
     from .engine.perceptual import load_perceptual
+    from .engine.report import html_report, markdown_report
+    from .engine.tensors import square_images, to_tensor
 
     params = ctx.record.params
     assert isinstance(params, EvaluateParams)
@@ -107,26 +110,29 @@ def evaluate_handler(ctx: JobContext) -> JobResult:
     t0 = time.perf_counter()
     files = []
     if ctx.role(InputRole.protected):
-        from .engine.tensors import to_tensor
-
         stack = lambda role: torch.cat([to_tensor(item.image.rgb) for item in ctx.role(role)]).to(device)  # noqa: E731
-        result = measure_uploaded(vae, identity.as_dict(), distance, stack(InputRole.clean),
-                                  stack(InputRole.protected),
-                                  stack(InputRole.purified) if ctx.role(InputRole.purified) else None, purifiers,
-                                  ctx.settings.batch_size)
+        clean_x, protected_x = stack(InputRole.clean), stack(InputRole.protected)
+        purified_x = stack(InputRole.purified) if ctx.role(InputRole.purified) else None
+        metrics = measure_uploaded(vae, identity.as_dict(), distance, clean_x, protected_x, purified_x, purifiers,
+                                   ctx.settings.batch_size).model_dump(mode="json")
+        if params.edit is not None:
+            metrics["editing"] = uploaded_edits(PipelineSet.from_settings(ctx.settings, device), params.edit, distance,
+                                                clean_x, protected_x, purified_x,
+                                                [item.image for item in ctx.role(InputRole.mask)])
     else:
         result = run_matrix(vae, identity.as_dict(), distance,
                             square_images([item.image for item in clean], params.size).to(device),
                             [item.meta.name for item in clean], protections, purifiers, batch=ctx.settings.batch_size)
+        metrics = result.model_dump(mode="json")
         files = [ctx.put_file("report.html", html_report(result).encode(), "text/html"),
                  ctx.put_file("results.md", markdown_report(result).encode(), "text/markdown")]
-    return JobResult(metrics=result.model_dump(mode="json"), files=files, model=identity.as_dict(),
-                     perceptual={"name": distance.name},
+    return JobResult(metrics=metrics, files=files, model=identity.as_dict(), perceptual={"name": distance.name},
                      seconds=round(time.perf_counter() - t0, 3), device=device)
 
 
 HANDLERS: dict[JobKind, Callable[[JobContext], JobResult]] = {
-    JobKind.purify: purify_handler, JobKind.detect: detect_handler, JobKind.evaluate: evaluate_handler}
+    JobKind.purify: purify_handler, JobKind.detect: detect_handler, JobKind.evaluate: evaluate_handler,
+    JobKind.mimicry: mimicry_handler}
 
 
 def load_inputs(store: JobStore, settings: Settings, record: JobRecord) -> dict[InputRole, list[JobInput]]:

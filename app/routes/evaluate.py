@@ -13,10 +13,11 @@ from impress.settings import Settings
 from ..deps import get_settings
 from ..errors import ApiError, error_responses
 from ..schemas import Accepted
-from ..submit import Submitter, accepted_response, form_model, get_submitter, refuse_unknown_fields
+from ..submit import (SubmitOptions, Submitter, accepted_response, form_model, form_part, get_submitter,
+                      refuse_unknown_fields)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-EvaluateForm = form_model(EvaluateParams)
+EvaluateForm = form_model(EvaluateParams, SubmitOptions)
 
 
 @router.post("/evaluate", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
@@ -28,10 +29,12 @@ async def submit_evaluate(
     params: Annotated[EvaluateForm, Form()],
     protected: Annotated[list[UploadFile], File(description="protected images, in the order of `clean`")] = [],
     purified: Annotated[list[UploadFile], File(description="purified images, in the order of `clean`")] = [],
+    mask: Annotated[list[UploadFile], File(description="with edit=inpaint: one mask per clean image, white = "
+                                                       "regenerate (default: all but the centre)")] = [],
     settings: Settings = Depends(get_settings), submitter: Submitter = Depends(get_submitter),
 ):
-    await refuse_unknown_fields(request, EvaluateForm, {"clean", "protected", "purified"})
-    for role, files in (("protected", protected), ("purified", purified)):
+    await refuse_unknown_fields(request, EvaluateForm, {"clean", "protected", "purified", "mask"})
+    for role, files in (("protected", protected), ("purified", purified), ("mask", mask)):
         if files and len(files) != len(clean):
             raise ApiError(422, ErrorCode.invalid_parameter, f"{len(files)} {role} images for {len(clean)} clean ones: "
                            "send one per clean image, in the same order")
@@ -41,12 +44,17 @@ async def submit_evaluate(
         raise ApiError(422, ErrorCode.invalid_parameter,
                        "send protected images, or name protections and/or purifiers to run on the clean images")
     try:  # again with the service's iteration limit, which every method's step count must respect
-        checked = EvaluateParams.model_validate(params.model_dump(), context={"max_iterations": settings.max_iterations})
+        checked = EvaluateParams.model_validate(params.model_dump(include=set(EvaluateParams.model_fields)),
+                                                context={"max_iterations": settings.max_iterations})
     except ValidationError as exc:
         errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"].removeprefix("Value error, ")}
                   for e in exc.errors()]
         raise ApiError(422, ErrorCode.invalid_parameter, "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                        errors) from exc
-    uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified}
-    accepted = await run_in_threadpool(submitter.enqueue, JobKind.evaluate, uploads, checked)
+    if mask and (checked.edit is None or checked.edit.mode != "inpaint"):
+        raise ApiError(422, ErrorCode.invalid_parameter, "masks are for the inpainting edit: set edit=inpaint")
+    uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified,
+               InputRole.mask: mask}
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.evaluate, uploads, checked,
+                                       options=form_part(params, SubmitOptions))
     return accepted_response(accepted)

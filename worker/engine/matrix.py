@@ -12,20 +12,18 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional, Protocol
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from impress.images import DecodedImage, encode_png
+from impress.images import encode_png
 from impress.methods import MethodChoice
 
 from .detect import consistency_scores
 from .metrics import latent_distance, rounded_mean, roc_auc
 from .protect import apply_protection, budget
 from .purifiers import apply_purifier
-from .tensors import to_tensor, to_uint8
+from .tensors import to_uint8
 
 NONE = "none"  # the protection row of clean images: what each purifier costs an unprotected image
 UPLOADED = "uploaded"  # protected or purified images made elsewhere
@@ -100,12 +98,6 @@ class Recompute:
 
     def cell(self, protection, choice, purifier, compute):
         return compute()
-
-
-def square_images(images: list[DecodedImage], size: int) -> torch.Tensor:
-    """Centre-cropped to a square and resized to size x size (Lanczos): one batch in [-1, 1]."""
-    return torch.cat([to_tensor(np.array(ImageOps.fit(Image.fromarray(im.rgb), (size, size), Image.LANCZOS)))
-                      for im in images])
 
 
 def thumbnail(x: torch.Tensor) -> bytes:

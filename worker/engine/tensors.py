@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
+
+from impress.images import DecodedImage
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -14,3 +17,15 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     """One image (3 x H x W or 1 x 3 x H x W, [-1, 1]) to uint8 H x W x 3, rounded."""
     x = x.reshape(3, *x.shape[-2:])
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
+    """x (in [-1, 1]) as it is once saved as an 8-bit image and read back: what a user keeps, and so
+    what budgets are measured on and what detection and purification see."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
+def square_images(images: list[DecodedImage], size: int) -> torch.Tensor:
+    """Centre-cropped to a square and resized to size x size (Lanczos): one batch in [-1, 1]."""
+    return torch.cat([to_tensor(np.array(ImageOps.fit(Image.fromarray(im.rgb), (size, size), Image.LANCZOS)))
+                      for im in images])
