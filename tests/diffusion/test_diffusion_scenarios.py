@@ -190,3 +190,16 @@ def test_every_protection_keeps_its_stated_budget_on_its_8bit_output(img2img, in
             assert l2_255(out, clean).max() <= 2.0 * 127.5 + 1e-3, name
         else:
             assert linf_255(out, clean).max() <= 16 + 1e-3, name
+
+
+def test_an_editing_run_in_chunks_scores_as_in_one_batch(tiny_pipelines, images):
+    from worker.engine.diffusion.scenario import EditingRun, PipelineSet
+
+    pipelines = PipelineSet({"inpaint": str(tiny_pipelines["inpaint"])})
+    mask = editing.centre_keep_mask(2, 32, 32)
+    mask[1] = 1 - mask[1]
+    settings, dssim = EditParams(mode="inpaint", steps=3), load_perceptual("dssim")
+    noisy = (images + 0.2 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))).clamp(-1, 1)
+    whole = EditingRun(pipelines, settings, dssim, images, mask).score(noisy)
+    chunked = EditingRun(pipelines, settings, dssim, images, mask, batch=1).score(noisy)
+    assert whole.psnr_db == pytest.approx(chunked.psnr_db, abs=1e-3)
