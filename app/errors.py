@@ -6,19 +6,9 @@ from typing import Any, Optional
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
 from impress.contract import ErrorCode
-
-
-class ErrorBody(BaseModel):
-    code: ErrorCode
-    message: str
-    details: Optional[Any] = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
+from impress.views import ErrorBody, ErrorResponse  # the envelope, shared with impress.client
 
 
 class ApiError(Exception):

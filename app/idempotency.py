@@ -22,10 +22,11 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII without s
 PENDING = "pending"
 
 
-def fingerprint(kind: JobKind, params: BaseModel, uploads: list[tuple[bytes, InputImage]]) -> str:
-    """What makes two submissions the same request: kind, parameters, and each image's role, name
-    and bytes (not the multipart encoding, whose boundary differs on every send)."""
-    digest = hashlib.sha256(f"{kind.value}\n{params.model_dump_json()}".encode())
+def fingerprint(kind: JobKind, params: BaseModel, uploads: list[tuple[bytes, InputImage]], named: str = "") -> str:
+    """What makes two submissions the same request: kind, parameters, each image's role, name and
+    bytes (not the multipart encoding, whose boundary differs on every send), and what the request
+    `named` (image URLs, webhook)."""
+    digest = hashlib.sha256(f"{kind.value}\n{params.model_dump_json()}\n{named}".encode())
     for data, meta in uploads:
         digest.update(f"\n{meta.role.value}:{meta.name}:".encode() + hashlib.sha256(data).digest())
     return digest.hexdigest()

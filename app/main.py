@@ -12,10 +12,13 @@ from impress.contract import ErrorCode
 from impress.images import SUPPORTED_FORMATS, set_pillow_pixel_guard
 from impress.queue import JobQueue
 from impress.settings import Settings
+from impress.ssrf import UrlGuards
 from impress.store import JobStore
+from impress.webhooks import WebhookNotifier
 
 from .admission import Admission
 from .auth import Authenticator, authorize
+from .console import mount_console
 from .errors import ApiError, api_error_handler, error_json, error_responses, validation_error_handler
 from .metrics import REQUEST_SECONDS
 from .routes import detect, evaluate, health, jobs, mimicry, purify
@@ -30,6 +33,9 @@ A job belongs to the key that created it; any other key gets 404 on its URLs. Ea
 rate-limited (429 with `Retry-After` and `RateLimit-*` headers) and its unfinished jobs capped.
 `Idempotency-Key` on a POST makes a retried submission return the same job.
 Every error is `{{"error": {{"code", "message", "details"}}}}` with a stable `code`.
+Images come as uploads (`images`) and/or URLs (`image_url`, fetched by the service: https, public
+addresses only; one that fails is listed in the job's `rejected_inputs` with its own code). A
+`webhook` URL is told of `webhook_events` (start, progress, completed), signed per Standard Webhooks.
 Accepted formats: {", ".join(SUPPORTED_FORMATS)}."""
 
 
@@ -43,6 +49,9 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     app.state.store = store or JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
     app.state.queue = queue or JobQueue(settings)
     app.state.auth = Authenticator(settings, app.state.store.r)
+    # A cancel of a queued job is its last transition: the API sends that job's `completed` webhook.
+    app.state.store.events = WebhookNotifier(app.state.queue.send_webhook, settings.webhook_progress_every_s)
+    app.state.url_guards = UrlGuards.from_settings(settings)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     # Room for the largest allowed job plus multipart overhead; anything bigger is refused unread.
@@ -74,4 +83,5 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
         app.include_router(resource.router, dependencies=[Depends(authorize)],
                            responses=error_responses(401, 429))
     app.include_router(health.router)
+    mount_console(app)
     return app

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from impress.keys import new_api_key
 from impress.settings import Settings
+from impress.webhooks import new_webhook_secret
 
 from .common import CommandFailed
 
@@ -84,13 +85,19 @@ def run_serve(args: argparse.Namespace) -> int:
     if not env.get("IMPRESS_API_KEYS") and env.get("IMPRESS_AUTH") != "disabled":
         env["IMPRESS_API_KEYS"] = key = new_api_key()
         print(f"API key for this run (send 'Authorization: Bearer <key>'): {key}")
+    if not env.get("IMPRESS_WEBHOOK_SECRET"):
+        env["IMPRESS_WEBHOOK_SECRET"] = secret = new_webhook_secret()
+        print(f"webhook signing secret for this run (verify with impress.client.verify_webhook): {secret}")
     if "IMPRESS_REDIS_URL" not in env:
         children.append(start_redis(args.redis_port))
         env["IMPRESS_REDIS_URL"] = f"redis://127.0.0.1:{args.redis_port}/0"
     cli = [sys.executable, "-m", "cli"]
     children += [subprocess.Popen(cli + ["worker", "--concurrency", "1"], env=env),
+                 # Webhook deliveries (HTTP only) on their own light worker, never behind a purification.
+                 subprocess.Popen(cli + ["worker", "--pool", "solo", "--queues", Settings().webhook_queue], env=env),
                  subprocess.Popen(cli + ["api", "--host", args.host, "--port", str(args.port)], env=env)]
-    print(f"API on http://{args.host}:{args.port}/docs  (Ctrl-C stops everything)", flush=True)
+    print(f"Console on http://{args.host}:{args.port}/console  API docs on http://{args.host}:{args.port}/docs  "
+          "(Ctrl-C stops everything)", flush=True)
     # SIGTERM ends this process the way Ctrl-C does, so the finally below always runs.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

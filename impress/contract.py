@@ -18,6 +18,7 @@ TASK_PURIFY = "impress.purify"
 TASK_DETECT = "impress.detect"
 TASK_EVALUATE = "impress.evaluate"
 TASK_MIMICRY = "impress.mimicry"
+TASK_WEBHOOK = "impress.webhook"    # one webhook delivery (HTTP only), on the webhook queue
 
 
 class JobKind(str, enum.Enum):
@@ -78,6 +79,11 @@ class ErrorCode(str, enum.Enum):
     too_many_unfinished_jobs = "too_many_unfinished_jobs"
     idempotency_key_reused = "idempotency_key_reused"
     idempotency_key_in_use = "idempotency_key_in_use"
+    # A URL (image_url, webhook) the service refuses to contact: not http(s), or its host resolves to a
+    # private, loopback, link-local, multicast, reserved or metadata address that no allow-list names.
+    url_not_allowed = "url_not_allowed"
+    image_fetch_failed = "image_fetch_failed"    # an image URL did not answer 200 in time (per image)
+    webhooks_disabled = "webhooks_disabled"      # a webhook was asked of a service with no signing secret
     # Failures a worker records on a job:
     model_unavailable = "model_unavailable"
     worker_lost = "worker_lost"
@@ -123,6 +129,18 @@ PRESETS: dict[str, ImpressPreset] = {
 PresetName = Literal["glaze", "photoguard"]
 # Detection and evaluation measure with this preset's VAE when the service configures none.
 DEFAULT_PRESET: PresetName = "photoguard"
+
+
+class ModelReport(BaseModel):
+    """The models a worker's jobs need, found on its disk or not (`impress models check`); each
+    worker writes its own at start and /readyz reports them."""
+
+    present: list[str] = []
+    missing: list[str] = []
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
 
 
 def vae_for(preset: str, configured: Optional[str]) -> str:
@@ -306,6 +324,7 @@ class InputImage(BaseModel):
     width: int
     height: int
     format: str
+    url: Optional[str] = None   # where the API fetched it (image_url inputs)
 
 
 class TracePoint(BaseModel):
@@ -352,6 +371,29 @@ class JobError(BaseModel):
     message: str
 
 
+class RejectedInput(BaseModel):
+    """An image_url input the job goes on without: its own error code (url_not_allowed,
+    image_fetch_failed, or the decoding codes an upload would get)."""
+
+    role: InputRole = InputRole.image
+    url: str
+    error: JobError
+
+
+class WebhookEvent(str, enum.Enum):
+    """What a job's webhook is told: its start, its progress (throttled), its end in any final state."""
+
+    start = "start"
+    progress = "progress"
+    completed = "completed"
+
+
+class WebhookTarget(BaseModel):
+    url: str
+    events: list[WebhookEvent] = [WebhookEvent.completed]
+    jobs_url: str   # the API's /v1/jobs URL as the accepting API answers it: the body's links are under it
+
+
 JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams]
 # The parameter model each kind keeps in its record: exactly what its handler runs.
 PARAMS_BY_KIND: dict[JobKind, type[BaseModel]] = {
@@ -370,6 +412,8 @@ class JobRecord(BaseModel):
     perceptual: str                  # the perceptual distance's name
     inputs: list[InputImage]
     owner: str = ""                  # the creating API key's id (api_key_id); "" in an open service
+    rejected_inputs: list[RejectedInput] = []    # image_url inputs that could not be used
+    webhook: Optional[WebhookTarget] = None
     created_at: float
     started_at: Optional[float] = None
     finished_at: Optional[float] = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 import functools
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+import standardwebhooks
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contract import Device, Perceptual, Precision, ScheduleName, check_thresholds
@@ -13,9 +14,15 @@ from .contract import Device, Perceptual, Precision, ScheduleName, check_thresho
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMPRESS_", env_file=".env", extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="broker, result store and job records")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="job records, blobs, results (and the broker unless broker_url)")
+    broker_url: Optional[str] = Field(
+        None, description="Celery broker when not redis_url, e.g. amqp://user:pass@rabbitmq:5672/vhost for a large "
+                          "fleet (quorum queues, publisher confirms); Redis keeps the job records either way")
     key_prefix: str = Field("impress", description="prefix of every Redis key the service writes")
     queue: str = Field("impress", description="Celery queue of purification jobs")
+    detect_queue: Optional[str] = Field(
+        None, description="Celery queue of detect jobs when not `queue`: CPU triage workers serve it "
+                          "(`impress worker --queues`), GPU workers keep purify and evaluate")
     result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept")
 
     # Tenants: who may call /v1, and how much each key may ask of the service.
@@ -68,6 +75,20 @@ class Settings(BaseSettings):
     detect_sync_max_images: int = Field(4, ge=0, description="detect requests up to this many images are answered inline")
     detect_sync_timeout_s: float = Field(10.0, ge=0, description="how long an inline detect request waits for a worker")
 
+    # Webhooks and image URLs (impress/webhooks.py, impress/ssrf.py).
+    webhook_secret: Optional[str] = Field(
+        None, description="Standard Webhooks signing secret, whsec_<base64>; without it webhooks are refused")
+    webhook_allowed_hosts: str = Field(
+        "", description="hosts or CIDRs (comma-separated) that webhooks and image URLs may reach although they "
+                        "are private, loopback or link-local; also the only hosts image URLs may use plain http for")
+    webhook_queue: str = Field("webhooks", description="Celery queue of webhook deliveries (HTTP only, a light worker)")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="time limit of one webhook delivery attempt")
+    webhook_max_retries: int = Field(8, ge=0, description="retries of a failed delivery, with exponential backoff")
+    webhook_retry_base_s: float = Field(2.0, gt=0, description="first retry delay; doubles each retry, at most 10 min")
+    webhook_progress_every_s: float = Field(5.0, ge=0, description="least time between two progress webhooks of a job")
+    url_fetch_timeout_s: float = Field(10.0, gt=0, description="time limit of fetching one image_url "
+                                       "(a slower body is cut off)")
+
     # Worker behaviour.
     progress_every: int = Field(10, ge=1, description="steps between progress writes / cancel checks")
     soft_time_limit_s: int = Field(3 * 3600, ge=10)
@@ -77,10 +98,31 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def broker_is_store(self) -> bool:
+        """The broker's queues live in the job store's Redis (queue lengths can be read there)."""
+        return self.broker == self.redis_url
+
     @model_validator(mode="after")
     def _detect_thresholds_ordered(self) -> "Settings":
         check_thresholds(self.detect_threshold, self.detect_low_threshold)
         return self
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec_form(cls, secret: Optional[str]) -> Optional[str]:
+        if secret is not None:
+            if not secret.startswith("whsec_"):
+                raise ValueError("the webhook secret is whsec_<base64>")
+            try:  # a bad key fails here, at start, not at the first delivery
+                standardwebhooks.Webhook(secret)
+            except Exception as exc:
+                raise ValueError(f"the webhook secret is not whsec_<base64>: {exc}") from exc
+        return secret
 
 
 @functools.lru_cache

@@ -10,13 +10,14 @@ import hashlib
 import json
 import time
 import uuid
-from typing import Optional
+from typing import Optional, Protocol, Sequence
 
 import redis
 
 from pydantic import BaseModel
 
-from .contract import (PARAMS_BY_KIND, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobResult, JobState)
+from .contract import (PARAMS_BY_KIND, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobResult, JobState,
+                       ModelReport, RejectedInput, WebhookEvent, WebhookTarget)
 
 
 class Keys:
@@ -25,6 +26,7 @@ class Keys:
     {p}:job:{id}            hash   the job record: the scalar fields of contract.JobRecord, and
                                    `params`, `inputs`, `result` as JSON; `error_code`, `error_message`
     {p}:job:{id}:cancel     string set when a running job must stop
+    {p}:job:{id}:completed-webhook  string set (NX) by the one sender of the job's `completed` webhook
     {p}:blob:{sha256}       bytes  an input or result image, content-addressed
     {p}:jobs                zset   job ids by creation time (for operators)
     {p}:owner:{key id}:jobs zset   one API key's job ids by creation time (GET /v1/jobs)
@@ -35,6 +37,7 @@ class Keys:
     {p}:stats               hash   service-wide counters for /metrics: "{kind}:{state}" transitions
                                    into each state, "{kind}:seconds" compute time of succeeded jobs,
                                    "{kind}:image_iterations" their optimisation steps times images
+    {p}:worker-models       hash   worker name -> its ModelReport at start (JSON), for /readyz
     Every key but the counters has the result TTL; a job's blobs live as long as the job.
     """
 
@@ -46,6 +49,9 @@ class Keys:
 
     def cancel(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:cancel"
+
+    def completed_webhook(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:completed-webhook"
 
     def blob(self, digest: str) -> str:
         return f"{self.prefix}:blob:{digest}"
@@ -67,6 +73,9 @@ class Keys:
 
     def celery_prefix(self) -> str:
         return f"{self.prefix}:celery:"
+
+    def worker_models(self) -> str:
+        return f"{self.prefix}:worker-models"
 
 
 # KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] allowed current states (comma list); ARGV[2] new
@@ -127,7 +136,8 @@ class TooManyUnfinishedJobs(Exception):
 
 # KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] max attempts, ARGV[2] TTL s, ARGV[3] now. A queued
 # job, or a running one redelivered after its worker died, counts one more attempt and runs, unless
-# the attempts are spent (then it fails: worker_lost). Returns {started (1/0, -1 for no such job), attempt}.
+# the attempts are spent (then it fails: worker_lost). Returns {outcome, attempt}: outcome 1 started,
+# 2 failed now (worker_lost), 0 not started (already finished), -1 no such job.
 _START = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {-1, 0} end
@@ -141,7 +151,7 @@ if attempt > tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[3], 'error_code', 'worker_lost',
              'error_message', 'the worker running this job died ' .. (attempt - 1) .. ' times')
   redis.call('HINCRBY', KEYS[2], kind .. ':failed', 1)
-  return {0, attempt}
+  return {2, attempt}
 end
 redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[3], 'progress_step', 0)
 redis.call('HINCRBY', KEYS[2], kind .. ':running', 1)
@@ -161,11 +171,18 @@ def now() -> float:
     return round(time.time(), 3)
 
 
+class JobEvents(Protocol):
+    """Told of every transition a job's webhook can be about (impress.webhooks.WebhookNotifier)."""
+
+    def __call__(self, store: "JobStore", job_id: str, event: WebhookEvent) -> None: ...
+
+
 class JobStore:
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int):
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int, events: Optional[JobEvents] = None):
         self.r = client
         self.keys = Keys(prefix)
         self.ttl_s = ttl_s
+        self.events = events
         self._transition = client.register_script(_TRANSITION)
         self._start = client.register_script(_START)
         self._create = client.register_script(_CREATE)
@@ -188,11 +205,13 @@ class JobStore:
 
     # ------------------------------------------------------------ jobs
     def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
-               owner: str = "", max_unfinished: int = 0) -> JobRecord:
+               owner: str = "", max_unfinished: int = 0, rejected_inputs: Sequence[RejectedInput] = (),
+               webhook: Optional[WebhookTarget] = None) -> JobRecord:
         """Write a queued job; TooManyUnfinishedJobs when its owner already has `max_unfinished`
         queued or running (0: no limit)."""
         record = JobRecord(id=uuid.uuid4().hex, kind=kind, state=JobState.queued, params=params, vae=vae,
-                           perceptual=perceptual, inputs=inputs, owner=owner, created_at=now())
+                           perceptual=perceptual, inputs=inputs, owner=owner,
+                           rejected_inputs=list(rejected_inputs), webhook=webhook, created_at=now())
         fields = [v for pair in _to_hash(record).items() for v in pair]
         outcome = self._create(
             keys=[self.keys.job(record.id), self.keys.jobs(), self.keys.stats(), self.keys.owner_active(owner),
@@ -230,18 +249,33 @@ class JobStore:
     def start(self, job_id: str, max_attempts: int) -> tuple[bool, int]:
         """queued -> running, counting attempts; a redelivered running job (its worker died) restarts
         until max_attempts. Returns (started, attempt); a job that expired is (False, 0)."""
-        started, attempt = self._start(keys=[self.keys.job(job_id), self.keys.stats()],
+        outcome, attempt = self._start(keys=[self.keys.job(job_id), self.keys.stats()],
                                        args=[max_attempts, self.ttl_s, now()])
-        return started == 1, int(attempt)
+        if outcome in (1, 2):   # running, or failed just now (worker_lost)
+            self.emit(job_id, WebhookEvent.start if outcome == 1 else WebhookEvent.completed)
+        return outcome == 1, int(attempt)
 
     def progress(self, job_id: str, step: int, total: int) -> bool:
         """Record progress; True when the job must stop (cancel requested, or the job is gone)."""
-        return self._progress(keys=[self.keys.job(job_id), self.keys.cancel(job_id)], args=[step, total]) != 0
+        stop = self._progress(keys=[self.keys.job(job_id), self.keys.cancel(job_id)], args=[step, total]) != 0
+        if not stop:
+            self.emit(job_id, WebhookEvent.progress)
+        return stop
 
     def succeed(self, job_id: str, result: JobResult) -> bool:
         counters = {"seconds": result.seconds, "image_iterations": sum(im.iterations for im in result.images)}
-        return self.transition(job_id, (JobState.running,), JobState.succeeded, counters=counters,
-                               finished_at=now(), result=result.model_dump_json())
+        return self.finished(job_id, self.transition(job_id, (JobState.running,), JobState.succeeded, counters=counters,
+                                                     finished_at=now(), result=result.model_dump_json()))
+
+    def finished(self, job_id: str, moved: bool) -> bool:
+        """After a transition into a final state: the `completed` event when it happened."""
+        if moved:
+            self.emit(job_id, WebhookEvent.completed)
+        return moved
+
+    def emit(self, job_id: str, event: WebhookEvent) -> None:
+        if self.events is not None:
+            self.events(self, job_id, event)
 
     def stats(self) -> dict[str, float]:
         """The service-wide counters (Keys.stats)."""
@@ -252,21 +286,37 @@ class JobStore:
         return int(self.r.llen(self.keys.celery_prefix() + queue))
 
     def fail(self, job_id: str, code: ErrorCode, message: str) -> bool:
-        return self.transition(job_id, (JobState.queued, JobState.running), JobState.failed,
-                               finished_at=now(), error_code=code.value, error_message=message[:2000])
+        return self.finished(job_id, self.transition(job_id, (JobState.queued, JobState.running), JobState.failed,
+                                                     finished_at=now(), error_code=code.value,
+                                                     error_message=message[:2000]))
 
     def cancel(self, job_id: str) -> Optional[JobRecord]:
         """A queued job is canceled at once (it will never run); a running one gets the flag its
         loop checks. Returns the record after the call, None for an unknown job."""
-        if not self.transition(job_id, (JobState.queued,), JobState.canceled, finished_at=now()):
+        if not self.finished(job_id, self.transition(job_id, (JobState.queued,), JobState.canceled, finished_at=now())):
             self.r.set(self.keys.cancel(job_id), 1, ex=self.ttl_s)
         return self.get(job_id)
 
     def finish_canceled(self, job_id: str) -> bool:
-        return self.transition(job_id, (JobState.running,), JobState.canceled, finished_at=now())
+        return self.finished(job_id, self.transition(job_id, (JobState.running,), JobState.canceled, finished_at=now()))
+
+    def claim_completed_webhook(self, job_id: str) -> bool:
+        """True for exactly one caller per job: the job's `completed` webhook is sent at most once,
+        even when the job ran twice (a worker died after finishing it, before the ack)."""
+        return bool(self.r.set(self.keys.completed_webhook(job_id), 1, nx=True, ex=self.ttl_s))
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.r.exists(self.keys.cancel(job_id)))
+
+    def record_worker_models(self, worker: str, report: ModelReport) -> None:
+        self.r.hset(self.keys.worker_models(), worker, report.model_dump_json())
+
+    def worker_models(self, workers: list[str]) -> dict[str, ModelReport]:
+        """The model reports of these workers (one that wrote none is left out)."""
+        if not workers:
+            return {}
+        found = self.r.hmget(self.keys.worker_models(), workers)
+        return {name: ModelReport.model_validate_json(raw) for name, raw in zip(workers, found) if raw}
 
     def ping(self) -> bool:
         try:
@@ -276,13 +326,16 @@ class JobStore:
 
 
 # The hash keeps scalars as they are and the nested parts as JSON, so a poll reads one key.
-_JSON_FIELDS = ("params", "inputs", "result")
+_JSON_FIELDS = ("params", "inputs", "result", "rejected_inputs", "webhook")
 
 
 def _to_hash(record: JobRecord) -> dict[str, str | int | float]:
     data = record.model_dump(mode="json", exclude_none=True, exclude={"error", *_JSON_FIELDS})
     data.update(params=record.params.model_dump_json(),
-                inputs=json.dumps([item.model_dump(mode="json") for item in record.inputs]))
+                inputs=json.dumps([item.model_dump(mode="json") for item in record.inputs]),
+                rejected_inputs=json.dumps([item.model_dump(mode="json") for item in record.rejected_inputs]))
+    if record.webhook is not None:
+        data["webhook"] = record.webhook.model_dump_json()
     return data
 
 
@@ -291,5 +344,7 @@ def _from_hash(raw: dict[str, str]) -> JobRecord:
     error = JobError(code=raw["error_code"], message=raw.get("error_message", "")) if "error_code" in raw else None
     result = JobResult.model_validate_json(raw["result"]) if "result" in raw else None
     scalars = {k: v for k, v in raw.items() if k in JobRecord.model_fields and k not in _JSON_FIELDS}
+    webhook = WebhookTarget.model_validate_json(raw["webhook"]) if "webhook" in raw else None
     return JobRecord(**scalars, params=PARAMS_BY_KIND[kind].model_validate_json(raw["params"]),
-                     inputs=json.loads(raw["inputs"]), error=error, result=result)
+                     inputs=json.loads(raw["inputs"]), rejected_inputs=json.loads(raw.get("rejected_inputs", "[]")),
+                     webhook=webhook, error=error, result=result)

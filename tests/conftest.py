@@ -5,6 +5,7 @@ End-to-end layer (`service`, marked e2e): real uvicorn, a real Celery worker pro
 Redis on its own database index, under a key prefix the fixture deletes afterwards."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import MAX_BYTES, MAX_PIXELS, TEST_REDIS_URL, RecordingQueue, answers, delete_prefix, free_port, wait_for
+from tests.support import (MAX_BYTES, MAX_PIXELS, TEST_REDIS_URL, RecordingQueue, answers, broker_env, delete_prefix,
+                           free_port, wait_for)
 
 
 def small_vae_config() -> dict:
@@ -91,7 +93,7 @@ def service_env(tag: str, vae_dir: Path, **extra: str) -> dict[str, str]:
     # oversubscribe the cores and slow tiny models by orders of magnitude.
     return {**os.environ, "OMP_NUM_THREADS": "1", "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": tag,
             "IMPRESS_QUEUE": tag, "IMPRESS_VAE": str(vae_dir), "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu",
-            "IMPRESS_PROGRESS_EVERY": "2", "IMPRESS_RATE_LIMIT": "100000/minute", **extra}
+            "IMPRESS_PROGRESS_EVERY": "2", "IMPRESS_RATE_LIMIT": "100000/minute", **broker_env(), **extra}
 
 
 def stop(*procs: subprocess.Popen) -> None:
@@ -104,27 +106,39 @@ def stop(*procs: subprocess.Popen) -> None:
             proc.kill()
 
 
-@pytest.fixture(scope="module")
-def service(small_vae_dir, tmp_path_factory):
+@contextlib.contextmanager
+def running_service(vae_dir: Path, logs: Path, webhook_worker: bool = False, **extra_env: str):
+    """An httpx client of a real API with a real solo worker (and, asked for, a webhook worker on its
+    own queue) on the test Redis, under a key prefix deleted afterwards."""
     import httpx
 
     tag = f"impress-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    env = service_env(tag, small_vae_dir, IMPRESS_SCHEDULE="fast", IMPRESS_MAX_UPLOAD_BYTES=str(MAX_BYTES),
+    env = service_env(tag, vae_dir, IMPRESS_SCHEDULE="fast", IMPRESS_MAX_UPLOAD_BYTES=str(MAX_BYTES),
                       IMPRESS_MAX_PIXELS=str(MAX_PIXELS), IMPRESS_MAX_IMAGES_PER_JOB="4",
                       IMPRESS_MAX_ITERATIONS="100000", IMPRESS_DETECT_SYNC_MAX_IMAGES="2",
-                      IMPRESS_DETECT_SYNC_TIMEOUT_S="30")
-    logs = tmp_path_factory.mktemp("logs")
-    worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--pool", "solo"], env=env,
-                              stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
-    api = subprocess.Popen([sys.executable, "-m", "cli", "api", "--port", str(port)], env=env,
-                           stdout=open(logs / "api.log", "w"), stderr=subprocess.STDOUT)
+                      IMPRESS_DETECT_SYNC_TIMEOUT_S="30", **extra_env)
+    cli = [sys.executable, "-m", "cli"]
+    procs = [subprocess.Popen(cli + ["worker", "--pool", "solo"], env=env,
+                              stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT),
+             subprocess.Popen(cli + ["api", "--port", str(port)], env=env,
+                              stdout=open(logs / "api.log", "w"), stderr=subprocess.STDOUT)]
+    if webhook_worker:
+        procs.append(subprocess.Popen(cli + ["worker", "--pool", "solo", "--queues", "webhooks"], env=env,
+                                      stdout=open(logs / "webhooks.log", "w"), stderr=subprocess.STDOUT))
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:
         wait_for(lambda: answers(client, "/readyz"), 60, "API ready with a worker answering", 0.5)
         yield client
     finally:
         client.close()
-        stop(api, worker)
+        stop(*procs)
         delete_prefix(TEST_REDIS_URL, tag)
-        print((logs / "worker.log").read_text()[-3000:])
+        for log in sorted(logs.glob("*.log")):
+            print(f"--- {log.name}\n" + log.read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def service(small_vae_dir, tmp_path_factory):
+    with running_service(small_vae_dir, tmp_path_factory.mktemp("logs")) as client:
+        yield client

@@ -2,39 +2,74 @@
 
 Start a worker with `impress worker` (prefork, one process per GPU). Models load lazily inside the
 child process on its first job and stay cached there, so no CUDA is touched before the fork.
-Task messages carry the job id only; inputs and results are blobs in Redis.
+Task messages carry the job id only; inputs and results are blobs in Redis. Webhook deliveries are
+tasks too, on their own queue (`impress worker --queues webhooks`): that worker never imports torch.
 """
 from __future__ import annotations
 
 import functools
 import logging
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import celeryd_after_setup
 
-from impress.contract import TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY
+from impress.contract import PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY, TASK_WEBHOOK
 from impress.images import set_pillow_pixel_guard
-from impress.queue import make_celery
+from impress.queue import JobQueue, make_celery
 from impress.settings import get_settings
 from impress.store import JobStore
-
-from .jobs import run_job
+from impress.webhooks import DeliveryOutcome, WebhookDelivery, WebhookNotifier, deliver, retry_delay
 
 settings = get_settings()
 celery_app = make_celery(settings)
 set_pillow_pixel_guard(settings.max_pixels)
 logging.getLogger("impress").setLevel(logging.INFO)
+log = logging.getLogger("impress.worker")
 
 
 @functools.lru_cache(maxsize=1)
 def job_store() -> JobStore:
-    return JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
+    store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
+    store.events = WebhookNotifier(JobQueue(settings, celery_app).send_webhook, settings.webhook_progress_every_s)
+    return store
 
 
 def _run(job_id: str) -> str:
+    from .jobs import run_job   # here, not at import: the webhook worker loads no torch
+
     return run_job(job_store(), settings, job_id, on_time_limit=SoftTimeLimitExceeded)
+
+
+@celeryd_after_setup.connect
+def check_models(sender: str, instance, **_) -> None:
+    """At start, before taking jobs: are the models this worker's jobs need on its disk? Logged, and
+    written for /readyz (a worker without them still answers, so the operator sees why). A worker of
+    webhook deliveries only needs no model (and loads no torch)."""
+    consumed = set(instance.app.amqp.queues.consume_from or ())
+    if consumed and consumed <= {settings.webhook_queue}:
+        return
+    from .engine.model_cache import check
+
+    report = check(list(PRESETS), settings.vae, settings.perceptual)
+    for line in report.missing:
+        log.error("model missing: %s (run `impress models pull`)", line)
+    log.info("models: %d present, %d missing", len(report.present), len(report.missing))
+    try:
+        JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s).record_worker_models(sender, report)
+    except redis.RedisError as exc:  # Redis down at start: jobs cannot run either; readiness shows it
+        log.warning("model report not written: %s", exc)
 
 
 purify = celery_app.task(name=TASK_PURIFY)(_run)
 detect = celery_app.task(name=TASK_DETECT)(_run)
 evaluate = celery_app.task(name=TASK_EVALUATE)(_run)
 mimicry = celery_app.task(name=TASK_MIMICRY)(_run)
+
+
+@celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries)
+def webhook(self, delivery: dict) -> str:
+    outcome = deliver(WebhookDelivery.model_validate(delivery), settings)
+    if outcome is DeliveryOutcome.retry and self.request.retries < self.max_retries:
+        raise self.retry(countdown=retry_delay(self.request.retries, settings.webhook_retry_base_s))
+    return outcome.value

@@ -17,10 +17,11 @@ from ..admission import release_submit_slot
 from ..deps import get_settings
 from ..errors import error_responses
 from ..schemas import Accepted, JobView, job_view
-from ..submit import Submitter, accepted_response, form_model, get_submitter, refuse_unknown_fields
+from ..submit import (SubmitOptions, Submitter, UrlInputs, accepted_response, form_model, form_part, get_submitter,
+                      refuse_unknown_fields)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-DetectForm = form_model(DetectParams)
+DetectForm = form_model(DetectParams, UrlInputs, SubmitOptions)
 
 
 @router.post("/detect", response_model=JobView, status_code=200,
@@ -28,18 +29,20 @@ DetectForm = form_model(DetectParams)
              summary="Triage: consistency error of each image and a verdict against the threshold")
 async def submit_detect(
     request: Request,
-    images: Annotated[list[UploadFile], File(description=f"images to score ({', '.join(SUPPORTED_FORMATS)})")],
     params: Annotated[DetectForm, Form()],
+    images: Annotated[list[UploadFile], File(description=f"images to score ({', '.join(SUPPORTED_FORMATS)}); "
+                                                         "and/or image_url fields")] = [],
     settings: Settings = Depends(get_settings), submitter: Submitter = Depends(get_submitter),
 ):
     """Up to `IMPRESS_DETECT_SYNC_MAX_IMAGES` images are answered inline (200, the finished job) when a
     worker answers within `IMPRESS_DETECT_SYNC_TIMEOUT_S`; larger batches, or a busy service, get 202."""
     await refuse_unknown_fields(request, DetectForm, {"images"})
     accepted = await run_in_threadpool(submitter.enqueue, JobKind.detect, {InputRole.image: images},
-                                       DetectParams(**params.model_dump()))
+                                       form_part(params, DetectParams), options=form_part(params, SubmitOptions),
+                                       image_urls=params.image_url)
     # Accepted: waiting for the answer must not hold a submission slot (admission counts accepting work).
     release_submit_slot(request)
-    if len(images) <= settings.detect_sync_max_images:
+    if len(images) + len(params.image_url) <= settings.detect_sync_max_images:
         record = await wait_finished(submitter.store, accepted.id, settings.detect_sync_timeout_s)
         if record is not None:
             return job_view(record, accepted.url)

@@ -12,10 +12,11 @@ from impress.settings import Settings
 from ..deps import get_settings
 from ..errors import ApiError, error_responses
 from ..schemas import Accepted
-from ..submit import Submitter, accepted_response, form_model, get_submitter, refuse_unknown_fields
+from ..submit import (SubmitOptions, Submitter, accepted_response, form_model, form_part, get_submitter,
+                      refuse_unknown_fields)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-EvaluateForm = form_model(EvaluateParams)
+EvaluateForm = form_model(EvaluateParams, SubmitOptions)
 
 
 @router.post("/evaluate", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
@@ -48,5 +49,5 @@ async def submit_evaluate(
     uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified,
                InputRole.mask: mask}
     accepted = await run_in_threadpool(submitter.enqueue, JobKind.evaluate, uploads,
-                                       EvaluateParams(**params.model_dump()))
+                                       form_part(params, EvaluateParams), options=form_part(params, SubmitOptions))
     return accepted_response(accepted)
