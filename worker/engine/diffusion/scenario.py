@@ -16,7 +16,7 @@ import torch
 from impress.scenarios import EditParams
 
 from .editing import EditComparison, compare, edit
-from .pipelines import SETTING_OF_KIND, PipelineIdentity, load_pipeline, missing_pipeline
+from .pipelines import PipelineIdentity, configured_pipelines, load_pipeline, missing_pipeline
 from .worst_case import WorstCase, worst_case_per_image
 
 
@@ -33,9 +33,7 @@ class PipelineSet:
         (bf16 weights on CUDA under precision auto, fp32 on the CPU)."""
         from ..purify import autocast_dtype
 
-        names = {kind: getattr(settings, SETTING_OF_KIND[kind].removeprefix("IMPRESS_").lower())
-                 for kind in SETTING_OF_KIND}
-        return cls(names, device, autocast_dtype(device, settings.precision) or torch.float32)
+        return cls(configured_pipelines(settings), device, autocast_dtype(device, settings.precision) or torch.float32)
 
     def configured(self, kind: str) -> bool:
         return bool(self.names.get(kind))
