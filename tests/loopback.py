@@ -3,6 +3,7 @@ hostile routes (redirects, huge and slow bodies) and a webhook receiver that ver
 with the `standardwebhooks` package, as an integrator's receiver would."""
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ import standardwebhooks
 
 from impress.views import WebhookPayload
 from tests.support import MAX_BYTES, free_port, photo, png_bytes
+
+# The signing secret of the tests' services and receivers.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"impress-test-webhook-secret-0123").decode()
 
 # A route answers (status, headers, body); a body may be an iterator of chunks (sent as they come).
 Route = Callable[[], tuple[int, dict[str, str], object]]
@@ -106,7 +110,7 @@ class WebhookReceiver:
     """Answers 204 to every POST whose signature verifies with `secret` (401 otherwise) and keeps it;
     the first `fail_first` deliveries are answered 503, to exercise retries."""
 
-    secret: str
+    secret: str = WEBHOOK_SECRET
     host: str = "127.0.0.1"
     fail_first: int = 0
     received: list[ReceivedWebhook] = field(default_factory=list)

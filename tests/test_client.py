@@ -3,7 +3,6 @@ sync client's retries and polling against a scripted transport, and webhook veri
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 
 import httpx
@@ -14,9 +13,9 @@ from impress.client import AsyncImpressClient, Backoff, ImpressClient, ImpressEr
 from impress.contract import ErrorCode, JobState, PurifyOverrides, WebhookEvent
 from impress.views import Accepted, JobView
 from impress.webhooks import WebhookDelivery, signed_headers
+from tests.loopback import WEBHOOK_SECRET as SECRET
 from tests.support import photo, png_bytes
 
-SECRET = "whsec_" + base64.b64encode(b"impress-client-test-secret-01234").decode()
 IMAGE = ("a.png", png_bytes(photo()))
 QUICK = Backoff(first_s=0.001, max_s=0.01, retries=3)
 

@@ -3,7 +3,6 @@ impress.client; a loopback receiver on 127.0.0.1 verifies every signature with s
 127.0.0.2 (not allow-listed) must never be reached."""
 from __future__ import annotations
 
-import base64
 import time
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from impress.client import ImpressClient, ImpressError
 from impress.contract import ErrorCode, JobState, PurifyOverrides, WebhookEvent
 from tests.conftest import running_service
 from tests.loopback import IMAGE, WebhookReceiver, images, internal  # noqa: F401 (fixtures)
+from tests.loopback import WEBHOOK_SECRET as SECRET
 from tests.support import photo, png_bytes, wait_for
 
-SECRET = "whsec_" + base64.b64encode(b"impress-e2e-webhook-secret-56789").decode()
 
 pytestmark = pytest.mark.e2e
 
