@@ -7,13 +7,17 @@ perceptual distances), the job states and error codes, and the job record as the
 from __future__ import annotations
 
 import enum
+import json
 from typing import Literal, Optional, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .scenarios import EditParams, MimicryParams
 
 TASK_PURIFY = "impress.purify"
 TASK_DETECT = "impress.detect"
 TASK_EVALUATE = "impress.evaluate"
+TASK_MIMICRY = "impress.mimicry"
 TASK_WEBHOOK = "impress.webhook"    # one webhook delivery (HTTP only), on the webhook queue
 
 
@@ -21,9 +25,11 @@ class JobKind(str, enum.Enum):
     purify = "purify"
     detect = "detect"
     evaluate = "evaluate"
+    mimicry = "mimicry"
 
 
-TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE}
+TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE,
+         JobKind.mimicry: TASK_MIMICRY}
 
 # The engine's registries (worker/engine/protect.py, purifiers.py) hold exactly these names; the API
 # checks requests against them without importing the engine (a test keeps the two in step).
@@ -269,6 +275,17 @@ class EvaluateParams(BaseModel):
     size: int = Field(64, ge=16, le=1024, description="generated matrix: images are centre-cropped to size x size")
     attack_steps: Optional[int] = Field(None, ge=1, le=5000, description="steps of every protection")
     impress_iters: Optional[int] = Field(None, ge=1, le=100_000, description="iterations of the IMPRESS purifiers")
+    edit: Optional[EditParams] = Field(
+        None, description="also run the editing scenario (docs/diffusion.md): 'inpaint', 'img2img', or a JSON "
+                          "object of EditParams; needs the pipeline of that mode configured")
+
+    @field_validator("edit", mode="before")
+    @classmethod
+    def _edit_from_form(cls, value):
+        # A form sends text: a bare mode, or the parameters as JSON.
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("{") else {"mode": value}
+        return value
 
     def model_post_init(self, _context) -> None:
         _method_names(self.protections, PROTECTION_NAMES, "protection")
@@ -285,6 +302,7 @@ class InputRole(str, enum.Enum):
     clean = "clean"
     protected = "protected"
     purified = "purified"
+    mask = "mask"            # evaluate with an inpainting edit: white = regenerate, one per clean image
 
 
 class InputImage(BaseModel):
@@ -364,10 +382,11 @@ class WebhookTarget(BaseModel):
     jobs_url: str   # the API's /v1/jobs URL as the accepting API answers it: the body's links are under it
 
 
-JobParams = Union[PurifyParams, DetectParams, EvaluateParams]
+JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams]
 # The parameter model each kind keeps in its record: exactly what its handler runs.
 PARAMS_BY_KIND: dict[JobKind, type[BaseModel]] = {
-    JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams}
+    JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams,
+    JobKind.mimicry: MimicryParams}
 
 
 class JobRecord(BaseModel):

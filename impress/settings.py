@@ -39,6 +39,12 @@ class Settings(BaseSettings):
 
     # Models: None means each preset's own VAE (the SD VAE the authors used).
     vae: Optional[str] = Field(None, description="VAE: hub id, local folder, or 'impress-tiny-vae'")
+    # Diffusion scenarios (docs/diffusion.md): hub ids in the local Hugging Face cache, or local folders.
+    pipeline: Optional[str] = Field(None, description="SD img2img pipeline: img2img edits, AdvDM, SDS(-), DiffPure, "
+                                                      "GrIDPure, mimicry")
+    inpaint_pipeline: Optional[str] = Field(None, description="SD inpainting pipeline (9-channel UNet): inpainting "
+                                                              "edits, PhotoGuard's diffusion attack")
+    upscale_pipeline: Optional[str] = Field(None, description="SD x4 upscaler pipeline: Noisy Upscaling")
     perceptual: Perceptual = Field(
         "lpips-vgg", description="perceptual distance of the hinge: LPIPS-VGG, or 1-SSIM offline")
     device: Device = "auto"

@@ -98,11 +98,12 @@ return 1
 # KEYS[1] job hash, KEYS[2] all jobs zset, KEYS[3] stats, KEYS[4] owner's active set, KEYS[5] owner's
 # jobs zset; ARGV[1] TTL s, ARGV[2] most unfinished jobs of the owner (0: no limit), ARGV[3] job id,
 # ARGV[4] created_at, ARGV[5] kind, ARGV[6] the job-key prefix, then the record's field/value pairs.
-# The owner's unfinished jobs are counted (finished or expired ones pruned from the set) and the job
-# is written only under the limit, in one step. Returns -1 when created, else the unfinished count.
+# Under the limit the job is written at once; at it, the owner's set is pruned of finished or expired
+# jobs and counted again (so the common path is O(1)), all in one step. Returns -1 when created, else
+# the owner's unfinished count.
 _CREATE = """
 local ttl, cap, id, created = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
-if cap > 0 then
+if cap > 0 and redis.call('SCARD', KEYS[4]) >= cap then
   local n = 0
   for _, other in ipairs(redis.call('SMEMBERS', KEYS[4])) do
     local state = redis.call('HGET', ARGV[6] .. other, 'state')

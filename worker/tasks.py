@@ -12,7 +12,7 @@ import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from impress.contract import TASK_DETECT, TASK_EVALUATE, TASK_PURIFY, TASK_WEBHOOK
+from impress.contract import TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY, TASK_WEBHOOK
 from impress.images import set_pillow_pixel_guard
 from impress.queue import JobQueue, make_celery
 from impress.settings import get_settings
@@ -41,6 +41,7 @@ def _run(job_id: str) -> str:
 purify = celery_app.task(name=TASK_PURIFY)(_run)
 detect = celery_app.task(name=TASK_DETECT)(_run)
 evaluate = celery_app.task(name=TASK_EVALUATE)(_run)
+mimicry = celery_app.task(name=TASK_MIMICRY)(_run)
 
 
 @celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries)

@@ -28,10 +28,12 @@ async def submit_evaluate(
     params: Annotated[EvaluateForm, Form()],
     protected: Annotated[list[UploadFile], File(description="protected images, in the order of `clean`")] = [],
     purified: Annotated[list[UploadFile], File(description="purified images, in the order of `clean`")] = [],
+    mask: Annotated[list[UploadFile], File(description="with edit=inpaint: one mask per clean image, white = "
+                                                       "regenerate (default: all but the centre)")] = [],
     settings: Settings = Depends(get_settings), submitter: Submitter = Depends(get_submitter),
 ):
-    await refuse_unknown_fields(request, EvaluateForm, {"clean", "protected", "purified"})
-    for role, files in (("protected", protected), ("purified", purified)):
+    await refuse_unknown_fields(request, EvaluateForm, {"clean", "protected", "purified", "mask"})
+    for role, files in (("protected", protected), ("purified", purified), ("mask", mask)):
         if files and len(files) != len(clean):
             raise ApiError(422, ErrorCode.invalid_parameter, f"{len(files)} {role} images for {len(clean)} clean ones: "
                            "send one per clean image, in the same order")
@@ -42,7 +44,10 @@ async def submit_evaluate(
                        "send protected images, or name protections and/or purifiers to run on the clean images")
     if params.impress_iters and params.impress_iters > settings.max_iterations:
         raise ApiError(422, ErrorCode.invalid_parameter, f"impress_iters exceeds the limit of {settings.max_iterations}")
-    uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified}
+    if mask and (params.edit is None or params.edit.mode != "inpaint"):
+        raise ApiError(422, ErrorCode.invalid_parameter, "masks are for the inpainting edit: set edit=inpaint")
+    uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified,
+               InputRole.mask: mask}
     accepted = await run_in_threadpool(submitter.enqueue, JobKind.evaluate, uploads,
                                        form_part(params, EvaluateParams), options=form_part(params, SubmitOptions))
     return accepted_response(accepted)
