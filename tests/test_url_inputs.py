@@ -67,3 +67,13 @@ def test_urls_count_towards_the_image_limit(url_api, images):
     client, _, _, settings = url_api
     r = client.post("/v1/purify", data={"image_url": [images.url("/cat.png")] * (settings.max_images_per_job + 1)})
     assert r.json()["error"]["code"] == "too_many_images" and images.hits == []
+
+
+def test_an_idempotent_retry_fetches_nothing_again(url_api, images):
+    client, _, queue, _ = url_api
+    form = {"image_url": [images.url("/cat.png")], "webhook_events": "completed"}
+    first = client.post("/v1/purify", data=form, headers={"Idempotency-Key": "urls-1"})
+    again = client.post("/v1/purify", data=form, headers={"Idempotency-Key": "urls-1"})
+    assert again.json()["id"] == first.json()["id"] and images.hits == ["/cat.png"] and len(queue.sent) == 1
+    other = client.post("/v1/purify", data={"image_url": [images.url("/to-cat")]}, headers={"Idempotency-Key": "urls-1"})
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
