@@ -53,6 +53,17 @@ def test_signed_webhooks_and_url_inputs_through_real_workers(hooked_service, ima
     assert internal.hits == []
 
 
+@pytest.mark.parametrize("path, code", [("/huge", ErrorCode.payload_too_large),
+                                        ("/slow", ErrorCode.image_fetch_failed),
+                                        ("/to-metadata", ErrorCode.url_not_allowed)])
+def test_hostile_image_urls_are_cut_off(hooked_service, images, path, code):
+    started = time.monotonic()
+    with pytest.raises(ImpressError) as refused:
+        hooked_service.detect(image_urls=[images.url(path)])
+    assert refused.value.code == code and refused.value.details[0]["url"] == images.url(path)
+    assert time.monotonic() - started < 15   # IMPRESS_URL_FETCH_TIMEOUT_S is 5 s here
+
+
 def test_private_webhook_targets_are_refused_before_any_connection(hooked_service, images):
     with WebhookReceiver(SECRET, host="127.0.0.2") as unnamed:
         with pytest.raises(ImpressError) as refused:
