@@ -18,6 +18,7 @@ from impress.webhooks import WebhookNotifier
 
 from .admission import Admission
 from .auth import Authenticator, authorize
+from .console import mount_console
 from .errors import ApiError, api_error_handler, error_json, error_responses, validation_error_handler
 from .metrics import REQUEST_SECONDS
 from .routes import detect, evaluate, health, jobs, mimicry, purify
@@ -82,4 +83,5 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
         app.include_router(resource.router, dependencies=[Depends(authorize)],
                            responses=error_responses(401, 429))
     app.include_router(health.router)
+    mount_console(app)
     return app

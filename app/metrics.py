@@ -21,13 +21,14 @@ REQUEST_SECONDS = Histogram("impress_http_request_seconds", "HTTP request latenc
 class ServiceCollector:
     """The service-wide metrics, read from Redis (contract.Keys.stats and the Celery queue)."""
 
-    def __init__(self, store: JobStore, queue: str):
+    def __init__(self, store: JobStore, queue: str | None):
         self.store, self.queue = store, queue
 
     def collect(self):
         up = GaugeMetricFamily("impress_redis_up", "whether Redis answered this scrape")
         try:
-            stats, waiting = self.store.stats(), self.store.queue_length(self.queue)
+            stats = self.store.stats()
+            waiting = None if self.queue is None else self.store.queue_length(self.queue)
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
@@ -47,12 +48,16 @@ class ServiceCollector:
                 steps.add_metric([kind], value)
             else:
                 jobs.add_metric([kind, what], value)
-        queued = GaugeMetricFamily("impress_queue_messages", "job messages waiting in the queue", labels=["queue"])
-        queued.add_metric([self.queue], waiting)
-        yield from (jobs, seconds, steps, queued)
+        yield from (jobs, seconds, steps)
+        if waiting is not None:
+            queued = GaugeMetricFamily("impress_queue_messages", "job messages waiting in the queue", labels=["queue"])
+            queued.add_metric([self.queue], waiting)
+            yield queued
 
 
-def service_registry(store: JobStore, queue: str) -> CollectorRegistry:
+def service_registry(store: JobStore, queue: str | None) -> CollectorRegistry:
+    """queue: the Celery queue whose length the job store's Redis holds; None when the broker is
+    elsewhere (RabbitMQ: its own metrics, or KEDA's RabbitMQ scaler, give the queue length)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(store, queue))
     return registry

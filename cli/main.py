@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from . import bench, detect, mimicry, purify, service
+from . import bench, detect, mimicry, models, purify, service
 from .common import CommandFailed
 
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     mimicry.add_parser(sub)
     service.add_parsers(sub)
+    models.add_parser(sub)
     return parser
 
 

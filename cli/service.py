@@ -96,7 +96,8 @@ def run_serve(args: argparse.Namespace) -> int:
                  # Webhook deliveries (HTTP only) on their own light worker, never behind a purification.
                  subprocess.Popen(cli + ["worker", "--pool", "solo", "--queues", Settings().webhook_queue], env=env),
                  subprocess.Popen(cli + ["api", "--host", args.host, "--port", str(args.port)], env=env)]
-    print(f"API on http://{args.host}:{args.port}/docs  (Ctrl-C stops everything)", flush=True)
+    print(f"Console on http://{args.host}:{args.port}/console  API docs on http://{args.host}:{args.port}/docs  "
+          "(Ctrl-C stops everything)", flush=True)
     # SIGTERM ends this process the way Ctrl-C does, so the finally below always runs.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

@@ -17,7 +17,7 @@ from impress.queue import make_celery
 from impress.settings import Settings
 from impress.store import JobStore
 from tests.loopback import WEBHOOK_SECRET, WebhookReceiver
-from tests.support import TEST_REDIS_URL, delete_prefix, photo, png_bytes, wait_for
+from tests.support import TEST_REDIS_URL, broker_env, delete_prefix, photo, png_bytes, wait_for
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def prefork_worker(small_vae_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": f"impress-lost-{tag}",
            "IMPRESS_QUEUE": f"impress-lost-{tag}", "IMPRESS_VAE": str(small_vae_dir), "IMPRESS_PERCEPTUAL": "dssim",
            "IMPRESS_DEVICE": "cpu", "IMPRESS_PROGRESS_EVERY": "2", "IMPRESS_WEBHOOK_SECRET": WEBHOOK_SECRET,
-           "IMPRESS_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}
+           "IMPRESS_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", **broker_env()}
     settings = Settings(_env_file=None, **{k[8:].lower(): v for k, v in env.items() if k.startswith("IMPRESS_")})
     log = open(tmp_path / "worker.log", "w")
     worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--pool", "prefork", "--concurrency", "1"],
