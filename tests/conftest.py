@@ -5,6 +5,7 @@ End-to-end layer (`service`, marked e2e): real uvicorn, a real Celery worker pro
 Redis on its own database index, under a key prefix the fixture deletes afterwards."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -104,17 +105,18 @@ def stop(*procs: subprocess.Popen) -> None:
             proc.kill()
 
 
-@pytest.fixture(scope="module")
-def service(small_vae_dir, tmp_path_factory):
+@contextlib.contextmanager
+def running_service(vae_dir: Path, logs: Path, **extra_env: str):
+    """An httpx client of a real API and a solo Celery worker on the test Redis, under their own key
+    prefix (deleted afterwards); `extra_env` adds or overrides settings."""
     import httpx
 
     tag = f"impress-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    env = service_env(tag, small_vae_dir, IMPRESS_SCHEDULE="fast", IMPRESS_MAX_UPLOAD_BYTES=str(MAX_BYTES),
+    env = service_env(tag, vae_dir, IMPRESS_SCHEDULE="fast", IMPRESS_MAX_UPLOAD_BYTES=str(MAX_BYTES),
                       IMPRESS_MAX_PIXELS=str(MAX_PIXELS), IMPRESS_MAX_IMAGES_PER_JOB="4",
                       IMPRESS_MAX_ITERATIONS="100000", IMPRESS_DETECT_SYNC_MAX_IMAGES="2",
-                      IMPRESS_DETECT_SYNC_TIMEOUT_S="30")
-    logs = tmp_path_factory.mktemp("logs")
+                      IMPRESS_DETECT_SYNC_TIMEOUT_S="30", **extra_env)
     worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--pool", "solo"], env=env,
                               stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
     api = subprocess.Popen([sys.executable, "-m", "cli", "api", "--port", str(port)], env=env,
@@ -128,3 +130,9 @@ def service(small_vae_dir, tmp_path_factory):
         stop(api, worker)
         delete_prefix(TEST_REDIS_URL, tag)
         print((logs / "worker.log").read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def service(small_vae_dir, tmp_path_factory):
+    with running_service(small_vae_dir, tmp_path_factory.mktemp("logs")) as client:
+        yield client
