@@ -6,6 +6,7 @@ Screenshots of each page go to $IMPRESS_SCREENSHOT_DIR when set (the committed o
 docs/screenshots/ come from `IMPRESS_SCREENSHOT_DIR=docs/screenshots`), else to a temporary folder."""
 from __future__ import annotations
 
+import base64
 import os
 import time
 from pathlib import Path
@@ -97,6 +98,18 @@ def fill(driver, kind: str, **fields: str) -> None:
             control.send_keys(value)
 
 
+def drop(driver, kind: str, field: str, path: Path) -> None:
+    """Drop a file on an upload field's drop zone, as a drag from the desktop would."""
+    driver.execute_script("""
+        const [zone, name, b64] = arguments;
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const files = new DataTransfer();
+        files.items.add(new File([bytes], name, { type: "image/png" }));
+        zone.dispatchEvent(new DragEvent("drop", { dataTransfer: files, bubbles: true, cancelable: true }));
+    """, css(driver, f'form[data-kind="{kind}"] [data-field="{field}"] .drop'), path.name,
+        base64.b64encode(path.read_bytes()).decode())
+
+
 def submit(driver, kind: str):
     """Submit the form of `kind`; returns the new job card."""
     before = len(driver.find_elements("css selector", "article.job"))
@@ -170,7 +183,8 @@ def test_without_the_key_the_api_refusal_is_shown_and_the_key_is_remembered(serv
 
 def test_detect_shows_each_score_against_the_threshold(service, browser, screenshots):
     open_try(browser, str(service.base_url), "detect")
-    css(browser, "#detect-images").send_keys(str(COFFEE))
+    drop(browser, "detect", "images", COFFEE)
+    assert browser.execute_script("return document.querySelector('#detect-images').files[0].name") == "coffee.png"
     fill(browser, "detect", threshold="0.001")
     card = submit(browser, "detect")
     assert card_state(card) == "succeeded", css(card, ".error").text
