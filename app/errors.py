@@ -1,14 +1,24 @@
 """One error envelope for every 4xx/5xx: {"error": {"code": <stable code>, "message": ..., "details": ...}}."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
+import redis
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 
 from impress.contract import ErrorCode
+
+log = logging.getLogger("impress.api")
+
+# Redis unreachable, as the store (redis-py) and the queue (kombu, sending a task) report it.
+STORE_ERRORS = (redis.RedisError, OperationalError)
+# Seconds a client should wait before retrying when the job store is unreachable.
+UNAVAILABLE_RETRY_AFTER_S = 5
 
 
 class ErrorBody(BaseModel):
@@ -42,6 +52,25 @@ async def validation_error_handler(_: Request, exc: RequestValidationError) -> J
         else ErrorCode.invalid_request
     summary = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in errors)
     return error_json(422, code, summary, errors)
+
+
+def unavailable_json() -> JSONResponse:
+    response = error_json(503, ErrorCode.service_unavailable, "the job store is unreachable; retry shortly")
+    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
+    return response
+
+
+async def store_unavailable_handler(_: Request, exc: Exception) -> JSONResponse:
+    """Redis down (or the broker refusing a message): 503 to retry, in the envelope, never a bare 500."""
+    log.warning("job store unreachable: %s: %s", type(exc).__name__, exc)
+    return unavailable_json()
+
+
+async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Last resort for errors outside the routes (middleware included): still the envelope."""
+    if isinstance(exc, STORE_ERRORS):
+        return await store_unavailable_handler(request, exc)
+    return error_json(500, ErrorCode.internal_error, "internal error; it has been logged")
 
 
 # Declared on routes so the OpenAPI document shows the envelope.

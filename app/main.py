@@ -15,7 +15,8 @@ from impress.settings import Settings
 from impress.store import JobStore
 
 from .admission import Admission
-from .errors import ApiError, api_error_handler, error_json, validation_error_handler
+from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_json, error_responses, store_unavailable_handler,
+                     unhandled_error_handler, validation_error_handler)
 from .metrics import REQUEST_SECONDS
 from .routes import detect, evaluate, health, jobs, purify
 
@@ -39,6 +40,9 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     app.state.queue = queue or JobQueue(settings)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    for error in STORE_ERRORS:  # routes, sync ones in the thread pool included
+        app.add_exception_handler(error, store_unavailable_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)  # anything else, middleware included
     # Room for the largest allowed job plus multipart overhead; anything bigger is refused unread.
     max_body = settings.max_upload_bytes * settings.max_images_per_job + 1024 * 1024
     app.state.admission = admission = Admission(settings.max_inflight_submits)
@@ -63,7 +67,7 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
                                str(response.status_code)).observe(time.perf_counter() - start)
         return response
 
-    for resource in (purify, detect, evaluate, jobs):
-        app.include_router(resource.router)
+    for resource in (purify, detect, evaluate, jobs):  # each reads Redis: 503 when it is down
+        app.include_router(resource.router, responses=error_responses(503))
     app.include_router(health.router)
     return app

@@ -21,13 +21,13 @@ REQUEST_SECONDS = Histogram("impress_http_request_seconds", "HTTP request latenc
 class ServiceCollector:
     """The service-wide metrics, read from Redis (contract.Keys.stats and the Celery queue)."""
 
-    def __init__(self, store: JobStore, queue: str):
-        self.store, self.queue = store, queue
+    def __init__(self, store: JobStore, queues: list[str]):
+        self.store, self.queues = store, queues
 
     def collect(self):
         up = GaugeMetricFamily("impress_redis_up", "whether Redis answered this scrape")
         try:
-            stats, waiting = self.store.stats(), self.store.queue_length(self.queue)
+            stats, waiting = self.store.stats(), {q: self.store.queue_length(q) for q in self.queues}
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
@@ -48,11 +48,12 @@ class ServiceCollector:
             else:
                 jobs.add_metric([kind, what], value)
         queued = GaugeMetricFamily("impress_queue_messages", "job messages waiting in the queue", labels=["queue"])
-        queued.add_metric([self.queue], waiting)
+        for queue, messages in waiting.items():
+            queued.add_metric([queue], messages)
         yield from (jobs, seconds, steps, queued)
 
 
-def service_registry(store: JobStore, queue: str) -> CollectorRegistry:
+def service_registry(store: JobStore, queues: list[str]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceCollector(store, queue))
+    registry.register(ServiceCollector(store, queues))
     return registry

@@ -67,10 +67,13 @@ class ErrorCode(str, enum.Enum):
     job_not_finished = "job_not_finished"
     job_already_finished = "job_already_finished"
     service_overloaded = "service_overloaded"
+    service_unavailable = "service_unavailable"    # Redis (jobs, queue) unreachable: retry later
     # Failures a worker records on a job:
     model_unavailable = "model_unavailable"
     worker_lost = "worker_lost"
     time_limit_exceeded = "time_limit_exceeded"
+    numerical_error = "numerical_error"            # the loss became NaN or infinite
+    out_of_memory = "out_of_memory"                # even a batch of one image ran out of memory
     input_expired = "input_expired"
     internal_error = "internal_error"
 

@@ -15,7 +15,9 @@ class Settings(BaseSettings):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="broker, result store and job records")
     key_prefix: str = Field("impress", description="prefix of every Redis key the service writes")
-    queue: str = Field("impress", description="Celery queue of purification jobs")
+    queue: str = Field("impress", description="Celery queue of the GPU work: purification, evaluation, protection")
+    detect_queue: str = Field("impress-detect", description="Celery queue of triage (detect): one forward pass, "
+                              "served by a cheap CPU or GPU worker so it never waits behind a purification")
     result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept")
 
     # Upload limits: checked by the API before anything is queued.

@@ -13,8 +13,9 @@ import uuid
 from typing import Optional
 
 import redis
-
 from pydantic import BaseModel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .contract import (PARAMS_BY_KIND, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobResult, JobState)
 
@@ -124,8 +125,12 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str, prefix: str, ttl_s: int) -> "JobStore":
-        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30),
-                   prefix, ttl_s)
+        # After Redis restarts, pooled connections are dead: one quick retry on a fresh connection
+        # hides that, while a Redis that is down still fails fast (connection refused) and the API
+        # answers 503. Timeouts are not retried: they already took their time.
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
+                                        retry=retry), prefix, ttl_s)
 
     # ------------------------------------------------------------ blobs
     def put_blob(self, data: bytes) -> str:

@@ -70,7 +70,7 @@ def test_metrics_scrape_survives_redis_down():
     from impress.store import JobStore
 
     closed = JobStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "impress-test-down", 60)
-    assert b"impress_redis_up 0.0" in generate_latest(service_registry(closed, "impress-test-down"))
+    assert b"impress_redis_up 0.0" in generate_latest(service_registry(closed, ["impress-test-down"]))
 
 
 def test_cancel_running_and_queued(service):

@@ -22,6 +22,7 @@ from impress.store import JobStore
 
 from .engine.models import ModelUnavailable, load_vae, resolve_device
 from .engine.pipeline import EngineOptions, run_purification
+from .engine.purify import NonFiniteLoss
 
 log = logging.getLogger("impress.worker")
 
@@ -146,6 +147,12 @@ def load_inputs(store: JobStore, settings: Settings, record: JobRecord) -> dict[
     return inputs
 
 
+def release_device_memory() -> None:
+    """Give cached GPU memory back after an out-of-memory failure, so the next job starts clean."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_job(store: JobStore, settings: Settings, job_id: str, on_time_limit: type[BaseException]) -> str:
     """Run the job; returns its final state. Every failure ends in the record, never in the worker."""
     started, attempt = store.start(job_id, settings.max_attempts)
@@ -173,6 +180,11 @@ def run_job(store: JobStore, settings: Settings, job_id: str, on_time_limit: typ
         store.fail(job_id, ErrorCode.model_unavailable, str(exc))
     except ImageRejected as exc:
         store.fail(job_id, exc.code, exc.message)
+    except NonFiniteLoss as exc:
+        store.fail(job_id, ErrorCode.numerical_error, str(exc))
+    except (torch.OutOfMemoryError, MemoryError) as exc:  # larger batches were split already (engine.pipeline)
+        release_device_memory()
+        store.fail(job_id, ErrorCode.out_of_memory, f"out of memory even with one image per batch: {exc}")
     except on_time_limit:
         store.fail(job_id, ErrorCode.time_limit_exceeded, f"the job ran past {settings.soft_time_limit_s}s")
     except Exception as exc:  # the record must say what happened; the worker stays up

@@ -5,10 +5,9 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from impress.queue import JobQueue, worker_queues
 from impress.settings import Settings
 from impress.store import JobStore
-
-from impress.queue import JobQueue
 
 from ..deps import get_queue, get_settings, get_store
 from ..metrics import service_registry
@@ -34,5 +33,5 @@ def readyz(store: JobStore = Depends(get_store), queue: JobQueue = Depends(get_q
 @router.get("/metrics", summary="Prometheus metrics: this process's and the service's (from Redis)",
             response_class=Response)
 def metrics(store: JobStore = Depends(get_store), settings: Settings = Depends(get_settings)) -> Response:
-    body = generate_latest() + generate_latest(service_registry(store, settings.queue))
+    body = generate_latest() + generate_latest(service_registry(store, worker_queues(settings)))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
