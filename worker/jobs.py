@@ -14,8 +14,8 @@ from typing import Callable
 
 import torch
 
-from impress.contract import (DetectParams, ErrorCode, EvaluateParams, InputImage, InputRole, JobKind, JobRecord,
-                              JobResult, JobState, PurifyParams, ResultFile, ResultImage, StopReason)
+from impress.contract import (DEFAULT_PRESET, DetectParams, ErrorCode, EvaluateParams, InputImage, InputRole, JobKind, JobRecord,
+                              JobResult, JobState, PurifyParams, ResultFile, ResultImage, StopReason, vae_for)
 from impress.images import DecodedImage, ImageRejected, decode_image
 from impress.settings import Settings
 from impress.store import JobStore
@@ -145,6 +145,19 @@ def load_inputs(store: JobStore, settings: Settings, record: JobRecord) -> dict[
         decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
         inputs.setdefault(item.role, []).append(JobInput(item, decoded))
     return inputs
+
+
+def warm_up_detection(settings: Settings) -> None:
+    """Load the detection model now (imports included: seconds on a busy CPU), so a triage worker's
+    first sync detect is answered within its timeout. A model that cannot load is only logged here:
+    the job that needs it records model_unavailable."""
+    from .engine import detect  # noqa: F401 - the import is part of the warm-up
+
+    try:
+        load_vae(vae_for(DEFAULT_PRESET, settings.vae), resolve_device(settings.device))
+        log.info("detection model loaded")
+    except ModelUnavailable as exc:
+        log.warning("detection model not loaded: %s", exc)
 
 
 def release_device_memory() -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
 
 from impress.contract import TASK_DETECT, TASK_EVALUATE, TASK_PURIFY
 from impress.images import set_pillow_pixel_guard
@@ -17,7 +19,7 @@ from impress.queue import make_celery
 from impress.settings import get_settings
 from impress.store import JobStore
 
-from .jobs import run_job
+from .jobs import run_job, warm_up_detection
 
 settings = get_settings()
 celery_app = make_celery(settings)
@@ -37,3 +39,12 @@ def _run(job_id: str) -> str:
 purify = celery_app.task(name=TASK_PURIFY)(_run)
 detect = celery_app.task(name=TASK_DETECT)(_run)
 evaluate = celery_app.task(name=TASK_EVALUATE)(_run)
+
+
+
+@worker_process_init.connect
+def _warm_up(**_) -> None:
+    # A worker that serves triage loads its model at start (-Q is applied by now), in the pool
+    # process (CUDA after the fork) and in the background (a pool process must report up quickly).
+    if settings.detect_queue in celery_app.amqp.queues.consume_from:
+        threading.Thread(target=warm_up_detection, args=(settings,), name="warm-up", daemon=True).start()
