@@ -5,7 +5,7 @@ from typing import Optional
 
 from pydantic import BaseModel
 
-from impress.contract import InputImage, JobError, JobKind, JobRecord, JobState, StopReason, TracePoint
+from impress.contract import DetectedImage, InputImage, JobError, JobKind, JobRecord, JobState, StopReason, TracePoint
 
 
 class Progress(BaseModel):
@@ -47,6 +47,7 @@ class JobView(BaseModel):
     inputs: list[InputImage]
     error: Optional[JobError] = None
     results: list[ResultLink] = []
+    detections: list[DetectedImage] = []   # detect: score, verdict, thresholds and model of each image
     metrics: Optional[dict] = None
     files: list[FileLink] = []
     model: Optional[dict] = None
@@ -75,4 +76,4 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
         attempts=record.attempts, params=record.params.model_dump(mode="json"), vae=record.vae,
         perceptual=record.perceptual, inputs=record.inputs, error=record.error, results=results, files=files,
-        **(result.model_dump(include={"metrics", "model", "seconds", "device", "engine"}) if result else {}))
+        **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine"}) if result else {}))

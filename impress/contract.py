@@ -310,6 +310,27 @@ class ResultImage(BaseModel):
     trace: list[TracePoint]              # at logged steps
 
 
+class Verdict(str, enum.Enum):
+    """Detection's call on one image at the thresholds (DetectParams)."""
+
+    protected = "protected"   # score above the threshold: protective noise likely
+    clean = "clean"
+    purified = "purified"     # score below the lower threshold: over-consistent, as IMPRESS leaves images
+
+
+class DetectedImage(BaseModel):
+    """One image's detection, self-contained as moderation pipelines store it: the score, the verdict,
+    the thresholds it was judged at, and the model (a threshold holds only for its model)."""
+
+    name: str
+    score: float = Field(description="consistency error mean((x - D(E(x)))^2), pixels in [-1, 1]")
+    verdict: Optional[Verdict] = Field(description="at the thresholds; null when none is configured or given")
+    threshold: Optional[float] = Field(description="scores above it are 'protected'")
+    low_threshold: Optional[float] = Field(description="scores below it are 'purified'")
+    model: str = Field(description="the VAE that scored the image")
+    model_revision: str = Field(description="its revision: hub commit, or a digest of the weights")
+
+
 class ResultFile(BaseModel):
     name: str
     blob: str
@@ -318,7 +339,8 @@ class ResultFile(BaseModel):
 
 class JobResult(BaseModel):
     images: list[ResultImage] = []   # purify: one purified PNG per input
-    metrics: Optional[dict] = None   # detect and evaluate: the figures
+    detections: list[DetectedImage] = []   # detect: one per input
+    metrics: Optional[dict] = None   # evaluate: the figures
     files: list[ResultFile] = []     # evaluate: report.html, results.md
     model: dict                      # identity of the VAE: name, source, location, revision, dtype, device
     perceptual: Optional[dict] = None

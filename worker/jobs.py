@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from impress.contract import (DEFAULT_PRESET, DetectParams, ErrorCode, EvaluateParams, InputImage, InputRole, JobKind, JobRecord,
+from impress.contract import (DEFAULT_PRESET, DetectedImage, DetectParams, ErrorCode, EvaluateParams, InputImage, InputRole, JobKind, JobRecord,
                               JobResult, JobState, PurifyParams, ResultFile, ResultImage, StopReason, vae_for)
 from impress.images import DecodedImage, ImageRejected, decode_image
 from impress.settings import Settings
@@ -87,10 +87,10 @@ def detect_handler(ctx: JobContext) -> JobResult:
     scores = consistency_scores(vae, [to_tensor(item.image.rgb).to(device) for item in items],
                                 ctx.settings.batch_size * 4)
     threshold, low = params.thresholds((ctx.settings.detect_threshold, ctx.settings.detect_low_threshold))
-    metrics = {"threshold": threshold, "low_threshold": low, "images": [
-        {"name": item.meta.name, "consistency_error": s, "verdict": v}
-        for item, s, v in zip(items, scores, verdicts(scores, threshold, low))]}
-    return JobResult(metrics=metrics, model=identity.as_dict(), seconds=round(time.perf_counter() - t0, 3),
+    detections = [DetectedImage(name=item.meta.name, score=score, verdict=verdict, threshold=threshold,
+                                low_threshold=low, model=identity.name, model_revision=identity.revision)
+                  for item, score, verdict in zip(items, scores, verdicts(scores, threshold, low))]
+    return JobResult(detections=detections, model=identity.as_dict(), seconds=round(time.perf_counter() - t0, 3),
                      device=device)
 
 
