@@ -103,7 +103,8 @@ def service(small_vae_dir, tmp_path_factory):
                               stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
     api = subprocess.Popen([sys.executable, "-m", "cli", "api", "--port", str(port)], env=env,
                            stdout=open(logs / "api.log", "w"), stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    # Above IMPRESS_DETECT_SYNC_TIMEOUT_S: a sync detect may wait that long for its answer.
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
         wait_for(lambda: answers(client, "/readyz"), 60, "API ready with a worker answering", 0.5)
         yield client
