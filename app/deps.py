@@ -1,10 +1,11 @@
-"""Dependencies: settings, the job store and the job queue, built once per app."""
+"""Dependencies: settings, the job store, the job queue and the SSRF guards, built once per app."""
 from __future__ import annotations
 
 from fastapi import Request
 
 from impress.queue import JobQueue
 from impress.settings import Settings
+from impress.ssrf import UrlGuards
 from impress.store import JobStore
 
 
@@ -18,3 +19,7 @@ def get_store(request: Request) -> JobStore:
 
 def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
+
+
+def get_url_guards(request: Request) -> UrlGuards:
+    return request.app.state.url_guards

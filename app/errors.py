@@ -9,9 +9,9 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
-from pydantic import BaseModel
 
 from impress.contract import ErrorCode
+from impress.views import ErrorBody, ErrorResponse  # the envelope, shared with impress.client
 
 log = logging.getLogger("impress.api")
 
@@ -21,28 +21,20 @@ STORE_ERRORS = (redis.RedisError, OperationalError)
 UNAVAILABLE_RETRY_AFTER_S = 5
 
 
-class ErrorBody(BaseModel):
-    code: ErrorCode
-    message: str
-    details: Optional[Any] = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
 class ApiError(Exception):
-    def __init__(self, status: int, code: ErrorCode, message: str, details: Any = None):
-        self.status, self.code, self.message, self.details = status, code, message, details
+    def __init__(self, status: int, code: ErrorCode, message: str, details: Any = None,
+                 headers: Optional[dict[str, str]] = None):
+        self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
 
 
-def error_json(status: int, code: ErrorCode, message: str, details: Any = None) -> JSONResponse:
+def error_json(status: int, code: ErrorCode, message: str, details: Any = None,
+               headers: Optional[dict[str, str]] = None) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details))
-    return JSONResponse(status_code=status, content=body.model_dump(mode="json"))
+    return JSONResponse(status_code=status, content=body.model_dump(mode="json"), headers=headers)
 
 
 async def api_error_handler(_: Request, exc: ApiError) -> JSONResponse:
-    return error_json(exc.status, exc.code, exc.message, exc.details)
+    return error_json(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
 async def validation_error_handler(_: Request, exc: RequestValidationError) -> JSONResponse:

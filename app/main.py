@@ -5,27 +5,37 @@ import logging
 import time
 from typing import Optional
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
 from impress.contract import ErrorCode
 from impress.images import SUPPORTED_FORMATS, set_pillow_pixel_guard
 from impress.queue import JobQueue
 from impress.settings import Settings
+from impress.ssrf import UrlGuards
 from impress.store import JobStore
+from impress.webhooks import WebhookNotifier
 
 from .admission import Admission
+from .auth import Authenticator, authorize
 from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_json, error_responses, store_unavailable_handler,
                      unhandled_error_handler, validation_error_handler)
 from .metrics import REQUEST_SECONDS
-from .routes import detect, evaluate, health, jobs, purify
+from .routes import detect, evaluate, health, jobs, mimicry, purify
 
 log = logging.getLogger("impress.api")
 
 DESCRIPTION = f"""Purify and evaluate protective image perturbations (IMPRESS, NeurIPS 2023).
 
 Submit images with `POST /v1/purify` (multipart), poll `GET /v1/jobs/{{id}}`, fetch each result PNG.
+Once the service has API keys, every /v1 call sends one: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+A job belongs to the key that created it; any other key gets 404 on its URLs. Each key's requests are
+rate-limited (429 with `Retry-After` and `RateLimit-*` headers) and its unfinished jobs capped.
+`Idempotency-Key` on a POST makes a retried submission return the same job.
 Every error is `{{"error": {{"code", "message", "details"}}}}` with a stable `code`.
+Images come as uploads (`images`) and/or URLs (`image_url`, fetched by the service: https, public
+addresses only; one that fails is listed in the job's `rejected_inputs` with its own code). A
+`webhook` URL is told of `webhook_events` (start, progress, completed), signed per Standard Webhooks.
 Accepted formats: {", ".join(SUPPORTED_FORMATS)}."""
 
 
@@ -38,6 +48,10 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     app.state.settings = settings
     app.state.store = store or JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
     app.state.queue = queue or JobQueue(settings)
+    app.state.auth = Authenticator(settings, app.state.store.r)
+    # A cancel of a queued job is its last transition: the API sends that job's `completed` webhook.
+    app.state.store.events = WebhookNotifier(app.state.queue.send_webhook, settings.webhook_progress_every_s)
+    app.state.url_guards = UrlGuards.from_settings(settings)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     for error in STORE_ERRORS:  # routes, sync ones in the thread pool included
@@ -62,12 +76,14 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
                 response = await call_next(request)
             finally:
                 admission.leave(request)
+            response.headers.update(getattr(request.state, "rate_limit_headers", {}))
         route = request.scope.get("route")
         REQUEST_SECONDS.labels(request.method, getattr(route, "path", "unmatched"),
                                str(response.status_code)).observe(time.perf_counter() - start)
         return response
 
-    for resource in (purify, detect, evaluate, jobs):  # each reads Redis: 503 when it is down
-        app.include_router(resource.router, responses=error_responses(503))
+    for resource in (purify, detect, evaluate, mimicry, jobs):  # each reads Redis: 503 when it is down
+        app.include_router(resource.router, dependencies=[Depends(authorize)],
+                           responses=error_responses(401, 429, 503))
     app.include_router(health.router)
     return app

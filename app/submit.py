@@ -1,18 +1,35 @@
-"""Turning a submission into a queued job: check every upload, store the blobs, create the record,
-send the id. Shared by every submit route; runs in the thread pool (Redis and Pillow block)."""
+"""Turning a submission into a queued job: check every upload, fetch every image URL, store the blobs,
+create the record (within the key's cap on unfinished jobs), send the id; an Idempotency-Key makes a
+retry return the same job. Shared by every submit route.
+
+Image URLs are fetched here, in the API, not by a worker: the SSRF guard sits at the edge that talks
+to the outside (GPU workers need no egress), a URL is checked exactly like an upload before anything
+is queued, and a GPU never idles on a slow server. A bad upload rejects the whole request; a bad URL
+input is left out with its own code (JobView.rejected_inputs) while the others are processed."""
 from __future__ import annotations
 
-from fastapi import Request, UploadFile
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Optional, Sequence
 
-from impress.contract import DEFAULT_PRESET, ErrorCode, InputImage, InputRole, JobKind, JobState, vae_for
+import httpx
+from fastapi import Depends, Header, Request, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from impress.contract import (DEFAULT_PRESET, ErrorCode, InputImage, InputRole, JobError, JobKind, JobState,
+                              RejectedInput, WebhookEvent, WebhookTarget, vae_for)
 from impress.images import ImageRejected, decode_image
 from impress.queue import JobQueue
 from impress.settings import Settings
-from impress.store import JobStore
+from impress.ssrf import FetchFailed, UrlGuard, UrlGuards, UrlRefused
+from impress.store import JobStore, TooManyUnfinishedJobs
 
+from .auth import Caller, authorize
+from .deps import get_queue, get_settings, get_store, get_url_guards
 from .errors import ApiError
+from .idempotency import IDEMPOTENCY_KEY, claim, fingerprint
 from .metrics import JOBS_SUBMITTED, UPLOADS_REJECTED
 from .schemas import Accepted
 
@@ -21,10 +38,38 @@ REJECTION_STATUS = {ErrorCode.payload_too_large: 413, ErrorCode.image_too_many_p
                     ErrorCode.unsupported_image_format: 415}
 
 
-def form_model(model: type[BaseModel]) -> type[BaseModel]:
-    """`model` accepting the multipart form's file fields too; unknown fields are refused by name
-    in `refuse_unknown_fields`."""
-    return type(f"{model.__name__}Form", (model,), {"model_config": ConfigDict(extra="ignore"), "__module__": __name__})
+class SubmitOptions(BaseModel):
+    """Form fields of every submit route beside its parameters."""
+
+    webhook: Optional[str] = Field(
+        None, description="URL told of this job's events (Standard Webhooks: signed webhook-id, webhook-timestamp, "
+                          "webhook-signature); http(s), and not a private, loopback, link-local or metadata address "
+                          "unless IMPRESS_WEBHOOK_ALLOWED_HOSTS names it (else 422 url_not_allowed)")
+    webhook_events: list[WebhookEvent] = Field(
+        default_factory=lambda: [WebhookEvent.completed],
+        description="events sent to `webhook` (repeat the field): start, progress (throttled), completed (any final "
+                    "state, sent once per job; its body is the job as GET /v1/jobs/{id} shows it)")
+
+
+class UrlInputs(BaseModel):
+    image_url: list[str] = Field(
+        default_factory=list,
+        description="image URLs fetched by the service beside the uploads (repeat the field): https (http only for "
+                    "allow-listed hosts), public addresses, at most IMPRESS_MAX_UPLOAD_BYTES within "
+                    "IMPRESS_URL_FETCH_TIMEOUT_S, decoded like an upload. One that fails is listed in the job's "
+                    "rejected_inputs with its code (url_not_allowed, image_fetch_failed, ...) while the others run")
+
+
+def form_model(model: type[BaseModel], *extras: type[BaseModel]) -> type[BaseModel]:
+    """`model` (and the `extras`' fields) accepting the multipart form's file fields too; unknown fields
+    are refused by name in `refuse_unknown_fields`."""
+    return type(f"{model.__name__}Form", (model, *extras),
+                {"model_config": ConfigDict(extra="ignore"), "__module__": __name__})
+
+
+def form_part(form: BaseModel, model: type[BaseModel]):
+    """The `model` part of a form made by form_model."""
+    return model(**form.model_dump(include=set(model.model_fields)))
 
 
 async def refuse_unknown_fields(request: Request, model: type[BaseModel], files: set[str]) -> None:
@@ -46,24 +91,123 @@ def read_upload(upload: UploadFile, role: InputRole, settings: Settings) -> tupl
     return data, InputImage(role=role, name=name, blob="", width=img.width, height=img.height, format=img.format)
 
 
-def enqueue(kind: JobKind, uploads: dict[InputRole, list[UploadFile]], params: BaseModel, settings: Settings,
-            store: JobStore, queue: JobQueue, url_template: str, preset: str = DEFAULT_PRESET) -> Accepted:
-    """Check every upload, store the blobs, create the job record, send the task (id only)."""
-    count = sum(len(files) for files in uploads.values())
-    if count == 0:
-        raise ApiError(422, ErrorCode.no_images, "send at least one image")
-    if count > settings.max_images_per_job:
-        raise ApiError(422, ErrorCode.too_many_images, f"{count} images sent; at most {settings.max_images_per_job} per job")
-    decoded = [read_upload(u, role, settings) for role, files in uploads.items() for u in files]
-    inputs = [meta.model_copy(update={"blob": store.put_blob(data)}) for data, meta in decoded]
-    record = store.create(kind, params, inputs, vae=vae_for(preset, settings.vae), perceptual=settings.perceptual)
-    queue.send(kind, record.id)
-    JOBS_SUBMITTED.labels(kind=kind.value).inc()
-    return Accepted(id=record.id, state=JobState.queued, url=url_template.replace("JOBID", record.id))
+def fetch_input(url: str, guard: UrlGuard, settings: Settings) -> tuple[bytes, InputImage] | RejectedInput:
+    try:
+        data = guard.fetch(url, max_bytes=settings.max_upload_bytes, timeout_s=settings.url_fetch_timeout_s)
+        img = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    except (UrlRefused, FetchFailed, ImageRejected) as exc:
+        UPLOADS_REJECTED.labels(code=exc.code.value).inc()
+        return RejectedInput(url=url, error=JobError(code=exc.code, message=exc.message))
+    name = PurePosixPath(httpx.URL(url).path).name or "image"
+    return data, InputImage(name=name, blob="", width=img.width, height=img.height, format=img.format, url=url)
 
 
-def job_url_template(request: Request) -> str:
-    return str(request.url_for("get_job", job_id="JOBID"))
+def fetch_inputs(urls: Sequence[str], guard: UrlGuard, settings: Settings
+                 ) -> tuple[list[tuple[bytes, InputImage]], list[RejectedInput]]:
+    """Every URL fetched at once (the time limit holds per request, not per image)."""
+    if not urls:
+        return [], []
+    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+        outcomes = list(pool.map(lambda url: fetch_input(url, guard, settings), urls))
+    return ([o for o in outcomes if not isinstance(o, RejectedInput)],
+            [o for o in outcomes if isinstance(o, RejectedInput)])
+
+
+def webhook_target(options: SubmitOptions, guard: UrlGuard, settings: Settings,
+                   jobs_url: str) -> Optional[WebhookTarget]:
+    if options.webhook is None:
+        return None
+    if not settings.webhook_secret:
+        raise ApiError(422, ErrorCode.webhooks_disabled, "this service has no IMPRESS_WEBHOOK_SECRET to sign webhooks")
+    try:
+        guard.check(options.webhook)
+    except UrlRefused as exc:
+        raise ApiError(422, exc.code, f"webhook: {exc.message}", [{"field": "webhook", "message": exc.message}]) from exc
+    return WebhookTarget(url=options.webhook, events=list(dict.fromkeys(options.webhook_events)), jobs_url=jobs_url)
+
+
+@dataclass
+class Submitter:
+    """Everything a submission needs from the request: the service, the caller, the Idempotency-Key."""
+
+    settings: Settings
+    store: JobStore
+    queue: JobQueue
+    caller: Caller
+    idempotency_key: Optional[str]
+    url_template: str
+    guards: UrlGuards
+
+    def enqueue(self, kind: JobKind, uploads: dict[InputRole, list[UploadFile]], params: BaseModel,
+                preset: str = DEFAULT_PRESET, *, options: SubmitOptions = SubmitOptions(),
+                image_urls: Sequence[str] = ()) -> Accepted:
+        """Check every upload and fetch every image URL, store the blobs, create the job record, send
+        the task (id only). Runs in the thread pool (Redis, Pillow and URL fetches block)."""
+        settings = self.settings
+        count = sum(len(files) for files in uploads.values()) + len(image_urls)
+        if count == 0:
+            raise ApiError(422, ErrorCode.no_images, "send at least one image")
+        if count > settings.max_images_per_job:
+            raise ApiError(422, ErrorCode.too_many_images,
+                           f"{count} images sent; at most {settings.max_images_per_job} per job")
+        webhook = webhook_target(options, self.guards.webhooks, settings, self.url_template.removesuffix(f"/{JOB_ID}"))
+        decoded = [read_upload(u, role, settings) for role, files in uploads.items() for u in files]
+        held = None
+        if self.idempotency_key is not None:
+            named = "\n".join([*image_urls, webhook.model_dump_json(exclude={"jobs_url"}) if webhook else ""])
+            held = claim(self.store, self.caller.owner, self.idempotency_key,
+                         fingerprint(kind, params, decoded, named), settings.result_ttl_s)
+            if held.existing is not None:
+                return self.accepted(held.existing)
+        try:
+            fetched, rejected = fetch_inputs(image_urls, self.guards.images, settings)
+            if not decoded and not fetched:
+                first = rejected[0].error
+                raise ApiError(422, first.code, f"no image could be used: {first.message}",
+                               [item.model_dump(mode="json") for item in rejected])
+            job_id = self.create(kind, params, decoded + fetched, preset, rejected, webhook)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+        if held is not None:
+            held.complete(job_id)
+        JOBS_SUBMITTED.labels(kind=kind.value).inc()
+        return self.accepted(job_id)
+
+    def create(self, kind: JobKind, params: BaseModel, decoded: list[tuple[bytes, InputImage]], preset: str,
+               rejected: list[RejectedInput], webhook: Optional[WebhookTarget]) -> str:
+        inputs = [meta.model_copy(update={"blob": self.store.put_blob(data)}) for data, meta in decoded]
+        try:
+            record = self.store.create(kind, params, inputs, vae=vae_for(preset, self.settings.vae),
+                                       perceptual=self.settings.perceptual, owner=self.caller.owner,
+                                       max_unfinished=self.settings.max_unfinished_jobs_per_key,
+                                       rejected_inputs=rejected, webhook=webhook)
+        except TooManyUnfinishedJobs as exc:
+            raise ApiError(429, ErrorCode.too_many_unfinished_jobs,
+                           f"{exc.unfinished} jobs of this key are queued or running, the most allowed; "
+                           "retry when one has finished", headers={"Retry-After": "5"}) from exc
+        self.queue.send(kind, record.id)
+        return record.id
+
+    def accepted(self, job_id: str) -> Accepted:
+        return Accepted(id=job_id, state=JobState.queued, url=self.url_template.replace(JOB_ID, job_id))
+
+
+JOB_ID = "JOBID"   # stands for the id in a job URL template
+
+
+def get_submitter(request: Request, settings: Settings = Depends(get_settings), store: JobStore = Depends(get_store),
+                  queue: JobQueue = Depends(get_queue), caller: Caller = Depends(authorize),
+                  guards: UrlGuards = Depends(get_url_guards),
+                  idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key", description=(
+                      "a client-chosen key (1-255 printable ASCII): a repeated POST with the same key and body "
+                      "returns the same job"))) -> Submitter:
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise ApiError(422, ErrorCode.invalid_parameter, "Idempotency-Key must be 1-255 printable ASCII characters",
+                       [{"field": "Idempotency-Key", "message": "1-255 printable ASCII characters, no spaces"}])
+    return Submitter(settings, store, queue, caller, idempotency_key,
+                     str(request.url_for("get_job", job_id=JOB_ID)), guards)
 
 
 def accepted_response(accepted: Accepted) -> JSONResponse:

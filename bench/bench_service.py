@@ -1,4 +1,4 @@
-"""Submit latency of the API under a steady request rate (DESIGN.md section 6: p99 <= 50 ms at 100 req/s).
+"""Submit latency of the API under a steady request rate (target: p99 <= 50 ms at 100 req/s), with API keys and per-key rate limits on.
 
     python -m bench.bench_service                      # 25, 50 and 100 req/s, 15 s each, on loopback
     python -m bench.bench_service --rates 100 200 --seconds 10
@@ -33,6 +33,7 @@ from PIL import Image
 from bench.results_io import RESULTS, run_meta, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_KEY = "bench-" + uuid.uuid4().hex
 
 
 def free_port() -> int:
@@ -78,7 +79,8 @@ async def warm_then_measure(base_url: str, rate: float, warmup: float, seconds: 
     # One client for both phases: the measured run reuses warm keep-alive connections, as a
     # long-running client of the service would.
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits,
+                                 headers={"Authorization": f"Bearer {BENCH_KEY}"}) as client:
         await fire(client, rate, warmup, png)
         return await fire(client, rate, seconds, png)
 
@@ -106,7 +108,11 @@ def latency_figure(runs: dict[float, list[dict]], target_ms: float):
 
 def start_api(redis_url: str, tag: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "IMPRESS_REDIS_URL": redis_url, "IMPRESS_KEY_PREFIX": tag, "IMPRESS_QUEUE": tag}
+    # Keys and rate limits on, as a shared deployment runs: every request is authenticated and counted
+    # in Redis (limits set high enough that the bench measures their cost, not refusals).
+    env = {**os.environ, "IMPRESS_REDIS_URL": redis_url, "IMPRESS_KEY_PREFIX": tag, "IMPRESS_QUEUE": tag,
+           "IMPRESS_API_KEYS": BENCH_KEY, "IMPRESS_RATE_LIMIT": "1000000/minute",
+           "IMPRESS_MAX_UNFINISHED_JOBS_PER_KEY": "1000000"}
     api = subprocess.Popen([sys.executable, "-m", "cli", "api", "--port", str(port)], env=env, cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from . import bench, detect, purify, service
+from . import bench, detect, mimicry, purify, service
 from .common import CommandFailed
 
 
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     purify.add_parser(sub)
     detect.add_parsers(sub)
     bench.add_parser(sub)
+    mimicry.add_parser(sub)
     service.add_parsers(sub)
     return parser
 

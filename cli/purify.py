@@ -8,7 +8,7 @@ import types
 import typing
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from impress.contract import DEVICES, PERCEPTUALS, PRECISIONS, PurifyOverrides
 from impress.settings import Settings
@@ -26,8 +26,9 @@ def _flag_type(annotation) -> tuple[type, tuple | None]:
     return annotation, None
 
 
-def add_override_flags(parser: argparse.ArgumentParser) -> None:
-    for name, field in PurifyOverrides.model_fields.items():
+def add_override_flags(parser: argparse.ArgumentParser, model: type[BaseModel] = PurifyOverrides) -> None:
+    """One flag per field of the parameter model (--iters, --early-stop/--no-early-stop, ...)."""
+    for name, field in model.model_fields.items():
         kind, choices = _flag_type(field.annotation)
         flag = "--" + name.replace("_", "-")
         if kind is bool:
@@ -36,10 +37,10 @@ def add_override_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, choices=choices, default=None, help=field.description)
 
 
-def overrides_from(args: argparse.Namespace) -> PurifyOverrides:
-    given = {name: getattr(args, name) for name in PurifyOverrides.model_fields if getattr(args, name) is not None}
+def overrides_from(args: argparse.Namespace, model: type[BaseModel] = PurifyOverrides):
+    given = {name: getattr(args, name) for name in model.model_fields if getattr(args, name) is not None}
     try:
-        return PurifyOverrides(**given)
+        return model(**given)
     except ValidationError as exc:
         raise CommandFailed("; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
                                       for e in exc.errors())) from exc

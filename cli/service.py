@@ -12,8 +12,10 @@ import sys
 import threading
 from pathlib import Path
 
+from impress.keys import new_api_key
 from impress.queue import worker_queues
 from impress.settings import Settings
+from impress.webhooks import new_webhook_secret
 
 from .common import CommandFailed
 
@@ -87,14 +89,20 @@ def start_child(argv: list[str], env: dict[str, str], **kwargs) -> subprocess.Po
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """API, a GPU worker and a triage worker (so a detect never waits behind a purification) on this
-    machine, with a Redis started here when none is configured. Ctrl-C or SIGTERM stops everything
-    it started."""
+    """API and a worker per role on this machine: GPU work, triage (so a detect never waits behind a
+    purification) and webhook deliveries, with a Redis started here when none is configured and an API
+    key made up when none is (printed). Ctrl-C or SIGTERM stops everything it started."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before any child exists, so none can be left behind
         signal.signal(sig, lambda *_: stop.set())
     env = dict(os.environ)
     settings = Settings()
+    if not env.get("IMPRESS_API_KEYS") and env.get("IMPRESS_AUTH") != "disabled":
+        env["IMPRESS_API_KEYS"] = key = new_api_key()
+        print(f"API key for this run (send 'Authorization: Bearer <key>'): {key}")
+    if not env.get("IMPRESS_WEBHOOK_SECRET"):
+        env["IMPRESS_WEBHOOK_SECRET"] = secret = new_webhook_secret()
+        print(f"webhook signing secret for this run (verify with impress.client.verify_webhook): {secret}")
     redis_server: list[subprocess.Popen] = []
     services: list[subprocess.Popen] = []
     try:
@@ -102,8 +110,11 @@ def run_serve(args: argparse.Namespace) -> int:
             redis_server.append(start_redis(args.redis_port))
             env["IMPRESS_REDIS_URL"] = f"redis://127.0.0.1:{args.redis_port}/0"
         cli = [sys.executable, "-m", "cli"]
-        for role, queue in (("gpu", settings.queue), ("triage", settings.detect_queue)):
-            services.append(start_child(cli + ["worker", "--queues", queue, "--hostname", f"{role}@%h"], env))
+        # Webhook deliveries (HTTP only) get a light solo worker, never behind a purification.
+        for role, queue, pool in (("gpu", settings.queue, "prefork"), ("triage", settings.detect_queue, "prefork"),
+                                  ("webhooks", settings.webhook_queue, "solo")):
+            services.append(start_child(cli + ["worker", "--queues", queue, "--hostname", f"{role}@%h", "--pool", pool],
+                                        env))
         services.append(start_child(cli + ["api", "--host", args.host, "--port", str(args.port)], env))
         print(f"API on http://{args.host}:{args.port}/docs  (Ctrl-C stops everything)", flush=True)
         while not stop.wait(0.5) and all(p.poll() is None for p in redis_server + services):

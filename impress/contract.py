@@ -7,22 +7,29 @@ perceptual distances), the job states and error codes, and the job record as the
 from __future__ import annotations
 
 import enum
+import json
 from typing import Literal, Optional, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .scenarios import EditParams, MimicryParams
 
 TASK_PURIFY = "impress.purify"
 TASK_DETECT = "impress.detect"
 TASK_EVALUATE = "impress.evaluate"
+TASK_MIMICRY = "impress.mimicry"
+TASK_WEBHOOK = "impress.webhook"    # one webhook delivery (HTTP only), on the webhook queue
 
 
 class JobKind(str, enum.Enum):
     purify = "purify"
     detect = "detect"
     evaluate = "evaluate"
+    mimicry = "mimicry"
 
 
-TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE}
+TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE,
+         JobKind.mimicry: TASK_MIMICRY}
 
 # The engine's registries (worker/engine/protect.py, purifiers.py) hold exactly these names; the API
 # checks requests against them without importing the engine (a test keeps the two in step).
@@ -68,6 +75,16 @@ class ErrorCode(str, enum.Enum):
     job_already_finished = "job_already_finished"
     service_overloaded = "service_overloaded"
     service_unavailable = "service_unavailable"    # Redis (jobs, queue) unreachable: retry later
+    unauthorized = "unauthorized"
+    rate_limited = "rate_limited"
+    too_many_unfinished_jobs = "too_many_unfinished_jobs"
+    idempotency_key_reused = "idempotency_key_reused"
+    idempotency_key_in_use = "idempotency_key_in_use"
+    # A URL (image_url, webhook) the service refuses to contact: not http(s), or its host resolves to a
+    # private, loopback, link-local, multicast, reserved or metadata address that no allow-list names.
+    url_not_allowed = "url_not_allowed"
+    image_fetch_failed = "image_fetch_failed"    # an image URL did not answer 200 in time (per image)
+    webhooks_disabled = "webhooks_disabled"      # a webhook was asked of a service with no signing secret
     # Failures a worker records on a job:
     model_unavailable = "model_unavailable"
     worker_lost = "worker_lost"
@@ -261,6 +278,17 @@ class EvaluateParams(BaseModel):
     size: int = Field(64, ge=16, le=1024, description="generated matrix: images are centre-cropped to size x size")
     attack_steps: Optional[int] = Field(None, ge=1, le=5000, description="steps of every protection")
     impress_iters: Optional[int] = Field(None, ge=1, le=100_000, description="iterations of the IMPRESS purifiers")
+    edit: Optional[EditParams] = Field(
+        None, description="also run the editing scenario (docs/diffusion.md): 'inpaint', 'img2img', or a JSON "
+                          "object of EditParams; needs the pipeline of that mode configured")
+
+    @field_validator("edit", mode="before")
+    @classmethod
+    def _edit_from_form(cls, value):
+        # A form sends text: a bare mode, or the parameters as JSON.
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("{") else {"mode": value}
+        return value
 
     def model_post_init(self, _context) -> None:
         _method_names(self.protections, PROTECTION_NAMES, "protection")
@@ -277,6 +305,7 @@ class InputRole(str, enum.Enum):
     clean = "clean"
     protected = "protected"
     purified = "purified"
+    mask = "mask"            # evaluate with an inpainting edit: white = regenerate, one per clean image
 
 
 class InputImage(BaseModel):
@@ -286,6 +315,7 @@ class InputImage(BaseModel):
     width: int
     height: int
     format: str
+    url: Optional[str] = None   # where the API fetched it (image_url inputs)
 
 
 class TracePoint(BaseModel):
@@ -354,10 +384,34 @@ class JobError(BaseModel):
     message: str
 
 
-JobParams = Union[PurifyParams, DetectParams, EvaluateParams]
+class RejectedInput(BaseModel):
+    """An image_url input the job goes on without: its own error code (url_not_allowed,
+    image_fetch_failed, or the decoding codes an upload would get)."""
+
+    role: InputRole = InputRole.image
+    url: str
+    error: JobError
+
+
+class WebhookEvent(str, enum.Enum):
+    """What a job's webhook is told: its start, its progress (throttled), its end in any final state."""
+
+    start = "start"
+    progress = "progress"
+    completed = "completed"
+
+
+class WebhookTarget(BaseModel):
+    url: str
+    events: list[WebhookEvent] = [WebhookEvent.completed]
+    jobs_url: str   # the API's /v1/jobs URL as the accepting API answers it: the body's links are under it
+
+
+JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams]
 # The parameter model each kind keeps in its record: exactly what its handler runs.
 PARAMS_BY_KIND: dict[JobKind, type[BaseModel]] = {
-    JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams}
+    JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams,
+    JobKind.mimicry: MimicryParams}
 
 
 class JobRecord(BaseModel):
@@ -370,6 +424,9 @@ class JobRecord(BaseModel):
     vae: str                         # the VAE the job runs with (configured, else its preset's)
     perceptual: str                  # the perceptual distance's name
     inputs: list[InputImage]
+    owner: str = ""                  # the creating API key's id (api_key_id); "" in an open service
+    rejected_inputs: list[RejectedInput] = []    # image_url inputs that could not be used
+    webhook: Optional[WebhookTarget] = None
     created_at: float
     started_at: Optional[float] = None
     finished_at: Optional[float] = None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from celery import Celery
 
-from .contract import TASKS, JobKind
+from .contract import TASK_WEBHOOK, TASKS, JobKind
 from .settings import Settings
 from .store import Keys
+from .webhooks import WebhookDelivery
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -45,7 +46,7 @@ def queue_for(settings: Settings, kind: JobKind) -> str:
 
 def worker_queues(settings: Settings) -> list[str]:
     """What a worker serves when it names no queues: all of them (one worker does everything)."""
-    return list(dict.fromkeys(queue_for(settings, kind) for kind in JobKind))
+    return list(dict.fromkeys([*(queue_for(settings, kind) for kind in JobKind), settings.webhook_queue]))
 
 
 class JobQueue:
@@ -60,6 +61,11 @@ class JobQueue:
 
     def send(self, kind: JobKind, job_id: str) -> None:
         self.celery.send_task(TASKS[kind], args=[job_id], queue=self.queue_for(kind))
+
+    def send_webhook(self, delivery: WebhookDelivery) -> None:
+        """Webhooks go to their own queue: a light worker does the HTTP, never a GPU worker's loop."""
+        self.celery.send_task(TASK_WEBHOOK, args=[delivery.model_dump(mode="json")],
+                              queue=self.settings.webhook_queue)
 
     def workers(self, timeout_s: float = 1.0) -> list[str]:
         """Names of the workers that answered a ping (none when the broker is unreachable)."""

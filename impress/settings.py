@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+import standardwebhooks
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contract import Device, Perceptual, Precision, ScheduleName, check_thresholds
@@ -20,6 +21,16 @@ class Settings(BaseSettings):
                               "served by a cheap CPU or GPU worker so it never waits behind a purification")
     result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept")
 
+    # Tenants: who may call /v1, and how much each key may ask of the service.
+    api_keys: str = Field("", description="comma-separated API keys, or their hashes as sha256:<hex>; once any "
+                                         "is set, every /v1 endpoint requires one (Authorization: Bearer, or X-API-Key)")
+    auth: Literal["keys", "disabled"] = Field(
+        "keys", description="disabled: an explicitly open service (local use), keys or not")
+    metrics_require_key: bool = Field(False, description="/metrics answers only callers with an API key")
+    rate_limit: str = Field("1200/minute", description="requests per key to /v1 (the `limits` notation, e.g. "
+                                                     "'10/second'), counted in Redis across API replicas")
+    max_unfinished_jobs_per_key: int = Field(32, ge=1, description="queued or running jobs one key may have")
+
     # Upload limits: checked by the API before anything is queued.
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="bytes per uploaded image")
     max_pixels: int = Field(2048 * 2048, ge=64, description="pixels per image (decompression-bomb guard)")
@@ -30,6 +41,12 @@ class Settings(BaseSettings):
 
     # Models: None means each preset's own VAE (the SD VAE the authors used).
     vae: Optional[str] = Field(None, description="VAE: hub id, local folder, or 'impress-tiny-vae'")
+    # Diffusion scenarios (docs/diffusion.md): hub ids in the local Hugging Face cache, or local folders.
+    pipeline: Optional[str] = Field(None, description="SD img2img pipeline: img2img edits, AdvDM, SDS(-), DiffPure, "
+                                                      "GrIDPure, mimicry")
+    inpaint_pipeline: Optional[str] = Field(None, description="SD inpainting pipeline (9-channel UNet): inpainting "
+                                                              "edits, PhotoGuard's diffusion attack")
+    upscale_pipeline: Optional[str] = Field(None, description="SD x4 upscaler pipeline: Noisy Upscaling")
     perceptual: Perceptual = Field(
         "lpips-vgg", description="perceptual distance of the hinge: LPIPS-VGG, or 1-SSIM offline")
     device: Device = "auto"
@@ -54,6 +71,20 @@ class Settings(BaseSettings):
     detect_sync_max_images: int = Field(4, ge=0, description="detect requests up to this many images are answered inline")
     detect_sync_timeout_s: float = Field(10.0, ge=0, description="how long an inline detect request waits for a worker")
 
+    # Webhooks and image URLs (impress/webhooks.py, impress/ssrf.py).
+    webhook_secret: Optional[str] = Field(
+        None, description="Standard Webhooks signing secret, whsec_<base64>; without it webhooks are refused")
+    webhook_allowed_hosts: str = Field(
+        "", description="hosts or CIDRs (comma-separated) that webhooks and image URLs may reach although they "
+                        "are private, loopback or link-local; also the only hosts image URLs may use plain http for")
+    webhook_queue: str = Field("webhooks", description="Celery queue of webhook deliveries (HTTP only, a light worker)")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="time limit of one webhook delivery attempt")
+    webhook_max_retries: int = Field(8, ge=0, description="retries of a failed delivery, with exponential backoff")
+    webhook_retry_base_s: float = Field(2.0, gt=0, description="first retry delay; doubles each retry, at most 10 min")
+    webhook_progress_every_s: float = Field(5.0, ge=0, description="least time between two progress webhooks of a job")
+    url_fetch_timeout_s: float = Field(10.0, gt=0, description="time limit of fetching one image_url "
+                                       "(a slower body is cut off)")
+
     # Worker behaviour.
     progress_every: int = Field(10, ge=1, description="steps between progress writes / cancel checks")
     soft_time_limit_s: int = Field(3 * 3600, ge=10)
@@ -67,6 +98,18 @@ class Settings(BaseSettings):
     def _detect_thresholds_ordered(self) -> "Settings":
         check_thresholds(self.detect_threshold, self.detect_low_threshold)
         return self
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec_form(cls, secret: Optional[str]) -> Optional[str]:
+        if secret is not None:
+            if not secret.startswith("whsec_"):
+                raise ValueError("the webhook secret is whsec_<base64>")
+            try:  # a bad key fails here, at start, not at the first delivery
+                standardwebhooks.Webhook(secret)
+            except Exception as exc:
+                raise ValueError(f"the webhook secret is not whsec_<base64>: {exc}") from exc
+        return secret
 
 
 @functools.lru_cache

@@ -10,14 +10,15 @@ import hashlib
 import json
 import time
 import uuid
-from typing import Optional
+from typing import Optional, Protocol, Sequence
 
 import redis
 from pydantic import BaseModel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .contract import (PARAMS_BY_KIND, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobResult, JobState)
+from .contract import (PARAMS_BY_KIND, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobResult, JobState,
+                       RejectedInput, WebhookEvent, WebhookTarget)
 
 
 class Keys:
@@ -26,8 +27,13 @@ class Keys:
     {p}:job:{id}            hash   the job record: the scalar fields of contract.JobRecord, and
                                    `params`, `inputs`, `result` as JSON; `error_code`, `error_message`
     {p}:job:{id}:cancel     string set when a running job must stop
+    {p}:job:{id}:completed-webhook  string set (NX) by the one sender of the job's `completed` webhook
     {p}:blob:{sha256}       bytes  an input or result image, content-addressed
     {p}:jobs                zset   job ids by creation time (for operators)
+    {p}:owner:{key id}:jobs zset   one API key's job ids by creation time (GET /v1/jobs)
+    {p}:owner:{key id}:active set  its job ids that were queued or running when last looked at
+    {p}:idempotency:{key id}:{idempotency key}  string  "pending:{fingerprint}", then
+                                   "{job id}:{fingerprint}" (Idempotency-Key header)
     {p}:celery:*            Celery's keys (queues as lists, unacked messages, bindings)
     {p}:stats               hash   service-wide counters for /metrics: "{kind}:{state}" transitions
                                    into each state, "{kind}:seconds" compute time of succeeded jobs,
@@ -44,6 +50,9 @@ class Keys:
     def cancel(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:cancel"
 
+    def completed_webhook(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:completed-webhook"
+
     def blob(self, digest: str) -> str:
         return f"{self.prefix}:blob:{digest}"
 
@@ -52,6 +61,15 @@ class Keys:
 
     def stats(self) -> str:
         return f"{self.prefix}:stats"
+
+    def owner_jobs(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner or '-'}:jobs"
+
+    def owner_active(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner or '-'}:active"
+
+    def idempotency(self, owner: str, key: str) -> str:
+        return f"{self.prefix}:idempotency:{owner or '-'}:{key}"
 
     def celery_prefix(self) -> str:
         return f"{self.prefix}:celery:"
@@ -78,9 +96,45 @@ return 1
 """
 
 
+# KEYS[1] job hash, KEYS[2] all jobs zset, KEYS[3] stats, KEYS[4] owner's active set, KEYS[5] owner's
+# jobs zset; ARGV[1] TTL s, ARGV[2] most unfinished jobs of the owner (0: no limit), ARGV[3] job id,
+# ARGV[4] created_at, ARGV[5] kind, ARGV[6] the job-key prefix, then the record's field/value pairs.
+# Under the limit the job is written at once; at it, the owner's set is pruned of finished or expired
+# jobs and counted again (so the common path is O(1)), all in one step. Returns -1 when created, else
+# the owner's unfinished count.
+_CREATE = """
+local ttl, cap, id, created = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+if cap > 0 and redis.call('SCARD', KEYS[4]) >= cap then
+  local n = 0
+  for _, other in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    local state = redis.call('HGET', ARGV[6] .. other, 'state')
+    if state == 'queued' or state == 'running' then n = n + 1 else redis.call('SREM', KEYS[4], other) end
+  end
+  if n >= cap then return n end
+end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[2], created, id)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('HINCRBY', KEYS[3], ARGV[5] .. ':queued', 1)
+redis.call('SADD', KEYS[4], id)
+redis.call('EXPIRE', KEYS[4], ttl)
+redis.call('ZADD', KEYS[5], created, id)
+redis.call('EXPIRE', KEYS[5], ttl)
+return -1
+"""
+
+
+class TooManyUnfinishedJobs(Exception):
+    def __init__(self, unfinished: int):
+        super().__init__(f"{unfinished} jobs of this key are queued or running")
+        self.unfinished = unfinished
+
+
 # KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] max attempts, ARGV[2] TTL s, ARGV[3] now. A queued
 # job, or a running one redelivered after its worker died, counts one more attempt and runs, unless
-# the attempts are spent (then it fails: worker_lost). Returns {started (1/0, -1 for no such job), attempt}.
+# the attempts are spent (then it fails: worker_lost). Returns {outcome, attempt}: outcome 1 started,
+# 2 failed now (worker_lost), 0 not started (already finished), -1 no such job.
 _START = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {-1, 0} end
@@ -94,7 +148,7 @@ if attempt > tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[3], 'error_code', 'worker_lost',
              'error_message', 'the worker running this job died ' .. (attempt - 1) .. ' times')
   redis.call('HINCRBY', KEYS[2], kind .. ':failed', 1)
-  return {0, attempt}
+  return {2, attempt}
 end
 redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[3], 'progress_step', 0)
 redis.call('HINCRBY', KEYS[2], kind .. ':running', 1)
@@ -114,13 +168,21 @@ def now() -> float:
     return round(time.time(), 3)
 
 
+class JobEvents(Protocol):
+    """Told of every transition a job's webhook can be about (impress.webhooks.WebhookNotifier)."""
+
+    def __call__(self, store: "JobStore", job_id: str, event: WebhookEvent) -> None: ...
+
+
 class JobStore:
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int):
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int, events: Optional[JobEvents] = None):
         self.r = client
         self.keys = Keys(prefix)
         self.ttl_s = ttl_s
+        self.events = events
         self._transition = client.register_script(_TRANSITION)
         self._start = client.register_script(_START)
+        self._create = client.register_script(_CREATE)
         self._progress = client.register_script(_PROGRESS)
 
     @classmethod
@@ -143,19 +205,31 @@ class JobStore:
         return self.r.get(self.keys.blob(digest))
 
     # ------------------------------------------------------------ jobs
-    def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str,
-               perceptual: str) -> JobRecord:
+    def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
+               owner: str = "", max_unfinished: int = 0, rejected_inputs: Sequence[RejectedInput] = (),
+               webhook: Optional[WebhookTarget] = None) -> JobRecord:
+        """Write a queued job; TooManyUnfinishedJobs when its owner already has `max_unfinished`
+        queued or running (0: no limit)."""
         record = JobRecord(id=uuid.uuid4().hex, kind=kind, state=JobState.queued, params=params, vae=vae,
-                           perceptual=perceptual, inputs=inputs, created_at=now())
-        key = self.keys.job(record.id)
-        with self.r.pipeline() as p:
-            p.hset(key, mapping=_to_hash(record))
-            p.expire(key, self.ttl_s)
-            p.zadd(self.keys.jobs(), {record.id: record.created_at})
-            p.expire(self.keys.jobs(), self.ttl_s)
-            p.hincrby(self.keys.stats(), f"{kind.value}:{JobState.queued.value}", 1)
-            p.execute()
+                           perceptual=perceptual, inputs=inputs, owner=owner,
+                           rejected_inputs=list(rejected_inputs), webhook=webhook, created_at=now())
+        fields = [v for pair in _to_hash(record).items() for v in pair]
+        outcome = self._create(
+            keys=[self.keys.job(record.id), self.keys.jobs(), self.keys.stats(), self.keys.owner_active(owner),
+                  self.keys.owner_jobs(owner)],
+            args=[self.ttl_s, max_unfinished, record.id, record.created_at, kind.value, self.keys.job(""), *fields])
+        if outcome != -1:
+            raise TooManyUnfinishedJobs(int(outcome))
         return record
+
+    def recent(self, owner: str, limit: int) -> list[JobRecord]:
+        """The owner's most recent jobs, newest first (expired ones left out)."""
+        ids = [i.decode() for i in self.r.zrevrange(self.keys.owner_jobs(owner), 0, max(limit, 1) - 1)]
+        with self.r.pipeline(transaction=False) as p:
+            for job_id in ids:
+                p.hgetall(self.keys.job(job_id))
+            raws = p.execute()
+        return [_from_hash({k.decode(): v.decode() for k, v in raw.items()}) for raw in raws if raw]
 
     def get(self, job_id: str) -> Optional[JobRecord]:
         raw = self.r.hgetall(self.keys.job(job_id))
@@ -176,18 +250,33 @@ class JobStore:
     def start(self, job_id: str, max_attempts: int) -> tuple[bool, int]:
         """queued -> running, counting attempts; a redelivered running job (its worker died) restarts
         until max_attempts. Returns (started, attempt); a job that expired is (False, 0)."""
-        started, attempt = self._start(keys=[self.keys.job(job_id), self.keys.stats()],
+        outcome, attempt = self._start(keys=[self.keys.job(job_id), self.keys.stats()],
                                        args=[max_attempts, self.ttl_s, now()])
-        return started == 1, int(attempt)
+        if outcome in (1, 2):   # running, or failed just now (worker_lost)
+            self.emit(job_id, WebhookEvent.start if outcome == 1 else WebhookEvent.completed)
+        return outcome == 1, int(attempt)
 
     def progress(self, job_id: str, step: int, total: int) -> bool:
         """Record progress; True when the job must stop (cancel requested, or the job is gone)."""
-        return self._progress(keys=[self.keys.job(job_id), self.keys.cancel(job_id)], args=[step, total]) != 0
+        stop = self._progress(keys=[self.keys.job(job_id), self.keys.cancel(job_id)], args=[step, total]) != 0
+        if not stop:
+            self.emit(job_id, WebhookEvent.progress)
+        return stop
 
     def succeed(self, job_id: str, result: JobResult) -> bool:
         counters = {"seconds": result.seconds, "image_iterations": sum(im.iterations for im in result.images)}
-        return self.transition(job_id, (JobState.running,), JobState.succeeded, counters=counters,
-                               finished_at=now(), result=result.model_dump_json())
+        return self.finished(job_id, self.transition(job_id, (JobState.running,), JobState.succeeded, counters=counters,
+                                                     finished_at=now(), result=result.model_dump_json()))
+
+    def finished(self, job_id: str, moved: bool) -> bool:
+        """After a transition into a final state: the `completed` event when it happened."""
+        if moved:
+            self.emit(job_id, WebhookEvent.completed)
+        return moved
+
+    def emit(self, job_id: str, event: WebhookEvent) -> None:
+        if self.events is not None:
+            self.events(self, job_id, event)
 
     def stats(self) -> dict[str, float]:
         """The service-wide counters (Keys.stats)."""
@@ -198,18 +287,24 @@ class JobStore:
         return int(self.r.llen(self.keys.celery_prefix() + queue))
 
     def fail(self, job_id: str, code: ErrorCode, message: str) -> bool:
-        return self.transition(job_id, (JobState.queued, JobState.running), JobState.failed,
-                               finished_at=now(), error_code=code.value, error_message=message[:2000])
+        return self.finished(job_id, self.transition(job_id, (JobState.queued, JobState.running), JobState.failed,
+                                                     finished_at=now(), error_code=code.value,
+                                                     error_message=message[:2000]))
 
     def cancel(self, job_id: str) -> Optional[JobRecord]:
         """A queued job is canceled at once (it will never run); a running one gets the flag its
         loop checks. Returns the record after the call, None for an unknown job."""
-        if not self.transition(job_id, (JobState.queued,), JobState.canceled, finished_at=now()):
+        if not self.finished(job_id, self.transition(job_id, (JobState.queued,), JobState.canceled, finished_at=now())):
             self.r.set(self.keys.cancel(job_id), 1, ex=self.ttl_s)
         return self.get(job_id)
 
     def finish_canceled(self, job_id: str) -> bool:
-        return self.transition(job_id, (JobState.running,), JobState.canceled, finished_at=now())
+        return self.finished(job_id, self.transition(job_id, (JobState.running,), JobState.canceled, finished_at=now()))
+
+    def claim_completed_webhook(self, job_id: str) -> bool:
+        """True for exactly one caller per job: the job's `completed` webhook is sent at most once,
+        even when the job ran twice (a worker died after finishing it, before the ack)."""
+        return bool(self.r.set(self.keys.completed_webhook(job_id), 1, nx=True, ex=self.ttl_s))
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.r.exists(self.keys.cancel(job_id)))
@@ -222,13 +317,16 @@ class JobStore:
 
 
 # The hash keeps scalars as they are and the nested parts as JSON, so a poll reads one key.
-_JSON_FIELDS = ("params", "inputs", "result")
+_JSON_FIELDS = ("params", "inputs", "result", "rejected_inputs", "webhook")
 
 
 def _to_hash(record: JobRecord) -> dict[str, str | int | float]:
     data = record.model_dump(mode="json", exclude_none=True, exclude={"error", *_JSON_FIELDS})
     data.update(params=record.params.model_dump_json(),
-                inputs=json.dumps([item.model_dump(mode="json") for item in record.inputs]))
+                inputs=json.dumps([item.model_dump(mode="json") for item in record.inputs]),
+                rejected_inputs=json.dumps([item.model_dump(mode="json") for item in record.rejected_inputs]))
+    if record.webhook is not None:
+        data["webhook"] = record.webhook.model_dump_json()
     return data
 
 
@@ -237,5 +335,7 @@ def _from_hash(raw: dict[str, str]) -> JobRecord:
     error = JobError(code=raw["error_code"], message=raw.get("error_message", "")) if "error_code" in raw else None
     result = JobResult.model_validate_json(raw["result"]) if "result" in raw else None
     scalars = {k: v for k, v in raw.items() if k in JobRecord.model_fields and k not in _JSON_FIELDS}
+    webhook = WebhookTarget.model_validate_json(raw["webhook"]) if "webhook" in raw else None
     return JobRecord(**scalars, params=PARAMS_BY_KIND[kind].model_validate_json(raw["params"]),
-                     inputs=json.loads(raw["inputs"]), error=error, result=result)
+                     inputs=json.loads(raw["inputs"]), rejected_inputs=json.loads(raw.get("rejected_inputs", "[]")),
+                     webhook=webhook, error=error, result=result)

@@ -5,6 +5,7 @@ End-to-end layer (`service`, marked e2e): real uvicorn, a real Celery worker pro
 Redis on its own database index, under a key prefix the fixture deletes afterwards."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -56,18 +57,34 @@ def fast_store(fake_redis):
 
 
 @pytest.fixture
-def fast_api(fast_store):
-    """(TestClient, store, queue, settings): the whole app in this process on fakeredis."""
+def make_fast_api(fast_store):
+    """make(**settings) -> (TestClient, store, queue, settings): the whole app in this process on
+    fakeredis, with a recording queue."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
     from impress.settings import Settings
 
-    settings = Settings(_env_file=None, key_prefix="impress-fast", max_upload_bytes=MAX_BYTES, max_pixels=MAX_PIXELS,
-                        max_images_per_job=4, detect_sync_timeout_s=0.2)
-    queue = RecordingQueue()
-    with TestClient(create_app(settings, store=fast_store, queue=queue)) as client:
-        yield client, fast_store, queue, settings
+    clients = []
+
+    def make(**overrides):
+        settings = Settings(_env_file=None, key_prefix="impress-fast", max_upload_bytes=MAX_BYTES,
+                            max_pixels=MAX_PIXELS, max_images_per_job=4, detect_sync_timeout_s=0.2,
+                            **overrides)
+        queue = RecordingQueue()
+        client = TestClient(create_app(settings, store=fast_store, queue=queue)).__enter__()
+        clients.append(client)
+        return client, fast_store, queue, settings
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def fast_api(make_fast_api):
+    """(TestClient, store, queue, settings) of an open service (no API keys)."""
+    return make_fast_api()
 
 
 def service_env(tag: str, vae_dir: Path, **extra: str) -> dict[str, str]:
@@ -75,7 +92,7 @@ def service_env(tag: str, vae_dir: Path, **extra: str) -> dict[str, str]:
     # oversubscribe the cores and slow tiny models by orders of magnitude.
     return {**os.environ, "OMP_NUM_THREADS": "1", "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": tag,
             "IMPRESS_QUEUE": tag, "IMPRESS_VAE": str(vae_dir), "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu",
-            "IMPRESS_PROGRESS_EVERY": "2", **extra}
+            "IMPRESS_PROGRESS_EVERY": "2", "IMPRESS_RATE_LIMIT": "100000/minute", **extra}
 
 
 def stop(*procs: subprocess.Popen) -> None:
@@ -88,21 +105,26 @@ def stop(*procs: subprocess.Popen) -> None:
             proc.kill()
 
 
-@pytest.fixture(scope="module")
-def service(small_vae_dir, tmp_path_factory):
+@contextlib.contextmanager
+def running_service(vae_dir: Path, logs: Path, webhook_worker: bool = False, **extra_env: str):
+    """An httpx client of a real API with a real solo worker (and, asked for, a webhook worker on its
+    own queue) on the test Redis, under a key prefix deleted afterwards."""
     import httpx
 
     tag = f"impress-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    env = service_env(tag, small_vae_dir, IMPRESS_SCHEDULE="fast", IMPRESS_MAX_UPLOAD_BYTES=str(MAX_BYTES),
+    env = service_env(tag, vae_dir, IMPRESS_SCHEDULE="fast", IMPRESS_MAX_UPLOAD_BYTES=str(MAX_BYTES),
                       IMPRESS_MAX_PIXELS=str(MAX_PIXELS), IMPRESS_MAX_IMAGES_PER_JOB="4",
                       IMPRESS_MAX_ITERATIONS="100000", IMPRESS_DETECT_SYNC_MAX_IMAGES="2",
-                      IMPRESS_DETECT_SYNC_TIMEOUT_S="30")
-    logs = tmp_path_factory.mktemp("logs")
-    worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--pool", "solo"], env=env,
-                              stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
-    api = subprocess.Popen([sys.executable, "-m", "cli", "api", "--port", str(port)], env=env,
-                           stdout=open(logs / "api.log", "w"), stderr=subprocess.STDOUT)
+                      IMPRESS_DETECT_SYNC_TIMEOUT_S="30", **extra_env)
+    cli = [sys.executable, "-m", "cli"]
+    procs = [subprocess.Popen(cli + ["worker", "--pool", "solo"], env=env,
+                              stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT),
+             subprocess.Popen(cli + ["api", "--port", str(port)], env=env,
+                              stdout=open(logs / "api.log", "w"), stderr=subprocess.STDOUT)]
+    if webhook_worker:
+        procs.append(subprocess.Popen(cli + ["worker", "--pool", "solo", "--queues", "webhooks"], env=env,
+                                      stdout=open(logs / "webhooks.log", "w"), stderr=subprocess.STDOUT))
     # Above IMPRESS_DETECT_SYNC_TIMEOUT_S: a sync detect may wait that long for its answer.
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
@@ -110,6 +132,13 @@ def service(small_vae_dir, tmp_path_factory):
         yield client
     finally:
         client.close()
-        stop(api, worker)
+        stop(*procs)
         delete_prefix(TEST_REDIS_URL, tag)
-        print((logs / "worker.log").read_text()[-3000:])
+        for log in sorted(logs.glob("*.log")):
+            print(f"--- {log.name}\n" + log.read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def service(small_vae_dir, tmp_path_factory):
+    with running_service(small_vae_dir, tmp_path_factory.mktemp("logs")) as client:
+        yield client

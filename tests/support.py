@@ -77,10 +77,14 @@ class RecordingQueue:
 
     def __init__(self):
         self.sent: list[tuple[str, str]] = []
+        self.webhooks: list = []    # WebhookDelivery messages
         self.workers_seen = ["worker@test"]
 
     def send(self, kind, job_id: str) -> None:
         self.sent.append((kind.value, job_id))
+
+    def send_webhook(self, delivery) -> None:
+        self.webhooks.append(delivery)
 
     def workers(self, timeout_s: float = 1.0) -> list[str]:
         return self.workers_seen

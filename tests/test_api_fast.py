@@ -79,13 +79,13 @@ def test_a_waiting_sync_detect_holds_no_submission_slot(fast_api):
     client, _, queue, _ = fast_api
     admission = client.app.state.admission
     admission.limit = 1
-    client.app.state.settings.detect_sync_timeout_s = 3.0
+    client.app.state.settings.detect_sync_timeout_s = 5.0
     waiting = threading.Thread(target=lambda: client.post("/v1/detect", files=[("images", PNG)]))
     waiting.start()
     try:
         wait_for(lambda: queue.sent, 30, "the detect job queued")
-        assert queue.sent[0][0] == "detect"  # accepted, now polling for the answer
-        assert admission.inflight == 0
+        assert queue.sent[0][0] == "detect"  # accepted, and about to poll for the answer
+        wait_for(lambda: admission.inflight == 0, 2, "the detect's slot given back while it waits")
         assert client.post("/v1/purify", files=[("images", PNG)]).status_code == 202
     finally:
         waiting.join()

@@ -15,22 +15,29 @@ from tests.support import RecordingQueue, free_port, photo, png_bytes
 
 PNG = ("a.png", png_bytes(photo()), "image/png")
 # Every route of the app with a request that reaches the store.
-REQUESTS = [("GET", "/v1/jobs/abc", {}), ("DELETE", "/v1/jobs/abc", {}), ("GET", "/v1/jobs/abc/results/0", {}),
+REQUESTS = [("GET", "/v1/jobs", {}), ("GET", "/v1/jobs/abc", {}), ("DELETE", "/v1/jobs/abc", {}), ("GET", "/v1/jobs/abc/results/0", {}),
             ("GET", "/v1/jobs/abc/files/report.html", {}),
             ("POST", "/v1/purify", {"files": [("images", PNG)], "data": {"iters": "3"}}),
             ("POST", "/v1/detect", {"files": [("images", PNG)]}),
-            ("POST", "/v1/evaluate", {"files": [("clean", PNG)], "data": {"purifiers": "jpeg"}})]
+            ("POST", "/v1/evaluate", {"files": [("clean", PNG)], "data": {"purifiers": "jpeg"}}),
+            ("POST", "/v1/mimicry", {"files": [("clean", PNG)]})]
 
 
-@pytest.fixture
-def redis_down():
-    """The app with its store pointed at a port where no Redis listens (redis-py's real errors)."""
+KEY = "robustness-test-key-0123456789"
+
+
+@pytest.fixture(params=["open", "keys"])
+def redis_down(request):
+    """The app with its store pointed at a port where no Redis listens (redis-py's real errors), open
+    or with API keys (whose rate limits live in Redis too)."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
 
     store = JobStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "impress-down", 60)
-    with TestClient(create_app(Settings(_env_file=None), store=store, queue=RecordingQueue())) as client:
+    settings = Settings(_env_file=None, api_keys=KEY if request.param == "keys" else "")
+    with TestClient(create_app(settings, store=store, queue=RecordingQueue()),
+                    headers={"Authorization": f"Bearer {KEY}"}) as client:
         yield client
 
 

@@ -21,8 +21,8 @@ def test_detect_has_its_own_queue_and_a_default_worker_serves_all():
     settings = Settings(_env_file=None, queue="gpu", detect_queue="triage")
     queue = JobQueue(settings)
     assert {kind: queue.queue_for(kind) for kind in JobKind} == {
-        JobKind.purify: "gpu", JobKind.evaluate: "gpu", JobKind.detect: "triage"}
-    assert worker_queues(settings) == ["gpu", "triage"]
+        **{kind: "gpu" for kind in JobKind}, JobKind.detect: "triage"}
+    assert worker_queues(settings) == ["gpu", "triage", settings.webhook_queue]
 
 
 @pytest.mark.e2e

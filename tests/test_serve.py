@@ -25,8 +25,8 @@ def test_serve_stops_every_child(small_vae_dir, tmp_path, sig):
                              env=env, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:
-        wait_for(lambda: answers(client, "/readyz") and len(client.get("/readyz").json()["workers"]) == 2, 120,
-                 "API ready with the GPU and the triage worker answering", 0.5)
+        wait_for(lambda: answers(client, "/readyz") and len(client.get("/readyz").json()["workers"]) == 3, 120,
+                 "API ready with the GPU, triage and webhook workers answering", 0.5)
         children = psutil.Process(serve.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in children)
         assert "redis-server" in names and "worker" in names and " api " in names

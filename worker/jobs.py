@@ -14,15 +14,18 @@ from typing import Callable
 
 import torch
 
-from impress.contract import (DEFAULT_PRESET, DetectedImage, DetectParams, ErrorCode, EvaluateParams, InputImage, InputRole, JobKind, JobRecord,
-                              JobResult, JobState, PurifyParams, ResultFile, ResultImage, StopReason, vae_for)
+from impress.contract import (DEFAULT_PRESET, DetectedImage, DetectParams, ErrorCode, EvaluateParams, InputImage,
+                              InputRole, JobKind, JobRecord, JobResult, JobState, PurifyParams, ResultFile, ResultImage,
+                              StopReason, vae_for)
 from impress.images import DecodedImage, ImageRejected, decode_image
 from impress.settings import Settings
 from impress.store import JobStore
 
+from .engine.diffusion.scenario import PipelineSet
 from .engine.models import ModelUnavailable, load_vae, resolve_device
 from .engine.pipeline import EngineOptions, run_purification
 from .engine.purify import NonFiniteLoss
+from .scenario_jobs import mimicry_handler, uploaded_edits
 
 log = logging.getLogger("impress.worker")
 
@@ -115,10 +118,14 @@ def evaluate_handler(ctx: JobContext) -> JobResult:
         from .engine.tensors import to_tensor
 
         stack = lambda role: torch.cat([to_tensor(item.image.rgb) for item in ctx.role(role)]).to(device)  # noqa: E731
-        metrics = evaluate_uploaded(vae, identity.as_dict(), distance, stack(InputRole.clean),
-                                    stack(InputRole.protected),
-                                    stack(InputRole.purified) if ctx.role(InputRole.purified) else None, purifiers,
+        clean_x, protected_x = stack(InputRole.clean), stack(InputRole.protected)
+        purified_x = stack(InputRole.purified) if ctx.role(InputRole.purified) else None
+        metrics = evaluate_uploaded(vae, identity.as_dict(), distance, clean_x, protected_x, purified_x, purifiers,
                                     ctx.settings.batch_size)
+        if params.edit is not None:
+            metrics["editing"] = uploaded_edits(PipelineSet.from_settings(ctx.settings, device), params.edit, distance,
+                                                clean_x, protected_x, purified_x,
+                                                [item.image for item in ctx.role(InputRole.mask)])
     else:
         with tempfile.TemporaryDirectory() as tmp:
             metrics = run_bench(vae, identity.as_dict(), distance,
@@ -132,7 +139,8 @@ def evaluate_handler(ctx: JobContext) -> JobResult:
 
 
 HANDLERS: dict[JobKind, Callable[[JobContext], JobResult]] = {
-    JobKind.purify: purify_handler, JobKind.detect: detect_handler, JobKind.evaluate: evaluate_handler}
+    JobKind.purify: purify_handler, JobKind.detect: detect_handler, JobKind.evaluate: evaluate_handler,
+    JobKind.mimicry: mimicry_handler}
 
 
 def load_inputs(store: JobStore, settings: Settings, record: JobRecord) -> dict[InputRole, list[JobInput]]:

@@ -2,7 +2,8 @@
 
 Start a worker with `impress worker` (prefork, one process per GPU). Models load lazily inside the
 child process on its first job and stay cached there, so no CUDA is touched before the fork.
-Task messages carry the job id only; inputs and results are blobs in Redis.
+Task messages carry the job id only; inputs and results are blobs in Redis. Webhook deliveries are
+tasks too, on their own queue (`impress worker --queues webhooks`): that worker never imports torch.
 """
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ import threading
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
-from impress.contract import TASK_DETECT, TASK_EVALUATE, TASK_PURIFY
+from impress.contract import TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY, TASK_WEBHOOK
 from impress.images import set_pillow_pixel_guard
-from impress.queue import make_celery
+from impress.queue import JobQueue, make_celery
 from impress.settings import get_settings
 from impress.store import JobStore
-
-from .jobs import run_job, warm_up_detection
+from impress.webhooks import DeliveryOutcome, WebhookDelivery, WebhookNotifier, deliver, retry_delay
 
 settings = get_settings()
 celery_app = make_celery(settings)
@@ -29,17 +29,29 @@ logging.getLogger("impress").setLevel(logging.INFO)
 
 @functools.lru_cache(maxsize=1)
 def job_store() -> JobStore:
-    return JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
+    store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
+    store.events = WebhookNotifier(JobQueue(settings, celery_app).send_webhook, settings.webhook_progress_every_s)
+    return store
 
 
 def _run(job_id: str) -> str:
+    from .jobs import run_job   # here, not at import: the webhook worker loads no torch
+
     return run_job(job_store(), settings, job_id, on_time_limit=SoftTimeLimitExceeded)
 
 
 purify = celery_app.task(name=TASK_PURIFY)(_run)
 detect = celery_app.task(name=TASK_DETECT)(_run)
 evaluate = celery_app.task(name=TASK_EVALUATE)(_run)
+mimicry = celery_app.task(name=TASK_MIMICRY)(_run)
 
+
+@celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries)
+def webhook(self, delivery: dict) -> str:
+    outcome = deliver(WebhookDelivery.model_validate(delivery), settings)
+    if outcome is DeliveryOutcome.retry and self.request.retries < self.max_retries:
+        raise self.retry(countdown=retry_delay(self.request.retries, settings.webhook_retry_base_s))
+    return outcome.value
 
 
 @worker_process_init.connect
@@ -47,4 +59,6 @@ def _warm_up(**_) -> None:
     # A worker that serves triage loads its model at start (-Q is applied by now), in the pool
     # process (CUDA after the fork) and in the background (a pool process must report up quickly).
     if settings.detect_queue in celery_app.amqp.queues.consume_from:
+        from .jobs import warm_up_detection
+
         threading.Thread(target=warm_up_detection, args=(settings,), name="warm-up", daemon=True).start()

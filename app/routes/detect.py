@@ -10,18 +10,18 @@ from starlette.concurrency import run_in_threadpool
 
 from impress.contract import DetectParams, InputRole, JobKind, JobRecord
 from impress.images import SUPPORTED_FORMATS
-from impress.queue import JobQueue
 from impress.settings import Settings
 from impress.store import JobStore
 
 from ..admission import release_submit_slot
-from ..deps import get_queue, get_settings, get_store
+from ..deps import get_settings
 from ..errors import error_responses
 from ..schemas import Accepted, JobView, job_view
-from ..submit import accepted_response, enqueue, form_model, job_url_template, refuse_unknown_fields
+from ..submit import (SubmitOptions, Submitter, UrlInputs, accepted_response, form_model, form_part, get_submitter,
+                      refuse_unknown_fields)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-DetectForm = form_model(DetectParams)
+DetectForm = form_model(DetectParams, UrlInputs, SubmitOptions)
 
 
 @router.post("/detect", response_model=JobView, status_code=200,
@@ -29,21 +29,21 @@ DetectForm = form_model(DetectParams)
              summary="Triage: consistency error of each image and a verdict against the threshold")
 async def submit_detect(
     request: Request,
-    images: Annotated[list[UploadFile], File(description=f"images to score ({', '.join(SUPPORTED_FORMATS)})")],
     params: Annotated[DetectForm, Form()],
-    settings: Settings = Depends(get_settings), store: JobStore = Depends(get_store),
-    queue: JobQueue = Depends(get_queue),
+    images: Annotated[list[UploadFile], File(description=f"images to score ({', '.join(SUPPORTED_FORMATS)}); "
+                                                         "and/or image_url fields")] = [],
+    settings: Settings = Depends(get_settings), submitter: Submitter = Depends(get_submitter),
 ):
     """Up to `IMPRESS_DETECT_SYNC_MAX_IMAGES` images are answered inline (200, the finished job) when a
     worker answers within `IMPRESS_DETECT_SYNC_TIMEOUT_S`; larger batches, or a busy service, get 202."""
     await refuse_unknown_fields(request, DetectForm, {"images"})
-    accepted = await run_in_threadpool(enqueue, JobKind.detect, {InputRole.image: images},
-                                       DetectParams(**params.model_dump()), settings, store, queue,
-                                       job_url_template(request))
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.detect, {InputRole.image: images},
+                                       form_part(params, DetectParams), options=form_part(params, SubmitOptions),
+                                       image_urls=params.image_url)
     # Accepted: waiting for the answer must not hold a submission slot (admission counts accepting work).
     release_submit_slot(request)
-    if len(images) <= settings.detect_sync_max_images:
-        record = await wait_finished(store, accepted.id, settings.detect_sync_timeout_s)
+    if len(images) + len(params.image_url) <= settings.detect_sync_max_images:
+        record = await wait_finished(submitter.store, accepted.id, settings.detect_sync_timeout_s)
         if record is not None:
             return job_view(record, accepted.url)
     return accepted_response(accepted)

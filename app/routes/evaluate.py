@@ -7,17 +7,16 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from impress.contract import ErrorCode, EvaluateParams, InputRole, JobKind
-from impress.queue import JobQueue
 from impress.settings import Settings
-from impress.store import JobStore
 
-from ..deps import get_queue, get_settings, get_store
+from ..deps import get_settings
 from ..errors import ApiError, error_responses
 from ..schemas import Accepted
-from ..submit import accepted_response, enqueue, form_model, job_url_template, refuse_unknown_fields
+from ..submit import (SubmitOptions, Submitter, accepted_response, form_model, form_part, get_submitter,
+                      refuse_unknown_fields)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-EvaluateForm = form_model(EvaluateParams)
+EvaluateForm = form_model(EvaluateParams, SubmitOptions)
 
 
 @router.post("/evaluate", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
@@ -29,11 +28,12 @@ async def submit_evaluate(
     params: Annotated[EvaluateForm, Form()],
     protected: Annotated[list[UploadFile], File(description="protected images, in the order of `clean`")] = [],
     purified: Annotated[list[UploadFile], File(description="purified images, in the order of `clean`")] = [],
-    settings: Settings = Depends(get_settings), store: JobStore = Depends(get_store),
-    queue: JobQueue = Depends(get_queue),
+    mask: Annotated[list[UploadFile], File(description="with edit=inpaint: one mask per clean image, white = "
+                                                       "regenerate (default: all but the centre)")] = [],
+    settings: Settings = Depends(get_settings), submitter: Submitter = Depends(get_submitter),
 ):
-    await refuse_unknown_fields(request, EvaluateForm, {"clean", "protected", "purified"})
-    for role, files in (("protected", protected), ("purified", purified)):
+    await refuse_unknown_fields(request, EvaluateForm, {"clean", "protected", "purified", "mask"})
+    for role, files in (("protected", protected), ("purified", purified), ("mask", mask)):
         if files and len(files) != len(clean):
             raise ApiError(422, ErrorCode.invalid_parameter, f"{len(files)} {role} images for {len(clean)} clean ones: "
                            "send one per clean image, in the same order")
@@ -44,7 +44,10 @@ async def submit_evaluate(
                        "send protected images, or name protections and/or purifiers to run on the clean images")
     if params.impress_iters and params.impress_iters > settings.max_iterations:
         raise ApiError(422, ErrorCode.invalid_parameter, f"impress_iters exceeds the limit of {settings.max_iterations}")
-    uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified}
-    accepted = await run_in_threadpool(enqueue, JobKind.evaluate, uploads, EvaluateParams(**params.model_dump()),
-                                       settings, store, queue, job_url_template(request))
+    if mask and (params.edit is None or params.edit.mode != "inpaint"):
+        raise ApiError(422, ErrorCode.invalid_parameter, "masks are for the inpainting edit: set edit=inpaint")
+    uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified,
+               InputRole.mask: mask}
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.evaluate, uploads,
+                                       form_part(params, EvaluateParams), options=form_part(params, SubmitOptions))
     return accepted_response(accepted)

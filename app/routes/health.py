@@ -1,7 +1,7 @@
 """Liveness, readiness and metrics."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -10,6 +10,7 @@ from impress.settings import Settings
 from impress.store import JobStore
 
 from ..deps import get_queue, get_settings, get_store
+from ..errors import error_responses
 from ..metrics import service_registry
 
 router = APIRouter(tags=["health"])
@@ -31,7 +32,9 @@ def readyz(store: JobStore = Depends(get_store), queue: JobQueue = Depends(get_q
 
 
 @router.get("/metrics", summary="Prometheus metrics: this process's and the service's (from Redis)",
-            response_class=Response)
-def metrics(store: JobStore = Depends(get_store), settings: Settings = Depends(get_settings)) -> Response:
+            response_class=Response, responses=error_responses(401))
+def metrics(request: Request, store: JobStore = Depends(get_store), settings: Settings = Depends(get_settings)) -> Response:
+    if settings.metrics_require_key:
+        request.app.state.auth.identify(request)
     body = generate_latest() + generate_latest(service_registry(store, worker_queues(settings)))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,27 +1,31 @@
-"""Jobs: poll, fetch results and report files, cancel."""
+"""Jobs: list the caller's, poll one, fetch its results and report files, cancel it.
+
+A job belongs to the key that created it: to any other key each of its URLs answers 404, exactly as
+for a job that does not exist, so an id leaks nothing."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from impress.contract import ErrorCode, JobRecord, JobResult, JobState
 from impress.store import JobStore
 
+from ..auth import Caller, authorize
 from ..deps import get_store
 from ..errors import ApiError, error_responses
-from ..schemas import JobView, job_view
+from ..schemas import JobList, JobView, job_view
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
-def load_job(store: JobStore, job_id: str) -> JobRecord:
+def load_job(store: JobStore, job_id: str, caller: Caller) -> JobRecord:
     record = store.get(job_id)
-    if record is None:
+    if record is None or record.owner != caller.owner:
         raise ApiError(404, ErrorCode.job_not_found, f"no job {job_id} (unknown, or expired)")
     return record
 
 
-def finished_result(store: JobStore, job_id: str) -> JobResult:
-    record = load_job(store, job_id)
+def finished_result(store: JobStore, job_id: str, caller: Caller) -> JobResult:
+    record = load_job(store, job_id, caller)
     if record.state != JobState.succeeded or record.result is None:
         raise ApiError(409, ErrorCode.job_not_finished,
                        f"job {job_id} is {record.state.value}; results exist once it succeeded")
@@ -35,15 +39,24 @@ def blob_response(store: JobStore, blob: str, media_type: str, filename: str) ->
     return Response(content=data, media_type=media_type, headers={"Content-Disposition": f'inline; filename="{filename}"'})
 
 
+@router.get("/jobs", response_model=JobList, summary="The caller's most recent jobs, newest first")
+def list_jobs(request: Request, limit: int = Query(20, ge=1, le=200), store: JobStore = Depends(get_store),
+              caller: Caller = Depends(authorize)) -> JobList:
+    return JobList(jobs=[job_view(record, str(request.url_for("get_job", job_id=record.id)))
+                         for record in store.recent(caller.owner, limit)])
+
+
 @router.get("/jobs/{job_id}", response_model=JobView, responses=error_responses(404), summary="Poll a job")
-def get_job(request: Request, job_id: str, store: JobStore = Depends(get_store)) -> JobView:
-    return job_view(load_job(store, job_id), str(request.url_for("get_job", job_id=job_id)))
+def get_job(request: Request, job_id: str, store: JobStore = Depends(get_store),
+            caller: Caller = Depends(authorize)) -> JobView:
+    return job_view(load_job(store, job_id, caller), str(request.url_for("get_job", job_id=job_id)))
 
 
 @router.get("/jobs/{job_id}/results/{index}", responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409)},
             response_class=Response, summary="A purified image as PNG")
-def get_result(job_id: str, index: int, store: JobStore = Depends(get_store)) -> Response:
-    images = finished_result(store, job_id).images
+def get_result(job_id: str, index: int, store: JobStore = Depends(get_store),
+               caller: Caller = Depends(authorize)) -> Response:
+    images = finished_result(store, job_id, caller).images
     if not 0 <= index < len(images):
         raise ApiError(404, ErrorCode.result_not_found, f"job {job_id} has {len(images)} result images")
     return blob_response(store, images[index].blob, "image/png", images[index].name)
@@ -52,8 +65,9 @@ def get_result(job_id: str, index: int, store: JobStore = Depends(get_store)) ->
 @router.get("/jobs/{job_id}/files/{name}", responses={200: {"content": {"text/html": {}, "text/markdown": {}}},
                                                        **error_responses(404, 409)},
             response_class=Response, summary="A report file of an evaluation job")
-def get_file(job_id: str, name: str, store: JobStore = Depends(get_store)) -> Response:
-    files = {f.name: f for f in finished_result(store, job_id).files}
+def get_file(job_id: str, name: str, store: JobStore = Depends(get_store),
+             caller: Caller = Depends(authorize)) -> Response:
+    files = {f.name: f for f in finished_result(store, job_id, caller).files}
     if name not in files:
         raise ApiError(404, ErrorCode.result_not_found, f"job {job_id} has files: {', '.join(files) or 'none'}")
     return blob_response(store, files[name].blob, files[name].media_type, name)
@@ -61,8 +75,9 @@ def get_file(job_id: str, name: str, store: JobStore = Depends(get_store)) -> Re
 
 @router.delete("/jobs/{job_id}", response_model=JobView, responses=error_responses(404, 409),
                summary="Cancel a job: a queued job never runs, a running one stops within a few steps")
-def cancel_job(request: Request, job_id: str, store: JobStore = Depends(get_store)) -> JobView:
-    record = load_job(store, job_id)
+def cancel_job(request: Request, job_id: str, store: JobStore = Depends(get_store),
+               caller: Caller = Depends(authorize)) -> JobView:
+    record = load_job(store, job_id, caller)
     if record.state.finished:
         raise ApiError(409, ErrorCode.job_already_finished, f"job {job_id} already {record.state.value}")
     return job_view(store.cancel(job_id) or record, str(request.url_for("get_job", job_id=job_id)))

@@ -8,34 +8,34 @@ from starlette.concurrency import run_in_threadpool
 
 from impress.contract import ErrorCode, InputRole, JobKind, PurifyOverrides
 from impress.images import SUPPORTED_FORMATS
-from impress.queue import JobQueue
 from impress.settings import Settings
-from impress.store import JobStore
 
-from ..deps import get_queue, get_settings, get_store
+from ..deps import get_settings
 from ..errors import ApiError, error_responses
 from ..schemas import Accepted
-from ..submit import accepted_response, enqueue, form_model, job_url_template, refuse_unknown_fields
+from ..submit import (SubmitOptions, Submitter, UrlInputs, accepted_response, form_model, form_part, get_submitter,
+                      refuse_unknown_fields)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-PurifyForm = form_model(PurifyOverrides)
+PurifyForm = form_model(PurifyOverrides, UrlInputs, SubmitOptions)
 
 
 @router.post("/purify", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
              summary="Queue IMPRESS purification of one or more images")
 async def submit_purify(
     request: Request,
-    images: Annotated[list[UploadFile], File(description=f"images to purify ({', '.join(SUPPORTED_FORMATS)})")],
     params: Annotated[PurifyForm, Form()],
-    settings: Settings = Depends(get_settings), store: JobStore = Depends(get_store),
-    queue: JobQueue = Depends(get_queue),
+    images: Annotated[list[UploadFile], File(description=f"images to purify ({', '.join(SUPPORTED_FORMATS)}); "
+                                                         "and/or image_url fields")] = [],
+    settings: Settings = Depends(get_settings), submitter: Submitter = Depends(get_submitter),
 ):
     await refuse_unknown_fields(request, PurifyForm, {"images"})
-    resolved = PurifyOverrides(**params.model_dump()).resolve(settings.perceptual, settings.schedule)
+    resolved = form_part(params, PurifyOverrides).resolve(settings.perceptual, settings.schedule)
     if resolved.iters > settings.max_iterations:
         raise ApiError(422, ErrorCode.invalid_parameter,
                        f"iters={resolved.iters} exceeds this service's limit of {settings.max_iterations}",
                        [{"field": "iters", "message": f"at most {settings.max_iterations}"}])
-    accepted = await run_in_threadpool(enqueue, JobKind.purify, {InputRole.image: images}, resolved, settings, store,
-                                       queue, job_url_template(request), resolved.preset)
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.purify, {InputRole.image: images}, resolved,
+                                       resolved.preset, options=form_part(params, SubmitOptions),
+                                       image_urls=params.image_url)
     return accepted_response(accepted)

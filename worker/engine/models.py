@@ -51,7 +51,7 @@ class ModelIdentity:
         return asdict(self)
 
 
-def _weights_digest(folder: Path) -> str:
+def weights_digest(folder: Path) -> str:
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     if not files:
         return "unknown"
@@ -116,7 +116,7 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, c
     if source == "hub":
         revision = _hub_revision(vae) or "unknown"
     else:
-        revision = _weights_digest(Path(location) / (subfolder or ""))
+        revision = weights_digest(Path(location) / (subfolder or ""))
     vae = vae.to(device=device).eval().requires_grad_(False)
     if device.startswith("cuda"):
         vae = vae.to(memory_format=torch.channels_last)

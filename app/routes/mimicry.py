@@ -1,0 +1,33 @@
+"""POST /v1/mimicry: queue the style-mimicry scenario (LoRA fine-tuning on each uploaded set)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from impress.contract import InputRole, JobKind, MimicryParams
+
+from ..errors import error_responses
+from ..schemas import Accepted
+from ..submit import Submitter, accepted_response, form_model, get_submitter, refuse_unknown_fields
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+MimicryForm = form_model(MimicryParams)
+
+
+@router.post("/mimicry", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
+             summary="Queue style mimicry: LoRA fine-tuning on the clean, protected and purified sets (a heavy "
+                     "job: minutes per set on a GPU), scored on what each taught of the clean images")
+async def submit_mimicry(
+    request: Request,
+    clean: Annotated[list[UploadFile], File(description="the artist's clean images (the style to learn)")],
+    params: Annotated[MimicryForm, Form()],
+    protected: Annotated[list[UploadFile], File(description="the same works, protected")] = [],
+    purified: Annotated[list[UploadFile], File(description="the protected works, purified")] = [],
+    submitter: Submitter = Depends(get_submitter),
+):
+    await refuse_unknown_fields(request, MimicryForm, {"clean", "protected", "purified"})
+    uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified}
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.mimicry, uploads, MimicryParams(**params.model_dump()))
+    return accepted_response(accepted)

@@ -1,0 +1,111 @@
+"""What the HTTP API returns for a job, and what a webhook carries: one definition, on the ground
+floor without FastAPI, so the API, the webhook sender in the workers and the client (impress.client)
+build and read the same shapes."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from pydantic import BaseModel
+
+from .contract import (DetectedImage, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobState, RejectedInput,
+                       StopReason, TracePoint, WebhookTarget)
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+    fraction: float
+
+
+class ResultLink(BaseModel):
+    index: int
+    name: str
+    url: str
+    width: int
+    height: int
+    iterations: int
+    stop_reason: StopReason
+    final: Optional[TracePoint] = None
+    trace: list[TracePoint]
+
+
+class FileLink(BaseModel):
+    name: str
+    url: str
+    media_type: str
+
+
+class JobView(BaseModel):
+    id: str
+    kind: JobKind
+    state: JobState
+    progress: Progress
+    created_at: float
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    attempts: int
+    params: dict
+    vae: str
+    perceptual: str
+    inputs: list[InputImage]
+    rejected_inputs: list[RejectedInput] = []    # image_url inputs the job went on without, with their codes
+    webhook: Optional[WebhookTarget] = None
+    error: Optional[JobError] = None
+    results: list[ResultLink] = []
+    detections: list[DetectedImage] = []   # detect: score, verdict, thresholds and model of each image
+    metrics: Optional[dict] = None
+    files: list[FileLink] = []
+    model: Optional[dict] = None
+    seconds: Optional[float] = None
+    device: Optional[str] = None
+    engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+    details: Optional[Any] = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer: {"error": {"code": <stable code>, "message": ..., "details": ...}}."""
+
+    error: ErrorBody
+
+
+class Accepted(BaseModel):
+    id: str
+    state: JobState
+    url: str
+
+
+def job_view(record: JobRecord, base_url: str) -> JobView:
+    step, total = record.progress_step, record.progress_total
+    result = record.result
+    results = [ResultLink(index=i, url=f"{base_url}/results/{i}",
+                          **im.model_dump(include=set(ResultLink.model_fields)))
+               for i, im in enumerate(result.images)] if result else []
+    files = [FileLink(name=f.name, url=f"{base_url}/files/{f.name}", media_type=f.media_type)
+             for f in result.files] if result else []
+    return JobView(
+        id=record.id, kind=record.kind, state=record.state,
+        progress=Progress(step=step, total=total, fraction=round(step / total, 4) if total else 0.0),
+        created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
+        attempts=record.attempts, params=record.params.model_dump(mode="json"), vae=record.vae,
+        perceptual=record.perceptual, inputs=record.inputs, rejected_inputs=record.rejected_inputs,
+        webhook=record.webhook, error=record.error, results=results, files=files,
+        **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine"}) if result else {}))
+
+
+class WebhookPayload(BaseModel):
+    """The body of every webhook (Standard Webhooks' type/timestamp/data): `data` is the job as
+    `GET /v1/jobs/{id}` shows it at the moment of the event."""
+
+    type: str              # job.start, job.progress, job.completed
+    timestamp: datetime
+    data: JobView

@@ -1,0 +1,37 @@
+"""The diffusion scenarios from the command line, in this process, on the tiny pipelines."""
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from cli.main import main
+from tests.support import photo
+
+
+def image_folder(path, seeds):
+    path.mkdir()
+    for seed in seeds:
+        Image.fromarray(photo(32, 32, seed)).save(path / f"{seed}.png")
+    return path
+
+
+def test_mimicry_command_writes_scores_and_samples(tmp_path, tiny_pipelines, capsys):
+    clean, protected = image_folder(tmp_path / "clean", [0, 1]), image_folder(tmp_path / "protected", [2, 3])
+    out = tmp_path / "out"
+    code = main(["mimicry", "--clean", str(clean), "--protected", str(protected), "-o", str(out),
+                 "--pipeline", str(tiny_pipelines["img2img"]), "--device", "cpu", "--steps", "2", "--size", "32",
+                 "--eval-samples", "1", "--generate", "1", "--generate-steps", "2"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["sets"]) == {"clean", "protected"} and results["params"]["steps"] == 2
+    assert results["pipeline"]["kind"] == "img2img"
+    assert (out / "clean-0.png").exists() and (out / "protected-0.png").exists()
+    assert "relative gain" in capsys.readouterr().out
+
+
+def test_mimicry_command_without_a_pipeline_says_what_to_configure(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("IMPRESS_PIPELINE", raising=False)
+    clean = image_folder(tmp_path / "clean", [0])
+    assert main(["mimicry", "--clean", str(clean), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 3
+    assert "IMPRESS_PIPELINE" in capsys.readouterr().err

@@ -1,0 +1,104 @@
+"""The diffusion scenarios as API jobs: submitted through the app (fakeredis, recording queue), then run
+in this process by the worker's run_job on the tiny pipelines; results record the pipeline."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from impress.contract import EvaluateParams, InputImage, InputRole, JobKind, JobState, MimicryParams
+from impress.settings import Settings
+from tests.support import photo, png_bytes
+from worker.jobs import run_job
+
+PNG = ("a.png", png_bytes(photo(32, 32)), "image/png")
+
+
+def worker_settings(tiny_pipelines, **extra) -> Settings:
+    return Settings(_env_file=None, key_prefix="impress-fast", device="cpu", perceptual="dssim",
+                    pipeline=str(tiny_pipelines["img2img"]), inpaint_pipeline=str(tiny_pipelines["inpaint"]),
+                    upscale_pipeline=str(tiny_pipelines["upscale"]), **extra)
+
+
+def put_inputs(store, roles: dict[InputRole, list[bytes]]) -> list[InputImage]:
+    return [InputImage(role=role, name=f"{role.value}{i}.png", blob=store.put_blob(data), width=32, height=32,
+                       format="PNG") for role, items in roles.items() for i, data in enumerate(items)]
+
+
+def test_mimicry_is_queued_with_typed_params_and_runs_to_a_scored_result(fast_api, tiny_pipelines):
+    client, store, queue, _ = fast_api
+    r = client.post("/v1/mimicry", files=[("clean", PNG), ("protected", PNG)],
+                    data={"steps": "3", "size": "32", "eval_samples": "1", "generate": "1", "generate_steps": "2",
+                          "learning_rate": "0.01"})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    assert queue.sent == [("mimicry", job_id)]
+    assert isinstance(store.get(job_id).params, MimicryParams)
+    assert run_job(store, worker_settings(tiny_pipelines), job_id, TimeoutError) == "succeeded"
+    result = store.get(job_id).result
+    assert set(result.metrics["sets"]) == {"clean", "protected"}
+    assert result.metrics["sets"]["clean"]["relative_gain"] in (1.0, None)
+    assert result.model["kind"] == "img2img" and result.model["location"] == str(tiny_pipelines["img2img"].resolve())
+    assert [f.name for f in result.files] == ["clean-0.png", "protected-0.png"]
+    assert store.get(job_id).progress_step == 6
+
+
+def test_mimicry_without_a_configured_pipeline_fails_model_unavailable(fast_api):
+    client, store, _, settings = fast_api
+    job_id = client.post("/v1/mimicry", files=[("clean", PNG)], data={"steps": "1"}).json()["id"]
+    assert run_job(store, settings, job_id, TimeoutError) == "failed"
+    error = store.get(job_id).error
+    assert error.code.value == "model_unavailable" and "IMPRESS_PIPELINE" in error.message
+
+
+@pytest.mark.parametrize("form, files, message", [
+    ({"edit": "outpaint"}, [], "edit"),
+    ({"edit": "img2img"}, [("mask", PNG)], "masks are for the inpainting edit"),
+    ({"edit": '{"mode": "inpaint", "steps": 0}'}, [], "steps"),
+])
+def test_bad_edit_choices_are_refused(fast_api, form, files, message):
+    client, _, queue, _ = fast_api
+    r = client.post("/v1/evaluate", files=[("clean", PNG), ("protected", PNG)] + files, data=form)
+    assert r.status_code == 422 and message in r.text, r.text
+    assert queue.sent == []
+
+
+def test_evaluation_with_an_inpainting_edit_scores_uploaded_sets_against_the_clean_edit(fast_api, tiny_pipelines):
+    client, store, queue, _ = fast_api
+    mask = np.zeros((32, 32, 3), np.uint8)
+    mask[:, 16:] = 255
+    r = client.post("/v1/evaluate", files=[("clean", PNG), ("protected", ("p.png", png_bytes(photo(32, 32, 3)),
+                                                                          "image/png")),
+                                           ("purified", PNG), ("mask", ("m.png", png_bytes(mask), "image/png"))],
+                    data={"edit": json.dumps({"mode": "inpaint", "steps": 3})})
+    assert r.status_code == 202, r.text
+    record = store.get(r.json()["id"])
+    assert record.params.edit.steps == 3 and len(record.inputs_with(InputRole.mask)) == 1
+    # The record's VAE is the preset's hub id (not here): run the same job on the bundled VAE.
+    job = store.create(JobKind.evaluate, record.params, record.inputs, vae="impress-tiny-vae", perceptual="dssim")
+    assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
+    editing = store.get(job.id).result.metrics["editing"]
+    assert editing["pipeline"]["kind"] == "inpaint" and editing["settings"]["steps"] == 3
+    cell = editing["protections"]["uploaded"]
+    assert cell["purified"]["uploaded"]["psnr_db"][0] > 60          # purified = clean: the same edit
+    assert cell["protected"]["psnr_db"][0] < cell["purified"]["uploaded"]["psnr_db"][0]
+    assert cell["worst_case"]["psnr_db"]["purifiers"] == ["uploaded"]
+
+
+def test_an_edit_needs_its_pipeline(fast_store, tiny_pipelines):
+    inputs = put_inputs(fast_store, {InputRole.clean: [PNG[1]], InputRole.protected: [PNG[1]]})
+    job = fast_store.create(JobKind.evaluate, EvaluateParams(edit="img2img"), inputs, vae="impress-tiny-vae",
+                            perceptual="dssim")
+    settings = worker_settings(tiny_pipelines).model_copy(update={"pipeline": None})
+    assert run_job(fast_store, settings, job.id, TimeoutError) == JobState.failed.value
+    assert fast_store.get(job.id).error.code.value == "model_unavailable"
+
+
+def test_every_job_kind_has_a_registered_task_and_a_handler():
+    from impress.contract import TASKS
+    from worker.jobs import HANDLERS
+    from worker.tasks import celery_app
+
+    assert set(HANDLERS) == set(JobKind) == set(TASKS)
+    assert set(TASKS.values()) <= set(celery_app.tasks)

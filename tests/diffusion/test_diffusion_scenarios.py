@@ -1,0 +1,192 @@
+"""Every diffusion scenario, protection and purifier runs on the tiny pipelines (mechanics, not quality)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from impress.scenarios import EditParams, MimicryParams
+from worker.engine.diffusion import attacks, editing, mimicry, purifiers
+from worker.engine.diffusion.pipelines import load_pipeline
+from worker.engine.perceptual import load_perceptual
+
+
+@pytest.fixture(scope="module")
+def img2img(tiny_pipelines):
+    return load_pipeline(str(tiny_pipelines["img2img"]), "img2img")
+
+
+@pytest.fixture(scope="module")
+def inpaint(tiny_pipelines):
+    return load_pipeline(str(tiny_pipelines["inpaint"]), "inpaint")
+
+
+@pytest.fixture(scope="module")
+def upscale(tiny_pipelines):
+    return load_pipeline(str(tiny_pipelines["upscale"]), "upscale")
+
+
+def test_centre_keep_mask_keeps_the_middle():
+    mask = editing.centre_keep_mask(1, 8, 12)
+    assert mask.shape == (1, 1, 8, 12)
+    assert mask[0, 0, 2:6, 3:9].eq(0).all() and mask.sum() == 8 * 12 - 4 * 6
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+def test_edit_is_deterministic_per_image_and_batch_invariant(img2img, inpaint, images, mode):
+    pipe, _ = img2img if mode == "img2img" else inpaint
+    settings = EditParams(mode=mode, steps=4)
+    both = editing.edit(pipe, images, settings)
+    assert both.shape == images.shape and both.min() >= -1 and both.max() <= 1
+    torch.testing.assert_close(editing.edit(pipe, images[1:], settings), both[1:], atol=1e-5, rtol=0)
+
+
+def test_inpainting_uses_the_callers_mask(inpaint, images):
+    """The mask reaches the UNet (its extra input channels): another mask, another edit. No region is
+    pasted back afterwards, as in the IMPRESS authors' evaluation (pg_generate.py)."""
+    pipe, _ = inpaint
+    settings = EditParams(mode="inpaint", steps=4)
+    default = editing.edit(pipe, images, settings)
+    whole = editing.edit(pipe, images, settings, torch.ones(2, 1, 32, 32))
+    assert (default - whole).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["advdm", "sds-minus"])
+def test_unet_attacks_stay_in_their_linf_budget_and_change_the_image(img2img, images, name):
+    pipe, _ = img2img
+    entry = attacks.DIFFUSION_PROTECTIONS[name]
+    adv = entry.fn(pipe, images, **{**entry.defaults, "steps": 3})
+    assert (adv - images).abs().max() <= 2 * 16 / 255 + 1e-6
+    assert (adv - images).abs().max() > 0 and adv.min() >= -1 and adv.max() <= 1
+
+
+def test_advdm_raises_the_denoising_loss_that_sds_minus_lowers(img2img, images):
+    """Direction check on a fixed (t, noise) draw: AdvDM ascends the loss, SDS(-) descends its surrogate."""
+    from worker.engine.diffusion.common import denoising_error, latents, randn, random_timesteps, \
+        text_embeddings, training_scheduler
+
+    pipe, _ = img2img
+    scheduler, cond = training_scheduler(pipe), text_embeddings(pipe, attacks.MIST_PROMPT, 2)
+
+    def loss(x):
+        with torch.no_grad():
+            losses = []
+            for seed in range(8):
+                z = latents(pipe, x, seed)
+                t = random_timesteps(scheduler, 2, seed, z.device)
+                losses.append((denoising_error(pipe.unet, scheduler, z, cond, t, randn(z.shape, seed, z)) ** 2).mean())
+        return float(torch.stack(losses).mean())
+
+    adv = attacks.advdm(pipe, images, steps=10, eps=16 / 255, step=4 / 255)
+    assert loss(adv) > loss(images)
+
+
+def test_photoguard_diffusion_attack_is_l2_bounded_and_only_outside_the_mask(inpaint, images):
+    pipe, _ = inpaint
+    mask = editing.centre_keep_mask(2, 32, 32)
+    adv = attacks.photoguard_diffusion(pipe, images, mask, eps=4.0, step=1.0, steps=3, grad_reps=2,
+                                       inference_steps=2)
+    change = adv - images
+    assert change.flatten(1).norm(dim=1).max() <= 4.0 + 1e-4
+    assert change.abs().sum() > 0
+    assert change[(mask == 1).expand_as(change)].abs().max() == 0   # the regenerated region is untouched
+
+
+def test_diffpure_strength_is_a_knob(img2img, images):
+    pipe, _ = img2img
+    light = purifiers.diffpure(pipe, images, strength=0.1, steps=20)
+    heavy = purifiers.diffpure(pipe, images, strength=0.8, steps=20)
+    assert light.shape == images.shape
+    assert (light - images).abs().mean() < (heavy - images).abs().mean()
+
+
+def test_gridpure_crops_cover_the_image_and_blend_with_the_input(img2img, images):
+    assert purifiers.crop_origins(512, 256, 128) == [0, 128, 256]
+    assert purifiers.crop_origins(600, 256, 128) == [0, 128, 256, 344]
+    with pytest.raises(ValueError, match="at least 256"):
+        purifiers.crop_origins(200, 256, 128)
+    pipe, _ = img2img
+    out = purifiers.gridpure(pipe, images, crop=16, stride=8, strength=0.2, steps=10, iterations=2, gamma=0.1)
+    assert out.shape == images.shape and out.min() >= -1 and out.max() <= 1
+    assert 0 < (out - images).abs().mean() < 1
+    same = purifiers.gridpure(pipe, images, crop=16, stride=8, strength=0.2, steps=10, iterations=2, gamma=1.0)
+    torch.testing.assert_close(same, images)  # gamma 1 keeps the input
+
+
+def test_noisy_upscale_keeps_the_size_and_adds_8bit_noise_first(upscale, images):
+    pipe, _ = upscale
+    noisy = purifiers.gaussian_noise_8bit(images, 0.1, seed=0)
+    levels = (noisy + 1) * 127.5
+    torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)
+    assert 0.08 < ((noisy - images) / 2).std() < 0.105   # sigma 0.1, less where clipping bites
+    out = purifiers.noisy_upscale(pipe, images[:, :, :16, :16], steps=3)
+    assert out.shape == (2, 3, 16, 16) and out.min() >= -1 and out.max() <= 1
+
+
+def test_every_registered_method_runs_with_its_defaults_shortened(img2img, inpaint, upscale, images):
+    pipes = {"img2img": img2img[0], "inpaint": inpaint[0], "upscale": upscale[0]}
+    short = dict(steps=2, iterations=1, crop=16, stride=8, grad_reps=1, inference_steps=2, strength=0.5)
+    for registry in (attacks.DIFFUSION_PROTECTIONS, purifiers.DIFFUSION_PURIFIERS):
+        for name, entry in registry.items():
+            params = {**entry.defaults, **{k: v for k, v in short.items() if k in entry.defaults}}
+            out = entry.fn(pipes[entry.pipeline_kind], images[:1, :, :16, :16], **params)
+            assert out.shape == (1, 3, 16, 16), name
+
+
+def test_lora_mimicry_trains_an_adapter_and_scores_against_the_clean_images(img2img, images):
+    pipe, _ = img2img
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    settings = MimicryParams(steps=4, learning_rate=1e-2, eval_samples=2, generate=1, generate_steps=2)
+    results = mimicry.mimicry(pipe, images, {"clean": images, "noisy": (images + 0.5 * torch.randn_like(images)).clamp(-1, 1)},
+                              settings)
+    assert set(results) == {"clean", "noisy"}
+    clean = results["clean"]
+    assert clean.clean_loss_base == results["noisy"].clean_loss_base
+    assert clean.gain == pytest.approx(clean.clean_loss_base - clean.clean_loss_tuned)
+    assert clean.samples.shape == (1, 3, 32, 32) and len(clean.final_losses) == 4
+    if clean.gain > 0:
+        assert clean.relative_gain == pytest.approx(1.0)
+    for k, v in pipe.unet.state_dict().items():   # the cached pipeline's UNet is untouched
+        torch.testing.assert_close(v, before[k])
+
+
+def test_editing_matrix_scores_every_cell_and_the_worst_case(tiny_pipelines, images):
+    from worker.engine.diffusion.scenario import PipelineSet, editing_matrix
+
+    pipelines = PipelineSet({"inpaint": str(tiny_pipelines["inpaint"])})
+    noisy = (images + 0.4 * torch.randn_like(images, generator=None)).clamp(-1, 1)
+    result = editing_matrix(pipelines, EditParams(mode="inpaint", steps=3), load_perceptual("dssim"),
+                            images, {"noise": noisy}, {("noise", "identity"): noisy, ("noise", "undo"): images})
+    cell = result.protections["noise"]
+    assert set(cell.purified) == {"identity", "undo"}
+    assert cell.worst_case["psnr_db"].purifiers == ["undo", "undo"]    # the clean copy edits like the clean
+    assert cell.worst_case["perceptual"].purifiers == ["undo", "undo"]
+    assert all(p > 60 for p in cell.purified["undo"].psnr_db) and all(d < 1e-4 for d in cell.purified["undo"].perceptual)
+    assert all(n < c for n, c in zip(cell.protected.psnr_db, cell.purified["undo"].psnr_db))
+    assert result.pipeline["kind"] == "inpaint" and result.as_dict()["settings"]["steps"] == 3
+
+
+def test_a_kind_nobody_configured_is_model_unavailable(tiny_pipelines):
+    from worker.engine.diffusion.scenario import PipelineSet
+    from worker.engine.models import ModelUnavailable
+
+    with pytest.raises(ModelUnavailable, match="IMPRESS_UPSCALE_PIPELINE"):
+        PipelineSet({"img2img": str(tiny_pipelines["img2img"]), "upscale": None}).get("upscale")
+
+
+def test_every_protection_keeps_its_stated_budget_on_its_8bit_output(img2img, inpaint, images):
+    """Measured on what a user saves (8 bits): L-inf within eps for the PGD attacks, L2 within eps for
+    PhotoGuard's (whose rounding is fitted back under the budget)."""
+    from worker.engine.diffusion.common import quantise_8bit
+    from worker.engine.metrics import l2_255, linf_255
+
+    clean = quantise_8bit(images)
+    for name, entry in attacks.DIFFUSION_PROTECTIONS.items():
+        pipe = {"img2img": img2img, "inpaint": inpaint}[entry.pipeline_kind][0]
+        short = {"steps": 3, "step": 8 / 255} if name != "photoguard-diffusion" \
+            else {"steps": 3, "grad_reps": 1, "inference_steps": 2, "eps": 2.0, "step": 1.0}
+        out = entry.fn(pipe, clean, **{**entry.defaults, **short})
+        torch.testing.assert_close(out, quantise_8bit(out), atol=1e-6, rtol=0)
+        if name == "photoguard-diffusion":
+            assert l2_255(out, clean).max() <= 2.0 * 127.5 + 1e-3, name
+        else:
+            assert linf_255(out, clean).max() <= 16 + 1e-3, name

@@ -1,0 +1,129 @@
+"""Style mimicry (Glaze's threat) as a heavy job: LoRA fine-tuning on a small image set, and a score.
+
+Fine-tuning follows the setting GrIDPure's authors evaluate with (diffusers' train_text_to_image_lora:
+rank 4, learning rate 1e-4, constant, 200 steps, batch 1, one instance prompt); Hönig et al. fine-tune
+the whole model instead (2000 steps, lr 5e-6, batch 4), a heavier setting this module does not run.
+LoRA adapters go on the UNet's attention projections through diffusers' PEFT integration, on a copy of
+the UNet (the cached pipeline is never changed).
+
+The style score needs no extra model: how much a fine-tuned UNet learned of the *clean* artworks,
+measured as the drop of its denoising loss on the clean images (fixed timesteps and noise) against the
+untuned UNet. A protection works when training on its images teaches less than training on the clean
+ones (`relative_gain` well below 1); a purifier undoes it when training on purified images brings the
+gain back near 1. Generated samples are returned too, for the eye (and for any external scorer).
+
+Cost: per training set, `steps` UNet forward and backward passes at the image size, then
+2 x `eval_samples` UNet forward passes per clean image and `generate` x `generate_steps` x 2 (guidance)
+to sample. One GPU suffices (SD 1.5 at 512 px with LoRA fits in 16 GB in fp32); seconds per step were
+not measured here, since no GPU was lent to this work (README: "Diffusion scenarios").
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from impress.scenarios import MimicryParams
+
+from .common import denoising_error, from_pipeline, generators, latents, randn, random_timesteps, \
+    text_embeddings, training_scheduler
+
+Progress = Callable[[int, int], None]
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # diffusers' LoRA training script's choice
+
+
+@dataclass
+class MimicryResult:
+    training_set: str
+    final_losses: list[float]                 # training loss over the last steps
+    clean_loss_base: float                    # denoising loss of the untuned UNet on the clean images
+    clean_loss_tuned: float                   # ... of the fine-tuned UNet
+    gain: float                               # base - tuned: what training taught about the clean images
+    relative_gain: float | None = None        # gain / gain of training on the clean images
+    samples: list = field(default_factory=list, repr=False)   # generated images, B x 3 x H x W in [-1, 1]
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "samples"}
+
+
+def train_lora(pipe, images: torch.Tensor, settings: MimicryParams, progress: Optional[Progress] = None):
+    """A copy of the pipeline's UNet with a LoRA adapter fine-tuned on `images` (N x 3 x H x W, [-1, 1])
+    under the instance prompt, and its training losses. `progress(step, steps)` is called every step."""
+    from peft import LoraConfig
+
+    unet = copy.deepcopy(pipe.unet)
+    unet.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights="gaussian",
+                                target_modules=LORA_TARGETS))
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    for p in trainable:  # the adapter trains in fp32 even on a half-precision UNet (as diffusers' script)
+        p.data = p.data.float()
+    optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate)
+    scheduler = training_scheduler(pipe)
+    cond = text_embeddings(pipe, settings.prompt, settings.batch)
+    order = torch.Generator(device="cpu").manual_seed(settings.seed)
+    unet.train()
+    losses = []
+    for step in range(settings.steps):
+        batch = images[torch.randint(0, len(images), (settings.batch,), generator=order)]
+        seed = settings.seed + step
+        with torch.no_grad():
+            z = latents(pipe, batch, seed)
+        t = random_timesteps(scheduler, len(batch), seed, z.device)
+        loss = (denoising_error(unet, scheduler, z, cond.to(z.dtype), t, randn(z.shape, seed, z)) ** 2).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, settings.steps)
+    return unet.eval().requires_grad_(False), losses
+
+
+@torch.no_grad()
+def clean_loss(pipe, unet, clean: torch.Tensor, settings: MimicryParams) -> float:
+    """Mean denoising loss on the clean images at fixed (seeded) timesteps and noise: the same draws for
+    every UNet compared, so differences come from the weights alone."""
+    scheduler = training_scheduler(pipe)
+    cond = text_embeddings(pipe, settings.prompt, len(clean))
+    values = []
+    for k in range(settings.eval_samples):
+        seed = 10_000 + k
+        z = latents(pipe, clean, seed)
+        t = random_timesteps(scheduler, len(clean), seed, z.device)
+        values.append(float((denoising_error(unet, scheduler, z, cond.to(z.dtype), t, randn(z.shape, seed, z)) ** 2).mean()))
+    return statistics.fmean(values)
+
+
+@torch.no_grad()
+def generate(pipe, unet, settings: MimicryParams, size: int) -> torch.Tensor:
+    """Images generated from the instance prompt by the pipeline with `unet` in place of its own."""
+    from diffusers import StableDiffusionPipeline
+
+    text2img = StableDiffusionPipeline.from_pipe(pipe, unet=unet)
+    text2img.set_progress_bar_config(disable=True)
+    out = text2img(prompt=[settings.prompt] * settings.generate, height=size, width=size,
+                   num_inference_steps=settings.generate_steps, generator=generators(settings.seed, settings.generate),
+                   output_type="pt")
+    return from_pipeline(out.images, torch.empty(0, device=pipe.unet.device))
+
+
+def mimicry(pipe, clean: torch.Tensor, training_sets: dict[str, torch.Tensor], settings: MimicryParams,
+            progress: Optional[Progress] = None) -> dict[str, MimicryResult]:
+    """Fine-tune on each training set (name -> images; include "clean" for the reference gain) and score
+    each against the clean images. `progress(done, total)` counts training steps over all sets."""
+    base = clean_loss(pipe, pipe.unet, clean, settings)
+    results = {}
+    total = settings.steps * len(training_sets)
+    for k, (name, images) in enumerate(training_sets.items()):
+        overall = None if progress is None else (lambda step, _n, done=k * settings.steps: progress(done + step, total))
+        unet, losses = train_lora(pipe, images, settings, overall)
+        tuned = clean_loss(pipe, unet, clean, settings)
+        samples = generate(pipe, unet, settings, clean.shape[-1]) if settings.generate else []
+        results[name] = MimicryResult(name, losses[-10:], base, tuned, base - tuned, samples=samples)
+    if "clean" in results and results["clean"].gain > 0:
+        for result in results.values():
+            result.relative_gain = result.gain / results["clean"].gain
+    return results

@@ -1,0 +1,66 @@
+"""Job handlers of the diffusion scenarios (docs/diffusion.md): the editing scenario inside evaluation
+jobs, and the style-mimicry job. Pipelines come from the service's settings (IMPRESS_PIPELINE, ...); a
+scenario whose pipeline is not configured or not on this machine fails the job with model_unavailable."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from impress.contract import InputRole, JobResult, MimicryParams, ResultFile
+from impress.images import DecodedImage, encode_png
+from impress.scenarios import EditParams
+
+from .engine.diffusion.scenario import PipelineSet, editing_matrix
+from .engine.models import resolve_device
+from .engine.tensors import to_uint8
+
+UPLOADED = "uploaded"  # the name of an uploaded protected or purified set in the results
+
+
+def mask_tensor(masks: list[DecodedImage]) -> torch.Tensor:
+    """Uploaded inpainting masks (white = regenerate) as B x 1 x H x W of 0/1, split at mid-grey as
+    PhotoGuard's prepare_mask_and_masked_image does."""
+    return torch.cat([torch.from_numpy((m.rgb.mean(axis=2) >= 127.5).astype(np.float32))[None, None] for m in masks])
+
+
+def uploaded_edits(pipelines: PipelineSet, params: EditParams, distance, clean: torch.Tensor,
+                   protected: torch.Tensor, purified: Optional[torch.Tensor],
+                   masks: list[DecodedImage]) -> dict:
+    """The editing scenario on an evaluation's uploaded sets: edits of the protected (and purified)
+    images against the edits of their clean originals, with the pipeline's identity."""
+    purified_sets = {(UPLOADED, UPLOADED): purified} if purified is not None else {}
+    mask = mask_tensor(masks).to(clean.device) if masks else None
+    return editing_matrix(pipelines, params, distance, clean, {UPLOADED: protected}, purified_sets, mask).as_dict()
+
+
+def mimicry_handler(ctx) -> JobResult:
+    """Fine-tune LoRA on each uploaded set (clean, protected, purified) and score what it learned of the
+    clean images; generated samples come back as PNG files named <set>-<i>.png."""
+    from .engine.bench import square_images
+    from .engine.diffusion.mimicry import mimicry
+    from .jobs import Canceled
+
+    params = ctx.record.params
+    assert isinstance(params, MimicryParams)
+    device = resolve_device(ctx.settings.device)
+    pipelines = PipelineSet.from_settings(ctx.settings, device)
+    pipe = pipelines.get("img2img")
+    sets = {role.value: square_images([item.image for item in ctx.role(role)], params.size).to(device)
+            for role in (InputRole.clean, InputRole.protected, InputRole.purified) if ctx.role(role)}
+
+    def progress(step: int, total: int) -> None:
+        if ctx.progress(step, total):
+            raise Canceled
+
+    t0 = time.perf_counter()
+    results = mimicry(pipe, sets["clean"], sets, params, progress=progress)
+    files = [ResultFile(name=f"{name}-{i}.png", blob=ctx.store.put_blob(encode_png(to_uint8(sample))),
+                        media_type="image/png")
+             for name, result in results.items() for i, sample in enumerate(result.samples)]
+    return JobResult(metrics={"pipeline": pipelines.used()["img2img"], "params": params.model_dump(),
+                              "sets": {name: r.as_dict() for name, r in results.items()}},
+                     files=files, model=pipelines.used()["img2img"], seconds=round(time.perf_counter() - t0, 3),
+                     device=device)
