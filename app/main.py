@@ -21,6 +21,7 @@ from .auth import Authenticator, authorize
 from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_json, error_responses, store_unavailable_handler,
                      unhandled_error_handler, validation_error_handler)
 from .metrics import REQUEST_SECONDS
+from .request_id import RequestIdMiddleware
 from .routes import detect, evaluate, health, jobs, mimicry, purify
 
 log = logging.getLogger("impress.api")
@@ -86,4 +87,5 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
         app.include_router(resource.router, dependencies=[Depends(authorize)],
                            responses=error_responses(401, 429, 503))
     app.include_router(health.router)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request, the access log's too, has its id
     return app

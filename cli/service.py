@@ -50,8 +50,9 @@ def run_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings()
+    # log_config=None: uvicorn's lines go through the process's logging (impress.logs), ids included.
     uvicorn.run("app.asgi:app", host=args.host or settings.api_host, port=args.port or settings.api_port,
-                log_level="info")
+                log_level="info", log_config=None)
     return 0
 
 

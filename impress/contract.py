@@ -425,6 +425,7 @@ class JobRecord(BaseModel):
     perceptual: str                  # the perceptual distance's name
     inputs: list[InputImage]
     owner: str = ""                  # the creating API key's id (api_key_id); "" in an open service
+    request_id: Optional[str] = None     # X-Request-ID of the request that created it (in the worker's logs too)
     rejected_inputs: list[RejectedInput] = []    # image_url inputs that could not be used
     webhook: Optional[WebhookTarget] = None
     created_at: float

@@ -207,12 +207,13 @@ class JobStore:
     # ------------------------------------------------------------ jobs
     def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
                owner: str = "", max_unfinished: int = 0, rejected_inputs: Sequence[RejectedInput] = (),
-               webhook: Optional[WebhookTarget] = None) -> JobRecord:
+               webhook: Optional[WebhookTarget] = None, request_id: Optional[str] = None) -> JobRecord:
         """Write a queued job; TooManyUnfinishedJobs when its owner already has `max_unfinished`
         queued or running (0: no limit)."""
         record = JobRecord(id=uuid.uuid4().hex, kind=kind, state=JobState.queued, params=params, vae=vae,
                            perceptual=perceptual, inputs=inputs, owner=owner,
-                           rejected_inputs=list(rejected_inputs), webhook=webhook, created_at=now())
+                           rejected_inputs=list(rejected_inputs), webhook=webhook, request_id=request_id,
+                           created_at=now())
         fields = [v for pair in _to_hash(record).items() for v in pair]
         outcome = self._create(
             keys=[self.keys.job(record.id), self.keys.jobs(), self.keys.stats(), self.keys.owner_active(owner),

@@ -39,11 +39,14 @@ def test_sync_detect_answers_inline_while_a_purification_runs(small_vae_dir, tmp
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     png = png_bytes(photo(32, 32))
     try:
-        wait_for(lambda: answers(client, "/readyz") and len(client.get("/readyz").json()["workers"]) == 2, 90,
+        wait_for(lambda: answers(client, "/readyz") and len(client.get("/readyz").json()["workers"]) == 2, 180,
                  "API ready with both workers answering", 0.5)
+        # The triage worker loads its model at start, before any job (a minute on this busy 2-core box).
+        wait_for(lambda: "detection model loaded" in (tmp_path / "triage.log").read_text(), 180,
+                 "the triage worker warm", 0.5)
         long = client.post("/v1/purify", files=[("images", ("a.png", png, "image/png"))],
                            data={"iters": "100000", "early_stop": "false"}).headers["location"]
-        poll(client, long, lambda j: j["state"] == "running" and j["progress"]["step"] >= 2, timeout=60)
+        poll(client, long, lambda j: j["state"] == "running" and j["progress"]["step"] >= 2, timeout=180)
         t0 = time.perf_counter()
         r = client.post("/v1/detect", files=[("images", ("b.png", png, "image/png"))])
         latency = time.perf_counter() - t0

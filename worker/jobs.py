@@ -18,6 +18,7 @@ from impress.contract import (DEFAULT_PRESET, DetectedImage, DetectParams, Error
                               InputRole, JobKind, JobRecord, JobResult, JobState, PurifyParams, ResultFile, ResultImage,
                               StopReason, vae_for)
 from impress.images import DecodedImage, ImageRejected, decode_image
+from impress.logs import job_context
 from impress.settings import Settings
 from impress.store import JobStore
 
@@ -175,16 +176,26 @@ def release_device_memory() -> None:
 
 
 def run_job(store: JobStore, settings: Settings, job_id: str, on_time_limit: type[BaseException]) -> str:
-    """Run the job; returns its final state. Every failure ends in the record, never in the worker."""
-    started, attempt = store.start(job_id, settings.max_attempts)
-    record = store.get(job_id)
-    if record is None:  # a late message for a job that expired: nothing to do, nothing to recreate
-        log.info("job %s expired before it ran; message dropped", job_id)
-        return "expired"
-    if not started:
-        log.info("job %s not started (state %s, attempt %d)", job_id, record.state.value, attempt)
-        return record.state.value
-    log.info("job %s (%s) started, attempt %d, %d inputs", job_id, record.kind.value, attempt, len(record.inputs))
+    """Run the job; returns its final state. Every failure ends in the record, never in the worker.
+    Log lines about the job carry its id and the id of the request that created it."""
+    with job_context(job_id):
+        started, attempt = store.start(job_id, settings.max_attempts)
+        record = store.get(job_id)
+        if record is None:  # a late message for a job that expired: nothing to do, nothing to recreate
+            log.info("job %s expired before it ran; message dropped", job_id)
+            return "expired"
+    with job_context(job_id, record.request_id):
+        if not started:
+            log.info("job %s not started (state %s, attempt %d)", job_id, record.state.value, attempt)
+            return record.state.value
+        log.info("job %s (%s) started, attempt %d, %d inputs", job_id, record.kind.value, attempt,
+                 len(record.inputs))
+        return run_started(store, settings, record, on_time_limit)
+
+
+def run_started(store: JobStore, settings: Settings, record: JobRecord, on_time_limit: type[BaseException]) -> str:
+    """The started job's handler, and its outcome recorded: succeeded, canceled, or failed with a code."""
+    job_id = record.id
     try:
         inputs = load_inputs(store, settings, record)
         result = HANDLERS[record.kind](JobContext(store, settings, record, inputs))

@@ -12,10 +12,11 @@ import logging
 import threading
 
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
 from impress.contract import TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY, TASK_WEBHOOK
 from impress.images import set_pillow_pixel_guard
+from impress.logs import configure_logging
 from impress.queue import JobQueue, make_celery
 from impress.settings import get_settings
 from impress.store import JobStore
@@ -25,6 +26,12 @@ settings = get_settings()
 celery_app = make_celery(settings)
 set_pillow_pixel_guard(settings.max_pixels)
 logging.getLogger("impress").setLevel(logging.INFO)
+
+
+@setup_logging.connect
+def _configure_logging(**_) -> None:
+    """Celery's logging set up as every process's is (IMPRESS_LOG_FORMAT, request and job ids)."""
+    configure_logging(settings.log_format)
 
 
 @functools.lru_cache(maxsize=1)
