@@ -9,6 +9,8 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from impress.contract import ErrorCode
 from impress.views import ErrorBody, ErrorResponse  # the envelope, shared with impress.client
@@ -44,6 +46,21 @@ async def validation_error_handler(_: Request, exc: RequestValidationError) -> J
         else ErrorCode.invalid_request
     summary = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in errors)
     return error_json(422, code, summary, errors)
+
+
+# The router's own refusals (no such URL, a method the URL lacks), in the envelope like every error.
+HTTP_CODES = {404: ErrorCode.not_found, 405: ErrorCode.method_not_allowed}
+
+
+async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method of every route at this path, not only the first route's
+        allowed = {m for route in request.app.router.routes
+                   if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+                   for m in route.methods or ()}
+        headers["Allow"] = ", ".join(sorted(allowed))
+    return error_json(exc.status_code, HTTP_CODES.get(exc.status_code, ErrorCode.invalid_request), str(exc.detail),
+                      headers=headers)
 
 
 def unavailable_json() -> JSONResponse:

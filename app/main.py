@@ -7,6 +7,7 @@ from typing import Optional
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from impress.contract import ErrorCode
 from impress.images import SUPPORTED_FORMATS, set_pillow_pixel_guard
@@ -18,8 +19,8 @@ from impress.webhooks import WebhookNotifier
 
 from .admission import Admission
 from .auth import Authenticator, authorize
-from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_json, error_responses, store_unavailable_handler,
-                     unhandled_error_handler, validation_error_handler)
+from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_json, error_responses, http_error_handler,
+                     store_unavailable_handler, unhandled_error_handler, validation_error_handler)
 from .metrics import REQUEST_SECONDS
 from .request_id import RequestIdMiddleware
 from .routes import detect, evaluate, health, jobs, mimicry, purify
@@ -55,6 +56,7 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     app.state.url_guards = UrlGuards.from_settings(settings)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     for error in STORE_ERRORS:  # routes, sync ones in the thread pool included
         app.add_exception_handler(error, store_unavailable_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)  # anything else, middleware included

@@ -62,6 +62,8 @@ class ErrorCode(str, enum.Enum):
     """Stable machine-readable codes: clients switch on these, never on messages."""
 
     invalid_request = "invalid_request"
+    not_found = "not_found"                        # no such URL (job URLs answer job_not_found)
+    method_not_allowed = "method_not_allowed"      # the URL exists; Allow lists its methods
     invalid_parameter = "invalid_parameter"
     no_images = "no_images"
     too_many_images = "too_many_images"
