@@ -19,6 +19,7 @@ from impress.webhooks import WebhookNotifier
 
 from .admission import Admission
 from .auth import Authenticator, authorize
+from .console import mount_console
 from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_json, error_responses, http_error_handler,
                      store_unavailable_handler, unhandled_error_handler, validation_error_handler)
 from .metrics import REQUEST_SECONDS
@@ -89,5 +90,6 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
         app.include_router(resource.router, dependencies=[Depends(authorize)],
                            responses=error_responses(401, 429, 503))
     app.include_router(health.router)
+    mount_console(app)
     app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request, the access log's too, has its id
     return app

@@ -47,13 +47,17 @@ class ServiceCollector:
                 steps.add_metric([kind], value)
             else:
                 jobs.add_metric([kind, what], value)
-        queued = GaugeMetricFamily("impress_queue_messages", "job messages waiting in the queue", labels=["queue"])
-        for queue, messages in waiting.items():
-            queued.add_metric([queue], messages)
-        yield from (jobs, seconds, steps, queued)
+        yield from (jobs, seconds, steps)
+        if waiting:
+            queued = GaugeMetricFamily("impress_queue_messages", "job messages waiting in each queue", labels=["queue"])
+            for queue, messages in waiting.items():
+                queued.add_metric([queue], messages)
+            yield queued
 
 
 def service_registry(store: JobStore, queues: list[str]) -> CollectorRegistry:
+    """queues: the Celery queues whose lengths the job store's Redis holds; none when the broker is
+    elsewhere (RabbitMQ: its own metrics, or KEDA's RabbitMQ scaler, give the queue lengths)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(store, queues))
     return registry

@@ -8,7 +8,7 @@ import sys
 from impress.logs import configure_logging
 from impress.settings import Settings
 
-from . import bench, detect, mimicry, purify, service
+from . import bench, detect, mimicry, models, purify, service
 from .common import CommandFailed
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     mimicry.add_parser(sub)
     service.add_parsers(sub)
+    models.add_parser(sub)
     return parser
 
 

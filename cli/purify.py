@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from impress.contract import DEVICES, PERCEPTUALS, PRECISIONS, PurifyOverrides
+from impress.contract import DEVICES, PERCEPTUALS, PRECISIONS, PurifyOverrides, vae_for
 from impress.settings import Settings
 
 from .common import CommandFailed, decode_files
@@ -65,6 +65,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from worker.engine.model_cache import require
     from worker.engine.models import ModelUnavailable
     from worker.engine.pipeline import EngineOptions, run_purification
 
@@ -76,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     options = EngineOptions.from_settings(settings, device=args.device, batch_size=args.batch_size,
                                           compile=args.compile or None, precision=args.precision)
+    try:  # a missing model fails here, before any progress bar (and without minutes of hub retries)
+        require(vae_for(params.preset, args.model or settings.vae), perceptual)
+    except ModelUnavailable as exc:
+        raise CommandFailed(str(exc), 3) from exc
     with tqdm(total=params.iters * len(images), unit="step", desc="purify") as bar:
         def progress(step, total, losses):
             bar.total = total

@@ -117,7 +117,8 @@ def run_serve(args: argparse.Namespace) -> int:
             services.append(start_child(cli + ["worker", "--queues", queue, "--hostname", f"{role}@%h", "--pool", pool],
                                         env))
         services.append(start_child(cli + ["api", "--host", args.host, "--port", str(args.port)], env))
-        print(f"API on http://{args.host}:{args.port}/docs  (Ctrl-C stops everything)", flush=True)
+        print(f"Console on http://{args.host}:{args.port}/console  API docs on http://{args.host}:{args.port}/docs  "
+              "(Ctrl-C stops everything)", flush=True)
         while not stop.wait(0.5) and all(p.poll() is None for p in redis_server + services):
             pass
     finally:

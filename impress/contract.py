@@ -136,6 +136,18 @@ PresetName = Literal["glaze", "photoguard"]
 DEFAULT_PRESET: PresetName = "photoguard"
 
 
+class ModelReport(BaseModel):
+    """The models a worker's jobs need, found on its disk or not (`impress models check`); each
+    worker writes its own at start and /readyz reports them."""
+
+    present: list[str] = []
+    missing: list[str] = []
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
 def vae_for(preset: str, configured: Optional[str]) -> str:
     """The VAE a job uses: the configured one, else its preset's (the authors' SD VAE)."""
     return configured or PRESETS[preset].vae

@@ -11,19 +11,15 @@ from .webhooks import WebhookDelivery
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("impress", broker=settings.redis_url)
+    amqp = settings.broker.startswith(("amqp:", "pyamqp:"))
+    app = Celery("impress", broker=settings.broker)
     app.conf.update(
         task_acks_late=True,                 # ack after the task ran: a killed worker's job is redelivered
         task_reject_on_worker_lost=True,     # ... and requeued when the child process dies
         worker_prefetch_multiplier=1,        # a GPU worker holds one job, the rest wait in the queue
         task_soft_time_limit=settings.soft_time_limit_s,
         task_time_limit=settings.hard_time_limit_s,
-        # Redis redelivers an unacked message after the visibility timeout: keep it above the hard
-        # limit so a long, healthy job is never run twice.
-        # Celery's own keys (queues, unacked messages, bindings) live under the service's prefix too,
-        # so one Redis can hold several deployments, and a test deletes exactly what it made.
-        broker_transport_options={"visibility_timeout": settings.hard_time_limit_s + 600,
-                                  "global_keyprefix": Keys(settings.key_prefix).celery_prefix()},
+        broker_transport_options=_transport_options(settings, amqp),
         task_ignore_result=True,             # the job record holds the outcome; Celery keeps none
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_default_queue=settings.queue,
@@ -36,7 +32,25 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         task_track_started=False,            # our own job record tracks state
     )
+    if amqp:
+        # Quorum queues are replicated across the RabbitMQ cluster (a node loss keeps queued jobs);
+        # queues named by `impress worker -Q` are declared the same way.
+        app.conf.update(task_default_queue_type="quorum", task_create_missing_queue_type="quorum")
     return app
+
+
+def _transport_options(settings: Settings, amqp: bool) -> dict:
+    if amqp:
+        # Publisher confirms: a submission returns once the broker holds the message. RabbitMQ
+        # redelivers a job as soon as its worker's connection drops.
+        return {"confirm_publish": True}
+    # Redis redelivers an unacked message after the visibility timeout: keep it above the hard
+    # limit so a long, healthy job is never run twice (a worker host that vanishes without closing
+    # its connection holds its job that long).
+    # Celery's own keys (queues, unacked messages, bindings) live under the service's prefix too,
+    # so one Redis can hold several deployments, and a test deletes exactly what it made.
+    return {"visibility_timeout": settings.hard_time_limit_s + 600,
+            "global_keyprefix": Keys(settings.key_prefix).celery_prefix()}
 
 
 def queue_for(settings: Settings, kind: JobKind) -> str:
@@ -45,8 +59,9 @@ def queue_for(settings: Settings, kind: JobKind) -> str:
 
 
 def worker_queues(settings: Settings) -> list[str]:
-    """What a worker serves when it names no queues: all of them (one worker does everything)."""
-    return list(dict.fromkeys([*(queue_for(settings, kind) for kind in JobKind), settings.webhook_queue]))
+    """What a worker serves when it names no queues: every job queue, GPU work and triage (one worker
+    runs every job of a small setup). Webhooks always have their own worker (never a GPU loop)."""
+    return list(dict.fromkeys(queue_for(settings, kind) for kind in JobKind))
 
 
 class JobQueue:

@@ -15,7 +15,10 @@ from .logs import LogFormat
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMPRESS_", env_file=".env", extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="broker, result store and job records")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="job records, blobs, results (and the broker unless broker_url)")
+    broker_url: Optional[str] = Field(
+        None, description="Celery broker when not redis_url, e.g. amqp://user:pass@rabbitmq:5672/vhost for a large "
+                          "fleet (quorum queues, publisher confirms); Redis keeps the job records either way")
     key_prefix: str = Field("impress", description="prefix of every Redis key the service writes")
     queue: str = Field("impress", description="Celery queue of the GPU work: purification, evaluation, protection")
     detect_queue: str = Field("impress-detect", description="Celery queue of triage (detect): one forward pass, "
@@ -96,6 +99,15 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def broker_is_store(self) -> bool:
+        """The broker's queues live in the job store's Redis (queue lengths can be read there)."""
+        return self.broker == self.redis_url
 
     @model_validator(mode="after")
     def _detect_thresholds_ordered(self) -> "Settings":

@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .contract import (PARAMS_BY_KIND, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobResult, JobState,
-                       RejectedInput, WebhookEvent, WebhookTarget)
+                       ModelReport, RejectedInput, WebhookEvent, WebhookTarget)
 
 
 class Keys:
@@ -38,6 +38,7 @@ class Keys:
     {p}:stats               hash   service-wide counters for /metrics: "{kind}:{state}" transitions
                                    into each state, "{kind}:seconds" compute time of succeeded jobs,
                                    "{kind}:image_iterations" their optimisation steps times images
+    {p}:worker-models       hash   worker name -> its ModelReport at start (JSON), for /readyz
     Every key but the counters has the result TTL; a job's blobs live as long as the job.
     """
 
@@ -73,6 +74,9 @@ class Keys:
 
     def celery_prefix(self) -> str:
         return f"{self.prefix}:celery:"
+
+    def worker_models(self) -> str:
+        return f"{self.prefix}:worker-models"
 
 
 # KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] allowed current states (comma list); ARGV[2] new
@@ -309,6 +313,16 @@ class JobStore:
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.r.exists(self.keys.cancel(job_id)))
+
+    def record_worker_models(self, worker: str, report: ModelReport) -> None:
+        self.r.hset(self.keys.worker_models(), worker, report.model_dump_json())
+
+    def worker_models(self, workers: list[str]) -> dict[str, ModelReport]:
+        """The model reports of these workers (one that wrote none is left out)."""
+        if not workers:
+            return {}
+        found = self.r.hmget(self.keys.worker_models(), workers)
+        return {name: ModelReport.model_validate_json(raw) for name, raw in zip(workers, found) if raw}
 
     def ping(self) -> bool:
         try:

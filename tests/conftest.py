@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import MAX_BYTES, MAX_PIXELS, TEST_REDIS_URL, RecordingQueue, answers, delete_prefix, free_port, wait_for
+from tests.support import (MAX_BYTES, MAX_PIXELS, TEST_REDIS_URL, RecordingQueue, answers, broker_env, delete_prefix,
+                           free_port, wait_for)
 
 
 def small_vae_config() -> dict:
@@ -92,7 +93,7 @@ def service_env(tag: str, vae_dir: Path, **extra: str) -> dict[str, str]:
     # oversubscribe the cores and slow tiny models by orders of magnitude.
     return {**os.environ, "OMP_NUM_THREADS": "1", "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": tag,
             "IMPRESS_QUEUE": tag, "IMPRESS_VAE": str(vae_dir), "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu",
-            "IMPRESS_PROGRESS_EVERY": "2", "IMPRESS_RATE_LIMIT": "100000/minute", **extra}
+            "IMPRESS_PROGRESS_EVERY": "2", "IMPRESS_RATE_LIMIT": "100000/minute", **broker_env(), **extra}
 
 
 def stop(*procs: subprocess.Popen) -> None:

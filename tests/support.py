@@ -12,6 +12,13 @@ from PIL import Image
 
 # The end-to-end tests talk to a real Redis on this database index, each under its own key prefix.
 TEST_REDIS_URL = os.environ.get("IMPRESS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+# ... and to another Celery broker when this names one (scripts/test_rabbitmq.sh: RabbitMQ, on a
+# vhost of its own); job records stay in TEST_REDIS_URL.
+TEST_BROKER_URL = os.environ.get("IMPRESS_TEST_BROKER_URL")
+
+
+def broker_env() -> dict[str, str]:
+    return {"IMPRESS_BROKER_URL": TEST_BROKER_URL} if TEST_BROKER_URL else {}
 
 
 def photo(width: int = 48, height: int = 40, seed: int = 0) -> np.ndarray:

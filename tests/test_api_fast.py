@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from impress.contract import JobKind, JobState, PurifyParams
+from impress.contract import JobKind, JobState, ModelReport, PurifyParams
 from tests.support import photo, png_bytes, wait_for
 
 PNG = ("a.png", png_bytes(photo()), "image/png")
@@ -108,8 +108,14 @@ def test_detect_answered_inline_when_a_worker_finishes_in_time(fast_api):
     assert r.status_code == 200 and r.json()["state"] == JobState.succeeded.value and r.json()["kind"] == JobKind.detect.value
 
 
-def test_readiness_needs_a_worker(fast_api):
-    client, _, queue, _ = fast_api
-    assert client.get("/readyz").json() == {"ready": True, "redis": True, "workers": ["worker@test"]}
+def test_readiness_needs_a_worker_with_its_models(fast_api):
+    client, store, queue, _ = fast_api
+    assert client.get("/readyz").json() == {"ready": False, "redis": True, "workers": ["worker@test"], "models": {}}
+    store.record_worker_models("worker@test", ModelReport(missing=["vae org/absent (hub cache: org/absent)"]))
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["models"]["worker@test"]["missing"]
+    store.record_worker_models("worker@test", ModelReport(present=["vae impress-tiny-vae (...)"]))
+    assert client.get("/readyz").json() == {"ready": True, "redis": True, "workers": ["worker@test"], "models": {
+        "worker@test": {"present": ["vae impress-tiny-vae (...)"], "missing": []}}}
     queue.workers_seen = []
     assert client.get("/readyz").status_code == 503

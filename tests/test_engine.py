@@ -24,30 +24,37 @@ def params(**kw) -> PurifyParams:
     return PurifyParams(**{**base, **kw})
 
 
-def test_matches_published_loop_step_for_step(small_vae_dir, random_lpips):
+@pytest.mark.parametrize("alpha, delta, noise", [(0.0, 0.1, 0.0), (0.5, 0.0, 0.1)],
+                         ids=["plain", "noisy-start-and-active-hinge"])
+def test_matches_published_loop_step_for_step(small_vae_dir, random_lpips, alpha, delta, noise):
     from bench.reference_impress import reference_purify
 
     vae, _ = load_vae(str(small_vae_dir))
-    x = to_tensor(photo(32, 32))
+    x = to_tensor(photo(32, 32, seed=1))
     for iters in (1, 5):
         ref, _ = reference_purify(vae, lambda a, b: random_lpips.net(a, b), x, iters=iters, lr=0.01,
-                                  alpha=0.0, delta=0.1, noise=0.0, seed=0)
-        ours = purify(vae, random_lpips, x, params(iters=iters, alpha=0.0, noise=0.0, seed=0))
+                                  alpha=alpha, delta=delta, noise=noise, seed=7)
+        ours = purify(vae, random_lpips, x, params(iters=iters, alpha=alpha, delta=delta, noise=noise, seed=7))
         assert ours.iterations == iters
         # Same math in another order (per-image sums, cached LPIPS features): fp32 rounding, which
         # Adam's 1/(sqrt(v) + 1e-5) can magnify where a gradient is near zero.
         torch.testing.assert_close(ours.images, ref, atol=1e-4, rtol=0)
 
 
-def test_matches_published_loop_with_noise_and_active_hinge(small_vae_dir, random_lpips):
-    from bench.reference_impress import reference_purify
-
+def test_noisy_start_is_not_clamped(small_vae_dir, random_lpips, monkeypatch):
+    """The photo spans the full range, so sigma 0.1 starts pixels outside [-1, 1]: the test above
+    matches the authors' unclamped start, and a clamped start (as the engine once had) is measurably
+    different, so that test can tell the two apart."""
     vae, _ = load_vae(str(small_vae_dir))
     x = to_tensor(photo(32, 32, seed=1))
-    ref, _ = reference_purify(vae, lambda a, b: random_lpips.net(a, b), x, iters=4, lr=0.01,
-                              alpha=0.5, delta=0.0, noise=0.05, seed=7)
-    ours = purify(vae, random_lpips, x, params(iters=4, alpha=0.5, delta=0.0, noise=0.05, seed=7))
-    torch.testing.assert_close(ours.images, ref, atol=1e-4, rtol=0)
+    run = params(iters=5, alpha=0.5, delta=0.0, noise=0.1, seed=7)
+    unclamped = purify(vae, random_lpips, x, run).images
+    noise = purify_module.starting_noise(x.shape, run.seed)
+    assert ((x + run.noise * noise).abs() > 1).any()
+    clamped_noise = ((x + run.noise * noise).clamp(-1, 1) - x) / run.noise
+    monkeypatch.setattr(purify_module, "starting_noise", lambda shape, seed: clamped_noise)
+    clamped = purify(vae, random_lpips, x, run).images
+    assert (unclamped - clamped).abs().max() * 127.5 > 1  # over a grey level apart
 
 
 def test_schedule_betas_reach_the_optimiser(small_vae_dir, random_lpips, monkeypatch):

@@ -1,15 +1,19 @@
 """What must hold on any model: attacks stay within budget, the report is reproducible."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from impress.contract import PurifyParams
-from tests.support import photo
+from impress.images import decode_image
+from tests.support import photo, png_bytes
 from worker.engine.evaluate import premise_report
 from worker.engine.metrics import encode, linf_255, psnr, roc_auc, ssim
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
-from worker.engine.protect import encoder_attack, grey_target
+from worker.engine.protect import encoder_attack, grey_target, make_protection
+from worker.engine.protect_images import run_protection
 from worker.engine.tensors import to_tensor
 
 
@@ -47,3 +51,24 @@ def test_premise_report_is_reproducible(small_vae_dir):
     attack = runs[0]["attacks"][0]
     assert attack["budget"]["linf_255"] <= 8 + 1e-3
     assert attack["purified"]["impress_objective_last"] < attack["purified"]["impress_objective_first"]
+
+
+def test_run_protection_returns_each_image_as_saved_with_its_measured_budget(small_vae_dir):
+    """Mixed sizes, an alpha channel and a caller's target: every output keeps its input's size and
+    alpha, and its budget, measured on the 8-bit image, is within what the protection states."""
+    decode = lambda data: decode_image(data, max_bytes=10**7, max_pixels=10**6)  # noqa: E731
+    rgba = np.dstack([photo(40, 24, seed=1), np.full((24, 40), 99, np.uint8)])
+    images = [decode(png_bytes(photo(32, 32, seed=0))), decode(png_bytes(rgba, mode="RGBA")),
+              decode(png_bytes(photo(32, 32, seed=2)))]
+    target = decode(png_bytes(photo(64, 48, seed=9)))
+    for name in ("glaze-like", "photoguard-8"):
+        run = run_protection(images, make_protection(name, steps=3), vae=str(small_vae_dir), perceptual="dssim",
+                             device="cpu", target=target, batch_size=2)
+        assert [im.rgb.shape for im in run.images] == [(32, 32, 3), (24, 40, 3), (32, 32, 3)]
+        assert run.images[1].alpha is not None and (run.images[1].alpha == 99).all()
+        assert run.perceptual == {"name": "dssim"} and run.model["revision"].startswith("sha256:")
+        for im, original in zip(run.images, images):
+            saved, clean = to_tensor(im.rgb), to_tensor(original.rgb)
+            assert im.budget.linf_255 == pytest.approx(float(linf_255(saved, clean)), abs=1e-3)
+            assert 0 < im.budget.linf_255 <= run.stated["linf_255"] + 1e-3
+            assert im.budget.perceptual <= run.stated.get("dssim", 1.0)

@@ -22,7 +22,7 @@ def test_detect_has_its_own_queue_and_a_default_worker_serves_all():
     queue = JobQueue(settings)
     assert {kind: queue.queue_for(kind) for kind in JobKind} == {
         **{kind: "gpu" for kind in JobKind}, JobKind.detect: "triage"}
-    assert worker_queues(settings) == ["gpu", "triage", settings.webhook_queue]
+    assert worker_queues(settings) == ["gpu", "triage"]  # webhooks have a worker of their own
 
 
 @pytest.mark.e2e

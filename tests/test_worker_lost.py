@@ -14,7 +14,7 @@ from impress.contract import TASK_PURIFY, InputImage, JobKind, JobState, PurifyP
 from impress.queue import make_celery
 from impress.settings import Settings
 from impress.store import JobStore
-from tests.support import TEST_REDIS_URL, delete_prefix, photo, png_bytes, wait_for
+from tests.support import TEST_REDIS_URL, broker_env, delete_prefix, photo, png_bytes, wait_for
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def prefork_worker(small_vae_dir, tmp_path):
     # oversubscribe the cores and slow tiny models by orders of magnitude.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": f"impress-lost-{tag}",
            "IMPRESS_QUEUE": f"impress-lost-{tag}", "IMPRESS_VAE": str(small_vae_dir), "IMPRESS_PERCEPTUAL": "dssim",
-           "IMPRESS_DEVICE": "cpu", "IMPRESS_PROGRESS_EVERY": "2"}
+           "IMPRESS_DEVICE": "cpu", "IMPRESS_PROGRESS_EVERY": "2", **broker_env()}
     settings = Settings(_env_file=None, **{k[8:].lower(): v for k, v in env.items() if k.startswith("IMPRESS_")})
     log = open(tmp_path / "worker.log", "w")
     worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--pool", "prefork", "--concurrency", "1"],

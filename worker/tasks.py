@@ -11,10 +11,11 @@ import functools
 import logging
 import threading
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import celeryd_after_setup, setup_logging, worker_process_init
 
-from impress.contract import TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY, TASK_WEBHOOK
+from impress.contract import PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY, TASK_WEBHOOK
 from impress.images import set_pillow_pixel_guard
 from impress.logs import configure_logging
 from impress.queue import JobQueue, make_celery
@@ -26,6 +27,7 @@ settings = get_settings()
 celery_app = make_celery(settings)
 set_pillow_pixel_guard(settings.max_pixels)
 logging.getLogger("impress").setLevel(logging.INFO)
+log = logging.getLogger("impress.worker")
 
 
 @setup_logging.connect
@@ -45,6 +47,26 @@ def _run(job_id: str) -> str:
     from .jobs import run_job   # here, not at import: the webhook worker loads no torch
 
     return run_job(job_store(), settings, job_id, on_time_limit=SoftTimeLimitExceeded)
+
+
+@celeryd_after_setup.connect
+def check_models(sender: str, instance, **_) -> None:
+    """At start, before taking jobs: are the models this worker's jobs need on its disk? Logged, and
+    written for /readyz (a worker without them still answers, so the operator sees why). A worker of
+    webhook deliveries only needs no model (and loads no torch)."""
+    consumed = set(instance.app.amqp.queues.consume_from or ())
+    if consumed and consumed <= {settings.webhook_queue}:
+        return
+    from .engine.model_cache import check
+
+    report = check(list(PRESETS), settings.vae, settings.perceptual)
+    for line in report.missing:
+        log.error("model missing: %s (run `impress models pull`)", line)
+    log.info("models: %d present, %d missing", len(report.present), len(report.missing))
+    try:
+        JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s).record_worker_models(sender, report)
+    except redis.RedisError as exc:  # Redis down at start: jobs cannot run either; readiness shows it
+        log.warning("model report not written: %s", exc)
 
 
 purify = celery_app.task(name=TASK_PURIFY)(_run)

@@ -21,14 +21,17 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: Redis reachable and at least one worker answering",
+@router.get("/readyz", summary="Readiness: Redis reachable and at least one worker answering with its models present",
             responses={503: {"description": "not ready"}})
 def readyz(store: JobStore = Depends(get_store), queue: JobQueue = Depends(get_queue)) -> JSONResponse:
     redis_ok = store.ping()
     workers = queue.workers() if redis_ok else []
-    ready = redis_ok and bool(workers)
+    # Each worker checks at start that the models its jobs need are on its disk (`impress models check`).
+    models = store.worker_models(workers) if workers else {}
+    ready = redis_ok and any(report.complete for report in models.values())
     return JSONResponse(status_code=200 if ready else 503,
-                        content={"ready": ready, "redis": redis_ok, "workers": workers})
+                        content={"ready": ready, "redis": redis_ok, "workers": workers,
+                                 "models": {name: report.model_dump() for name, report in models.items()}})
 
 
 @router.get("/metrics", summary="Prometheus metrics: this process's and the service's (from Redis)",
@@ -36,5 +39,6 @@ def readyz(store: JobStore = Depends(get_store), queue: JobQueue = Depends(get_q
 def metrics(request: Request, store: JobStore = Depends(get_store), settings: Settings = Depends(get_settings)) -> Response:
     if settings.metrics_require_key:
         request.app.state.auth.identify(request)
-    body = generate_latest() + generate_latest(service_registry(store, worker_queues(settings)))
+    body = generate_latest() + generate_latest(
+        service_registry(store, [*worker_queues(settings), settings.webhook_queue] if settings.broker_is_store else []))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -39,17 +39,58 @@ def consistency_scores(vae, images: list[torch.Tensor], batch: int = 16) -> list
 
 
 @dataclass(frozen=True)
+class OutOfSampleRate:
+    """The false positive rate a threshold will have on NEW clean images. The threshold is the (k+1)-th
+    highest of n clean scores, k = floor(target * n); for a new clean image exchangeable with them the
+    chance of scoring above it is (k + 1) / (n + 1) (its rank among n + 1 is uniform), more than the
+    k / n flagged in sample. The rate given this calibration set is Beta(k + 1, n - k) distributed:
+    `interval` is its central `confidence` interval."""
+    expected: float
+    interval: tuple[float, float]
+    confidence: float
+
+
+def out_of_sample_rate(n: int, target_fpr: float, confidence: float = 0.95) -> OutOfSampleRate:
+    from scipy.stats import beta
+
+    k = min(math.floor(target_fpr * n + 1e-9), n - 1)
+    tail = (1 - confidence) / 2
+    low, high = beta.ppf([tail, 1 - tail], k + 1, n - k)
+    return OutOfSampleRate(expected=(k + 1) / (n + 1), interval=(float(low), float(high)), confidence=confidence)
+
+
+def enough_images(target_fpr: float) -> int:
+    """Clean images that keep the expected out-of-sample rate within 1.5x the target, whatever the
+    rounding of target * n: (target * n + 1) / (n + 1) <= 1.5 * target for n >= 2 / target - 3."""
+    return max(1, math.ceil(2 / target_fpr - 3))
+
+
+@dataclass(frozen=True)
 class Calibration:
     threshold: float     # flag an image 'protected' when its score is strictly above this
     fpr: float           # fraction of the calibration images flagged so (at most target_fpr)
     target_fpr: float
     n: int
+    expected_fpr: OutOfSampleRate            # the rate on new clean images, with its interval
     low_threshold: Optional[float] = None   # flag 'purified' when strictly below this (two-sided test)
     low_fpr: Optional[float] = None
     target_low_fpr: Optional[float] = None
+    expected_low_fpr: Optional[OutOfSampleRate] = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def warnings(self) -> list[str]:
+        """Why this calibration may flag far more new clean images than its targets: too few images."""
+        out = []
+        for name, target, rate in (("protected", self.target_fpr, self.expected_fpr),
+                                   ("purified", self.target_low_fpr, self.expected_low_fpr)):
+            if rate is not None and rate.expected > 1.5 * target:
+                out.append(f"{self.n} clean images are too few for a {target:.1%} target: a new clean image is "
+                           f"flagged {name} with probability {rate.expected:.1%} ({rate.confidence:.0%} interval "
+                           f"{rate.interval[0]:.1%}-{rate.interval[1]:.1%}); calibrate on at least "
+                           f"{enough_images(target)} images")
+        return out
 
 
 def upper_threshold(scores: list[float], target_fpr: float) -> tuple[float, float]:
@@ -64,16 +105,19 @@ def upper_threshold(scores: list[float], target_fpr: float) -> tuple[float, floa
 
 def calibrate(clean_scores: list[float], target_fpr: float, target_low_fpr: Optional[float] = None) -> Calibration:
     """Thresholds from clean images' scores: the upper one for `target_fpr`; with `target_low_fpr`,
-    also a lower one flagging at most that fraction of clean images as over-consistent."""
+    also a lower one flagging at most that fraction of clean images as over-consistent. Each comes
+    with its expected rate on new clean images (`OutOfSampleRate`)."""
     if target_low_fpr is not None and target_fpr + target_low_fpr >= 1:  # which keeps low <= upper
         raise ValueError("the two target FPRs must add up to less than 1")
+    n = len(clean_scores)
     threshold, fpr = upper_threshold(clean_scores, target_fpr)
-    low_threshold = low_fpr = None
+    low_threshold = low_fpr = expected_low = None
     if target_low_fpr is not None:
         negated, low_fpr = upper_threshold([-s for s in clean_scores], target_low_fpr)
-        low_threshold = -negated
-    return Calibration(threshold=threshold, fpr=fpr, target_fpr=target_fpr, n=len(clean_scores),
-                       low_threshold=low_threshold, low_fpr=low_fpr, target_low_fpr=target_low_fpr)
+        low_threshold, expected_low = -negated, out_of_sample_rate(n, target_low_fpr)
+    return Calibration(threshold=threshold, fpr=fpr, target_fpr=target_fpr, n=n,
+                       expected_fpr=out_of_sample_rate(n, target_fpr), low_threshold=low_threshold,
+                       low_fpr=low_fpr, target_low_fpr=target_low_fpr, expected_low_fpr=expected_low)
 
 
 def verdicts(scores: list[float], threshold: Optional[float],

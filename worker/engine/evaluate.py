@@ -10,6 +10,7 @@ from impress.contract import PurifyParams
 from .metrics import consistency_error, encode, latent_distance, pair_metrics, psnr, roc_auc
 from .protect import encoder_attack, grey_target
 from .purify import purify
+from .tensors import quantize_8bit
 
 
 def _mean(values) -> float:
@@ -34,9 +35,9 @@ def premise_report(vae, distance, clean: torch.Tensor, *, eps_255: tuple[int, ..
     z_clean, z_target = encode(vae, clean), encode(vae, target)
     out["attacks"] = []
     for eps in eps_255:
-        protected = torch.cat([encoder_attack(vae, clean[i:i + batch], target[i:i + batch], eps=eps / 255,
-                                              steps=attack_steps, seed=i)
-                               for i in range(0, clean.shape[0], batch)])
+        protected = quantize_8bit(torch.cat([  # measured and purified as saved, 8-bit
+            encoder_attack(vae, clean[i:i + batch], target[i:i + batch], eps=eps / 255, steps=attack_steps, seed=i)
+            for i in range(0, clean.shape[0], batch)]))
         z_prot = encode(vae, protected)
         moved = 1 - (z_prot - z_target).flatten(1).norm(dim=1) / (z_clean - z_target).flatten(1).norm(dim=1)
         prot_err = consistency_error(vae, protected)

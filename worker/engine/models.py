@@ -106,7 +106,11 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, c
                                "train it with scripts/train_small_vae.py (see its docstring)")
     try:
         # low_cpu_mem_usage needs `accelerate`, which a VAE of at most ~80 MB does not justify.
-        vae = AutoencoderKL.from_pretrained(location, subfolder=subfolder, torch_dtype=dtype, low_cpu_mem_usage=False)
+        # A hub VAE in the local cache loads from it with no network; one that is not there fails
+        # at once when the hub cannot be reached (instead of ~25 s of retries).
+        local_only = source == "hub" and hub_vae_local_only(location)
+        vae = AutoencoderKL.from_pretrained(location, subfolder=subfolder, torch_dtype=dtype, low_cpu_mem_usage=False,
+                                            local_files_only=local_only)
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(
             f"VAE {name!r} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
@@ -114,7 +118,7 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, c
             "Hugging Face cache (HF_HOME), or save it with save_pretrained to a folder and set "
             "IMPRESS_VAE to that folder; the bundled offline model is 'impress-tiny-vae'.") from exc
     if source == "hub":
-        revision = _hub_revision(vae) or "unknown"
+        revision = _hub_revision(vae) or hub_vae_snapshot(location) or "unknown"
     else:
         revision = weights_digest(Path(location) / (subfolder or ""))
     vae = vae.to(device=device).eval().requires_grad_(False)
@@ -130,6 +134,54 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, c
     identity = ModelIdentity(name=name, source=source, location=location, revision=revision,
                              dtype=str(dtype).removeprefix("torch."), device=device)
     return vae, identity
+
+
+HUB_VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+
+
+def hub_vae_snapshot(repo_id: str) -> str | None:
+    """The commit of the cached snapshot holding a hub repo's VAE (config and weights), offline;
+    None when the Hugging Face cache does not hold it."""
+    from huggingface_hub import try_to_load_from_cache
+
+    paths = [try_to_load_from_cache(repo_id, f"{HUB_SUBFOLDER}/{file}") for file in HUB_VAE_FILES]
+    if not all(isinstance(path, str) for path in paths):
+        return None
+    parts = Path(paths[0]).parts  # .../snapshots/<commit>/vae/config.json
+    return parts[parts.index("snapshots") + 1]
+
+
+def hub_vae_cached(repo_id: str) -> bool:
+    return hub_vae_snapshot(repo_id) is not None
+
+
+def hub_reachable(repo_id: str) -> bool:
+    """One request, no retries: does the hub answer (even with an error about this repo)?"""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        HfApi().model_info(repo_id, timeout=10)
+    except HfHubHTTPError:
+        return True
+    except Exception:  # DNS, connection, TLS, timeout: whatever the HTTP stack raises, no hub here
+        return False
+    return True
+
+
+def hub_vae_local_only(repo_id: str) -> bool:
+    """True: load from the cache only. False: download. Raises ModelUnavailable when neither can work."""
+    from huggingface_hub import constants
+
+    if hub_vae_cached(repo_id):
+        return True
+    if constants.HF_HUB_OFFLINE or not hub_reachable(repo_id):
+        raise ModelUnavailable(
+            f"VAE {repo_id!r} is not in the model cache (HF_HOME={constants.HF_HOME}) and the hub cannot be "
+            f"reached. On a connected machine run `impress models pull` (or `huggingface-cli download "
+            f"{repo_id} --include 'vae/*'`) with the same HF_HOME, or set IMPRESS_VAE to a local folder; the "
+            "bundled offline model is 'impress-tiny-vae'.")
+    return False
 
 
 def _hub_revision(vae) -> str | None:

@@ -100,17 +100,22 @@ def vgg16_cache_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
 
 
+def require_vgg16() -> None:
+    if not vgg16_cache_file().exists():
+        raise ModelUnavailable(
+            f"LPIPS-VGG needs torchvision's VGG16 ImageNet weights at {vgg16_cache_file()} "
+            f"(TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')}). On a connected machine run "
+            "`impress models pull` with the same TORCH_HOME and copy that file here, or choose the "
+            "offline distance IMPRESS_PERCEPTUAL=dssim.")
+
+
 def load_perceptual(name: str, device: str = "cpu"):
     """A perceptual distance module by name, on device, frozen."""
     if name == "dssim":
         return SsimDistance().to(device)
     if name in ("lpips-vgg", "lpips-vgg-random-backbone"):
         random_backbone = name.endswith("random-backbone")
-        if not random_backbone and not vgg16_cache_file().exists():
-            raise ModelUnavailable(
-                f"LPIPS-VGG needs torchvision's VGG16 ImageNet weights at {vgg16_cache_file()} "
-                f"(TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')}). On a connected machine run "
-                "`python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` "
-                "and copy that file there, or choose the offline distance IMPRESS_PERCEPTUAL=dssim.")
+        if not random_backbone:
+            require_vgg16()
         return LpipsDistance(random_backbone).to(device)
     raise ValueError(f"unknown perceptual distance {name!r}: lpips-vgg, dssim")

@@ -1,8 +1,22 @@
-"""Protections to evaluate against: encoder attacks on the VAE (DESIGN.md section 3).
+"""Protections to evaluate against, each named for what it runs (DESIGN.md section 3).
+
+- ``photoguard-8`` / ``photoguard-16``: PhotoGuard's L-inf *encoder* attack (MadryLab/photoguard's
+  `pgd`: PGD, step decaying linearly to 1/100, random start in the box) with eps 8/255 or 16/255,
+  200 steps, pulling E(x + d) toward the latent of a mid-grey image (pixels 0 in [-1, 1]). PhotoGuard's
+  img2img demo pulls toward the zero latent instead, its inpainting demo toward a chosen image's;
+  a caller may pass a target image. The IMPRESS paper evaluated PhotoGuard's *diffusion* attack
+  (L2 eps 16, 200 steps through the diffusion model), which is not this one: it belongs with the
+  diffusion scenario.
+- ``glaze-like``: a cloak after the IMPRESS authors' glaze.py (Glaze itself is closed): latent toward
+  E(target) under a perceptual budget p, here also an L-inf box, with a budget that holds.
+- ``mist-16``: Mist's *textural* loss only (Mist's mode 1), L-inf 16/255, 100 constant steps of
+  1/255 toward E(target). Mist's default (mode 2) fuses it with a semantic loss through the diffusion
+  model and encodes with a posterior sample; that is not this.
 
 Budgets are given in [0, 1] pixel units as the papers state them (8/255, 16/255); the engine works
-in [-1, 1], so an L-inf budget eps becomes 2*eps there. `PROTECTIONS` names the presets a benchmark
-runs; `budget` measures what a protection really spent, since released samples often exceed theirs.
+in [-1, 1], so an L-inf budget eps becomes 2*eps there. `apply_protection` returns images quantised
+to 8 bits, as saved; `Protection.stated_budget` says what a preset promises and `budget` measures
+what it spent.
 """
 from __future__ import annotations
 
@@ -14,10 +28,11 @@ import torch
 
 from .metrics import encode, pair_metrics
 from .registry import MethodSpec, make_spec
+from .tensors import quantize_8bit
 
 
 def grey_target(x: torch.Tensor) -> torch.Tensor:
-    """PhotoGuard's default target: a mid-grey image."""
+    """Our PhotoGuard target when none is given: a mid-grey image (its latent is the target)."""
     return torch.zeros_like(x)
 
 
@@ -56,73 +71,120 @@ def default_mist_pattern(h: int, w: int) -> torch.Tensor:
     return torch.where(stripes * checker >= 0, 1.0, -1.0)[None]
 
 
-def default_glaze_style(h: int, w: int) -> torch.Tensor:
-    """The glaze-like cloak's style when the caller gives none: a saturated swirl of colour bands
-    (1 x 3 x h x w in [-0.9, 0.9]), deterministic and far from photo statistics. A stand-in: Glaze
-    targets a real artistic style, which a caller supplies as `style`."""
+def default_glaze_target(h: int, w: int) -> torch.Tensor:
+    """The glaze-like cloak's target when the caller gives none: a saturated swirl of colour bands
+    (1 x 3 x h x w in [-0.9, 0.9]), deterministic and far from photo statistics. A stand-in only: the
+    authors' target is a style-transferred copy of x itself, which needs a style-transfer model we do
+    not have offline; a caller who has that copy passes it as `target`."""
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
     r, theta = (xx**2 + yy**2).sqrt(), torch.atan2(yy, xx)
     phase = torch.tensor([0.0, 2.1, 4.2]).view(3, 1, 1)
     return (0.9 * torch.sin(9 * r + 3 * theta + phase))[None]
 
 
-def glaze_like_cloak(vae, distance, x: torch.Tensor, style: torch.Tensor, *, p: float = 0.05, alpha: float = 30,
-                     steps: int = 500, lr: float = 0.01) -> torch.Tensor:
-    """Glaze-like style cloak (Glaze itself is closed): Adam on d minimising
-    ||E(x + d) - E(style)||^2 + alpha * max(P(x, x + d) - p, 0), x + d kept in range.
+# Per step while an image's perceptual distance exceeds p its hinge weight grows by this factor, and
+# shrinks back toward alpha once it holds: the latent term can be ~100x the hinge at alpha 30.
+ALPHA_GROWTH = 1.1
 
-    The latent term is a mean over latent elements, so the hinge weight keeps its meaning at any size.
-    `style` is 1 or B images of x's size; `distance` is a perceptual module (its reference is set here).
+
+def glaze_like_cloak(vae, distance, x: torch.Tensor, target: torch.Tensor, *, p: float = 0.05,
+                     eps: float = 16 / 255, alpha: float = 30, steps: int = 500, lr: float = 0.01,
+                     seed: int = 0) -> torch.Tensor:
+    """Glaze-like style cloak (Glaze itself is closed), after the IMPRESS authors' glaze.py: Adam on d
+    from U(+-p) minimising ||E(x + d) - E(target)||^2 + alpha_i * max(P(x, x + d) - p, 0).
+
+    Unlike glaze.py, the budget holds: d is projected onto the L-inf box eps (as Glaze's papers bound
+    the change besides the perceptual penalty) and the valid range after every step; each image's
+    alpha_i grows while its hinge is violated; and a final line search keeps the largest fraction of d
+    whose 8-bit image is within p (`fit_perceptual_budget`). The latent term is a mean over latent
+    elements, so alpha keeps its meaning at any size. `target` is 1 or B images of x's size.
     """
-    z_style = encode(vae, style.to(x).expand_as(x))
+    eps2 = 2 * eps
+    z_target = encode(vae, target.to(x).expand_as(x))
     distance.set_reference(x)
-    delta = torch.zeros_like(x, requires_grad=True)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    start = ((torch.rand(x.shape, generator=gen) * 2 - 1) * p).to(x).clamp(-eps2, eps2)  # p: [-1, 1] units, as glaze.py
+    delta = ((x + start).clamp(-1, 1) - x).requires_grad_(True)
+    weight = torch.full((x.shape[0],), float(alpha), device=x.device)
     opt = torch.optim.Adam([delta], lr=lr)
     for _ in range(steps):
         adv = x + delta
-        latent = ((vae.encode(adv).latent_dist.mode() - z_style) ** 2).mean(dim=(1, 2, 3))
-        loss = latent + alpha * (distance(adv).float() - p).clamp_min(0)
+        latent = ((vae.encode(adv).latent_dist.mode() - z_target) ** 2).mean(dim=(1, 2, 3))
+        excess = distance(adv).float() - p
+        loss = latent + weight * excess.clamp_min(0)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
         with torch.no_grad():
-            delta.copy_((x + delta).clamp(-1, 1) - x)
-    return (x + delta).detach()
+            weight = torch.where(excess > 0, weight * ALPHA_GROWTH, (weight / ALPHA_GROWTH).clamp_min(alpha))
+            delta.copy_((x + delta.clamp(-eps2, eps2)).clamp(-1, 1) - x)
+    return fit_perceptual_budget(distance, x, delta.detach(), p)
 
 
-def mist_textural(vae, x: torch.Tensor, pattern: torch.Tensor | None = None, *, eps: float = 16 / 255,
+@torch.no_grad()
+def fit_perceptual_budget(distance, x: torch.Tensor, delta: torch.Tensor, p: float,
+                          halvings: int = 10) -> torch.Tensor:
+    """x + t_i * delta_i with, per image, the largest t_i in [0, 1] found by bisection whose 8-bit image is
+    within perceptual distance p of x (t = 0, x itself, always is when x is 8-bit). `distance`'s
+    reference must be x."""
+    def within(t: torch.Tensor) -> torch.Tensor:
+        return distance(quantize_8bit(x + t.view(-1, 1, 1, 1) * delta)).float() <= p
+
+    b = x.shape[0]
+    low, high = torch.zeros(b, device=x.device), torch.ones(b, device=x.device)
+    low = torch.where(within(high), high, low)
+    for _ in range(halvings):
+        mid = (low + high) / 2
+        ok = within(mid) & (low < 1)
+        low, high = torch.where(ok, mid, low), torch.where(ok | (low == 1), high, mid)
+    return x + low.view(-1, 1, 1, 1) * delta
+
+
+def mist_textural(vae, x: torch.Tensor, target: torch.Tensor | None = None, *, eps: float = 16 / 255,
                   steps: int = 100, step: float = 1 / 255, seed: int = 0) -> torch.Tensor:
-    """Mist's textural loss: L-inf PGD with constant steps pulling E(x + d) toward E(pattern)
-    (`default_mist_pattern` when none is given). The encoder attack with Mist's target and schedule."""
-    if pattern is None:
-        pattern = default_mist_pattern(*x.shape[-2:])
-    return encoder_attack(vae, x, pattern.to(x).expand_as(x), eps=eps, step=step, steps=steps, seed=seed,
+    """Mist's textural loss alone (Mist's mode 1): L-inf PGD with constant steps pulling E(x + d) toward
+    E(target), `default_mist_pattern` when none is given (Mist ships its own MIST.png). Mist's default
+    mode 2 also maximises the diffusion model's semantic loss and encodes with a posterior sample;
+    neither is here (the semantic loss needs a diffusion model)."""
+    target = default_mist_pattern(*x.shape[-2:]) if target is None else target
+    return encoder_attack(vae, x, target.to(x).expand_as(x), eps=eps, step=step, steps=steps, seed=seed,
                           decay=False)
 
 
-def photoguard(vae, x: torch.Tensor, **params) -> torch.Tensor:
-    """PhotoGuard's encoder attack toward its default grey target."""
-    return encoder_attack(vae, x, grey_target(x), **params)
+def photoguard(vae, x: torch.Tensor, target: torch.Tensor | None = None, **params) -> torch.Tensor:
+    """PhotoGuard's encoder attack toward E(target), E(mid-grey image) when none is given."""
+    target = grey_target(x) if target is None else target
+    return encoder_attack(vae, x, target.to(x).expand_as(x), **params)
 
 
-def glaze_like(vae, distance, x: torch.Tensor, style: torch.Tensor | None = None, **params) -> torch.Tensor:
-    """The glaze-like cloak toward `style`, or `default_glaze_style` when none is given."""
-    style = default_glaze_style(*x.shape[-2:]) if style is None else style
-    return glaze_like_cloak(vae, distance, x, style, **params)
+def glaze_like(vae, distance, x: torch.Tensor, target: torch.Tensor | None = None, **params) -> torch.Tensor:
+    """The glaze-like cloak toward `target`, or the stand-in `default_glaze_target` when none is given."""
+    target = default_glaze_target(*x.shape[-2:]) if target is None else target
+    return glaze_like_cloak(vae, distance, x, target, **params)
 
 
 @dataclass(frozen=True)
 class Protection:
-    fn: Callable[..., torch.Tensor]   # (vae, [distance,] x, **params) -> protected x
+    fn: Callable[..., torch.Tensor]   # (vae, [distance,] x, target, **params) -> protected x
     defaults: dict
     needs_distance: bool = False
+    perceptual_budget: str | None = None  # the parameter bounding the perceptual distance, if any
+
+    def stated_budget(self, params: dict, distance_name: str | None = None) -> dict[str, float]:
+        """What this protection promises, keyed as `budget` reports it: L-inf in /255 units and, for
+        one with a perceptual bound, the distance under its name."""
+        stated = {"linf_255": params["eps"] * 255}
+        if self.perceptual_budget is not None and distance_name is not None:
+            stated[distance_name] = params[self.perceptual_budget]
+        return stated
 
 
 PROTECTIONS: dict[str, Protection] = {
     "photoguard-8": Protection(photoguard, dict(eps=8 / 255, steps=200, seed=0)),
     "photoguard-16": Protection(photoguard, dict(eps=16 / 255, steps=200, seed=0)),
-    "glaze-like": Protection(glaze_like, dict(style=None, p=0.05, alpha=30, steps=500, lr=0.01), needs_distance=True),
-    "mist-16": Protection(mist_textural, dict(pattern=None, eps=16 / 255, steps=100, step=1 / 255, seed=0)),
+    "glaze-like": Protection(glaze_like, dict(p=0.05, eps=16 / 255, alpha=30, steps=500, lr=0.01, seed=0),
+                             needs_distance=True, perceptual_budget="p"),
+    "mist-16": Protection(mist_textural, dict(eps=16 / 255, steps=100, step=1 / 255, seed=0)),
 }
 
 
@@ -131,14 +193,18 @@ def make_protection(name: str, **overrides) -> MethodSpec:
     return make_spec(PROTECTIONS, "protection", name, overrides)
 
 
-def apply_protection(spec: MethodSpec, vae, x: torch.Tensor, distance=None) -> torch.Tensor:
-    """Protect a batch with `spec`; `distance` is required by the protections that use one."""
+def apply_protection(spec: MethodSpec, vae, x: torch.Tensor, distance=None,
+                     target: torch.Tensor | None = None) -> torch.Tensor:
+    """Protect a batch with `spec` toward `target` (1 or B images of x's size; the protection's own
+    default when None) and return it as saved: quantised to 8 bits, since that is what a user keeps,
+    what budgets are measured on, and what detection and purification see. `distance` is required
+    by the protections that use one."""
     entry = PROTECTIONS[spec.name]
     if not entry.needs_distance:
-        return entry.fn(vae, x, **spec.params)
+        return quantize_8bit(entry.fn(vae, x, target, **spec.params))
     if distance is None:
         raise ValueError(f"protection {spec.name!r} needs a perceptual distance")
-    return entry.fn(vae, distance, x, **spec.params)
+    return quantize_8bit(entry.fn(vae, distance, x, target, **spec.params))
 
 
 def budget(protected: torch.Tensor, clean: torch.Tensor, distance=None) -> dict[str, list[float]]:

@@ -3,8 +3,9 @@
     loss_i(x) = mean((x_i - D(E(x_i)))^2) + alpha * max(P(x_i, x_ptb_i) - delta, 0)
 
 summed over the images of a batch, so each image's gradient is exactly its own (GroupNorm and the
-VAE's attention act per image). Adam (eps 1e-5, the params' betas), cosine decay to 1e-5, clamp to
-[-1, 1] after each step, fp32 master pixels; the forward pass runs under bf16 autocast on CUDA (fp16 where bf16 is
+VAE's attention act per image). The start x_ptb + noise * N(0, 1) is not clamped, as in the authors'
+impress.py; Adam (eps 1e-5, the params' betas), cosine decay to 1e-5, clamp to [-1, 1] after each step
+(only then), fp32 master pixels; the forward pass runs under bf16 autocast on CUDA (fp16 where bf16 is
 absent) and, when asked, on CPU. In fp32 with early stopping off and the published schedule's
 betas, the result matches the published loop step for step.
 """
@@ -43,8 +44,9 @@ class PurifyOutcome:
 
 
 def starting_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """The starting noise of ONE image: a CPU generator seeded per image, as the published loop does,
-    so an image gets the same start alone or in any batch position."""
+    """The starting noise of ONE image from a CPU generator seeded with `seed`, so an image gets the same
+    start alone or in any batch position, and a run is reproducible. A choice of ours: the authors draw
+    fresh unseeded noise for every image, while here every image starts from the seed's one draw."""
     return torch.randn((1, *shape[1:]), generator=torch.Generator(device="cpu").manual_seed(seed))
 
 
@@ -110,7 +112,7 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
     b, _, h, w = x_ptb.shape
     x_ptb = x_ptb.to(device=device, dtype=torch.float32)
     noise = torch.cat([starting_noise(x_ptb.shape, params.seed) for _ in range(b)]).to(device)
-    x0 = (x_ptb + params.noise * noise).clamp(-1, 1)
+    x0 = x_ptb + params.noise * noise  # not clamped: the authors clamp each step's result, not the start
     multiple = vae_multiple(vae)
     # channels_last feeds cuDNN's fastest convolutions; on CPU (oneDNN here) it measured ~20% slower.
     memory_format = torch.channels_last if device.startswith("cuda") else torch.contiguous_format

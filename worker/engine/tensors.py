@@ -13,3 +13,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     """One image (3 x H x W or 1 x 3 x H x W, [-1, 1]) to uint8 H x W x 3, rounded."""
     x = x.reshape(3, *x.shape[-2:])
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
+    """x (in [-1, 1]) as it is once saved as an 8-bit image and read back: what a user keeps, and so
+    what budgets are measured on and what detection and purification see."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1

@@ -1,0 +1,85 @@
+"""Protect decoded images end to end: the models, a target fitted to each size, the 8-bit result and
+its measured budget. The entry point of `impress protect` and of protect jobs.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from impress.images import DecodedImage
+
+from .models import load_vae
+from .perceptual import load_perceptual
+from .protect import PROTECTIONS, apply_protection, budget
+from .registry import MethodSpec
+from .tensors import to_tensor, to_uint8
+
+
+@dataclass(frozen=True)
+class MeasuredBudget:
+    """What a protection spent on one image, measured on its 8-bit result against the input."""
+
+    linf_255: float      # largest change of a channel, in grey levels (/255 units)
+    l2_255: float        # Euclidean norm of the change, /255 units
+    psnr_db: float
+    ssim: float
+    perceptual: float    # the run's perceptual distance (named in ProtectionRun.perceptual)
+
+
+@dataclass
+class ProtectedImage:
+    rgb: np.ndarray                 # H x W x 3 uint8: the protected image as saved
+    alpha: Optional[np.ndarray]     # the input's alpha channel, kept
+    budget: MeasuredBudget
+
+
+@dataclass
+class ProtectionRun:
+    images: list[ProtectedImage]    # one per input, in order
+    protection: MethodSpec
+    stated: dict[str, float]        # what the protection promises (Protection.stated_budget)
+    model: dict
+    perceptual: dict
+    seconds: float
+    device: str
+
+
+def fitted_target(target: DecodedImage, height: int, width: int) -> torch.Tensor:
+    """The target image centre-cropped to the input's aspect ratio and resized to its size (Lanczos)."""
+    fitted = ImageOps.fit(Image.fromarray(target.rgb), (width, height), Image.LANCZOS)
+    return to_tensor(np.array(fitted))
+
+
+def run_protection(images: list[DecodedImage], spec: MethodSpec, *, vae: str, perceptual: str, device: str,
+                   target: Optional[DecodedImage] = None, batch_size: int = 4) -> ProtectionRun:
+    """Protect `images` (any sizes; same-size images share batches) with `spec`, toward `target`
+    when given (fitted to each size), else the protection's own default target."""
+    vae_model, identity = load_vae(vae, device)
+    distance = load_perceptual(perceptual, device)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault((im.height, im.width), []).append(i)
+    results: list[Optional[ProtectedImage]] = [None] * len(images)
+    t0 = time.perf_counter()
+    for (height, width), indices in groups.items():
+        goal = None if target is None else fitted_target(target, height, width).to(device)
+        for k in range(0, len(indices), batch_size):
+            batch = indices[k:k + batch_size]
+            clean = torch.cat([to_tensor(images[i].rgb) for i in batch]).to(device)
+            protected = apply_protection(spec, vae_model, clean, distance, target=goal)
+            spent = budget(protected, clean, distance)
+            for j, i in enumerate(batch):
+                results[i] = ProtectedImage(
+                    rgb=to_uint8(protected[j]), alpha=images[i].alpha,
+                    budget=MeasuredBudget(linf_255=spent["linf_255"][j], l2_255=spent["l2_255"][j],
+                                          psnr_db=spent["psnr_db"][j], ssim=spent["ssim"][j],
+                                          perceptual=spent[distance.name][j]))
+    return ProtectionRun(images=results, protection=spec,
+                         stated=PROTECTIONS[spec.name].stated_budget(spec.params, distance.name),
+                         model=identity.as_dict(), perceptual={"name": distance.name},
+                         seconds=round(time.perf_counter() - t0, 3), device=device)
