@@ -11,7 +11,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Optional, Sequence
+from typing import Annotated, Optional, Sequence
 
 import httpx
 from fastapi import Depends, Header, Request, UploadFile
@@ -39,11 +39,14 @@ REJECTION_STATUS = {ErrorCode.payload_too_large: 413, ErrorCode.image_too_many_p
                     ErrorCode.unsupported_image_format: 415}
 
 
+MAX_URL_LENGTH = 2048
+
+
 class SubmitOptions(BaseModel):
     """Form fields of every submit route beside its parameters."""
 
     webhook: Optional[str] = Field(
-        None, description="URL told of this job's events (Standard Webhooks: signed webhook-id, webhook-timestamp, "
+        None, max_length=MAX_URL_LENGTH, description="URL told of this job's events (Standard Webhooks: signed webhook-id, webhook-timestamp, "
                           "webhook-signature); http(s), and not a private, loopback, link-local or metadata address "
                           "unless IMPRESS_WEBHOOK_ALLOWED_HOSTS names it (else 422 url_not_allowed)")
     webhook_events: list[WebhookEvent] = Field(
@@ -53,7 +56,7 @@ class SubmitOptions(BaseModel):
 
 
 class UrlInputs(BaseModel):
-    image_url: list[str] = Field(
+    image_url: list[Annotated[str, Field(max_length=MAX_URL_LENGTH)]] = Field(
         default_factory=list,
         description="image URLs fetched by the service beside the uploads (repeat the field): https (http only for "
                     "allow-listed hosts), public addresses, at most IMPRESS_MAX_UPLOAD_BYTES within "

@@ -78,7 +78,7 @@ class AllowList:
     @classmethod
     def parse(cls, text: str) -> "AllowList":
         hosts, networks = set(), []
-        for item in (part.strip() for part in text.split(",")):
+        for item in (part.strip().removeprefix("[").removesuffix("]") for part in text.split(",")):
             if not item:
                 continue
             try:

@@ -77,6 +77,8 @@ def _literal(host: str) -> bool:
     ("http://hooks.internal/hook", "hooks.internal", True, True),  # an allow-listed name
     ("https://office.example/", "10.20.0.0/16", True, True),       # an allow-listed network
     ("https://internal.example/", "10.20.0.0/16", True, False),
+    ("http://[::1]:8080/hook", "[::1]", True, True),               # a bracketed IPv6 address
+    ("http://[::1]:8080/hook", "127.0.0.1", True, False),
 ])
 def test_guard_decisions(url, allow, https_only, allowed):
     boundary = Boundary()

@@ -16,9 +16,9 @@ from impress.ssrf import AllowList, UrlGuard
 from impress.views import WebhookPayload
 from impress.webhooks import (DeliveryOutcome, WebhookDelivery, WebhookNotifier, build_delivery, deliver, retry_delay,
                               signed_headers)
+from tests.loopback import WEBHOOK_SECRET as SECRET
 from tests.support import RecordingQueue, photo, png_bytes
 
-SECRET = "whsec_" + base64.b64encode(b"impress-test-webhook-secret-0123").decode()
 HOOKS = {"webhook_secret": SECRET, "webhook_allowed_hosts": "127.0.0.1"}
 PNG = ("a.png", png_bytes(photo()), "image/png")
 PARAMS = PurifyParams(preset="photoguard", iters=4, lr=0.01, alpha=0.01, delta=0.05, noise=0.05)
