@@ -112,7 +112,7 @@ def truncated_png() -> bytes:
     ([("x.png", png_bytes(photo()), "image/png")], {"iters": "many"}, 422, "invalid_parameter"),
     ([("x.png", png_bytes(photo()), "image/png")], {"iters": "200000"}, 422, "invalid_parameter"),
     ([("x.png", png_bytes(photo()), "image/png")], {"colour": "red"}, 422, "invalid_parameter"),
-    ([], {"preset": "glaze"}, 422, "invalid_parameter"),
+    ([], {"preset": "glaze"}, 422, "no_images"),
 ])
 def test_bad_uploads_are_refused_with_a_stable_code(service, files, form, status, code):
     r = submit(service, files, **form)
