@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import celeryd_after_setup
+from celery.signals import celeryd_after_setup, setup_logging, worker_process_init
 
 from impress.contract import PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY, TASK_WEBHOOK
 from impress.images import set_pillow_pixel_guard
+from impress.logs import configure_logging
 from impress.queue import JobQueue, make_celery
 from impress.settings import get_settings
 from impress.store import JobStore
@@ -26,6 +28,12 @@ celery_app = make_celery(settings)
 set_pillow_pixel_guard(settings.max_pixels)
 logging.getLogger("impress").setLevel(logging.INFO)
 log = logging.getLogger("impress.worker")
+
+
+@setup_logging.connect
+def _configure_logging(**_) -> None:
+    """Celery's logging set up as every process's is (IMPRESS_LOG_FORMAT, request and job ids)."""
+    configure_logging(settings.log_format)
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,3 +81,13 @@ def webhook(self, delivery: dict) -> str:
     if outcome is DeliveryOutcome.retry and self.request.retries < self.max_retries:
         raise self.retry(countdown=retry_delay(self.request.retries, settings.webhook_retry_base_s))
     return outcome.value
+
+
+@worker_process_init.connect
+def _warm_up(**_) -> None:
+    # A worker that serves triage loads its model at start (-Q is applied by now), in the pool
+    # process (CUDA after the fork) and in the background (a pool process must report up quickly).
+    if settings.detect_queue in celery_app.amqp.queues.consume_from:
+        from .jobs import warm_up_detection
+
+        threading.Thread(target=warm_up_detection, args=(settings,), name="warm-up", daemon=True).start()
