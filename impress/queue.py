@@ -29,8 +29,11 @@ def make_celery(settings: Settings) -> Celery:
     )
     if amqp:
         # Quorum queues are replicated across the RabbitMQ cluster (a node loss keeps queued jobs);
-        # queues named by `impress worker -Q` are declared the same way.
-        app.conf.update(task_default_queue_type="quorum", task_create_missing_queue_type="quorum")
+        # queues named by `impress worker -Q` are declared the same way. Their exchanges are topic
+        # exchanges: Celery's native delayed delivery (webhook retries with a countdown) needs them,
+        # else a worker would hold a delayed task until its time comes.
+        app.conf.update(task_default_queue_type="quorum", task_create_missing_queue_type="quorum",
+                        task_default_exchange_type="topic", task_create_missing_queue_exchange_type="topic")
     return app
 
 

@@ -28,6 +28,7 @@ def test_rabbitmq_broker_gets_quorum_queues_and_publisher_confirms():
     assert celery.conf.broker_url == AMQP
     assert celery.conf.broker_transport_options == {"confirm_publish": True}
     assert (celery.conf.task_default_queue_type, celery.conf.task_create_missing_queue_type) == ("quorum", "quorum")
+    assert celery.conf.task_default_exchange_type == "topic"  # native delayed delivery (retries with countdown)
 
 
 def test_queue_length_metric_only_where_redis_holds_the_queue(fake_redis):

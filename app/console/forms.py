@@ -60,6 +60,11 @@ def _resolve(defs: dict, spec: dict) -> dict:
     return defs[ref.rsplit("/", 1)[1]] if ref else spec
 
 
+def _plain(number: float) -> float:
+    """1.0 as 1: the OpenAPI document writes every bound as a float."""
+    return int(number) if float(number).is_integer() else number
+
+
 def param_field(name: str, prop: dict, defs: dict) -> ParamField:
     options = [_resolve(defs, o) for o in prop.get("anyOf", [prop])]
     typed = [o for o in options if o.get("type") != "null"]
@@ -72,10 +77,11 @@ def param_field(name: str, prop: dict, defs: dict) -> ParamField:
     if spec.get("type") == "boolean":
         return ParamField(widget="select", choices=("true", "false"), **common)
     if spec.get("type") in ("integer", "number"):
-        return ParamField(widget="number", minimum=spec.get("minimum", spec.get("exclusiveMinimum")),
-                          maximum=spec.get("maximum", spec.get("exclusiveMaximum")),
+        limits = {key: _plain(spec[key]) for key, _ in BOUNDS if key in spec}
+        return ParamField(widget="number", minimum=limits.get("minimum", limits.get("exclusiveMinimum")),
+                          maximum=limits.get("maximum", limits.get("exclusiveMaximum")),
                           step="1" if spec["type"] == "integer" else "any",
-                          bounds=", ".join(f"{sign} {spec[key]}" for key, sign in BOUNDS if key in spec), **common)
+                          bounds=", ".join(f"{sign} {limits[key]}" for key, sign in BOUNDS if key in limits), **common)
     if spec.get("type") == "array":
         return ParamField(widget="list", suggestions=SUGGESTIONS.get(name, ()), **common)
     return ParamField(widget="text", **common)    # strings, and nested models sent as text (JSON)
