@@ -193,9 +193,9 @@ class JobStore:
         self._progress = client.register_script(_PROGRESS)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, ttl_s: int) -> "JobStore":
+    def from_url(cls, url: str, prefix: str, ttl_s: int, events: Optional[JobEvents] = None) -> "JobStore":
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30),
-                   prefix, ttl_s)
+                   prefix, ttl_s, events)
 
     # ------------------------------------------------------------ blobs
     def put_blob(self, data: bytes) -> str:

@@ -30,9 +30,8 @@ log = logging.getLogger("impress.worker")
 
 @functools.lru_cache(maxsize=1)
 def job_store() -> JobStore:
-    store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
-    store.events = WebhookNotifier(JobQueue(settings, celery_app).send_webhook, settings.webhook_progress_every_s)
-    return store
+    events = WebhookNotifier(JobQueue(settings, celery_app).send_webhook, settings.webhook_progress_every_s)
+    return JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s, events)
 
 
 def _run(job_id: str) -> str:
