@@ -78,6 +78,10 @@ mimicry = celery_app.task(name=TASK_MIMICRY)(_run)
 @celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries)
 def webhook(self, delivery: dict) -> str:
     outcome = deliver(WebhookDelivery.model_validate(delivery), settings)
+    try:
+        job_store().count_webhook(outcome.value)
+    except redis.RedisError as exc:   # a lost count must not lose the retry
+        log.warning("webhook outcome not counted: %s", exc)
     if outcome is DeliveryOutcome.retry and self.request.retries < self.max_retries:
         raise self.retry(countdown=retry_delay(self.request.retries, settings.webhook_retry_base_s))
     return outcome.value
