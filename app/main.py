@@ -21,7 +21,7 @@ from .auth import Authenticator, authorize
 from .console import mount_console
 from .errors import ApiError, api_error_handler, error_json, error_responses, validation_error_handler
 from .metrics import REQUEST_SECONDS
-from .routes import detect, evaluate, health, jobs, mimicry, purify
+from .routes import detect, evaluate, health, jobs, mimicry, protect, purify
 
 log = logging.getLogger("impress.api")
 
@@ -79,7 +79,7 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
                                str(response.status_code)).observe(time.perf_counter() - start)
         return response
 
-    for resource in (purify, detect, evaluate, mimicry, jobs):
+    for resource in (purify, protect, detect, evaluate, mimicry, jobs):
         app.include_router(resource.router, dependencies=[Depends(authorize)],
                            responses=error_responses(401, 429))
     app.include_router(health.router)

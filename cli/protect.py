@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, PROTECTION_NAMES, vae_for
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     for path, im in zip(args.images, run.images):
         saved = out / (Path(path).stem + ".png")
         saved.write_bytes(encode_png(im.rgb, im.alpha))
-        summary["images"].append({"input": str(path), "output": str(saved), "budget": asdict(im.budget)})
+        summary["images"].append({"input": str(path), "output": str(saved), "budget": im.budget.model_dump()})
         b = im.budget
         print(f"{path} -> {saved} (L∞ {b.linf_255:.1f}/255, L2 {b.l2_255:.0f}/255, PSNR {b.psnr_db:.2f} dB, "
               f"SSIM {b.ssim:.4f}, {distance} {b.perceptual:.4f})")

@@ -14,7 +14,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import celeryd_after_setup
 
-from impress.contract import PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY, TASK_WEBHOOK
+from impress.contract import PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PROTECT, TASK_PURIFY, TASK_WEBHOOK
 from impress.images import set_pillow_pixel_guard
 from impress.queue import JobQueue, make_celery
 from impress.settings import get_settings
@@ -65,6 +65,7 @@ purify = celery_app.task(name=TASK_PURIFY)(_run)
 detect = celery_app.task(name=TASK_DETECT)(_run)
 evaluate = celery_app.task(name=TASK_EVALUATE)(_run)
 mimicry = celery_app.task(name=TASK_MIMICRY)(_run)
+protect = celery_app.task(name=TASK_PROTECT)(_run)
 
 
 @celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries)
