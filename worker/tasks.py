@@ -14,7 +14,8 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import celeryd_after_setup
 
-from impress.contract import PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PROTECT, TASK_PURIFY, TASK_WEBHOOK
+from impress.contract import (PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PROTECT, TASK_PURIFY,
+                              TASK_WEBHOOK)
 from impress.images import set_pillow_pixel_guard
 from impress.queue import JobQueue, make_celery
 from impress.settings import get_settings
