@@ -11,16 +11,17 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Optional, Sequence
+from typing import Annotated, Optional, Sequence
 
 import httpx
 from fastapi import Depends, Header, Request, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from impress.contract import (DEFAULT_PRESET, ErrorCode, InputImage, InputRole, JobError, JobKind, JobState,
                               RejectedInput, WebhookEvent, WebhookTarget, vae_for)
 from impress.images import ImageRejected, decode_image
+from impress.logs import REQUEST_ID
 from impress.queue import JobQueue
 from impress.settings import Settings
 from impress.ssrf import FetchFailed, UrlGuard, UrlGuards, UrlRefused
@@ -38,11 +39,14 @@ REJECTION_STATUS = {ErrorCode.payload_too_large: 413, ErrorCode.image_too_many_p
                     ErrorCode.unsupported_image_format: 415}
 
 
+MAX_URL_LENGTH = 2048
+
+
 class SubmitOptions(BaseModel):
     """Form fields of every submit route beside its parameters."""
 
     webhook: Optional[str] = Field(
-        None, description="URL told of this job's events (Standard Webhooks: signed webhook-id, webhook-timestamp, "
+        None, max_length=MAX_URL_LENGTH, description="URL told of this job's events (Standard Webhooks: signed webhook-id, webhook-timestamp, "
                           "webhook-signature); http(s), and not a private, loopback, link-local or metadata address "
                           "unless IMPRESS_WEBHOOK_ALLOWED_HOSTS names it (else 422 url_not_allowed)")
     webhook_events: list[WebhookEvent] = Field(
@@ -52,7 +56,7 @@ class SubmitOptions(BaseModel):
 
 
 class UrlInputs(BaseModel):
-    image_url: list[str] = Field(
+    image_url: list[Annotated[str, Field(max_length=MAX_URL_LENGTH)]] = Field(
         default_factory=list,
         description="image URLs fetched by the service beside the uploads (repeat the field): https (http only for "
                     "allow-listed hosts), public addresses, at most IMPRESS_MAX_UPLOAD_BYTES within "
@@ -63,13 +67,27 @@ class UrlInputs(BaseModel):
 def form_model(model: type[BaseModel], *extras: type[BaseModel]) -> type[BaseModel]:
     """`model` (and the `extras`' fields) accepting the multipart form's file fields too; unknown fields
     are refused by name in `refuse_unknown_fields`."""
-    return type(f"{model.__name__}Form", (model, *extras),
+    # `model` last among the bases, so its fields come first in the form (and on the console's page).
+    return type(f"{model.__name__}Form", (*reversed(extras), model),
                 {"model_config": ConfigDict(extra="ignore"), "__module__": __name__})
 
 
 def form_part(form: BaseModel, model: type[BaseModel]):
     """The `model` part of a form made by form_model."""
     return model(**form.model_dump(include=set(model.model_fields)))
+
+
+def within_iteration_limit(form: BaseModel, model: type[BaseModel], settings: Settings):
+    """The `model` part of a form validated again with the service's iteration limit, which every method's
+    step count must respect (impress/methods.py); a 422 invalid_parameter naming the field otherwise."""
+    try:
+        return model.model_validate(form.model_dump(include=set(model.model_fields)),
+                                    context={"max_iterations": settings.max_iterations})
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"].removeprefix("Value error, ")}
+                  for e in exc.errors()]
+        raise ApiError(422, ErrorCode.invalid_parameter, "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                       errors) from exc
 
 
 async def refuse_unknown_fields(request: Request, model: type[BaseModel], files: set[str]) -> None:
@@ -182,7 +200,7 @@ class Submitter:
             record = self.store.create(kind, params, inputs, vae=vae_for(preset, self.settings.vae),
                                        perceptual=self.settings.perceptual, owner=self.caller.owner,
                                        max_unfinished=self.settings.max_unfinished_jobs_per_key,
-                                       rejected_inputs=rejected, webhook=webhook)
+                                       rejected_inputs=rejected, webhook=webhook, request_id=REQUEST_ID.get())
         except TooManyUnfinishedJobs as exc:
             raise ApiError(429, ErrorCode.too_many_unfinished_jobs,
                            f"{exc.unfinished} jobs of this key are queued or running, the most allowed; "

@@ -3,10 +3,12 @@ both on one machine."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from . import bench, detect, mimicry, models, purify, service
+from impress.logs import configure_logging
+from impress.settings import Settings
+
+from . import bench, detect, mimicry, models, protect, purify, service
 from .common import CommandFailed
 
 
@@ -14,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="impress", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     purify.add_parser(sub)
+    protect.add_parser(sub)
     detect.add_parsers(sub)
     bench.add_parser(sub)
     mimicry.add_parser(sub)
@@ -23,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    configure_logging(Settings().log_format)
     try:
         return args.func(args)
     except CommandFailed as exc:

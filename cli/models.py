@@ -16,15 +16,17 @@ def add_parser(sub) -> None:
     for name, func, text in (("pull", run_pull, "download the VAEs and LPIPS' VGG weights into the model caches"),
                              ("check", run_check, "verify offline that the models are present; list what is missing")):
         action = actions.add_parser(name, help=text, description=f"{text} (HF_HOME, TORCH_HOME; "
-                                    "IMPRESS_VAE and IMPRESS_PERCEPTUAL say which)")
+                                    "IMPRESS_VAE, IMPRESS_PERCEPTUAL and the IMPRESS_*PIPELINE settings say which)")
         action.add_argument("--preset", action="append", choices=sorted(PRESETS),
                             help="only this preset's models (repeatable; default: every preset)")
         action.set_defaults(func=func)
 
 
-def _wanted(args: argparse.Namespace) -> tuple[list[str], str | None, str]:
+def _wanted(args: argparse.Namespace) -> tuple[list[str], str | None, str, dict]:
+    from worker.engine.diffusion.pipelines import configured_pipelines
+
     settings = Settings()
-    return args.preset or list(PRESETS), settings.vae, settings.perceptual
+    return args.preset or list(PRESETS), settings.vae, settings.perceptual, configured_pipelines(settings)
 
 
 def run_pull(args: argparse.Namespace) -> int:

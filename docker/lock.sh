@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-pin the images' Python packages: resolves pyproject.toml's dependencies and an extra (with
-# constraints.txt) against the public index into docker/requirements/{api,worker}.txt, for every
+# constraints.txt) against the public index into docker/requirements/{api,worker,worker-torch}.txt, for every
 # Python 3.11+ on Linux at once (uv's universal lock: environment markers stay in the file, so the
 # Debian 3.11.2 base gets async-timeout and Ubuntu's 3.12 under CUDA gets its own pins). The images
 # install them with --no-deps: a build never resolves anything.
@@ -24,3 +24,9 @@ PY
 }
 lock api docker/requirements/api.txt
 lock worker docker/requirements/worker.txt
+# The torch stack (torch, torchvision, triton, the CUDA wheels: GBs) in a file of its own, so that the
+# image layer installing it stays cached while any other pin changes.
+TORCH_STACK='^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z-]+)=='
+{ head -n1 docker/requirements/worker.txt; grep -E "$TORCH_STACK" docker/requirements/worker.txt; } \
+  > docker/requirements/worker-torch.txt
+sed -i -E "/$TORCH_STACK/d" docker/requirements/worker.txt

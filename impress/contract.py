@@ -20,6 +20,7 @@ TASK_PURIFY = "impress.purify"
 TASK_DETECT = "impress.detect"
 TASK_EVALUATE = "impress.evaluate"
 TASK_MIMICRY = "impress.mimicry"
+TASK_PROTECT = "impress.protect"
 TASK_WEBHOOK = "impress.webhook"    # one webhook delivery (HTTP only), on the webhook queue
 
 
@@ -28,10 +29,11 @@ class JobKind(str, enum.Enum):
     detect = "detect"
     evaluate = "evaluate"
     mimicry = "mimicry"
+    protect = "protect"
 
 
 TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE,
-         JobKind.mimicry: TASK_MIMICRY}
+         JobKind.mimicry: TASK_MIMICRY, JobKind.protect: TASK_PROTECT}
 
 # impress/methods.py names every method with its parameters; the engine's registries pair each with its function.
 PROTECTION_NAMES = tuple(PROTECTIONS)
@@ -62,6 +64,8 @@ class ErrorCode(str, enum.Enum):
     """Stable machine-readable codes: clients switch on these, never on messages."""
 
     invalid_request = "invalid_request"
+    not_found = "not_found"                        # no such URL (job URLs answer job_not_found)
+    method_not_allowed = "method_not_allowed"      # the URL exists; Allow lists its methods
     invalid_parameter = "invalid_parameter"
     no_images = "no_images"
     too_many_images = "too_many_images"
@@ -74,6 +78,7 @@ class ErrorCode(str, enum.Enum):
     job_not_finished = "job_not_finished"
     job_already_finished = "job_already_finished"
     service_overloaded = "service_overloaded"
+    service_unavailable = "service_unavailable"    # Redis (jobs, queue) unreachable: retry later
     unauthorized = "unauthorized"
     rate_limited = "rate_limited"
     too_many_unfinished_jobs = "too_many_unfinished_jobs"
@@ -88,6 +93,8 @@ class ErrorCode(str, enum.Enum):
     model_unavailable = "model_unavailable"
     worker_lost = "worker_lost"
     time_limit_exceeded = "time_limit_exceeded"
+    numerical_error = "numerical_error"            # the loss became NaN or infinite
+    out_of_memory = "out_of_memory"                # even a batch of one image ran out of memory
     input_expired = "input_expired"
     internal_error = "internal_error"
 
@@ -314,6 +321,23 @@ def method_steps(choice: MethodChoice) -> Optional[int]:
     return choice.step_count
 
 
+class ProtectParams(BaseModel):
+    """Protection of uploaded images (and an optional `target` image the protection pulls toward: the
+    style-transferred copy for glaze-like), each returned as the 8-bit PNG a user saves, with the
+    budget it spent measured on that PNG."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protection: ProtectionChoice = Field(description="NAME or NAME:KEY=VALUE[:KEY=VALUE...] with NAME one of "
+                                                     f"{', '.join(PROTECTION_NAMES)} (e.g. glaze-like:steps=100:p=0.03)")
+
+    @field_validator("protection")
+    @classmethod
+    def _steps_within_limit(cls, choice: MethodChoice, info: ValidationInfo) -> MethodChoice:
+        check_steps(choice, (info.context or {}).get("max_iterations"), choice.step_count)
+        return choice
+
+
 # ---------------------------------------------------------------- job records
 
 class InputRole(str, enum.Enum):
@@ -325,6 +349,7 @@ class InputRole(str, enum.Enum):
     protected = "protected"
     purified = "purified"
     mask = "mask"            # evaluate with an inpainting edit: white = regenerate, one per clean image
+    target = "target"        # protect: the image a protection pulls toward (at most one)
 
 
 class InputImage(BaseModel):
@@ -348,6 +373,16 @@ class TracePoint(BaseModel):
     perceptual: float
 
 
+class MeasuredBudget(BaseModel):
+    """What a protection spent on one image, measured on its 8-bit result against the input."""
+
+    linf_255: float      # largest change of a channel, in grey levels (/255 units)
+    l2_255: float        # Euclidean norm of the change, /255 units
+    psnr_db: float
+    ssim: float
+    perceptual: float    # the job's perceptual distance (named in its `perceptual`)
+
+
 class ResultImage(BaseModel):
     name: str          # same stem as the input, .png
     blob: str
@@ -357,6 +392,28 @@ class ResultImage(BaseModel):
     stop_reason: StopReason
     final: Optional[TracePoint] = None   # at the last step
     trace: list[TracePoint]              # at logged steps
+    budget: Optional[MeasuredBudget] = None   # protect: what the protection spent on this image
+
+
+class Verdict(str, enum.Enum):
+    """Detection's call on one image at the thresholds (DetectParams)."""
+
+    protected = "protected"   # score above the threshold: protective noise likely
+    clean = "clean"
+    purified = "purified"     # score below the lower threshold: over-consistent, as IMPRESS leaves images
+
+
+class DetectedImage(BaseModel):
+    """One image's detection, self-contained as moderation pipelines store it: the score, the verdict,
+    the thresholds it was judged at, and the model (a threshold holds only for its model)."""
+
+    name: str
+    score: float = Field(description="consistency error mean((x - D(E(x)))^2), pixels in [-1, 1]")
+    verdict: Optional[Verdict] = Field(description="at the thresholds; null when none is configured or given")
+    threshold: Optional[float] = Field(description="scores above it are 'protected'")
+    low_threshold: Optional[float] = Field(description="scores below it are 'purified'")
+    model: str = Field(description="the VAE that scored the image")
+    model_revision: str = Field(description="its revision: hub commit, or a digest of the weights")
 
 
 class ResultFile(BaseModel):
@@ -367,7 +424,8 @@ class ResultFile(BaseModel):
 
 class JobResult(BaseModel):
     images: list[ResultImage] = []   # purify: one purified PNG per input
-    metrics: Optional[dict] = None   # detect and evaluate: the figures
+    detections: list[DetectedImage] = []   # detect: one per input
+    metrics: Optional[dict] = None   # evaluate: the figures
     files: list[ResultFile] = []     # evaluate: report.html, results.md
     model: dict                      # identity of the VAE: name, source, location, revision, dtype, device
     perceptual: Optional[dict] = None
@@ -404,11 +462,11 @@ class WebhookTarget(BaseModel):
     jobs_url: str   # the API's /v1/jobs URL as the accepting API answers it: the body's links are under it
 
 
-JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams]
+JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams, ProtectParams]
 # The parameter model each kind keeps in its record: exactly what its handler runs.
 PARAMS_BY_KIND: dict[JobKind, type[BaseModel]] = {
     JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams,
-    JobKind.mimicry: MimicryParams}
+    JobKind.mimicry: MimicryParams, JobKind.protect: ProtectParams}
 
 
 class JobRecord(BaseModel):
@@ -422,6 +480,7 @@ class JobRecord(BaseModel):
     perceptual: str                  # the perceptual distance's name
     inputs: list[InputImage]
     owner: str = ""                  # the creating API key's id (api_key_id); "" in an open service
+    request_id: Optional[str] = None     # X-Request-ID of the request that created it (in the worker's logs too)
     rejected_inputs: list[RejectedInput] = []    # image_url inputs that could not be used
     webhook: Optional[WebhookTarget] = None
     created_at: float

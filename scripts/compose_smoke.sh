@@ -7,7 +7,8 @@
 # recovery seconds). Re-runs reuse the local bases and Docker's build cache.
 #   scripts/compose_smoke.sh          (root, or a user allowed to run docker)
 # Environment: PIP_CA (CA bundle for pip in builds; default: the host's, if present),
-#   SMOKE_LOCAL_BASES=auto|yes|no, SMOKE_PYTHON (a Python with httpx, numpy, pillow), SMOKE_KEEP=1.
+#   SMOKE_LOCAL_BASES=auto|yes|no, SMOKE_PYTHON (a Python with the project's dependencies, e.g. the
+#   venv of `pip install -e .[dev]`; the HTTP half uses impress.client), SMOKE_KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s.%N)
@@ -71,6 +72,7 @@ PROJECT=impress-smoke
 # CPU service (docker/cpu.env: bundled model, offline distance), RabbitMQ as the broker.
 export IMPRESS_API_PORT=${IMPRESS_API_PORT:-18000} IMPRESS_BROKER_URL="amqp://guest:guest@rabbitmq:5672//"
 set -a; source docker/cpu.env; set +a
+IMPRESS_API_KEYS="smoke-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"; export IMPRESS_API_KEYS
 export IMPRESS_CPU_THREADS=${IMPRESS_CPU_THREADS:-1}   # two workers share the cores of a CI runner
 compose() { "${COMPOSE[@]}" -p "$PROJECT" --profile cpu --profile rabbitmq "$@"; }
 teardown() {
@@ -87,8 +89,8 @@ measured=$(python3 -c 'import json, sys; a = sys.argv[1:]; print(json.dumps({
   "image_mb": {"api": int(a[5]), "worker-cpu": int(a[6])}, "up_s": float(a[7])}))' \
   "$("${COMPOSE[@]}" version --short 2>/dev/null || "${COMPOSE[@]}" --version)" "$local_bases" "$bases_s" \
   "${build_s[api]}" "${build_s[worker-cpu]}" "${size_mb[api]}" "${size_mb[worker-cpu]}" "$up_s")
-if ! result=$("${SMOKE_PYTHON:-python3}" scripts/compose_smoke.py --api "http://127.0.0.1:$IMPRESS_API_PORT" \
-                --project "$PROJECT" --measured "$measured"); then
+if ! result=$(PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "${SMOKE_PYTHON:-python3}" scripts/compose_smoke.py --api "http://127.0.0.1:$IMPRESS_API_PORT" \
+                --api-key "$IMPRESS_API_KEYS" --project "$PROJECT" --measured "$measured"); then
   compose logs --tail 50 >&2 || true
   exit 1
 fi

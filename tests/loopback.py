@@ -3,6 +3,8 @@ hostile routes (redirects, huge and slow bodies) and a webhook receiver that ver
 with the `standardwebhooks` package, as an integrator's receiver would."""
 from __future__ import annotations
 
+import base64
+import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
@@ -12,8 +14,35 @@ from typing import Callable, Optional
 import pytest
 import standardwebhooks
 
+from impress.settings import Settings
+from impress.ssrf import UrlGuard, UrlGuards
 from impress.views import WebhookPayload
 from tests.support import MAX_BYTES, free_port, photo, png_bytes
+
+# The signing secret of the tests' services and receivers.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"impress-test-webhook-secret-0123").decode()
+
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+
+def loopback_resolver(host: str, port: int) -> list[str]:
+    """Resolves loopback addresses only (and `localhost`): any other host, a name or a public literal
+    that a fuzzer made up, does not resolve, so the guard refuses it and nothing leaves 127.0.0.0/8."""
+    address = "127.0.0.1" if host.lower() == "localhost" else host
+    try:
+        if ipaddress.ip_address(address) in LOOPBACK:
+            return [address]
+    except ValueError:
+        pass
+    raise OSError(f"tests resolve loopback addresses only, not {host!r}")
+
+
+def loopback_guards(settings: Settings) -> UrlGuards:
+    """The app's URL guards with `loopback_resolver`: for tests that generate URLs (schemathesis), set
+    `app.state.url_guards = loopback_guards(settings)`."""
+    return UrlGuards(UrlGuard.for_images(settings, resolver=loopback_resolver),
+                     UrlGuard.for_webhooks(settings, resolver=loopback_resolver))
+
 
 # A route answers (status, headers, body); a body may be an iterator of chunks (sent as they come).
 Route = Callable[[], tuple[int, dict[str, str], object]]
@@ -106,7 +135,7 @@ class WebhookReceiver:
     """Answers 204 to every POST whose signature verifies with `secret` (401 otherwise) and keeps it;
     the first `fail_first` deliveries are answered 503, to exercise retries."""
 
-    secret: str
+    secret: str = WEBHOOK_SECRET
     host: str = "127.0.0.1"
     fail_first: int = 0
     received: list[ReceivedWebhook] = field(default_factory=list)

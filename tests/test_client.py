@@ -3,7 +3,6 @@ sync client's retries and polling against a scripted transport, and webhook veri
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 
 import httpx
@@ -14,9 +13,9 @@ from impress.client import AsyncImpressClient, Backoff, ImpressClient, ImpressEr
 from impress.contract import ErrorCode, JobState, PurifyOverrides, WebhookEvent
 from impress.views import Accepted, JobView
 from impress.webhooks import WebhookDelivery, signed_headers
+from tests.loopback import WEBHOOK_SECRET as SECRET
 from tests.support import photo, png_bytes
 
-SECRET = "whsec_" + base64.b64encode(b"impress-client-test-secret-01234").decode()
 IMAGE = ("a.png", png_bytes(photo()))
 QUICK = Backoff(first_s=0.001, max_s=0.01, retries=3)
 
@@ -96,3 +95,23 @@ def test_verify_webhook_gives_the_typed_payload():
     assert payload.type == "job.completed" and payload.data.state == JobState.succeeded
     with pytest.raises(standardwebhooks.WebhookVerificationError):
         verify_webhook(body.replace("succeeded", "failed"), headers, SECRET)
+
+
+def test_the_client_sends_its_key_and_jobs_stay_with_it(make_fast_api):
+    client, _, _, _ = make_fast_api(api_keys="key-a,key-b")
+    transport = httpx.ASGITransport(app=client.app)
+
+    async def scenario():
+        async with AsyncImpressClient("http://api.test", transport=transport) as anonymous, \
+                AsyncImpressClient("http://api.test", api_key="key-a", transport=transport) as owner, \
+                AsyncImpressClient("http://api.test", api_key="key-b", transport=transport) as other:
+            with pytest.raises(ImpressError) as unauthorized:
+                await anonymous.purify([IMAGE])
+            accepted = await owner.purify([IMAGE])
+            with pytest.raises(ImpressError) as hidden:
+                await other.job(accepted)
+            return unauthorized.value, (await owner.job(accepted)).state, hidden.value
+
+    unauthorized, state, hidden = asyncio.run(scenario())
+    assert (unauthorized.status, unauthorized.code) == (401, ErrorCode.unauthorized)
+    assert state == JobState.queued and (hidden.status, hidden.code) == (404, ErrorCode.job_not_found)

@@ -1,21 +1,25 @@
 """The web console in a real browser (Debian's chromium, driven by selenium through chromedriver)
-against a real API, Redis and Celery worker (the `service` fixture).
+against a real API, Redis and Celery worker with API keys on (as `impress serve` runs): the key is
+typed into the console as a user would.
 
 Screenshots of each page go to $IMPRESS_SCREENSHOT_DIR when set (the committed ones in
 docs/screenshots/ come from `IMPRESS_SCREENSHOT_DIR=docs/screenshots`), else to a temporary folder."""
 from __future__ import annotations
 
+import base64
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import running_service
 from tests.support import poll, wait_for
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 COFFEE = Path(__file__).resolve().parents[1] / "examples" / "coffee.png"
 FINISHED = ("succeeded", "failed", "canceled")
+KEY, OTHER_KEY = "console-test-key", "another-tenants-key"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
@@ -23,7 +27,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def browser():
+def service(small_vae_dir, tmp_path_factory):
+    """The service with two API keys and /metrics behind a key; the client sends KEY."""
+    with running_service(small_vae_dir, tmp_path_factory.mktemp("logs"), IMPRESS_API_KEYS=f"{KEY},{OTHER_KEY}",
+                         IMPRESS_METRICS_REQUIRE_KEY="true") as client:
+        client.headers["Authorization"] = f"Bearer {KEY}"
+        yield client
+
+
+@pytest.fixture(scope="module")
+def browser(service):
+    """Chromium with KEY typed into the console's key field (kept in localStorage for every page)."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -31,6 +45,8 @@ def browser():
         options.add_argument(arg)
     # The driver's path is given, so selenium-manager never runs (nothing is downloaded).
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.get(f"{service.base_url}/console/try")
+    type_key(driver, KEY)
     yield driver
     driver.quit()
 
@@ -50,6 +66,13 @@ def shoot(driver, folder: Path, name: str) -> None:
     time.sleep(0.5)   # let the resized page (and any iframe in it) repaint
     driver.save_screenshot(str(folder / f"{name}.png"))
     driver.set_window_size(1280, 900)
+
+
+def type_key(driver, key: str) -> None:
+    field = css(driver, "#api-key")
+    field.clear()
+    field.send_keys(key)
+    driver.execute_script("arguments[0].dispatchEvent(new Event('change'))", field)
 
 
 def css(driver, selector: str):
@@ -73,6 +96,18 @@ def fill(driver, kind: str, **fields: str) -> None:
         else:
             control.clear()
             control.send_keys(value)
+
+
+def drop(driver, kind: str, field: str, path: Path) -> None:
+    """Drop a file on an upload field's drop zone, as a drag from the desktop would."""
+    driver.execute_script("""
+        const [zone, name, b64] = arguments;
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const files = new DataTransfer();
+        files.items.add(new File([bytes], name, { type: "image/png" }));
+        zone.dispatchEvent(new DragEvent("drop", { dataTransfer: files, bubbles: true, cancelable: true }));
+    """, css(driver, f'form[data-kind="{kind}"] [data-field="{field}"] .drop'), path.name,
+        base64.b64encode(path.read_bytes()).decode())
 
 
 def submit(driver, kind: str):
@@ -133,9 +168,23 @@ def test_non_image_upload_and_a_bad_parameter_show_the_api_error_next_to_the_fie
     shoot(browser, screenshots, "try-parameter-error")
 
 
+def test_without_the_key_the_api_refusal_is_shown_and_the_key_is_remembered(service, browser):
+    open_try(browser, str(service.base_url), "detect")
+    type_key(browser, "")
+    css(browser, "#detect-images").send_keys(str(COFFEE))
+    css(browser, 'form[data-kind="detect"] button[type="submit"]').click()
+    message = wait_for(lambda: css(browser, 'form[data-kind="detect"] .form-error').text, 30, "the 401")
+    assert message.startswith("unauthorized:") and "API key" in message
+    assert not browser.find_elements("css selector", "article.job")
+    type_key(browser, KEY)
+    browser.get(f"{service.base_url}/console/jobs")     # another page: the key comes from localStorage
+    assert css(browser, "#api-key").get_attribute("value") == KEY
+
+
 def test_detect_shows_each_score_against_the_threshold(service, browser, screenshots):
     open_try(browser, str(service.base_url), "detect")
-    css(browser, "#detect-images").send_keys(str(COFFEE))
+    drop(browser, "detect", "images", COFFEE)
+    assert browser.execute_script("return document.querySelector('#detect-images').files[0].name") == "coffee.png"
     fill(browser, "detect", threshold="0.001")
     card = submit(browser, "detect")
     assert card_state(card) == "succeeded", css(card, ".error").text
@@ -187,14 +236,16 @@ def row_state(driver, job_id: str):
 
 
 def test_jobs_page_lists_this_keys_jobs_and_cancels_a_running_one(service, browser, screenshots):
+    others = service.post("/v1/detect", files=[("images", ("coffee.png", COFFEE.read_bytes(), "image/png"))],
+                          headers={"Authorization": f"Bearer {OTHER_KEY}"})
+    assert others.status_code == 200, others.text
     job_id = long_job(service)
     browser.get(f"{service.base_url}/console/jobs")
     assert wait_for(lambda: row_state(browser, job_id), 30, "the running job's row") == "running"
     newest = browser.execute_script("return document.querySelector('#job-table tbody tr').dataset.jobId")
     assert newest == job_id                                        # newest first
-    kinds = browser.execute_script(
-        "return [...document.querySelectorAll('#job-table tbody tr td:nth-child(2)')].map(td => td.textContent)")
-    assert "purify" in kinds
+    listed = browser.execute_script("return [...document.querySelectorAll('#job-table tbody tr')].map(tr => tr.dataset.jobId)")
+    assert job_id in listed and others.json()["id"] not in listed      # only this key's jobs
     shoot(browser, screenshots, "jobs")
     browser.execute_script(f"document.querySelector(`tr[data-job-id='{job_id}'] button.cancel`).click()")
     wait_for(lambda: row_state(browser, job_id) == "canceled", 60, "the row to show the job canceled", 0.2)

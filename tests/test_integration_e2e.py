@@ -3,7 +3,6 @@ impress.client; a loopback receiver on 127.0.0.1 verifies every signature with s
 127.0.0.2 (not allow-listed) must never be reached."""
 from __future__ import annotations
 
-import base64
 import time
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from impress.client import ImpressClient, ImpressError
 from impress.contract import ErrorCode, JobState, PurifyOverrides, WebhookEvent
 from tests.conftest import running_service
 from tests.loopback import IMAGE, WebhookReceiver, images, internal  # noqa: F401 (fixtures)
+from tests.loopback import WEBHOOK_SECRET as SECRET
 from tests.support import photo, png_bytes, wait_for
 
-SECRET = "whsec_" + base64.b64encode(b"impress-e2e-webhook-secret-56789").decode()
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +50,20 @@ def test_signed_webhooks_and_url_inputs_through_real_workers(hooked_service, ima
         assert completed.headers["webhook-id"] == f"msg_{accepted.id}_completed"
         assert [hook.payload.data.state for hook in receiver.of_type("job.start")] == [JobState.running]
         assert receiver.refused == 0
+        metrics = client.http.get("/metrics").text   # the first attempt's 503 was retried
+        assert 'impress_webhook_deliveries_total{outcome="retry"} 1.0' in metrics
     assert internal.hits == []
+
+
+@pytest.mark.parametrize("path, code", [("/huge", ErrorCode.payload_too_large),
+                                        ("/slow", ErrorCode.image_fetch_failed),
+                                        ("/to-metadata", ErrorCode.url_not_allowed)])
+def test_hostile_image_urls_are_cut_off(hooked_service, images, path, code):
+    started = time.monotonic()
+    with pytest.raises(ImpressError) as refused:
+        hooked_service.detect(image_urls=[images.url(path)])
+    assert refused.value.code == code and refused.value.details[0]["url"] == images.url(path)
+    assert time.monotonic() - started < 15   # IMPRESS_URL_FETCH_TIMEOUT_S is 5 s here
 
 
 def test_private_webhook_targets_are_refused_before_any_connection(hooked_service, images):

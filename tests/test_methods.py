@@ -97,3 +97,17 @@ def test_the_api_queues_a_valid_matrix_with_typed_choices(make_fast_api):
     assert isinstance(params, EvaluateParams) and params.protections[0].step_count == 5
     assert params.purifiers[0].params == ImpressParams(preset="glaze", schedule="fast", early_stop=True)
     assert len(queue.sent) == 1
+
+
+@pytest.mark.parametrize("protection, status", [
+    ("glaze-like:steps=2001", 422), ("photoguard-8:steps=10000000", 422), ("mist-16:eps=high", 422),
+    ("glaze-real", 422), ("photoguard-16:steps=2000", 202)])
+def test_the_protect_route_holds_its_choice_to_the_same_rules(make_fast_api, protection, status):
+    client, store, queue, _ = make_fast_api(max_iterations=2000)
+    r = client.post("/v1/protect", files=[("images", ("a.png", png_bytes(photo()), "image/png"))],
+                    data={"protection": protection})
+    assert r.status_code == status, r.text
+    if status == 202:
+        assert store.get(r.json()["id"]).params.protection.params == PhotoguardParams(eps=16 / 255, steps=2000)
+    else:
+        assert r.json()["error"]["code"] == "invalid_parameter" and queue.sent == []

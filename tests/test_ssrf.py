@@ -77,6 +77,8 @@ def _literal(host: str) -> bool:
     ("http://hooks.internal/hook", "hooks.internal", True, True),  # an allow-listed name
     ("https://office.example/", "10.20.0.0/16", True, True),       # an allow-listed network
     ("https://internal.example/", "10.20.0.0/16", True, False),
+    ("http://[::1]:8080/hook", "[::1]", True, True),               # a bracketed IPv6 address
+    ("http://[::1]:8080/hook", "127.0.0.1", True, False),
 ])
 def test_guard_decisions(url, allow, https_only, allowed):
     boundary = Boundary()
@@ -132,6 +134,12 @@ def test_a_redirect_to_a_public_address_is_checked_and_followed():
     boundary = Boundary(redirect_to("/final"))
     assert boundary.guard().fetch("https://public.example/start", max_bytes=1000, timeout_s=1) == b"final"
     assert boundary.lookups == ["public.example", "public.example"]
+
+
+def test_a_redirect_to_no_url_is_a_fetch_failure():
+    boundary = Boundary(redirect_to("https://public.example:abc/"))
+    with pytest.raises(FetchFailed):
+        boundary.guard().fetch("https://public.example/start", max_bytes=1000, timeout_s=1)
 
 
 def test_redirect_loops_end():

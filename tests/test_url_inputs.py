@@ -7,14 +7,16 @@ import time
 import pytest
 
 from impress.contract import ErrorCode
-from tests.loopback import IMAGE, images, internal  # noqa: F401 (fixtures)
+from tests.loopback import IMAGE, images, internal, loopback_guards  # noqa: F401 (fixtures)
 
 SETTINGS = {"webhook_allowed_hosts": "127.0.0.1", "url_fetch_timeout_s": 1.0}
 
 
 @pytest.fixture
 def url_api(make_fast_api):
-    return make_fast_api(**SETTINGS)
+    client, store, queue, settings = make_fast_api(**SETTINGS)
+    client.app.state.url_guards = loopback_guards(settings)   # no lookup ever leaves this machine
+    return client, store, queue, settings
 
 
 def test_one_bad_url_is_reported_while_the_others_run(url_api, images, internal):
@@ -57,7 +59,8 @@ def test_hostile_url_bodies_are_per_image_errors(url_api, images, path, code):
 def test_urls_to_unnamed_or_private_hosts_are_refused_unconnected(url_api, internal):
     client, _, _, _ = url_api
     for url in (internal.url("/secret.png"), internal.url("/secret.png").replace("http:", "https:"),
-                "https://169.254.169.254/latest/meta-data/iam", "https://[::1]/x.png", "file:///etc/passwd"):
+                "https://169.254.169.254/latest/meta-data/iam", "https://[::1]/x.png", "file:///etc/passwd",
+                "https://images.example.com/a.png"):   # a name: refused here, as it does not resolve
         r = client.post("/v1/purify", data={"image_url": url})
         assert r.json()["error"]["code"] == "url_not_allowed", (url, r.text)
     assert internal.hits == []
@@ -67,3 +70,13 @@ def test_urls_count_towards_the_image_limit(url_api, images):
     client, _, _, settings = url_api
     r = client.post("/v1/purify", data={"image_url": [images.url("/cat.png")] * (settings.max_images_per_job + 1)})
     assert r.json()["error"]["code"] == "too_many_images" and images.hits == []
+
+
+def test_an_idempotent_retry_fetches_nothing_again(url_api, images):
+    client, _, queue, _ = url_api
+    form = {"image_url": [images.url("/cat.png")], "webhook_events": "completed"}
+    first = client.post("/v1/purify", data=form, headers={"Idempotency-Key": "urls-1"})
+    again = client.post("/v1/purify", data=form, headers={"Idempotency-Key": "urls-1"})
+    assert again.json()["id"] == first.json()["id"] and images.hits == ["/cat.png"] and len(queue.sent) == 1
+    other = client.post("/v1/purify", data={"image_url": [images.url("/to-cat")]}, headers={"Idempotency-Key": "urls-1"})
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"

@@ -16,9 +16,9 @@ from impress.ssrf import AllowList, UrlGuard
 from impress.views import WebhookPayload
 from impress.webhooks import (DeliveryOutcome, WebhookDelivery, WebhookNotifier, build_delivery, deliver, retry_delay,
                               signed_headers)
+from tests.loopback import WEBHOOK_SECRET as SECRET
 from tests.support import RecordingQueue, photo, png_bytes
 
-SECRET = "whsec_" + base64.b64encode(b"impress-test-webhook-secret-0123").decode()
 HOOKS = {"webhook_secret": SECRET, "webhook_allowed_hosts": "127.0.0.1"}
 PNG = ("a.png", png_bytes(photo()), "image/png")
 PARAMS = PurifyParams(preset="photoguard", iters=4, lr=0.01, alpha=0.01, delta=0.05, noise=0.05)
@@ -157,3 +157,13 @@ def test_the_webhook_worker_loads_no_torch():
 
     code = "import sys, worker.tasks; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_delivery_outcomes_are_service_metrics(fast_api):
+    client, store, _, _ = fast_api
+    for outcome in (DeliveryOutcome.retry, DeliveryOutcome.delivered, DeliveryOutcome.delivered):
+        store.count_webhook(outcome.value)
+    text = client.get("/metrics").text
+    assert 'impress_webhook_deliveries_total{outcome="delivered"} 2.0' in text
+    assert 'impress_webhook_deliveries_total{outcome="retry"} 1.0' in text
+    assert 'impress_job_transitions_total{kind="webhook"' not in text

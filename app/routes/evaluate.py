@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from impress.contract import ErrorCode, EvaluateParams, InputRole, JobKind
@@ -14,7 +13,7 @@ from ..deps import get_settings
 from ..errors import ApiError, error_responses
 from ..schemas import Accepted
 from ..submit import (SubmitOptions, Submitter, accepted_response, form_model, form_part, get_submitter,
-                      refuse_unknown_fields)
+                      refuse_unknown_fields, within_iteration_limit)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 EvaluateForm = form_model(EvaluateParams, SubmitOptions)
@@ -43,14 +42,7 @@ async def submit_evaluate(
     if not protected and not params.protections and not params.purifiers:
         raise ApiError(422, ErrorCode.invalid_parameter,
                        "send protected images, or name protections and/or purifiers to run on the clean images")
-    try:  # again with the service's iteration limit, which every method's step count must respect
-        checked = EvaluateParams.model_validate(params.model_dump(include=set(EvaluateParams.model_fields)),
-                                                context={"max_iterations": settings.max_iterations})
-    except ValidationError as exc:
-        errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"].removeprefix("Value error, ")}
-                  for e in exc.errors()]
-        raise ApiError(422, ErrorCode.invalid_parameter, "; ".join(f"{e['field']}: {e['message']}" for e in errors),
-                       errors) from exc
+    checked = within_iteration_limit(params, EvaluateParams, settings)
     if mask and (checked.edit is None or checked.edit.mode != "inpaint"):
         raise ApiError(422, ErrorCode.invalid_parameter, "masks are for the inpainting edit: set edit=inpaint")
     uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified,

@@ -10,10 +10,11 @@ from impress.contract import InputRole, JobKind, MimicryParams
 
 from ..errors import error_responses
 from ..schemas import Accepted
-from ..submit import Submitter, accepted_response, form_model, get_submitter, refuse_unknown_fields
+from ..submit import (SubmitOptions, Submitter, accepted_response, form_model, form_part, get_submitter,
+                      refuse_unknown_fields)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-MimicryForm = form_model(MimicryParams)
+MimicryForm = form_model(MimicryParams, SubmitOptions)
 
 
 @router.post("/mimicry", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
@@ -29,5 +30,6 @@ async def submit_mimicry(
 ):
     await refuse_unknown_fields(request, MimicryForm, {"clean", "protected", "purified"})
     uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified}
-    accepted = await run_in_threadpool(submitter.enqueue, JobKind.mimicry, uploads, MimicryParams(**params.model_dump()))
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.mimicry, uploads, form_part(params, MimicryParams),
+                                       options=form_part(params, SubmitOptions))
     return accepted_response(accepted)

@@ -61,3 +61,25 @@ def test_pipeline_settings_name_each_kind(monkeypatch, tiny_pipelines):
     assert pipelines.dtype == torch.float32
     pipelines.get("upscale")
     assert pipelines.used()["upscale"]["kind"] == "upscale"
+
+
+def test_models_check_reports_configured_pipelines(tiny_pipelines, tmp_path, monkeypatch, capsys):
+    from cli.main import main
+
+    monkeypatch.setenv("IMPRESS_VAE", "impress-tiny-vae")
+    monkeypatch.setenv("IMPRESS_PERCEPTUAL", "dssim")
+    monkeypatch.setenv("IMPRESS_PIPELINE", str(tiny_pipelines["img2img"]))
+    monkeypatch.setenv("IMPRESS_INPAINT_PIPELINE", str(tmp_path / "absent"))
+    assert main(["models", "check"]) == 1
+    out = capsys.readouterr().out
+    assert f"present  pipeline {tiny_pipelines['img2img']} (img2img pipeline)" in out
+    assert f"MISSING  pipeline {tmp_path / 'absent'} (inpaint pipeline)" in out
+
+
+def test_revisions_name_what_each_configured_pipeline_is_without_loading(tiny_pipelines, tmp_path):
+    from worker.engine.diffusion.scenario import PipelineSet
+
+    pipelines = PipelineSet({"img2img": str(tiny_pipelines["img2img"]), "inpaint": str(tmp_path), "upscale": None})
+    revisions = pipelines.revisions()
+    assert revisions["img2img"][1].startswith("sha256:") and revisions["inpaint"][1] == "missing"
+    assert "upscale" not in revisions and pipelines.used() == {}

@@ -176,17 +176,30 @@ def test_a_kind_nobody_configured_is_model_unavailable(tiny_pipelines):
 def test_every_protection_keeps_its_stated_budget_on_its_8bit_output(img2img, inpaint, images):
     """Measured on what a user saves (8 bits): L-inf within eps for the PGD attacks, L2 within eps for
     PhotoGuard's (whose rounding is fitted back under the budget)."""
-    from worker.engine.diffusion.common import quantise_8bit
+    from worker.engine.tensors import quantize_8bit
     from worker.engine.metrics import l2_255, linf_255
 
-    clean = quantise_8bit(images)
+    clean = quantize_8bit(images)
     for name, entry in attacks.DIFFUSION_PROTECTIONS.items():
         pipe = {"img2img": img2img, "inpaint": inpaint}[entry.pipeline_kind][0]
         short = {"steps": 3, "step": 8 / 255} if name != "photoguard-diffusion" \
             else {"steps": 3, "grad_reps": 1, "inference_steps": 2, "eps": 2.0, "step": 1.0}
         out = entry.fn(pipe, clean, **{**entry.defaults, **short})
-        torch.testing.assert_close(out, quantise_8bit(out), atol=1e-6, rtol=0)
+        torch.testing.assert_close(out, quantize_8bit(out), atol=1e-6, rtol=0)
         if name == "photoguard-diffusion":
             assert l2_255(out, clean).max() <= 2.0 * 127.5 + 1e-3, name
         else:
             assert linf_255(out, clean).max() <= 16 + 1e-3, name
+
+
+def test_an_editing_run_in_chunks_scores_as_in_one_batch(tiny_pipelines, images):
+    from worker.engine.diffusion.scenario import EditingRun, PipelineSet
+
+    pipelines = PipelineSet({"inpaint": str(tiny_pipelines["inpaint"])})
+    mask = editing.centre_keep_mask(2, 32, 32)
+    mask[1] = 1 - mask[1]
+    settings, dssim = EditParams(mode="inpaint", steps=3), load_perceptual("dssim")
+    noisy = (images + 0.2 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))).clamp(-1, 1)
+    whole = EditingRun(pipelines, settings, dssim, images, mask).score(noisy)
+    chunked = EditingRun(pipelines, settings, dssim, images, mask, batch=1).score(noisy)
+    assert whole.psnr_db == pytest.approx(chunked.psnr_db, abs=1e-3)

@@ -14,23 +14,30 @@ from typing import Callable, Iterable, Literal
 
 from impress.contract import ModelReport, vae_for
 
+from .diffusion.pipelines import pipeline_present, pull_pipeline
 from .models import HUB_SUBFOLDER, HUB_VAE_FILES, ModelUnavailable, hub_vae_cached, hub_vae_local_only, resolve_vae
 from .perceptual import require_vgg16, vgg16_cache_file
 
 
 @dataclass(frozen=True)
 class ModelNeed:
-    kind: Literal["vae", "perceptual"]
-    name: str       # a VAE name (hub id, folder, bundled) or a perceptual distance
+    kind: Literal["vae", "perceptual", "pipeline"]
+    name: str       # a VAE name (hub id, folder, bundled), a perceptual distance, or a pipeline (hub id, folder)
     where: str      # where it is looked for
+    pipeline_kind: str | None = None   # a pipeline's kind (img2img, inpaint, upscale)
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name} ({self.where})"
 
 
-def needs(presets: Iterable[str], vae: str | None, perceptual: str) -> list[ModelNeed]:
-    """What jobs of these presets need, with the service's VAE and perceptual settings."""
+def needs(presets: Iterable[str], vae: str | None, perceptual: str,
+          pipelines: dict[str, str | None] | None = None) -> list[ModelNeed]:
+    """What jobs of these presets need, with the service's VAE and perceptual settings, and the diffusion
+    pipelines configured (kind -> name: IMPRESS_PIPELINE, ...)."""
     found: dict[tuple[str, str], ModelNeed] = {}
+    for kind, name in (pipelines or {}).items():
+        if name:
+            found[("pipeline", name)] = ModelNeed("pipeline", name, f"{kind} pipeline", kind)
     for preset in presets:
         name = vae_for(preset, vae)
         found.setdefault(("vae", name), ModelNeed("vae", name, _vae_location(name)))
@@ -51,6 +58,8 @@ def present(need: ModelNeed) -> bool:
     """Offline: is this model on disk?"""
     if need.kind == "perceptual":
         return vgg16_cache_file().exists()
+    if need.kind == "pipeline":
+        return pipeline_present(need.name, need.pipeline_kind)
     try:
         source, location, subfolder = resolve_vae(need.name)
     except ModelUnavailable:
@@ -61,8 +70,9 @@ def present(need: ModelNeed) -> bool:
     return (folder / "config.json").exists() and any(folder.glob("*.safetensors"))
 
 
-def check(presets: Iterable[str], vae: str | None, perceptual: str) -> ModelReport:
-    wanted = needs(presets, vae, perceptual)
+def check(presets: Iterable[str], vae: str | None, perceptual: str,
+          pipelines: dict[str, str | None] | None = None) -> ModelReport:
+    wanted = needs(presets, vae, perceptual, pipelines)
     return ModelReport(present=[str(n) for n in wanted if present(n)],
                        missing=[str(n) for n in wanted if not present(n)])
 
@@ -90,6 +100,11 @@ def pull(wanted: Iterable[ModelNeed], say: Callable[[str], None] = print) -> Non
             import torchvision
 
             torchvision.models.VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+            continue
+        if need.kind == "pipeline":
+            if Path(need.name).expanduser().is_dir():
+                raise ModelUnavailable(f"{need}: a local pipeline folder cannot be pulled; write it with save_pretrained")
+            pull_pipeline(need.name)
             continue
         source, location, _ = resolve_vae(need.name)
         if source != "hub":

@@ -22,8 +22,8 @@ from typing import Optional
 
 import torch
 
-from .common import (denoising_error, latents, quantise_8bit, randn, random_timesteps, text_embeddings,
-                     training_scheduler)
+from ..tensors import quantize_8bit
+from .common import denoising_error, latents, randn, random_timesteps, text_embeddings, training_scheduler
 from .editing import centre_keep_mask
 
 MIST_PROMPT = "a painting"  # Mist's style template (mist_v3.py, imagenet_templates_small_style)
@@ -43,7 +43,7 @@ def _linf_pgd(x: torch.Tensor, gradient, *, eps: float, step: float, steps: int,
             adv = adv + sign * step2 * grad.sign()
             adv = (x + (adv - x).clamp(-eps2, eps2)).clamp(-1, 1)
     # As saved: 8 bits. From an 8-bit x the box's faces are levels themselves, so rounding stays inside.
-    return quantise_8bit(adv.detach())
+    return quantize_8bit(adv.detach())
 
 
 def _unet_attack(pipe, x: torch.Tensor, *, eps: float, step: float, steps: int, prompt: str, seed: int,
@@ -143,7 +143,7 @@ def fit_l2_budget(x: torch.Tensor, adv: torch.Tensor, eps: float, shrink: float 
     8-bit version fits (the attack promises eps on what a user saves)."""
     delta = adv - x
     for _ in range(200):
-        saved = quantise_8bit(x + delta)
+        saved = quantize_8bit(x + delta)
         over = (saved - x).flatten(1).norm(dim=1) > eps
         if not over.any():
             return saved

@@ -15,11 +15,6 @@ def from_pipeline(images: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return (images * 2 - 1).clamp(-1, 1).to(like)
 
 
-def quantise_8bit(x: torch.Tensor) -> torch.Tensor:
-    """Pixels as an 8-bit image saves them (round to the nearest of 256 levels), still in [-1, 1]."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
-
-
 def generators(seed: int, n: int) -> list[torch.Generator]:
     """One CPU generator per image, all seeded alike: image i of a batch draws the same noise as it
     would alone, and the clean, protected and purified copies of an image get the same noise."""

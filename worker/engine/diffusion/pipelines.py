@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -49,6 +50,33 @@ class PipelineIdentity:
         return asdict(self)
 
 
+# What `impress models pull` leaves out of a pipeline's hub repo: single-file checkpoints, other
+# frameworks' weights, half-precision variants and the safety checker (never loaded here).
+PULL_IGNORE = ["*.ckpt", "*.bin", "*.pt", "*.pth", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.fp16.*",
+               "*non_ema*", "safety_checker/*"]
+
+
+def configured_pipelines(settings) -> dict[str, Optional[str]]:
+    """The pipeline name each kind's setting holds (None: not configured)."""
+    return {kind: getattr(settings, setting.removeprefix("IMPRESS_").lower()) for kind, setting in SETTING_OF_KIND.items()}
+
+
+def pipeline_present(name: str, kind: str) -> bool:
+    """Offline: is this pipeline on disk (a save_pretrained folder, or a hub id in the local cache)?"""
+    try:
+        resolve_pipeline(name, kind)
+    except ModelUnavailable:
+        return False
+    return True
+
+
+def pull_pipeline(name: str) -> None:
+    """Download a hub pipeline into the Hugging Face cache (HF_HOME); needs the network."""
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(name, ignore_patterns=PULL_IGNORE)
+
+
 def missing_pipeline(kind: str) -> ModelUnavailable:
     """The error of a scenario that needs a pipeline kind no setting names."""
     return ModelUnavailable(
@@ -59,7 +87,8 @@ def missing_pipeline(kind: str) -> ModelUnavailable:
 def _unavailable(name: str, kind: str, why: str) -> ModelUnavailable:
     return ModelUnavailable(
         f"{kind} pipeline {name!r} is not on this machine ({why}). Provide it: on a connected machine run "
-        f"`huggingface-cli download {name}` to fill the Hugging Face cache (HF_HOME) this worker reads, or "
+        f"`impress models pull` (or `huggingface-cli download {name}`) to fill the Hugging Face cache (HF_HOME) "
+        f"this worker reads, or "
         f"save the pipeline with save_pretrained to a folder and set {SETTING_OF_KIND[kind]} to that folder.")
 
 

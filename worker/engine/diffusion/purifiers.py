@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .common import from_pipeline, generators, quantise_8bit, randn, to_pipeline
+from ..tensors import quantize_8bit
+from .common import from_pipeline, generators, randn, to_pipeline
 
 
 @torch.no_grad()
@@ -75,7 +76,7 @@ def gridpure(pipe, x: torch.Tensor, *, crop: int = 256, stride: int = 128, stren
 
 def gaussian_noise_8bit(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
     """Gaussian noise of std sigma in [0, 1] units, clipped, saved as 8 bits (what the upscaler reads)."""
-    return quantise_8bit(x + 2 * sigma * randn(x.shape, seed, x))
+    return quantize_8bit(x + 2 * sigma * randn(x.shape, seed, x))
 
 
 @torch.no_grad()

@@ -16,7 +16,8 @@ import torch
 from impress.scenarios import EditParams
 
 from .editing import EditComparison, compare, edit
-from .pipelines import SETTING_OF_KIND, PipelineIdentity, load_pipeline, missing_pipeline
+from ..models import ModelUnavailable
+from .pipelines import PipelineIdentity, configured_pipelines, load_pipeline, missing_pipeline, resolve_pipeline
 from .worst_case import WorstCase, worst_case_per_image
 
 
@@ -33,9 +34,7 @@ class PipelineSet:
         (bf16 weights on CUDA under precision auto, fp32 on the CPU)."""
         from ..purify import autocast_dtype
 
-        names = {kind: getattr(settings, SETTING_OF_KIND[kind].removeprefix("IMPRESS_").lower())
-                 for kind in SETTING_OF_KIND}
-        return cls(names, device, autocast_dtype(device, settings.precision) or torch.float32)
+        return cls(configured_pipelines(settings), device, autocast_dtype(device, settings.precision) or torch.float32)
 
     def configured(self, kind: str) -> bool:
         return bool(self.names.get(kind))
@@ -48,6 +47,18 @@ class PipelineSet:
         self.identities[kind] = identity
         return pipe
 
+    def revisions(self) -> dict[str, list[str]]:
+        """[name, revision] of each configured pipeline, read from disk without loading (cache keys);
+        'missing' for one that is not here (its first use fails with model_unavailable)."""
+        found = {}
+        for kind, name in self.names.items():
+            if name:
+                try:
+                    found[kind] = [name, resolve_pipeline(name, kind)[2]]
+                except ModelUnavailable:
+                    found[kind] = [name, "missing"]
+        return found
+
     def used(self) -> dict[str, dict]:
         """Identities of the pipelines this run loaded, by kind: what produced its results."""
         return {kind: identity.as_dict() for kind, identity in self.identities.items()}
@@ -55,6 +66,34 @@ class PipelineSet:
 
 # The editing metrics a worst case is taken on, and which way is better.
 WORST_CASE_METRICS = {"psnr_db": True, "ssim": True, "perceptual": False}
+
+
+class EditingRun:
+    """One editing scenario over one set of clean images: the clean images are edited once (the
+    reference), then each variant (protected, purified) is edited alike and compared with it."""
+
+    def __init__(self, pipelines: PipelineSet, settings: EditParams, distance, clean: torch.Tensor,
+                 mask: Optional[torch.Tensor] = None, batch: Optional[int] = None):
+        self.pipe = pipelines.get(settings.pipeline_kind)
+        self.pipeline = pipelines.used()[settings.pipeline_kind]
+        self.settings, self.distance, self.mask, self.batch = settings, distance, mask, batch or len(clean)
+        self.reference = self._edit(clean)
+
+    def _edit(self, images: torch.Tensor) -> torch.Tensor:
+        masks = [None] * len(images) if self.mask is None else list(self.mask.split(1))
+        return torch.cat([edit(self.pipe, images[i:i + self.batch], self.settings,
+                               None if self.mask is None else torch.cat(masks[i:i + self.batch]))
+                          for i in range(0, len(images), self.batch)])
+
+    def score(self, images: torch.Tensor) -> EditComparison:
+        """How the edits of `images` (one per clean image, same order) compare with the clean edits."""
+        return compare(self._edit(images), self.reference, self.distance)
+
+
+def worst_cases(purified: dict[str, EditComparison]) -> dict[str, WorstCase]:
+    """Per metric, each image's best purifier against one protection (the worst case for it)."""
+    return {metric: worst_case_per_image({p: getattr(c, metric) for p, c in purified.items()}, metric, higher)
+            for metric, higher in WORST_CASE_METRICS.items()}
 
 
 @dataclass
@@ -80,17 +119,13 @@ def editing_matrix(pipelines: PipelineSet, settings: EditParams, distance, clean
                    mask: Optional[torch.Tensor] = None) -> EditingMatrix:
     """Edit clean, protected (by protection) and purified (by (protection, purifier)) images alike and
     compare each with the clean edit; worst case per image over each protection's purifiers."""
-    pipe = pipelines.get(settings.pipeline_kind)
-    reference = edit(pipe, clean, settings, mask)
-    result = EditingMatrix(settings, pipelines.used()[settings.pipeline_kind], distance.name)
+    run = EditingRun(pipelines, settings, distance, clean, mask)
+    result = EditingMatrix(settings, run.pipeline, distance.name)
     for name, images in protected.items():
-        cell = ProtectionEdits(compare(edit(pipe, images, settings, mask), reference, distance))
-        for (protection, purifier), out in purified.items():
-            if protection == name:
-                cell.purified[purifier] = compare(edit(pipe, out, settings, mask), reference, distance)
+        cell = ProtectionEdits(run.score(images))
+        cell.purified = {purifier: run.score(out) for (protection, purifier), out in purified.items()
+                         if protection == name}
         if cell.purified:
-            cell.worst_case = {metric: worst_case_per_image(
-                {p: getattr(c, metric) for p, c in cell.purified.items()}, metric, higher)
-                for metric, higher in WORST_CASE_METRICS.items()}
+            cell.worst_case = worst_cases(cell.purified)
         result.protections[name] = cell
     return result
