@@ -16,7 +16,7 @@ from typing import Annotated, Optional, Sequence
 import httpx
 from fastapi import Depends, Header, Request, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from impress.contract import (DEFAULT_PRESET, ErrorCode, InputImage, InputRole, JobError, JobKind, JobState,
                               RejectedInput, WebhookEvent, WebhookTarget, vae_for)
@@ -72,9 +72,19 @@ def form_model(model: type[BaseModel], *extras: type[BaseModel]) -> type[BaseMod
                 {"model_config": ConfigDict(extra="ignore"), "__module__": __name__})
 
 
-def form_part(form: BaseModel, model: type[BaseModel]):
-    """The `model` part of a form made by form_model."""
-    return model(**form.model_dump(include=set(model.model_fields)))
+def form_part(form: BaseModel, model: type[BaseModel], max_iterations: Optional[int] = None):
+    """The `model` part of a form made by form_model; with `max_iterations`, validated again under the
+    service's iteration limit, which every method's step count must respect (422 otherwise)."""
+    fields = form.model_dump(include=set(model.model_fields))
+    if max_iterations is None:
+        return model(**fields)
+    try:
+        return model.model_validate(fields, context={"max_iterations": max_iterations})
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"].removeprefix("Value error, ")}
+                  for e in exc.errors()]
+        raise ApiError(422, ErrorCode.invalid_parameter, "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                       errors) from exc
 
 
 async def refuse_unknown_fields(request: Request, model: type[BaseModel], files: set[str]) -> None:

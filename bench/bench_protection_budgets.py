@@ -19,10 +19,11 @@ import torch
 from PIL import Image, ImageOps
 
 from bench.results_io import RESULTS, run_meta, write_results
+from impress.methods import PROTECTIONS, choose
 from worker.engine.models import TINY_VAE_NAME, load_vae
 from worker.engine.perceptual import load_perceptual
 from worker.engine.photos import held_out_paths
-from worker.engine.protect import PROTECTIONS, apply_protection, budget, make_protection
+from worker.engine.protect import apply_protection, budget, stated_budget
 from worker.engine.tensors import to_tensor
 
 
@@ -32,13 +33,13 @@ def held_out_squares(count: int, size: int) -> torch.Tensor:
 
 
 def measure(vae, distance, clean: torch.Tensor, name: str) -> dict:
-    spec = make_protection(name)
+    spec = choose("protection", name)
     t0 = time.perf_counter()
     protected = apply_protection(spec, vae, clean, distance)
     seconds = time.perf_counter() - t0
     spent = budget(protected, clean, distance)
-    stated = PROTECTIONS[name].stated_budget(spec.params, distance.name)
-    row = {"protection": name, "params": spec.params, "seconds": round(seconds, 1),
+    stated = stated_budget(spec, distance.name)
+    row = {"protection": name, "params": spec.params.model_dump(), "seconds": round(seconds, 1),
            "stated": {k: round(v, 4) for k, v in stated.items()},
            "measured_max": {k: round(max(spent[k]), 4) for k in ("linf_255", distance.name)},
            "psnr_db_mean": round(float(np.mean(spent["psnr_db"])), 2),

@@ -38,9 +38,9 @@ def params(iters: int) -> PurifyParams:
 def flops_per_step(vae, distance, x: torch.Tensor) -> float:
     """FLOPs of one IMPRESS step of our engine (forward + backward), counted by torch."""
     x = x.clone().requires_grad_(True)
-    distance.set_reference(x.detach())
+    scorer = distance.bind(x.detach())
     with FlopCounterMode(display=False) as counter:
-        loss = impress_losses(vae, distance, x, 0.01, 0.1, x.shape[-2:])[0]
+        loss = impress_losses(vae, scorer, x, 0.01, 0.1, x.shape[-2:])[0]
         loss.sum().backward()
     return float(counter.get_total_flops())
 

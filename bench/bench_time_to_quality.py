@@ -26,11 +26,12 @@ from bench.reference_impress import reference_purify
 from bench.results_io import RESULTS, run_meta, write_results
 
 from impress.contract import SCHEDULES, PurifyOverrides
+from impress.methods import choose
 from worker.engine.metrics import psnr
 from worker.engine.models import TINY_VAE_NAME, load_vae
 from worker.engine.perceptual import load_perceptual
 from worker.engine.photos import held_out_photos
-from worker.engine.protect import apply_protection, make_protection
+from worker.engine.protect import apply_protection
 from worker.engine.purify import impress_losses, purify
 
 # (preset, tile draw seed, protection, reference iterations N)
@@ -49,22 +50,20 @@ RUNS = [
 
 
 def final_loss(vae, distance, x, x_ptb, params) -> torch.Tensor:
-    distance.set_reference(x_ptb)
     with torch.no_grad():
-        return impress_losses(vae, distance, x, params.alpha, params.delta, x.shape[-2:])[0]
+        return impress_losses(vae, distance.bind(x_ptb), x, params.alpha, params.delta, x.shape[-2:])[0]
 
 
 def run_case(vae, dist, tiles, preset: str, seed: int, protection: str, n: int, images: int,
              curves: dict) -> list[dict]:
     """The reference and our runs on one case; the first case's loss curves go into `curves`."""
     clean = tiles[torch.randperm(tiles.shape[0], generator=torch.Generator().manual_seed(seed))[:images]]
-    protected = apply_protection(make_protection(protection), vae, clean, dist)
+    protected = apply_protection(choose("protection", protection), vae, clean, dist)
     case = f"{protection}, {preset} preset, tiles {seed}, N {n}"
     base = PurifyOverrides(preset=preset, schedule="published", iters=n, early_stop=False).resolve("dssim")
 
     def ref_distance(a, b):  # the reference calls lpips_fn(x, x_ptb) every step
-        dist.set_reference(b)
-        return dist(a)
+        return dist(a, dist.prepare(b))
 
     t0 = time.perf_counter()
     ref = torch.cat([reference_purify(vae, ref_distance, protected[i:i + 1], iters=n, lr=base.lr, alpha=base.alpha,

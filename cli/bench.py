@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, vae_for
+from pydantic import ValidationError
+
+from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, EvaluateParams, vae_for
 from impress.images import IMAGE_SUFFIXES
 from impress.settings import Settings
 
@@ -15,9 +17,9 @@ def add_parser(sub) -> None:
     ben = sub.add_parser("bench", help="protections x purifiers over a folder: JSON, Markdown, HTML report")
     ben.add_argument("--images", required=True, help="folder of images (centre-cropped and resized to --size)")
     ben.add_argument("--protections", default="photoguard-8,photoguard-16,glaze-like,mist-16",
-                     help="comma-separated NAME[:KEY=VALUE...] (worker/engine/protect.py PROTECTIONS)")
+                     help="comma-separated NAME[:KEY=VALUE...] (impress/methods.py PROTECTIONS)")
     ben.add_argument("--purifiers", default="jpeg-15,jpeg-75,noise-0.05,noise-0.1,blur,resize,impress,noise-impress",
-                     help="comma-separated NAME[:KEY=VALUE...] (worker/engine/purifiers.py PURIFIERS)")
+                     help="comma-separated NAME[:KEY=VALUE...] (impress/methods.py PURIFIERS)")
     ben.add_argument("-o", "--output", required=True, help="folder for results and the resumable cell cache")
     ben.add_argument("--model", help="VAE (default: the configured one, else the photoguard preset's)")
     ben.add_argument("--perceptual", choices=PERCEPTUALS)
@@ -31,8 +33,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The protections x purifiers matrix over a folder of images."""
-    from worker.engine.bench import build_specs, run_bench, square_images
+    """The protections x purifiers matrix over a folder of images (worker/engine/matrix.py), resumable."""
+    from worker.engine.matrix import run_matrix
+    from worker.engine.tensors import square_images
+    from worker.engine.matrix_cache import ResumeFolder
     from worker.engine.models import ModelUnavailable
     from worker.engine.perceptual import load_perceptual
 
@@ -41,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise CommandFailed(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.images}")
     try:
-        protections, purifiers = build_specs(args.protections.split(","), args.purifiers.split(","),
-                                             attack_steps=args.attack_steps, impress_iters=args.impress_iters)
-    except ValueError as exc:
-        raise CommandFailed(str(exc)) from exc
+        chosen = EvaluateParams(protections=args.protections.split(","), purifiers=args.purifiers.split(","),
+                                size=args.size, attack_steps=args.attack_steps, impress_iters=args.impress_iters)
+    except ValidationError as exc:
+        raise CommandFailed("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
     images = decode_files(paths, settings)
     vae, identity = load_vae_or_fail(args.model or vae_for(DEFAULT_PRESET, settings.vae), args.device, settings)
     device = identity.device
@@ -52,8 +56,13 @@ def run(args: argparse.Namespace) -> int:
         distance = load_perceptual(args.perceptual or settings.perceptual, device)
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
-    results = run_bench(vae, identity.as_dict(), distance, square_images(images, args.size).to(device),
-                        [p.name for p in paths], protections, purifiers, Path(args.output), batch=args.batch_size)
-    print(f"{results['computed']} cells computed, {results['skipped']} resumed; "
+    names = [p.name for p in paths]
+    folder = ResumeFolder(Path(args.output), images=names, size=args.size, model=identity.as_dict(),
+                          perceptual=distance.name)
+    result = run_matrix(vae, identity.as_dict(), distance, square_images(images, args.size).to(device), names,
+                        chosen.protection_choices(), chosen.purifier_choices(), batch=args.batch_size, cache=folder,
+                        progress=True)
+    folder.write_reports(result)
+    print(f"{folder.computed} cells computed, {folder.skipped} resumed; "
           f"{args.output}/results.json, results.md, report.html")
     return 0

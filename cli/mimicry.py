@@ -37,7 +37,7 @@ def folder_images(folder: str, settings: Settings):
 
 def run(args: argparse.Namespace) -> int:
     """Fine-tune on each folder, score against the clean images, write results.json and samples."""
-    from worker.engine.bench import square_images
+    from worker.engine.tensors import square_images
     from worker.engine.diffusion.mimicry import mimicry
     from worker.engine.diffusion.scenario import PipelineSet
     from worker.engine.models import ModelUnavailable, resolve_device

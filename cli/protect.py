@@ -7,6 +7,7 @@ from pathlib import Path
 
 from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, PROTECTION_NAMES, vae_for
 from impress.images import encode_png
+from impress.methods import parse_choice
 from impress.settings import Settings
 
 from .common import CommandFailed, decode_files
@@ -29,15 +30,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.engine.bench import parse_choice
     from worker.engine.models import ModelUnavailable, resolve_device
-    from worker.engine.protect import make_protection
     from worker.engine.protect_images import run_protection
 
     settings = Settings()
     try:
-        name, overrides = parse_choice(args.protection)
-        spec = make_protection(name, **overrides)
+        spec = parse_choice(args.protection, "protection")
     except ValueError as exc:
         raise CommandFailed(str(exc)) from exc
     images = decode_files(args.images, settings)
@@ -51,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size)
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
-    summary = {"protection": {"name": spec.name, "params": spec.params}, "stated": run.stated,
+    summary = {"protection": {"name": spec.name, "params": spec.params.model_dump()}, "stated": run.stated,
                "target": args.target, "model": run.model, "perceptual": run.perceptual, "device": run.device,
                "seconds": run.seconds, "images": []}
     distance = run.perceptual["name"]

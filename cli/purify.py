@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from impress.contract import DEVICES, PERCEPTUALS, PRECISIONS, PurifyOverrides, vae_for
+from impress.images import encode_png
 from impress.settings import Settings
 
 from .common import CommandFailed, decode_files
@@ -95,12 +96,12 @@ def run(args: argparse.Namespace) -> int:
             raise CommandFailed(str(exc), 3) from exc
     summary = {"model": run.model, "perceptual": run.perceptual, "params": params.model_dump(),
                "device": run.device, "engine": run.engine, "seconds": round(run.seconds, 2), "images": []}
-    for path, im in zip(args.images, run.images):
+    for path, decoded, im in zip(args.images, images, run.images):
         target = out / (Path(path).stem + ".png")
-        target.write_bytes(im.png)
+        target.write_bytes(encode_png(im.rgb, decoded.alpha))
         summary["images"].append({"input": str(path), "output": str(target), "iterations": im.iterations,
-                                  "stop_reason": im.stop_reason, "final": im.trace[-1] if im.trace else {}})
-        print(f"{path} -> {target} ({im.iterations} steps, {im.stop_reason})")
+                                  "stop_reason": im.stop_reason.value, "final": im.trace[-1] if im.trace else {}})
+        print(f"{path} -> {target} ({im.iterations} steps, {im.stop_reason.value})")
     (out / "purify.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"model {run.model['name']} ({run.model['revision']}), perceptual {run.perceptual['name']}, "
           f"{run.seconds:.1f}s on {run.device}; details in {out / 'purify.json'}")

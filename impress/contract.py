@@ -10,8 +10,10 @@ import enum
 import json
 from typing import Literal, Optional, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from .methods import (PROTECTIONS, PURIFIERS, ImpressParams, MethodChoice, PresetName, ScheduleName, check_steps,
+                      choice_type)
 from .scenarios import EditParams, MimicryParams
 
 TASK_PURIFY = "impress.purify"
@@ -33,11 +35,9 @@ class JobKind(str, enum.Enum):
 TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE,
          JobKind.mimicry: TASK_MIMICRY, JobKind.protect: TASK_PROTECT}
 
-# The engine's registries (worker/engine/protect.py, purifiers.py) hold exactly these names; the API
-# checks requests against them without importing the engine (a test keeps the two in step).
-PROTECTION_NAMES = ("photoguard-8", "photoguard-16", "glaze-like", "mist-16")
-PURIFIER_NAMES = ("jpeg", "jpeg-15", "jpeg-75", "noise", "noise-0.05", "noise-0.1", "blur", "resize",
-                  "impress", "noise-impress")
+# impress/methods.py names every method with its parameters; the engine's registries pair each with its function.
+PROTECTION_NAMES = tuple(PROTECTIONS)
+PURIFIER_NAMES = tuple(PURIFIERS)
 
 
 class JobState(str, enum.Enum):
@@ -133,7 +133,6 @@ PRESETS: dict[str, ImpressPreset] = {
                                 vae="stable-diffusion-v1-5/stable-diffusion-inpainting",
                                 vae_note="SD 1.5 inpainting VAE (editing)"),
 }
-PresetName = Literal["glaze", "photoguard"]
 # Detection and evaluation measure with this preset's VAE when the service configures none.
 DEFAULT_PRESET: PresetName = "photoguard"
 
@@ -182,30 +181,12 @@ SCHEDULES: dict[str, Schedule] = {
     "published": Schedule(iters_divisor=1, lr_scale=1.0, beta1=0.9, beta2=0.999, early_stop=False),
     "fast": Schedule(iters_divisor=5, lr_scale=4.2, beta1=0.0, beta2=0.9, early_stop=True),
 }
-ScheduleName = Literal["fast", "published"]
 
 
-class PurifyOverrides(BaseModel):
-    """What a caller may set; anything left out comes from the preset. Ranges are hard limits."""
+class PurifyOverrides(ImpressParams):
+    """What a caller may set; anything left out comes from the preset. Ranges are hard limits.
+    IMPRESS's parameters are those of the `impress` purifier (impress/methods.py), plus the plateau rule."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    preset: PresetName = "photoguard"
-    schedule: Optional[ScheduleName] = Field(
-        None, description="published: the authors' loop as is; fast: a fifth of the preset's iterations, 4.2x its "
-                          "lr, Adam betas (0, 0.9), about the published loop's final loss and PSNR to the clean "
-                          "image, measured on the bundled model (bench/results/time-to-quality.md). Default: the "
-                          "service's (IMPRESS_SCHEDULE, published unless set)")
-    iters: Optional[int] = Field(None, ge=1, le=100_000, description="optimisation steps (default: the schedule's)")
-    lr: Optional[float] = Field(None, gt=0, le=1.0, description="Adam learning rate (cosine-decayed to 1e-5)")
-    beta1: Optional[float] = Field(None, ge=0, lt=1, description="Adam beta1 (default: the schedule's)")
-    beta2: Optional[float] = Field(None, ge=0, lt=1, description="Adam beta2 (default: the schedule's)")
-    alpha: Optional[float] = Field(None, ge=0, le=1000, description="weight of the perceptual hinge")
-    delta: Optional[float] = Field(None, ge=0, le=1.0, description="perceptual budget of the hinge")
-    noise: Optional[float] = Field(None, ge=0, le=1.0, description="sigma of the starting noise, [-1,1] units")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    early_stop: Optional[bool] = Field(None, description="stop when the loss has plateaued (see plateau_*); "
-                                      "default: off under published (the full count), on under fast")
     plateau_window: int = Field(100, ge=10, le=10_000, description="steps over which improvement is judged")
     plateau_rel_tol: float = Field(1e-3, ge=0, le=1, description="relative loss improvement below which a run stops")
 
@@ -273,11 +254,8 @@ class DetectParams(BaseModel):
         return (self.threshold, self.low_threshold) if self.threshold is not None else default
 
 
-def _method_names(choices: list[str], known: tuple[str, ...], kind: str) -> list[str]:
-    for choice in choices:
-        if choice.split(":", 1)[0] not in known:
-            raise ValueError(f"unknown {kind} {choice.split(':', 1)[0]!r}; known: {', '.join(known)}")
-    return choices
+ProtectionChoice = choice_type("protection")
+PurifierChoice = choice_type("purifier")
 
 
 class EvaluateParams(BaseModel):
@@ -285,15 +263,17 @@ class EvaluateParams(BaseModel):
 
     With uploaded protected images, they are measured against their clean originals (and purified
     by `purifiers`); without, `protections` are applied to the clean images first (the bench matrix).
-    Method choices are NAME or NAME:KEY=VALUE[:KEY=VALUE...]."""
+    Method choices are NAME or NAME:KEY=VALUE[:KEY=VALUE...] (impress/methods.py), validated here.
+    Validated with context {"max_iterations": N}, every step count is held to N too."""
 
     model_config = ConfigDict(extra="forbid")
 
-    protections: list[str] = Field(default_factory=list)
-    purifiers: list[str] = Field(default_factory=list)
+    # The step counts come first: the choices' validators apply them and check the service's limit.
     size: int = Field(64, ge=16, le=1024, description="generated matrix: images are centre-cropped to size x size")
     attack_steps: Optional[int] = Field(None, ge=1, le=5000, description="steps of every protection")
     impress_iters: Optional[int] = Field(None, ge=1, le=100_000, description="iterations of the IMPRESS purifiers")
+    protections: list[ProtectionChoice] = Field(default_factory=list)
+    purifiers: list[PurifierChoice] = Field(default_factory=list)
     edit: Optional[EditParams] = Field(
         None, description="also run the editing scenario (docs/diffusion.md): 'inpaint', 'img2img', or a JSON "
                           "object of EditParams; needs the pipeline of that mode configured")
@@ -306,23 +286,56 @@ class EvaluateParams(BaseModel):
             return json.loads(value) if value.lstrip().startswith("{") else {"mode": value}
         return value
 
-    def model_post_init(self, _context) -> None:
-        _method_names(self.protections, PROTECTION_NAMES, "protection")
-        _method_names(self.purifiers, PURIFIER_NAMES, "purifier")
+    def protection_choices(self) -> list[MethodChoice]:
+        """The protections as they run: `attack_steps` steps where a choice sets no count of its own."""
+        return [choice.with_default_steps(self.attack_steps) for choice in self.protections]
+
+    def purifier_choices(self) -> list[MethodChoice]:
+        """The purifiers as they run: `impress_iters` iterations where a choice sets no count of its own."""
+        return [choice.with_default_steps(self.impress_iters) for choice in self.purifiers]
+
+    @field_validator("attack_steps", "impress_iters")
+    @classmethod
+    def _count_within_limit(cls, count: Optional[int], info: ValidationInfo) -> Optional[int]:
+        limit = (info.context or {}).get("max_iterations")
+        if limit is not None and count is not None and count > limit:
+            raise ValueError(f"{count} exceeds this service's limit of {limit} iterations")
+        return count
+
+    @field_validator("protections", "purifiers")
+    @classmethod
+    def _steps_within_limit(cls, choices: list[MethodChoice], info: ValidationInfo) -> list[MethodChoice]:
+        limit = (info.context or {}).get("max_iterations")
+        default = info.data.get("attack_steps" if info.field_name == "protections" else "impress_iters")
+        for choice in choices:
+            running = choice.with_default_steps(default)
+            check_steps(running, limit, method_steps(running))
+        return choices
+
+
+def method_steps(choice: MethodChoice) -> Optional[int]:
+    """The optimisation steps a method runs: its own count, or IMPRESS's preset's under its schedule
+    (published unless named: evaluations run IMPRESS as the engine's `impress` purifier resolves it)."""
+    if isinstance(choice.params, ImpressParams) and choice.params.iters is None:
+        return PurifyOverrides(**choice.params.impress_fields()).resolve().iters
+    return choice.step_count
 
 
 class ProtectParams(BaseModel):
     """Protection of uploaded images (and an optional `target` image the protection pulls toward: the
     style-transferred copy for glaze-like), each returned as the 8-bit PNG a user saves, with the
-    budget it spent measured on that PNG."""
+    budget it spent measured on that PNG. Validated with context {"max_iterations": N}, the
+    protection's step count is held to N."""
 
     model_config = ConfigDict(extra="forbid")
 
-    protection: str = Field(description="NAME or NAME:KEY=VALUE[:KEY=VALUE...] with NAME one of "
-                                        f"{', '.join(PROTECTION_NAMES)} (e.g. glaze-like:steps=100:p=0.03)")
+    protection: ProtectionChoice = Field(description="e.g. glaze-like:steps=100:p=0.03")
 
-    def model_post_init(self, _context) -> None:
-        _method_names([self.protection], PROTECTION_NAMES, "protection")
+    @field_validator("protection")
+    @classmethod
+    def _steps_within_limit(cls, choice: MethodChoice, info: ValidationInfo) -> MethodChoice:
+        check_steps(choice, (info.context or {}).get("max_iterations"), choice.step_count)
+        return choice
 
 
 # ---------------------------------------------------------------- job records

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from impress.contract import PurifyOverrides
-from worker.engine.evaluate import premise_report
+from worker.engine.premise import premise_report
 from worker.engine.models import TINY_VAE_NAME, load_vae
 from worker.engine.perceptual import load_perceptual
 from worker.engine.photos import HELD_OUT, held_out_photos

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from impress.contract import PurifyOverrides, PurifyParams
-from impress.images import decode_image
+from impress.images import decode_image, encode_png
 from tests.support import photo, png_bytes
 from worker.engine.models import ModelUnavailable, load_vae
 from worker.engine import pipeline
@@ -81,12 +81,10 @@ def test_each_image_gradient_is_its_own(small_vae_dir, random_lpips):
     vae, _ = load_vae(str(small_vae_dir))
     batch = torch.cat([to_tensor(photo(32, 32, seed=s)) for s in range(3)])
     start = (batch + 0.05 * torch.randn_like(batch)).requires_grad_(True)
-    random_lpips.set_reference(batch)
-    impress_losses(vae, random_lpips, start, 0.5, 0.0, (32, 32))[0].sum().backward()
+    impress_losses(vae, random_lpips.bind(batch), start, 0.5, 0.0, (32, 32))[0].sum().backward()
     for i in range(3):
         alone = start[i:i + 1].detach().clone().requires_grad_(True)
-        random_lpips.set_reference(batch[i:i + 1])
-        impress_losses(vae, random_lpips, alone, 0.5, 0.0, (32, 32))[0].sum().backward()
+        impress_losses(vae, random_lpips.bind(batch[i:i + 1]), alone, 0.5, 0.0, (32, 32))[0].sum().backward()
         scale = float(alone.grad.abs().max())  # fp32 sums in another order: compare to the gradient's scale
         torch.testing.assert_close(start.grad[i:i + 1], alone.grad, rtol=0, atol=1e-4 * scale)
 
@@ -144,11 +142,10 @@ def test_any_size_alpha_and_exif_through_the_pipeline(small_vae_dir, random_lpip
     assert (images[1].width, images[1].height) == (18, 30)
     run = run_purification(images, params(iters=3), vae=str(small_vae_dir), perceptual="dssim",
                            options=EngineOptions(device="cpu"))
-    out0 = Image.open(io.BytesIO(run.images[0].png))
-    out1 = Image.open(io.BytesIO(run.images[1].png))
-    assert out0.size == (37, 21) and out0.mode == "RGBA"
-    assert (np.asarray(out0)[..., 3] == 200).all()
-    assert out1.size == (18, 30) and out1.mode == "RGB"
+    assert run.images[0].rgb.shape == (21, 37, 3) and run.images[1].rgb.shape == (30, 18, 3)
+    assert run.images[0].rgb.dtype == np.uint8
+    out0 = Image.open(io.BytesIO(encode_png(run.images[0].rgb, images[0].alpha)))  # as the job stores it
+    assert out0.size == (37, 21) and out0.mode == "RGBA" and (np.asarray(out0)[..., 3] == 200).all()
     assert run.model["source"] == "folder" and run.model["revision"].startswith("sha256:")
     assert run.perceptual == {"name": "dssim"}
 
@@ -175,9 +172,7 @@ def test_out_of_memory_splits_the_batch_and_loses_nothing(small_vae_dir, monkeyp
     assert run.engine["precision"] == "fp32"
     assert seen[-1] == (15, 15)  # progress counts image-iterations, whatever the batches became
     for got, want in zip(run.images, expected.images):
-        a = np.asarray(Image.open(io.BytesIO(got.png)), dtype=int)
-        b = np.asarray(Image.open(io.BytesIO(want.png)), dtype=int)
-        assert np.abs(a - b).max() <= 1  # batch-correct: the same image either way, to rounding
+        assert np.abs(got.rgb.astype(int) - want.rgb).max() <= 1  # batch-correct: the same image either way, to rounding
 
 
 def test_cpu_batches_hold_a_pixel_budget(small_vae_dir):
@@ -231,10 +226,10 @@ def test_dssim_stays_fp32_under_autocast():
 
     dssim = load_perceptual("dssim")
     x, ref = to_tensor(photo(40, 40, seed=1)), to_tensor(photo(40, 40, seed=2))
-    dssim.set_reference(ref)
+    scorer = dssim.bind(ref)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        under_autocast = dssim(x)
-    assert under_autocast.dtype == torch.float32 and torch.equal(under_autocast, dssim(x))
+        under_autocast = scorer(x)
+    assert under_autocast.dtype == torch.float32 and torch.equal(under_autocast, scorer(x))
 
 
 def test_vae_attention_runs_through_sdpa(small_vae_dir):

@@ -17,9 +17,10 @@ from worker.engine.detect import calibrate, consistency_scores, verdicts
 from worker.engine.metrics import encode, linf_255
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
-from worker.engine.protect import (PROTECTIONS, apply_protection, budget, default_glaze_target,
-                                   default_mist_pattern, grey_target, make_protection)
-from worker.engine.purifiers import PURIFIERS, apply_purifier, make_purifier
+from impress.methods import PURIFIERS, choose
+from worker.engine.protect import (apply_protection, budget, default_glaze_target, default_mist_pattern, grey_target,
+                                   stated_budget)
+from worker.engine.purifiers import apply_purifier
 from worker.engine.tensors import quantize_8bit, to_tensor
 
 
@@ -47,10 +48,10 @@ def vae(small_vae_dir):
 @pytest.mark.parametrize("name", sorted(PURIFIERS))
 def test_every_purifier_keeps_size_and_range(name, vae):
     x = clean_batch(2, 32)[..., :24]  # not square, so size mix-ups show
-    overrides = {"iters": 2} if "iters" in PURIFIERS[name].defaults else {}
+    overrides = {"iters": 2} if "iters" in PURIFIERS[name].model.model_fields else {}
     if name == "resize":
         overrides = {"size": 16}
-    y = apply_purifier(make_purifier(name, **overrides), x, vae=vae, distance=load_perceptual("dssim"))
+    y = apply_purifier(choose("purifier", name, **overrides), x, vae=vae, distance=load_perceptual("dssim"))
     assert y.shape == x.shape and y.dtype == x.dtype
     assert y.min() >= -1 and y.max() <= 1
     assert not torch.equal(y, x)
@@ -58,15 +59,8 @@ def test_every_purifier_keeps_size_and_range(name, vae):
 
 def test_jpeg_changes_pixels_and_low_quality_changes_more():
     x = clean_batch(2, 32)
-    err = {q: float(((apply_purifier(make_purifier(f"jpeg-{q}"), x) - x) ** 2).mean()) for q in (15, 75)}
+    err = {q: float(((apply_purifier(choose("purifier", f"jpeg-{q}"), x) - x) ** 2).mean()) for q in (15, 75)}
     assert 0 < err[75] < err[15]
-
-
-def test_unknown_purifier_or_parameter_is_an_error():
-    with pytest.raises(ValueError, match="unknown purifier"):
-        make_purifier("sharpen")
-    with pytest.raises(ValueError, match="no parameter"):
-        make_purifier("jpeg", sigma=1)
 
 
 @pytest.mark.parametrize("name,target", [("photoguard-8", grey_target), ("photoguard-16", grey_target),
@@ -75,12 +69,12 @@ def test_unknown_purifier_or_parameter_is_an_error():
 def test_protection_keeps_its_budget_and_moves_the_latent_to_its_target(name, target, vae):
     """Measured on the 8-bit output, every protection spends at most what it states."""
     x, distance = clean_batch(2, 32), load_perceptual("dssim")
-    spec = make_protection(name, steps=10)
+    spec = choose("protection", name, steps=10)
     adv = apply_protection(spec, vae, x, distance)
     assert adv.shape == x.shape and adv.min() >= -1 and adv.max() <= 1
     assert torch.equal(adv, quantize_8bit(adv))
     spent = budget(adv, x, distance)
-    stated = PROTECTIONS[name].stated_budget(spec.params, distance.name)
+    stated = stated_budget(spec, distance.name)
     assert set(stated) == ({"linf_255", "dssim"} if name == "glaze-like" else {"linf_255"})
     for key, bound in stated.items():  # L-inf: fp32 rounding of grey levels mapped to [-1, 1]
         assert max(spent[key]) <= bound + (1e-3 if key == "linf_255" else 0), key
@@ -95,9 +89,9 @@ def test_glaze_like_keeps_its_budget_where_the_latent_term_dominates(vae):
     the one pulled toward."""
     x, distance = clean_batch(2, 32), load_perceptual("dssim")
     own_target = torch.flip(x, dims=(-1,))
-    spec = make_protection("glaze-like", steps=20, alpha=0.01, eps=64 / 255, lr=0.05)
+    spec = choose("protection", "glaze-like", steps=20, alpha=0.01, eps=64 / 255, lr=0.05)
     adv = apply_protection(spec, vae, x, distance, target=own_target)
-    assert max(budget(adv, x, distance)["dssim"]) <= spec.params["p"]
+    assert max(budget(adv, x, distance)["dssim"]) <= spec.params.p
     assert max(linf_255(adv, x)) <= 64 + 1e-3
     z, zt = encode(vae, x), encode(vae, own_target)
     assert ((encode(vae, adv) - zt).flatten(1).norm(dim=1) < (z - zt).flatten(1).norm(dim=1)).all()
@@ -226,8 +220,10 @@ def test_bench_writes_reports_and_resumes(small_vae_dir, tmp_path):
     assert results["computed"] == 4 and results["skipped"] == 8  # only the changed purifier's cells rerun
 
 
-def test_contract_names_the_engine_registries():
-    from impress.contract import PROTECTION_NAMES, PURIFIER_NAMES
-    from worker.engine.protect import PROTECTIONS
+def test_every_named_method_has_an_engine_function():
+    from impress.methods import PROTECTIONS
+    from worker.engine.protect import PROTECTION_FUNCTIONS
+    from worker.engine.purifiers import PURIFIER_FUNCTIONS
 
-    assert set(PROTECTION_NAMES) == set(PROTECTIONS) and set(PURIFIER_NAMES) == set(PURIFIERS)
+    assert {m.model for m in PROTECTIONS.values()} == set(PROTECTION_FUNCTIONS)
+    assert {m.model for m in PURIFIERS.values()} == set(PURIFIER_FUNCTIONS)

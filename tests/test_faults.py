@@ -12,6 +12,7 @@ from impress.contract import ErrorCode, InputImage, JobKind, JobState, PurifyPar
 from impress.settings import Settings
 from impress.store import JobStore
 from tests.support import RecordingQueue, free_port, photo, png_bytes
+from worker.engine.perceptual import PerceptualDistance
 
 PNG = ("a.png", png_bytes(photo()), "image/png")
 # Every route of the app with a request that reaches the store.
@@ -118,15 +119,15 @@ def test_engine_failure_ends_the_job_with_a_stable_code(monkeypatch, error, code
     # run_job returned instead of raising: the worker process takes its next job.
 
 
-class NanDistance(torch.nn.Module):
+class NanDistance(PerceptualDistance):
     """A perceptual distance gone wrong: NaN for every image."""
 
     name = "nan"
 
-    def set_reference(self, x):
-        self.reference = x
+    def prepare(self, reference):
+        return (reference,)
 
-    def forward(self, x):
+    def forward(self, x, prepared):
         return torch.full((x.shape[0],), float("nan"))
 
 

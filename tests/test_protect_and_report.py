@@ -6,15 +6,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from skimage.metrics import structural_similarity
+from sklearn.metrics import roc_auc_score
 
 from impress.contract import PurifyParams
 from impress.images import decode_image
+from impress.methods import choose
 from tests.support import photo, png_bytes
-from worker.engine.evaluate import premise_report
-from worker.engine.metrics import encode, linf_255, psnr, roc_auc, ssim
+from worker.engine.metrics import encode, linf_255, psnr, roc_auc, roc_curve, ssim
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
-from worker.engine.protect import encoder_attack, grey_target, make_protection
+from worker.engine.premise import premise_report
+from worker.engine.protect import encoder_attack, grey_target
 from worker.engine.protect_images import run_protection
 from worker.engine.tensors import to_tensor
 
@@ -44,6 +47,31 @@ def test_metrics_agree_with_known_values():
     assert roc_auc([0.1, 0.2], [0.3, 0.4]) == 1.0 and roc_auc([0.1, 0.3], [0.2, 0.4]) == 0.75
 
 
+def test_ssim_and_its_distance_match_scikit_image():
+    a = np.stack([photo(40, 32, seed=s) for s in range(3)])
+    noise = np.random.default_rng(0).normal(0, 12, a.shape)
+    b = np.clip(a + noise, 0, 255).astype(np.uint8)
+    want = [structural_similarity(x / 255, y / 255, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                  use_sample_covariance=False, data_range=1.0) for x, y in zip(a, b)]
+    ta, tb = (torch.cat([to_tensor(im) for im in batch]) for batch in (a, b))
+    assert ssim(ta, tb).tolist() == pytest.approx(want, abs=1e-5)
+    dssim = load_perceptual("dssim")
+    assert dssim.bind(tb)(ta).tolist() == pytest.approx([1 - w for w in want], abs=1e-5)
+    assert dssim(ta, dssim.prepare(tb)).tolist() == pytest.approx([1 - w for w in want], abs=1e-5)
+
+
+def test_roc_auc_matches_scikit_learn_and_its_curve():
+    rng = np.random.default_rng(1)
+    negatives = rng.normal(0, 1, 40).round(1).tolist()  # rounded: ties between the classes
+    positives = rng.normal(0.7, 1, 30).round(1).tolist()
+    want = roc_auc_score([0] * 40 + [1] * 30, negatives + positives)
+    assert roc_auc(negatives, positives) == pytest.approx(want, abs=1e-12)
+    fpr, tpr = roc_curve(negatives, positives)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(want, abs=1e-12)
+    # Consistency errors of a good model are small numbers whose differences float32 would round away.
+    assert roc_auc([0.01], [0.01 + 1e-11]) == roc_auc_score([0, 1], [0.01, 0.01 + 1e-11]) == 1.0
+
+
 def test_premise_report_is_reproducible(small_vae_dir):
     vae, _ = load_vae(str(small_vae_dir))
     params = PurifyParams(preset="photoguard", iters=5, lr=0.005, alpha=0.01, delta=0.05, noise=0.05, early_stop=False)
@@ -64,7 +92,7 @@ def test_run_protection_returns_each_image_as_saved_with_its_measured_budget(sma
               decode(png_bytes(photo(32, 32, seed=2)))]
     target = decode(png_bytes(photo(64, 48, seed=9)))
     for name in ("glaze-like", "photoguard-8"):
-        run = run_protection(images, make_protection(name, steps=3), vae=str(small_vae_dir), perceptual="dssim",
+        run = run_protection(images, choose("protection", name, steps=3), vae=str(small_vae_dir), perceptual="dssim",
                              device="cpu", target=target, batch_size=2)
         assert [im.rgb.shape for im in run.images] == [(32, 32, 3), (24, 40, 3), (32, 32, 3)]
         assert run.images[1].alpha is not None and (run.images[1].alpha == 99).all()
@@ -102,4 +130,4 @@ def test_protect_cli_writes_pngs_and_their_measured_budgets(small_vae_dir, tmp_p
     assert "PSNR" in capsys.readouterr().out
     assert main(["protect", str(paths[0]), "-o", str(out), "--protection", "photoguard-8:p=1",
                  "--model", str(small_vae_dir)]) == 2
-    assert "no parameter p" in capsys.readouterr().err
+    assert "no parameter 'p'" in capsys.readouterr().err

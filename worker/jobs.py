@@ -6,10 +6,8 @@ turns decoded inputs into a JobResult.
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -17,7 +15,7 @@ import torch
 from impress.contract import (DEFAULT_PRESET, DetectedImage, DetectParams, ErrorCode, EvaluateParams, InputImage,
                               InputRole, JobKind, JobRecord, JobResult, JobState, PurifyParams, ResultFile, ResultImage,
                               StopReason, vae_for)
-from impress.images import DecodedImage, ImageRejected, decode_image
+from impress.images import DecodedImage, ImageRejected, decode_image, encode_png
 from impress.logs import job_context
 from impress.settings import Settings
 from impress.store import JobStore
@@ -58,8 +56,8 @@ class JobContext:
         """Record progress; True when the job must stop."""
         return self.store.progress(self.record.id, step, total)
 
-    def put_file(self, path: Path, media_type: str) -> ResultFile:
-        return ResultFile(name=path.name, blob=self.store.put_blob(path.read_bytes()), media_type=media_type)
+    def put_file(self, name: str, data: bytes, media_type: str) -> ResultFile:
+        return ResultFile(name=name, blob=self.store.put_blob(data), media_type=media_type)
 
 
 def purify_handler(ctx: JobContext) -> JobResult:
@@ -71,8 +69,9 @@ def purify_handler(ctx: JobContext) -> JobResult:
                            progress=ctx.progress, report_every=ctx.settings.progress_every)
     if any(im.stop_reason == StopReason.canceled for im in run.images):
         raise Canceled
-    images = [ResultImage(name=item.meta.name.rsplit(".", 1)[0] + ".png", blob=ctx.store.put_blob(im.png),
-                          width=im.width, height=im.height, iterations=im.iterations, stop_reason=im.stop_reason,
+    images = [ResultImage(name=item.meta.name.rsplit(".", 1)[0] + ".png",
+                          blob=ctx.store.put_blob(encode_png(im.rgb, item.image.alpha)), width=item.image.width,
+                          height=item.image.height, iterations=im.iterations, stop_reason=im.stop_reason,
                           final=im.trace[-1] if im.trace else None, trace=im.trace)
               for item, im in zip(items, run.images)]
     return JobResult(images=images, model=run.model, perceptual=run.perceptual, seconds=round(run.seconds, 3),
@@ -100,42 +99,37 @@ def detect_handler(ctx: JobContext) -> JobResult:
 
 
 def evaluate_handler(ctx: JobContext) -> JobResult:
-    from .engine.bench import build_specs, evaluate_uploaded, run_bench, square_images
+    from .engine.matrix import measure_uploaded, run_matrix
     from .engine.perceptual import load_perceptual
+    from .engine.report import html_report, markdown_report
+    from .engine.tensors import square_images, to_tensor
 
     params = ctx.record.params
     assert isinstance(params, EvaluateParams)
     device = resolve_device(ctx.settings.device)
     vae, identity = load_vae(ctx.record.vae, device)
     distance = load_perceptual(ctx.record.perceptual, device)
-    try:
-        protections, purifiers = build_specs(params.protections, params.purifiers, attack_steps=params.attack_steps,
-                                             impress_iters=params.impress_iters)
-    except ValueError as exc:
-        raise ImageRejected(ErrorCode.invalid_parameter, str(exc)) from exc
+    protections, purifiers = params.protection_choices(), params.purifier_choices()
     clean = ctx.role(InputRole.clean)
     t0 = time.perf_counter()
     files = []
     if ctx.role(InputRole.protected):
-        from .engine.tensors import to_tensor
-
         stack = lambda role: torch.cat([to_tensor(item.image.rgb) for item in ctx.role(role)]).to(device)  # noqa: E731
         clean_x, protected_x = stack(InputRole.clean), stack(InputRole.protected)
         purified_x = stack(InputRole.purified) if ctx.role(InputRole.purified) else None
-        metrics = evaluate_uploaded(vae, identity.as_dict(), distance, clean_x, protected_x, purified_x, purifiers,
-                                    ctx.settings.batch_size)
+        metrics = measure_uploaded(vae, identity.as_dict(), distance, clean_x, protected_x, purified_x, purifiers,
+                                   ctx.settings.batch_size).model_dump(mode="json")
         if params.edit is not None:
             metrics["editing"] = uploaded_edits(PipelineSet.from_settings(ctx.settings, device), params.edit, distance,
                                                 clean_x, protected_x, purified_x,
                                                 [item.image for item in ctx.role(InputRole.mask)])
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            metrics = run_bench(vae, identity.as_dict(), distance,
-                                square_images([item.image for item in clean], params.size).to(device),
-                                [item.meta.name for item in clean], protections, purifiers,
-                                Path(tmp), batch=ctx.settings.batch_size, progress=False)
-            files = [ctx.put_file(Path(tmp) / "report.html", "text/html"),
-                     ctx.put_file(Path(tmp) / "results.md", "text/markdown")]
+        result = run_matrix(vae, identity.as_dict(), distance,
+                            square_images([item.image for item in clean], params.size).to(device),
+                            [item.meta.name for item in clean], protections, purifiers, batch=ctx.settings.batch_size)
+        metrics = result.model_dump(mode="json")
+        files = [ctx.put_file("report.html", html_report(result).encode(), "text/html"),
+                 ctx.put_file("results.md", markdown_report(result).encode(), "text/markdown")]
     return JobResult(metrics=metrics, files=files, model=identity.as_dict(), perceptual={"name": distance.name},
                      seconds=round(time.perf_counter() - t0, 3), device=device)
 

@@ -39,7 +39,7 @@ def uploaded_edits(pipelines: PipelineSet, params: EditParams, distance, clean: 
 def mimicry_handler(ctx) -> JobResult:
     """Fine-tune LoRA on each uploaded set (clean, protected, purified) and score what it learned of the
     clean images; generated samples come back as PNG files named <set>-<i>.png."""
-    from .engine.bench import square_images
+    from .engine.tensors import square_images
     from .engine.diffusion.mimicry import mimicry
     from .jobs import Canceled
 

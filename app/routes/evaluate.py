@@ -42,12 +42,11 @@ async def submit_evaluate(
     if not protected and not params.protections and not params.purifiers:
         raise ApiError(422, ErrorCode.invalid_parameter,
                        "send protected images, or name protections and/or purifiers to run on the clean images")
-    if params.impress_iters and params.impress_iters > settings.max_iterations:
-        raise ApiError(422, ErrorCode.invalid_parameter, f"impress_iters exceeds the limit of {settings.max_iterations}")
-    if mask and (params.edit is None or params.edit.mode != "inpaint"):
+    checked = form_part(params, EvaluateParams, max_iterations=settings.max_iterations)
+    if mask and (checked.edit is None or checked.edit.mode != "inpaint"):
         raise ApiError(422, ErrorCode.invalid_parameter, "masks are for the inpainting edit: set edit=inpaint")
     uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified,
                InputRole.mask: mask}
-    accepted = await run_in_threadpool(submitter.enqueue, JobKind.evaluate, uploads,
-                                       form_part(params, EvaluateParams), options=form_part(params, SubmitOptions))
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.evaluate, uploads, checked,
+                                       options=form_part(params, SubmitOptions))
     return accepted_response(accepted)

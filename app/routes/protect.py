@@ -34,6 +34,7 @@ async def submit_protect(
     if len(target) > 1:
         raise ApiError(422, ErrorCode.invalid_parameter, f"{len(target)} target images sent; send at most one")
     uploads = {InputRole.image: images, InputRole.target: target}
-    accepted = await run_in_threadpool(submitter.enqueue, JobKind.protect, uploads, form_part(params, ProtectParams),
+    checked = form_part(params, ProtectParams, max_iterations=submitter.settings.max_iterations)
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.protect, uploads, checked,
                                        options=form_part(params, SubmitOptions))
     return accepted_response(accepted)

@@ -1,9 +1,19 @@
 """Image-pair and autoencoder metrics, per image. Pixels in [-1, 1]; budgets reported in /255 units."""
 from __future__ import annotations
 
+import statistics
+from typing import Optional
+
 import torch
 
-from .perceptual import SsimDistance, ssim_against
+from .perceptual import SsimDistance
+
+
+def rounded_mean(values: list[Optional[float]]) -> Optional[float]:
+    """The mean of the values that are not None, to 6 decimals (None when there are none): how reports
+    summarise per-image figures."""
+    present = [v for v in values if v is not None]
+    return round(float(statistics.fmean(present)), 6) if present else None
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -15,8 +25,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """SSIM (Gaussian 11x11, sigma 1.5, on [0, 1]), per image, channels averaged."""
     dist = SsimDistance().to(a.device)
-    dist.set_reference(b)
-    return ssim_against(dist, (a + 1) / 2, *dist._ref)
+    return dist.similarity(a, dist.prepare(b))
 
 
 def linf_255(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -50,19 +59,20 @@ def pair_metrics(a: torch.Tensor, b: torch.Tensor) -> dict[str, list[float]]:
 
 
 def roc_auc(negatives: list[float], positives: list[float]) -> float:
-    """Probability that a positive scores above a negative (ties count half): the ROC AUC."""
-    neg, pos = torch.tensor(negatives), torch.tensor(positives)
-    greater = (pos[:, None] > neg[None, :]).float().mean()
-    ties = (pos[:, None] == neg[None, :]).float().mean()
+    """Probability that a positive scores above a negative (ties count half): the ROC AUC. In float64,
+    so scores that differ below float32's resolution still rank apart."""
+    neg, pos = torch.tensor(negatives, dtype=torch.float64), torch.tensor(positives, dtype=torch.float64)
+    greater = (pos[:, None] > neg[None, :]).double().mean()
+    ties = (pos[:, None] == neg[None, :]).double().mean()
     return float(greater + 0.5 * ties)
 
 
 def roc_curve(negatives: list[float], positives: list[float]) -> tuple[list[float], list[float]]:
     """(false positive rates, true positive rates) of the rule 'score > t' over every threshold t, from
     flagging nothing to flagging everything: the curve whose area `roc_auc` gives."""
-    neg, pos = torch.tensor(negatives), torch.tensor(positives)
-    thresholds = torch.cat([torch.tensor([float("inf")]), torch.cat([neg, pos]).unique().flip(0),
-                            torch.tensor([-float("inf")])])
-    fpr = (neg[None, :] > thresholds[:, None]).float().mean(dim=1)
-    tpr = (pos[None, :] > thresholds[:, None]).float().mean(dim=1)
+    neg, pos = torch.tensor(negatives, dtype=torch.float64), torch.tensor(positives, dtype=torch.float64)
+    inf = torch.tensor([float("inf")], dtype=torch.float64)
+    thresholds = torch.cat([inf, torch.cat([neg, pos]).unique().flip(0), -inf])
+    fpr = (neg[None, :] > thresholds[:, None]).double().mean(dim=1)
+    tpr = (pos[None, :] > thresholds[:, None]).double().mean(dim=1)
     return fpr.tolist(), tpr.tolist()

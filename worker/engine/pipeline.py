@@ -1,4 +1,4 @@
-"""Purify decoded images end to end: pick the models, group by size, batch, run, encode PNGs.
+"""Purify decoded images end to end: pick the models, group by size, batch, run.
 
 The one entry point that the CLI, the Celery task and the tests share.
 """
@@ -8,14 +8,15 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
-from impress.contract import PurifyParams, vae_for
-from impress.images import DecodedImage, encode_png
+from impress.contract import PurifyParams, StopReason, vae_for
+from impress.images import DecodedImage
 
 from .models import load_vae, resolve_device
-from .perceptual import load_perceptual
-from .purify import Precision, ProgressFn, autocast_dtype, precision_name, purify
+from .perceptual import PerceptualDistance, load_perceptual
+from .purify import Precision, ProgressFn, PurifyOutcome, autocast_dtype, precision_name, purify
 from .tensors import to_tensor, to_uint8
 
 log = logging.getLogger("impress.engine")
@@ -23,11 +24,12 @@ log = logging.getLogger("impress.engine")
 
 @dataclass
 class PurifiedImage:
-    png: bytes
-    width: int
-    height: int
+    """One input's outcome. `rgb` is None when a cancel came before its batch started; an image whose
+    batch was canceled midway has the pixels it had reached and stop_reason canceled."""
+
+    rgb: Optional[np.ndarray]        # uint8 H x W x 3, the input's size; storage formats are the caller's
+    stop_reason: StopReason
     iterations: int
-    stop_reason: str
     trace: list[dict]
 
 
@@ -79,76 +81,105 @@ def measure_step_bytes(vae, distance, x: torch.Tensor, params: PurifyParams, dev
     return torch.cuda.max_memory_allocated(device) - before
 
 
+@dataclass
+class _Run:
+    """One run's models, parameters and running totals, shared by its batches."""
+
+    vae: object
+    distance: PerceptualDistance
+    params: PurifyParams
+    options: EngineOptions
+    device: str
+    progress: Optional[ProgressFn]
+    report_every: int
+    total: int                        # image-iterations of the whole run
+    done: int = 0
+    seconds: float = 0.0
+    compiled: bool = False
+    canceled: bool = False
+    oom_splits: int = 0
+
+    def batch_size(self, images: list[DecodedImage], indices: list[int]) -> int:
+        """Images per batch of this size: on CUDA from a one-step memory probe and the free memory,
+        on CPU from the pixel budget."""
+        height, width = images[indices[0]].height, images[indices[0]].width
+        if not self.device.startswith("cuda"):
+            return max(1, min(self.options.batch_size, self.options.cpu_batch_pixels // (height * width)))
+        if len(indices) == 1:
+            return self.options.batch_size
+        free, _ = torch.cuda.mem_get_info(self.device)
+        step_bytes = measure_step_bytes(self.vae, self.distance, to_tensor(images[indices[0]].rgb), self.params,
+                                        self.device, self.options.precision)
+        return fitting_batch_size(step_bytes, free, self.options.batch_size, self.options.memory_headroom)
+
+    def purify_batch(self, x: torch.Tensor) -> PurifyOutcome:
+        def batch_progress(step, _total, losses, offset=self.done, n=x.shape[0]):
+            return self.progress is not None and self.progress(offset + step * n, self.total, losses)
+
+        outcome = purify(self.vae, self.distance, x, self.params, device=self.device, progress=batch_progress,
+                         report_every=self.report_every, compile=self.options.compile,
+                         precision=self.options.precision)
+        self.seconds += outcome.seconds
+        self.compiled = self.compiled or outcome.compiled
+        self.done += self.params.iters * x.shape[0]
+        self.canceled = outcome.stop_reason == StopReason.canceled
+        return outcome
+
+    def run_group(self, images: list[DecodedImage], indices: list[int], size: int,
+                  results: list[PurifiedImage]) -> None:
+        """Purify same-size images in batches of `size`; a batch that runs out of memory is split in two."""
+        pending = [indices[k:k + size] for k in range(0, len(indices), size)]
+        while pending and not self.canceled:
+            batch = pending.pop(0)
+            try:
+                outcome = self.purify_batch(torch.cat([to_tensor(images[i].rgb) for i in batch]))
+            except torch.OutOfMemoryError:
+                if len(batch) == 1:
+                    raise
+                outcome = None
+            if outcome is None:  # out of the except block, so the failed batch's tensors are freed
+                half = len(batch) // 2
+                log.warning("out of memory on a batch of %d %dx%d images; retrying as %d + %d", len(batch),
+                            images[batch[0]].width, images[batch[0]].height, half, len(batch) - half)
+                self.oom_splits += 1
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                pending[:0] = [batch[:half], batch[half:]]
+                continue
+            for j, i in enumerate(batch):
+                results[i] = PurifiedImage(rgb=to_uint8(outcome.images[j]), stop_reason=outcome.stop_reason,
+                                           iterations=outcome.iterations, trace=outcome.traces[j])
+
+
 def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: Optional[str], perceptual: str,
                      options: EngineOptions = EngineOptions(), progress: Optional[ProgressFn] = None,
                      report_every: int = 10) -> PurificationRun:
-    """Purify `images` (any sizes; same-size images share batches).
+    """Purify `images` (any sizes; same-size images share batches): one result per input, in order.
 
     `progress(done, total, losses)` counts image-iterations over the whole run; returning True
-    cancels the rest. On CUDA the batch size of each image size comes from a one-step memory probe
-    and the free memory; a batch that still runs out of memory is split in two and retried. On CPU
-    a batch holds at most `options.cpu_batch_pixels` pixels (at least one image).
+    cancels the rest (the images never started come back without pixels). On CUDA the batch size of
+    each image size comes from a one-step memory probe and the free memory; a batch that still runs
+    out of memory is split in two and retried. On CPU a batch holds at most `options.cpu_batch_pixels`
+    pixels (at least one image).
     """
     device = resolve_device(options.device)
     vae_model, identity = load_vae(vae_for(params.preset, vae), device, tiling=options.vae_tiling,
                                    checkpointing=options.vae_checkpointing)
-    distance = load_perceptual(perceptual, device)
-    cuda = device.startswith("cuda")
-
+    run = _Run(vae=vae_model, distance=load_perceptual(perceptual, device), params=params, options=options,
+               device=device, progress=progress, report_every=report_every, total=params.iters * len(images))
     groups: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
         groups.setdefault((im.height, im.width), []).append(i)
-    total = params.iters * len(images)
-    results: list[Optional[PurifiedImage]] = [None] * len(images)
-    seconds, done, canceled, compiled = 0.0, 0, False, False
+    results = [PurifiedImage(rgb=None, stop_reason=StopReason.canceled, iterations=0, trace=[]) for _ in images]
     batch_sizes: dict[str, int] = {}
-    oom_splits = 0
     for (height, width), indices in groups.items():
-        size = options.batch_size
-        if cuda and len(indices) > 1:
-            probe = to_tensor(images[indices[0]].rgb)
-            free, _ = torch.cuda.mem_get_info(device)
-            step_bytes = measure_step_bytes(vae_model, distance, probe, params, device, options.precision)
-            size = fitting_batch_size(step_bytes, free, options.batch_size, options.memory_headroom)
-        elif not cuda:
-            size = max(1, min(size, options.cpu_batch_pixels // (height * width)))
-        batch_sizes[f"{width}x{height}"] = size
-        pending = [indices[k:k + size] for k in range(0, len(indices), size)]
-        while pending and not canceled:
-            batch = pending.pop(0)
-            x = torch.cat([to_tensor(images[i].rgb) for i in batch])
-
-            def batch_progress(step, _total, losses, offset=done, n=len(batch)):
-                return progress is not None and progress(offset + step * n, total, losses)
-
-            try:
-                outcome = purify(vae_model, distance, x, params, device=device, progress=batch_progress,
-                                 report_every=report_every, compile=options.compile,
-                                 precision=options.precision)
-            except torch.OutOfMemoryError:
-                if len(batch) == 1:
-                    raise
-                half = len(batch) // 2
-                log.warning("out of memory on a batch of %d %dx%d images; retrying as %d + %d",
-                            len(batch), width, height, half, len(batch) - half)
-                oom_splits += 1
-                del x
-                if cuda:
-                    torch.cuda.empty_cache()
-                pending[:0] = [batch[:half], batch[half:]]
-                continue
-            seconds += outcome.seconds
-            compiled = compiled or outcome.compiled
-            done += params.iters * len(batch)
-            canceled = outcome.stop_reason == "canceled"
-            for j, i in enumerate(batch):
-                rgb = to_uint8(outcome.images[j])
-                results[i] = PurifiedImage(png=encode_png(rgb, images[i].alpha), width=images[i].width,
-                                           height=images[i].height, iterations=outcome.iterations,
-                                           stop_reason=outcome.stop_reason, trace=outcome.traces[j])
-    engine = {"batch_sizes": batch_sizes, "compiled": compiled,
+        if run.canceled:
+            break
+        size = batch_sizes[f"{width}x{height}"] = run.batch_size(images, indices)
+        run.run_group(images, indices, size, results)
+    engine = {"batch_sizes": batch_sizes, "compiled": run.compiled,
               "precision": precision_name(autocast_dtype(device, options.precision)),
               "vae_tiling": options.vae_tiling, "vae_checkpointing": options.vae_checkpointing,
-              "oom_splits": oom_splits}
-    return PurificationRun(images=[r for r in results if r is not None], model=identity.as_dict(),
-                           perceptual={"name": distance.name}, seconds=seconds, device=device, engine=engine)
+              "oom_splits": run.oom_splits}
+    return PurificationRun(images=results, model=identity.as_dict(), perceptual={"name": run.distance.name},
+                           seconds=run.seconds, device=device, engine=engine)

@@ -14,9 +14,10 @@
   model and encodes with a posterior sample; that is not this.
 
 Budgets are given in [0, 1] pixel units as the papers state them (8/255, 16/255); the engine works
-in [-1, 1], so an L-inf budget eps becomes 2*eps there. `apply_protection` returns images quantised
-to 8 bits, as saved; `Protection.stated_budget` says what a preset promises and `budget` measures
-what it spent.
+in [-1, 1], so an L-inf budget eps becomes 2*eps there. Parameters, defaults and names are models in
+impress/methods.py; `PROTECTION_FUNCTIONS` pairs each with its function. `apply_protection` returns
+images quantised to 8 bits, as saved; `Protection.stated_budget` says what a preset promises and
+`budget` measures what it spent.
 """
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ from typing import Callable
 
 import torch
 
+from impress.methods import GlazeLikeParams, MethodChoice, MethodParams, MistParams, PhotoguardParams
+
 from .metrics import encode, pair_metrics
-from .registry import MethodSpec, make_spec
+from .perceptual import Scorer
 from .tensors import quantize_8bit
 
 
@@ -101,7 +104,7 @@ def glaze_like_cloak(vae, distance, x: torch.Tensor, target: torch.Tensor, *, p:
     """
     eps2 = 2 * eps
     z_target = encode(vae, target.to(x).expand_as(x))
-    distance.set_reference(x)
+    perceptual = distance.bind(x)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     start = ((torch.rand(x.shape, generator=gen) * 2 - 1) * p).to(x).clamp(-eps2, eps2)  # p: [-1, 1] units, as glaze.py
     delta = ((x + start).clamp(-1, 1) - x).requires_grad_(True)
@@ -110,7 +113,7 @@ def glaze_like_cloak(vae, distance, x: torch.Tensor, target: torch.Tensor, *, p:
     for _ in range(steps):
         adv = x + delta
         latent = ((vae.encode(adv).latent_dist.mode() - z_target) ** 2).mean(dim=(1, 2, 3))
-        excess = distance(adv).float() - p
+        excess = perceptual(adv).float() - p
         loss = latent + weight * excess.clamp_min(0)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
@@ -118,17 +121,17 @@ def glaze_like_cloak(vae, distance, x: torch.Tensor, target: torch.Tensor, *, p:
         with torch.no_grad():
             weight = torch.where(excess > 0, weight * ALPHA_GROWTH, (weight / ALPHA_GROWTH).clamp_min(alpha))
             delta.copy_((x + delta.clamp(-eps2, eps2)).clamp(-1, 1) - x)
-    return fit_perceptual_budget(distance, x, delta.detach(), p)
+    return fit_perceptual_budget(perceptual, x, delta.detach(), p)
 
 
 @torch.no_grad()
-def fit_perceptual_budget(distance, x: torch.Tensor, delta: torch.Tensor, p: float,
+def fit_perceptual_budget(perceptual: Scorer, x: torch.Tensor, delta: torch.Tensor, p: float,
                           halvings: int = 10) -> torch.Tensor:
     """x + t_i * delta_i with, per image, the largest t_i in [0, 1] found by bisection whose 8-bit image is
-    within perceptual distance p of x (t = 0, x itself, always is when x is 8-bit). `distance`'s
-    reference must be x."""
+    within perceptual distance p of x (t = 0, x itself, always is when x is 8-bit). `perceptual` is the
+    distance bound to x."""
     def within(t: torch.Tensor) -> torch.Tensor:
-        return distance(quantize_8bit(x + t.view(-1, 1, 1, 1) * delta)).float() <= p
+        return perceptual(quantize_8bit(x + t.view(-1, 1, 1, 1) * delta)).float() <= p
 
     b = x.shape[0]
     low, high = torch.zeros(b, device=x.device), torch.ones(b, device=x.device)
@@ -166,7 +169,6 @@ def glaze_like(vae, distance, x: torch.Tensor, target: torch.Tensor | None = Non
 @dataclass(frozen=True)
 class Protection:
     fn: Callable[..., torch.Tensor]   # (vae, [distance,] x, target, **params) -> protected x
-    defaults: dict
     needs_distance: bool = False
     perceptual_budget: str | None = None  # the parameter bounding the perceptual distance, if any
 
@@ -179,32 +181,31 @@ class Protection:
         return stated
 
 
-PROTECTIONS: dict[str, Protection] = {
-    "photoguard-8": Protection(photoguard, dict(eps=8 / 255, steps=200, seed=0)),
-    "photoguard-16": Protection(photoguard, dict(eps=16 / 255, steps=200, seed=0)),
-    "glaze-like": Protection(glaze_like, dict(p=0.05, eps=16 / 255, alpha=30, steps=500, lr=0.01, seed=0),
-                             needs_distance=True, perceptual_budget="p"),
-    "mist-16": Protection(mist_textural, dict(eps=16 / 255, steps=100, step=1 / 255, seed=0)),
+# The function of each protection's parameter model (impress/methods.py names them and holds the defaults).
+PROTECTION_FUNCTIONS: dict[type[MethodParams], Protection] = {
+    PhotoguardParams: Protection(photoguard),
+    GlazeLikeParams: Protection(glaze_like, needs_distance=True, perceptual_budget="p"),
+    MistParams: Protection(mist_textural),
 }
 
 
-def make_protection(name: str, **overrides) -> MethodSpec:
-    """The named protection with its defaults, some replaced."""
-    return make_spec(PROTECTIONS, "protection", name, overrides)
+def stated_budget(choice: MethodChoice, distance_name: str | None = None) -> dict[str, float]:
+    """What the chosen protection promises (`Protection.stated_budget`)."""
+    return PROTECTION_FUNCTIONS[type(choice.params)].stated_budget(choice.params.model_dump(), distance_name)
 
 
-def apply_protection(spec: MethodSpec, vae, x: torch.Tensor, distance=None,
+def apply_protection(choice: MethodChoice, vae, x: torch.Tensor, distance=None,
                      target: torch.Tensor | None = None) -> torch.Tensor:
-    """Protect a batch with `spec` toward `target` (1 or B images of x's size; the protection's own
+    """Protect a batch as `choice` says toward `target` (1 or B images of x's size; the protection's own
     default when None) and return it as saved: quantised to 8 bits, since that is what a user keeps,
     what budgets are measured on, and what detection and purification see. `distance` is required
     by the protections that use one."""
-    entry = PROTECTIONS[spec.name]
+    entry = PROTECTION_FUNCTIONS[type(choice.params)]
     if not entry.needs_distance:
-        return quantize_8bit(entry.fn(vae, x, target, **spec.params))
+        return quantize_8bit(entry.fn(vae, x, target, **choice.params.model_dump()))
     if distance is None:
-        raise ValueError(f"protection {spec.name!r} needs a perceptual distance")
-    return quantize_8bit(entry.fn(vae, distance, x, target, **spec.params))
+        raise ValueError(f"protection {choice.name!r} needs a perceptual distance")
+    return quantize_8bit(entry.fn(vae, distance, x, target, **choice.params.model_dump()))
 
 
 def budget(protected: torch.Tensor, clean: torch.Tensor, distance=None) -> dict[str, list[float]]:
@@ -213,6 +214,5 @@ def budget(protected: torch.Tensor, clean: torch.Tensor, distance=None) -> dict[
     out = pair_metrics(protected, clean)
     if distance is not None:
         with torch.no_grad():
-            distance.set_reference(clean)
-            out[distance.name] = distance(protected).float().tolist()
+            out[distance.name] = distance.bind(clean)(protected).float().tolist()
     return out

@@ -13,11 +13,11 @@ from PIL import Image, ImageOps
 
 from impress.contract import MeasuredBudget
 from impress.images import DecodedImage
+from impress.methods import MethodChoice
 
 from .models import load_vae
 from .perceptual import load_perceptual
-from .protect import PROTECTIONS, apply_protection, budget
-from .registry import MethodSpec
+from .protect import apply_protection, budget, stated_budget
 from .tensors import to_tensor, to_uint8
 
 
@@ -31,7 +31,7 @@ class ProtectedImage:
 @dataclass
 class ProtectionRun:
     images: list[ProtectedImage]    # one per input, in order
-    protection: MethodSpec
+    protection: MethodChoice
     stated: dict[str, float]        # what the protection promises (Protection.stated_budget)
     model: dict
     perceptual: dict
@@ -45,7 +45,7 @@ def fitted_target(target: DecodedImage, height: int, width: int) -> torch.Tensor
     return to_tensor(np.array(fitted))
 
 
-def run_protection(images: list[DecodedImage], spec: MethodSpec, *, vae: str, perceptual: str, device: str,
+def run_protection(images: list[DecodedImage], spec: MethodChoice, *, vae: str, perceptual: str, device: str,
                    target: Optional[DecodedImage] = None, batch_size: int = 4) -> ProtectionRun:
     """Protect `images` (any sizes; same-size images share batches) with `spec`, toward `target`
     when given (fitted to each size), else the protection's own default target."""
@@ -70,6 +70,6 @@ def run_protection(images: list[DecodedImage], spec: MethodSpec, *, vae: str, pe
                                           psnr_db=spent["psnr_db"][j], ssim=spent["ssim"][j],
                                           perceptual=spent[distance.name][j]))
     return ProtectionRun(images=results, protection=spec,
-                         stated=PROTECTIONS[spec.name].stated_budget(spec.params, distance.name),
+                         stated=stated_budget(spec, distance.name),
                          model=identity.as_dict(), perceptual={"name": distance.name},
                          seconds=round(time.perf_counter() - t0, 3), device=device)

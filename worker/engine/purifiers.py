@@ -1,10 +1,10 @@
 """Purifiers behind one interface (DESIGN.md section 3): IMPRESS and the cheap baselines papers compare with.
 
 A purifier is a function ``(x, **params) -> x'`` on a batch B x 3 x H x W in [-1, 1] that returns the
-same shape and range. The registry names each function with its default parameters; a preset
-(``jpeg-15``) is just another name with other defaults. Adding a purifier is one small function and
-one registry line. Purifiers that need the models (IMPRESS) are registered with ``needs_models`` and
-receive ``vae`` and ``distance`` from ``apply_purifier``.
+same shape and range. Its parameters, defaults and names (``jpeg-15`` is JPEG at quality 15) are a
+model in impress/methods.py; `PURIFIER_FUNCTIONS` pairs each model with its function. Purifiers that
+need the models (IMPRESS) are registered with ``needs_models`` and receive their parameter model,
+``vae`` and ``distance`` from ``apply_purifier``.
 """
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.transforms.v2.functional import gaussian_blur
 
 from impress.contract import PurifyOverrides
+from impress.methods import (BlurParams, ImpressParams, JpegParams, MethodChoice, MethodParams, NoiseImpressParams,
+                             NoiseParams, ResizeParams)
 
-from .perceptual import _gaussian_window
 from .photos import resize_short_side
 from .purify import purify
 from .tensors import to_tensor, to_uint8
-from .registry import MethodSpec, make_spec
 
 
 def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
@@ -44,12 +45,9 @@ def gaussian_noise(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
 
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (kernel 2*ceil(3 sigma)+1, reflected borders)."""
+    """Gaussian blur, kernel 2*ceil(3 sigma)+1 (99.7% of the weight), reflected borders (torchvision)."""
     size = 2 * math.ceil(3 * sigma) + 1
-    w = _gaussian_window(size, sigma).to(x)
-    c, r = x.shape[1], size // 2
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), w.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), w.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return gaussian_blur(x, kernel_size=[size, size], sigma=[sigma, sigma])
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -60,54 +58,40 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
                          align_corners=False).clamp(-1, 1)
 
 
-def impress(x: torch.Tensor, *, vae, distance, preset: str, seed: int, early_stop: bool, **overrides) -> torch.Tensor:
+def impress(x: torch.Tensor, params: ImpressParams, *, vae, distance) -> torch.Tensor:
     """IMPRESS (purify.purify) with its preset resolved for this perceptual distance, as a job would be."""
-    params = PurifyOverrides(preset=preset, seed=seed, early_stop=early_stop, **overrides).resolve(distance.name)
-    return purify(vae, distance, x, params, device=str(x.device), log_every=params.iters).images.to(x)
+    resolved = PurifyOverrides(**params.impress_fields()).resolve(distance.name)
+    return purify(vae, distance, x, resolved, device=str(x.device), log_every=resolved.iters).images.to(x)
 
 
-def noise_impress(x: torch.Tensor, *, vae, distance, sigma: float, **impress_params) -> torch.Tensor:
+def noise_impress(x: torch.Tensor, params: NoiseImpressParams, *, vae, distance) -> torch.Tensor:
     """IMPRESS++-style: Gaussian noise first, then IMPRESS on the noised image (whose hinge is then
     measured against the noised image, as in any chain of purifiers)."""
-    seed = impress_params["seed"]
-    return impress(gaussian_noise(x, sigma, seed), vae=vae, distance=distance, **impress_params)
+    return impress(gaussian_noise(x, params.sigma, params.seed), params, vae=vae, distance=distance)
 
 
 @dataclass(frozen=True)
 class Purifier:
-    fn: Callable[..., torch.Tensor]
-    defaults: dict
+    fn: Callable[..., torch.Tensor]   # (x, **params), or with needs_models (x, params, vae=, distance=)
     needs_models: bool = False
 
 
-# None means "the preset's value" (contract.PRESETS, and PERCEPTUAL_DEFAULT_DELTA for delta).
-IMPRESS_DEFAULTS = dict(preset="photoguard", schedule=None, iters=None, lr=None, beta1=None, beta2=None,
-                        alpha=None, delta=None, noise=None, seed=0, early_stop=True)
-
-PURIFIERS: dict[str, Purifier] = {
-    "jpeg": Purifier(jpeg, {"quality": 75}),
-    "jpeg-15": Purifier(jpeg, {"quality": 15}),
-    "jpeg-75": Purifier(jpeg, {"quality": 75}),
-    "noise": Purifier(gaussian_noise, {"sigma": 0.05, "seed": 0}),
-    "noise-0.05": Purifier(gaussian_noise, {"sigma": 0.05, "seed": 0}),
-    "noise-0.1": Purifier(gaussian_noise, {"sigma": 0.1, "seed": 0}),
-    "blur": Purifier(blur, {"sigma": 1.0}),
-    "resize": Purifier(resize, {"size": 256}),
-    "impress": Purifier(impress, IMPRESS_DEFAULTS, needs_models=True),
-    "noise-impress": Purifier(noise_impress, {"sigma": 0.1, **IMPRESS_DEFAULTS}, needs_models=True),
+# The function of each purifier's parameter model (impress/methods.py names them and holds the defaults).
+PURIFIER_FUNCTIONS: dict[type[MethodParams], Purifier] = {
+    JpegParams: Purifier(jpeg),
+    NoiseParams: Purifier(gaussian_noise),
+    BlurParams: Purifier(blur),
+    ResizeParams: Purifier(resize),
+    ImpressParams: Purifier(impress, needs_models=True),
+    NoiseImpressParams: Purifier(noise_impress, needs_models=True),
 }
 
 
-def make_purifier(name: str, **overrides) -> MethodSpec:
-    """The named purifier with its defaults, some replaced."""
-    return make_spec(PURIFIERS, "purifier", name, overrides)
-
-
-def apply_purifier(spec: MethodSpec, x: torch.Tensor, vae=None, distance=None) -> torch.Tensor:
-    """Purify a batch with `spec`; `vae` and `distance` are required by the purifiers that use them."""
-    entry = PURIFIERS[spec.name]
+def apply_purifier(choice: MethodChoice, x: torch.Tensor, vae=None, distance=None) -> torch.Tensor:
+    """Purify a batch as `choice` says; `vae` and `distance` are required by the purifiers that use them."""
+    entry = PURIFIER_FUNCTIONS[type(choice.params)]
     if not entry.needs_models:
-        return entry.fn(x, **spec.params)
+        return entry.fn(x, **choice.params.model_dump())
     if vae is None or distance is None:
-        raise ValueError(f"purifier {spec.name!r} needs a VAE and a perceptual distance")
-    return entry.fn(x, vae=vae, distance=distance, **spec.params)
+        raise ValueError(f"purifier {choice.name!r} needs a VAE and a perceptual distance")
+    return entry.fn(x, choice.params, vae=vae, distance=distance)

@@ -20,7 +20,9 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from impress.contract import Precision, PurifyParams
+from impress.contract import Precision, PurifyParams, StopReason
+
+from .perceptual import Scorer
 
 log = logging.getLogger("impress.engine")
 
@@ -36,7 +38,7 @@ class NonFiniteLoss(ArithmeticError):
 class PurifyOutcome:
     images: torch.Tensor                      # B x 3 x H x W in [-1, 1], fp32, on CPU
     iterations: int
-    stop_reason: str                          # completed | plateau | canceled
+    stop_reason: StopReason
     seconds: float
     traces: list[list[dict]] = field(default_factory=list)  # per image: {step, loss, consistency, perceptual}
     compiled: bool = False                    # whether the step ran under torch.compile
@@ -82,13 +84,14 @@ def autocast_dtype(device: str, precision: Precision = "auto") -> Optional[torch
     return torch.bfloat16
 
 
-def impress_losses(vae, distance, x: torch.Tensor, alpha: float, delta: float, hw: tuple[int, int]):
-    """Per-image (loss, consistency, perceptual) on the image region (padding excluded)."""
+def impress_losses(vae, scorer: Scorer, x: torch.Tensor, alpha: float, delta: float, hw: tuple[int, int]):
+    """Per-image (loss, consistency, perceptual) on the image region (padding excluded); `scorer`
+    is the perceptual distance bound to the protected images (`PerceptualDistance.bind`)."""
     h, w = hw
     recon = vae.decode(vae.encode(x).latent_dist.mode()).sample[..., :h, :w]
     xc = x[..., :h, :w]
     consistency = ((recon.float() - xc.float()) ** 2).mean(dim=(1, 2, 3))
-    perceptual = distance(xc).float()
+    perceptual = scorer(xc).float()
     loss = consistency + alpha * torch.clamp(perceptual - delta, min=0)
     return loss, consistency, perceptual
 
@@ -104,7 +107,7 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
            compile: bool = False, precision: Precision = "auto") -> PurifyOutcome:
     """Purify a batch of same-size images x_ptb (B x 3 x H x W, [-1, 1]). Pure function of its inputs.
 
-    `distance` is a perceptual module from `perceptual.load_perceptual`; its reference is set here.
+    `distance` is a perceptual distance from `perceptual.load_perceptual`, bound here to x_ptb.
     Host-device syncs happen only every `report_every` steps (progress, cancel, plateau checks).
     `compile` runs the loss under torch.compile; if compiling fails the run goes on eagerly (logged,
     and `compiled` is False in the outcome). `precision` picks the forward pass's autocast dtype.
@@ -118,7 +121,7 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
     memory_format = torch.channels_last if device.startswith("cuda") else torch.contiguous_format
     x = pad_to_multiple(x0, multiple).detach().contiguous(memory_format=memory_format)
     x.requires_grad_(True)
-    distance.set_reference(x_ptb)
+    scorer = distance.bind(x_ptb)
 
     opt = torch.optim.Adam([x], lr=params.lr, eps=1e-5, betas=(params.beta1, params.beta2))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params.iters, eta_min=1e-5)
@@ -128,20 +131,20 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
     traces: list[list[dict]] = [[] for _ in range(b)]
     best = torch.full((b,), float("inf"))
     best_at = torch.zeros(b, dtype=torch.long)
-    stop_reason, step = "completed", 0
+    stop_reason, step = StopReason.completed, 0
     losses_fn = compiled_losses() if compile else impress_losses
     t0 = time.perf_counter()
     for step in range(1, params.iters + 1):
         with torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
             try:
-                loss, consistency, perceptual = losses_fn(vae, distance, x, params.alpha, params.delta, (h, w))
+                loss, consistency, perceptual = losses_fn(vae, scorer, x, params.alpha, params.delta, (h, w))
             except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, never fail the job
                 if losses_fn is impress_losses or isinstance(exc, torch.OutOfMemoryError):
                     raise
                 log.warning("torch.compile failed (%s: %s); running eagerly", type(exc).__name__,
                             str(exc).splitlines()[0] if str(exc) else "")
                 losses_fn = impress_losses
-                loss, consistency, perceptual = losses_fn(vae, distance, x, params.alpha, params.delta, (h, w))
+                loss, consistency, perceptual = losses_fn(vae, scorer, x, params.alpha, params.delta, (h, w))
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss.sum()).backward()
@@ -168,17 +171,17 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
         if step % report_every != 0:
             continue
         if progress is not None and progress(step, params.iters, values[0].tolist()):
-            stop_reason = "canceled"
+            stop_reason = StopReason.canceled
             break
         if params.early_stop and plateaued(values[0], best, best_at, step, params):
-            stop_reason = "plateau"
+            stop_reason = StopReason.plateau
             break
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     if traces[0] and traces[0][-1]["step"] != step:
         with torch.no_grad():
-            loss, consistency, perceptual = impress_losses(vae, distance, x, params.alpha, params.delta, (h, w))
+            loss, consistency, perceptual = impress_losses(vae, scorer, x, params.alpha, params.delta, (h, w))
         for i in range(b):
             traces[i].append({"step": step, "loss": float(loss[i]), "consistency": float(consistency[i]),
                               "perceptual": float(perceptual[i])})

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
+
+from impress.images import DecodedImage
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    # The float copy is the tensor's own memory (decoded images are read-only arrays).
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -19,3 +23,9 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     """x (in [-1, 1]) as it is once saved as an 8-bit image and read back: what a user keeps, and so
     what budgets are measured on and what detection and purification see."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
+def square_images(images: list[DecodedImage], size: int) -> torch.Tensor:
+    """Centre-cropped to a square and resized to size x size (Lanczos): one batch in [-1, 1]."""
+    return torch.cat([to_tensor(np.array(ImageOps.fit(Image.fromarray(im.rgb), (size, size), Image.LANCZOS)))
+                      for im in images])

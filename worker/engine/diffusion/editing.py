@@ -59,7 +59,6 @@ class EditComparison:
 def compare(edited: torch.Tensor, reference: torch.Tensor, distance) -> EditComparison:
     """PSNR, SSIM and the perceptual distance of each edited image to its reference edit."""
     with torch.no_grad():
-        distance.set_reference(reference)
-        perceptual = distance(edited).float().tolist()
+        perceptual = distance.bind(reference)(edited).float().tolist()
     return EditComparison(psnr(edited, reference).tolist(), ssim(edited, reference).tolist(), perceptual,
                           distance.name)

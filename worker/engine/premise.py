@@ -1,24 +1,27 @@
-"""Evaluation of the IMPRESS premise on one VAE: protect clean photos, purify, measure, detect."""
+"""The IMPRESS premise on one VAE: protect clean photos, purify, measure, detect. The figures of
+reports/tiny-vae.md (scripts/report_tiny_vae.py)."""
 from __future__ import annotations
-
-import statistics
 
 import torch
 
 from impress.contract import PurifyParams
 
-from .metrics import consistency_error, encode, latent_distance, pair_metrics, psnr, roc_auc
+from .metrics import consistency_error, encode, latent_distance, pair_metrics, psnr, roc_auc, rounded_mean
 from .protect import encoder_attack, grey_target
 from .purify import purify
 from .tensors import quantize_8bit
 
 
-def _mean(values) -> float:
-    return round(float(statistics.fmean(values)), 6)
-
-
 def _summary(metrics: dict[str, list[float]]) -> dict[str, float]:
-    return {k: _mean(v) for k, v in metrics.items()}
+    return {k: rounded_mean(v) for k, v in metrics.items()}
+
+
+def _against_clean(vae, x: torch.Tensor, x_err: torch.Tensor, clean: torch.Tensor, clean_err: torch.Tensor) -> dict:
+    """Mean consistency error of x (and its ratio to the clean images'), PSNR and latent distance to clean."""
+    return {"consistency_error": rounded_mean(x_err.tolist()),
+            "consistency_ratio_to_clean": round(rounded_mean(x_err.tolist()) / rounded_mean(clean_err.tolist()), 4),
+            "psnr_to_clean_db": rounded_mean(psnr(x, clean).tolist()),
+            "latent_distance_to_clean": rounded_mean(latent_distance(vae, x, clean).tolist())}
 
 
 def premise_report(vae, distance, clean: torch.Tensor, *, eps_255: tuple[int, ...] = (8, 16),
@@ -28,8 +31,8 @@ def premise_report(vae, distance, clean: torch.Tensor, *, eps_255: tuple[int, ..
     recon_err = consistency_error(vae, clean)
     with torch.no_grad():
         recon = vae.decode(encode(vae, clean)).sample.clamp(-1, 1)
-    out["clean"] = {"reconstruction_psnr_db": _mean(psnr(recon, clean).tolist()),
-                    "consistency_error": _mean(recon_err.tolist()),
+    out["clean"] = {"reconstruction_psnr_db": rounded_mean(psnr(recon, clean).tolist()),
+                    "consistency_error": rounded_mean(recon_err.tolist()),
                     "consistency_error_median": round(float(recon_err.median()), 6)}
     target = grey_target(clean)
     z_clean, z_target = encode(vae, clean), encode(vae, target)
@@ -48,18 +51,12 @@ def premise_report(vae, distance, clean: torch.Tensor, *, eps_255: tuple[int, ..
         out["attacks"].append({
             "attack": f"photoguard-encoder eps {eps}/255, {attack_steps} PGD steps toward E(grey)",
             "eps_255": eps,
-            "latent_moved_toward_target": _mean(moved.tolist()),
+            "latent_moved_toward_target": rounded_mean(moved.tolist()),
             "budget": _summary(pair_metrics(protected, clean)),
-            "protected": {"consistency_error": _mean(prot_err.tolist()),
-                          "consistency_ratio_to_clean": round(_mean(prot_err.tolist()) / _mean(recon_err.tolist()), 4),
-                          "psnr_to_clean_db": _mean(psnr(protected, clean).tolist()),
-                          "latent_distance_to_clean": _mean(latent_distance(vae, protected, clean).tolist())},
-            "purified": {"consistency_error": _mean(pur_err.tolist()),
-                         "consistency_ratio_to_clean": round(_mean(pur_err.tolist()) / _mean(recon_err.tolist()), 4),
-                         "psnr_to_clean_db": _mean(psnr(purified, clean).tolist()),
-                         "latent_distance_to_clean": _mean(latent_distance(vae, purified, clean).tolist()),
-                         "impress_objective_first": _mean([t[0]["loss"] for o in outcomes for t in o.traces]),
-                         "impress_objective_last": _mean([t[-1]["loss"] for o in outcomes for t in o.traces])},
+            "protected": _against_clean(vae, protected, prot_err, clean, recon_err),
+            "purified": {**_against_clean(vae, purified, pur_err, clean, recon_err),
+                         "impress_objective_first": rounded_mean([t[0]["loss"] for o in outcomes for t in o.traces]),
+                         "impress_objective_last": rounded_mean([t[-1]["loss"] for o in outcomes for t in o.traces])},
             "detection_auc_clean_vs_protected": round(roc_auc(recon_err.tolist(), prot_err.tolist()), 4),
             "detection_auc_clean_vs_purified": round(roc_auc(recon_err.tolist(), pur_err.tolist()), 4),
         })

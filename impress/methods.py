@@ -1,0 +1,243 @@
+"""The protections and purifiers a caller may name, each with its parameters: names, types, defaults
+and ranges in one place. The API validates choices against these models before queueing, and the
+engine's registries (worker/engine/protect.py, purifiers.py) pair each model with its function.
+
+A choice is ``NAME`` or ``NAME:KEY=VALUE[:KEY=VALUE...]``; a name is a model with named defaults
+(``jpeg-15`` is the JPEG model at quality 15). Ranges are hard limits of the engine; the service's
+own iteration limit (`Settings.max_iterations`) is checked against `MethodChoice.steps` by the caller.
+Light on purpose: pydantic only, no torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema
+
+# The most optimisation steps any method accepts, whatever a service allows.
+MAX_STEPS = 100_000
+PresetName = Literal["glaze", "photoguard"]
+ScheduleName = Literal["fast", "published"]
+Kind = Literal["protection", "purifier"]
+
+
+def seed_field():
+    return Field(0, ge=0, le=2**31 - 1, description="seed of the method's random draws")
+
+
+class MethodParams(BaseModel):
+    """A method's parameters; `steps_field` names the one that counts optimisation steps, if any."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps_field: ClassVar[Optional[str]] = None
+
+    @property
+    def step_count(self) -> Optional[int]:
+        """Optimisation steps this method runs (None: it runs none, or its preset decides)."""
+        return None if self.steps_field is None else getattr(self, self.steps_field)
+
+
+# ---------------------------------------------------------------- protections
+
+class PhotoguardParams(MethodParams):
+    """PhotoGuard's encoder attack toward a grey image: L-inf PGD with a decaying step."""
+
+    steps_field: ClassVar[Optional[str]] = "steps"
+    eps: float = Field(8 / 255, gt=0, le=1, description="L-inf budget in [0, 1] pixel units (8/255 = 0.0314)")
+    steps: int = Field(200, ge=1, le=MAX_STEPS, description="PGD steps")
+    seed: int = seed_field()
+
+
+class GlazeLikeParams(MethodParams):
+    """The glaze-like cloak: Adam on the latent distance to a target plus a perceptual hinge, in an L-inf box."""
+
+    steps_field: ClassVar[Optional[str]] = "steps"
+    p: float = Field(0.05, ge=0, le=1, description="perceptual budget (also the random start's range, [-1, 1] units)")
+    eps: float = Field(16 / 255, gt=0, le=1, description="L-inf box in [0, 1] pixel units")
+    alpha: float = Field(30, ge=0, le=10_000, description="starting weight of the perceptual hinge")
+    steps: int = Field(500, ge=1, le=MAX_STEPS, description="Adam steps")
+    lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate")
+    seed: int = seed_field()
+
+
+class MistParams(MethodParams):
+    """Mist's textural loss: L-inf PGD with constant steps toward a generated texture."""
+
+    steps_field: ClassVar[Optional[str]] = "steps"
+    eps: float = Field(16 / 255, gt=0, le=1, description="L-inf budget in [0, 1] pixel units")
+    steps: int = Field(100, ge=1, le=MAX_STEPS, description="PGD steps")
+    step: float = Field(1 / 255, gt=0, le=1, description="PGD step size in [0, 1] pixel units")
+    seed: int = seed_field()
+
+
+# ---------------------------------------------------------------- purifiers
+
+class JpegParams(MethodParams):
+    """A JPEG round trip (Pillow, 4:2:0 chroma)."""
+
+    quality: int = Field(75, ge=1, le=100, description="JPEG quality")
+
+
+class NoiseParams(MethodParams):
+    """Additive Gaussian noise."""
+
+    sigma: float = Field(0.05, ge=0, le=2, description="standard deviation in [-1, 1] pixel units")
+    seed: int = seed_field()
+
+
+class BlurParams(MethodParams):
+    """Gaussian blur."""
+
+    sigma: float = Field(1.0, gt=0, le=10, description="standard deviation in pixels")
+
+
+class ResizeParams(MethodParams):
+    """Down to a short side and back up."""
+
+    size: int = Field(256, ge=8, le=8192, description="short side of the downscaled image, in pixels")
+
+
+class ImpressParams(MethodParams):
+    """IMPRESS, as a purify job runs it: anything left out (None) comes from the preset and schedule
+    (impress/contract.py PRESETS, SCHEDULES). contract.PurifyOverrides adds the plateau rule."""
+
+    steps_field: ClassVar[Optional[str]] = "iters"
+    preset: PresetName = "photoguard"
+    schedule: Optional[ScheduleName] = Field(
+        None, description="published: the authors' loop as is; fast: a fifth of the preset's iterations, 4.2x its "
+                          "lr, Adam betas (0, 0.9), about the published loop's final loss and PSNR to the clean "
+                          "image, measured on the bundled model (bench/results/time-to-quality.md). Default: the "
+                          "service's (IMPRESS_SCHEDULE, published unless set)")
+    iters: Optional[int] = Field(None, ge=1, le=MAX_STEPS, description="optimisation steps (default: the schedule's)")
+    lr: Optional[float] = Field(None, gt=0, le=1.0, description="Adam learning rate (cosine-decayed to 1e-5)")
+    beta1: Optional[float] = Field(None, ge=0, lt=1, description="Adam beta1 (default: the schedule's)")
+    beta2: Optional[float] = Field(None, ge=0, lt=1, description="Adam beta2 (default: the schedule's)")
+    alpha: Optional[float] = Field(None, ge=0, le=1000, description="weight of the perceptual hinge")
+    delta: Optional[float] = Field(None, ge=0, le=1.0, description="perceptual budget of the hinge")
+    noise: Optional[float] = Field(None, ge=0, le=1.0, description="sigma of the starting noise, [-1,1] units")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    early_stop: Optional[bool] = Field(None, description="stop when the loss has plateaued (see plateau_*); "
+                                      "default: off under published (the full count), on under fast")
+
+    def impress_fields(self) -> dict[str, Any]:
+        """IMPRESS's own parameters, without those of a method chained before it (noise-impress's sigma)."""
+        return self.model_dump(include=set(ImpressParams.model_fields))
+
+
+class NoiseImpressParams(ImpressParams):
+    """IMPRESS++-style: Gaussian noise first, then IMPRESS on the noised image."""
+
+    sigma: float = Field(0.1, ge=0, le=2, description="standard deviation of the noise, [-1, 1] units")
+
+
+# ---------------------------------------------------------------- named methods and choices
+
+@dataclass(frozen=True)
+class Method:
+    """A name a caller may choose: its parameter model and the values it gives over the model's defaults."""
+
+    model: type[MethodParams]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+PROTECTIONS: dict[str, Method] = {
+    "photoguard-8": Method(PhotoguardParams),
+    "photoguard-16": Method(PhotoguardParams, {"eps": 16 / 255}),
+    "glaze-like": Method(GlazeLikeParams),
+    "mist-16": Method(MistParams),
+}
+PURIFIERS: dict[str, Method] = {
+    "jpeg": Method(JpegParams),
+    "jpeg-15": Method(JpegParams, {"quality": 15}),
+    "jpeg-75": Method(JpegParams),
+    "noise": Method(NoiseParams),
+    "noise-0.05": Method(NoiseParams),
+    "noise-0.1": Method(NoiseParams, {"sigma": 0.1}),
+    "blur": Method(BlurParams),
+    "resize": Method(ResizeParams),
+    # As a purifier in the matrix, IMPRESS stops on a plateau under either schedule unless told otherwise.
+    "impress": Method(ImpressParams, {"early_stop": True}),
+    "noise-impress": Method(NoiseImpressParams, {"early_stop": True}),
+}
+REGISTRIES: dict[str, dict[str, Method]] = {"protection": PROTECTIONS, "purifier": PURIFIERS}
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    """A protection or purifier as chosen: its label (the choice's text), name and validated parameters."""
+
+    kind: Kind
+    label: str
+    name: str
+    params: MethodParams
+    given: frozenset[str] = frozenset()   # the parameters the choice set itself
+
+    @property
+    def step_count(self) -> Optional[int]:
+        return self.params.step_count
+
+    def with_default_steps(self, steps: Optional[int]) -> "MethodChoice":
+        """This choice running `steps` optimisation steps, unless it set its own count or runs none."""
+        key = self.params.steps_field
+        if steps is None or key is None or key in self.given:
+            return self
+        params = type(self.params).model_validate({**self.params.model_dump(), key: steps})
+        return MethodChoice(self.kind, self.label, self.name, params, self.given)
+
+
+def choose(kind: Kind, name: str, label: Optional[str] = None, **overrides: Any) -> MethodChoice:
+    """The named method with its defaults, some replaced; ValueError naming the name or field."""
+    registry = REGISTRIES[kind]
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(registry)}")
+    method = registry[name]
+    unknown = sorted(set(overrides) - set(method.model.model_fields))
+    if unknown:
+        raise ValueError(f"{kind} {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                         f"its parameters: {', '.join(method.model.model_fields)}")
+    try:
+        params = method.model.model_validate({**method.defaults, **overrides})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{kind} {name!r}: {problems}") from None
+    return MethodChoice(kind, label or name, name, params, frozenset(overrides))
+
+
+def parse_choice(text: str, kind: Kind, max_iterations: Optional[int] = None) -> MethodChoice:
+    """`NAME` or `NAME:KEY=VALUE[:KEY=VALUE...]` as a validated choice (values are read as the field's
+    type); with `max_iterations`, a choice whose own step count is above it is refused too."""
+    name, *pairs = text.strip().split(":")
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{kind} {text!r}: expected KEY=VALUE after the name, got {pair!r}")
+        if key in overrides:
+            raise ValueError(f"{kind} {text!r}: {key} is given twice")
+        overrides[key] = value
+    choice = choose(kind, name, label=text.strip(), **overrides)
+    check_steps(choice, max_iterations, choice.step_count)
+    return choice
+
+
+def check_steps(choice: MethodChoice, max_iterations: Optional[int], steps: Optional[int]) -> None:
+    """ValueError naming the choice and its step field when `steps` exceeds the service's limit."""
+    if max_iterations is not None and steps is not None and steps > max_iterations:
+        raise ValueError(f"{choice.kind} {choice.label!r}: {choice.params.steps_field}={steps} exceeds this service's "
+                         f"limit of {max_iterations} iterations")
+
+
+def describe(kind: Kind) -> str:
+    """The names of a kind with their parameters' names, for help texts and API docs."""
+    return "; ".join(f"{name} ({', '.join(m.model.model_fields)})" for name, m in REGISTRIES[kind].items())
+
+
+def choice_type(kind: Kind):
+    """The type of a field holding a choice: a validated MethodChoice in Python, its text in JSON and forms."""
+    def parse(value) -> MethodChoice:
+        return value if isinstance(value, MethodChoice) else parse_choice(value, kind)
+
+    return Annotated[MethodChoice, PlainValidator(parse), PlainSerializer(lambda choice: choice.label, return_type=str),
+                     WithJsonSchema({"type": "string", "description": f"NAME or NAME:KEY=VALUE[:KEY=VALUE...]; "
+                                                                      f"{kind}s (parameters): {describe(kind)}"})]

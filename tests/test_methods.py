@@ -1,0 +1,99 @@
+"""Method choices are parsed and validated in the contract, before anything is queued (no torch here)."""
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from impress.contract import PROTECTION_NAMES, PURIFIER_NAMES, EvaluateParams, PurifyOverrides
+from impress.methods import PROTECTIONS, PURIFIERS, ImpressParams, JpegParams, PhotoguardParams, choose, parse_choice
+from tests.support import photo, png_bytes
+
+
+def test_a_choice_is_its_model_with_the_named_defaults_and_the_given_values():
+    choice = parse_choice("photoguard-16:steps=7:seed=3", "protection")
+    assert (choice.label, choice.name) == ("photoguard-16:steps=7:seed=3", "photoguard-16")
+    assert choice.params == PhotoguardParams(eps=16 / 255, steps=7, seed=3) and choice.step_count == 7
+    assert parse_choice("jpeg-15", "purifier").params == JpegParams(quality=15)
+    impress = parse_choice("impress:preset=glaze:early_stop=false:lr=0.02", "purifier").params
+    assert impress == ImpressParams(preset="glaze", early_stop=False, lr=0.02) and impress.step_count is None
+    assert parse_choice("impress", "purifier").params.early_stop is True  # the matrix stops IMPRESS on a plateau
+    assert (PROTECTION_NAMES, PURIFIER_NAMES) == (tuple(PROTECTIONS), tuple(PURIFIERS))
+
+
+@pytest.mark.parametrize("text, kind, message", [
+    ("sharpen", "purifier", "unknown purifier 'sharpen'; known: jpeg"),
+    ("jpeg:sigma=1", "purifier", "purifier 'jpeg' has no parameter 'sigma'; its parameters: quality"),
+    ("jpeg:quality=high", "purifier", "purifier 'jpeg': quality: Input should be a valid integer"),
+    ("jpeg:quality=0", "purifier", "quality: Input should be greater than or equal to 1"),
+    ("impress:preset=mist", "purifier", "preset: Input should be 'glaze' or 'photoguard'"),
+    ("photoguard-8:steps=10000000", "protection", "steps: Input should be less than or equal to 100000"),
+    ("blur:sigma", "purifier", "expected KEY=VALUE after the name, got 'sigma'"),
+    ("blur:sigma=1:sigma=2", "purifier", "sigma is given twice"),
+])
+def test_bad_choices_name_what_is_wrong(text, kind, message):
+    with pytest.raises(ValueError) as exc:
+        parse_choice(text, kind)
+    assert message in str(exc.value)
+
+
+def test_the_service_iteration_limit_holds_for_every_method():
+    assert parse_choice("impress:iters=100000", "purifier").step_count == 100_000  # within the engine's range
+    with pytest.raises(ValueError, match="iters=100000 exceeds this service's limit of 5000"):
+        parse_choice("impress:iters=100000", "purifier", max_iterations=5000)
+    limit = {"max_iterations": 2000}
+    for form in ({"purifiers": ["impress:iters=100000"]}, {"protections": ["photoguard-8:steps=2001"]},
+                 {"purifiers": ["impress:preset=glaze"]},                    # the glaze preset runs 3000
+                 {"purifiers": ["noise-impress"], "impress_iters": 2001},
+                 {"protections": ["glaze-like"], "attack_steps": 2001}):
+        with pytest.raises(ValidationError, match="exceeds this service's limit of 2000"):
+            EvaluateParams.model_validate(form, context=limit)
+        EvaluateParams.model_validate(form)  # the engine's own ranges allow it
+    fine = EvaluateParams.model_validate({"purifiers": ["impress:preset=glaze:schedule=fast", "jpeg"]}, context=limit)
+    assert fine.purifiers[0].params.schedule == "fast"
+
+
+def test_evaluate_params_travel_as_text_and_run_with_their_step_counts():
+    params = EvaluateParams(protections=["photoguard-8", "mist-16:steps=5"], purifiers=["impress", "blur:sigma=2"],
+                            attack_steps=3, impress_iters=4)
+    dumped = params.model_dump(mode="json")
+    assert dumped["protections"] == ["photoguard-8", "mist-16:steps=5"]
+    assert EvaluateParams.model_validate(dumped) == params
+    assert [c.step_count for c in params.protection_choices()] == [3, 5]   # a choice's own count wins
+    assert [c.step_count for c in params.purifier_choices()] == [4, None]
+    with pytest.raises(ValidationError, match="unknown protection 'glaze-real'"):
+        EvaluateParams(protections=["glaze-real"])
+    schema = EvaluateParams.model_json_schema()["properties"]["purifiers"]
+    assert schema["type"] == "array" and schema["items"]["type"] == "string"
+
+
+def test_purify_overrides_are_the_impress_purifier_parameters_plus_the_plateau_rule():
+    assert set(PurifyOverrides.model_fields) == set(ImpressParams.model_fields) | {"plateau_window", "plateau_rel_tol"}
+    chosen = choose("purifier", "noise-impress", iters=5).params
+    assert chosen.impress_fields() == ImpressParams(iters=5, early_stop=True).model_dump() and chosen.sigma == 0.1
+
+
+@pytest.mark.parametrize("form", [
+    {"purifiers": ["impress:iters=100000"]},              # within the engine's range, above this service's limit
+    {"purifiers": ["impress:preset=glaze"]},              # the preset's 3000 iterations, above the limit
+    {"protections": ["photoguard-8:steps=10000000"]},
+    {"protections": ["photoguard-8:steps=2001"]},
+    {"purifiers": ["jpeg:quality=high"]},
+    {"purifiers": ["jpeg:sigma=1"]},
+    {"purifiers": ["jpeg"], "impress_iters": "2001"},
+])
+def test_the_api_refuses_bad_method_parameters_before_queueing(make_fast_api, form):
+    client, _, queue, _ = make_fast_api(max_iterations=2000)
+    r = client.post("/v1/evaluate", files=[("clean", ("c.png", png_bytes(photo()), "image/png"))], data=form)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_parameter", r.text
+    assert queue.sent == []
+
+
+def test_the_api_queues_a_valid_matrix_with_typed_choices(make_fast_api):
+    client, store, queue, _ = make_fast_api(max_iterations=2000)
+    r = client.post("/v1/evaluate", files=[("clean", ("c.png", png_bytes(photo()), "image/png"))],
+                    data={"protections": ["mist-16:steps=5"], "purifiers": ["impress:preset=glaze:schedule=fast"]})
+    assert r.status_code == 202, r.text
+    params = store.get(r.json()["id"]).params
+    assert isinstance(params, EvaluateParams) and params.protections[0].step_count == 5
+    assert params.purifiers[0].params == ImpressParams(preset="glaze", schedule="fast", early_stop=True)
+    assert len(queue.sent) == 1

@@ -1,0 +1,194 @@
+"""The protection x purification matrix, in memory: every protection, then every purifier, over a batch.
+
+For each cell (protection x purifier, plus a 'none' protection row of clean images) it measures the
+purified image against the clean one (PSNR, SSIM, L-inf, L2, perceptual distance), the consistency
+error of clean, protected and purified images, the latent distance to E(clean) before and after
+purification and the fraction of the protection's latent shift removed. Per protection: the measured
+budget and the detection ROC AUC of the consistency error (clean vs protected). A cache (the CLI's
+resumable folder, matrix_cache.py) may hand back protected images and cells computed before.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional, Protocol
+
+import torch
+from pydantic import BaseModel, Field
+from tqdm import tqdm
+
+from impress.images import encode_png
+from impress.methods import MethodChoice
+
+from .detect import consistency_scores
+from .metrics import latent_distance, rounded_mean, roc_auc
+from .protect import apply_protection, budget
+from .purifiers import apply_purifier
+from .tensors import to_uint8
+
+NONE = "none"  # the protection row of clean images: what each purifier costs an unprotected image
+UPLOADED = "uploaded"  # protected or purified images made elsewhere
+
+
+class ProtectionSummary(BaseModel):
+    name: str
+    params: dict
+    budget: dict[str, Optional[float]]            # means over images, /255 units and the perceptual distance
+    budget_per_image: dict[str, list[float]]
+    consistency_error: list[float]
+    detection_auc: Optional[float]                # clean vs protected; None for the 'none' row
+    thumbnail: bytes = Field(b"", exclude=True)   # PNG of the first protected image
+
+
+class Cell(BaseModel):
+    """One purifier on one protection's images, measured against the clean images."""
+
+    protection: Optional[str] = None              # None when the protected images were uploaded
+    purifier: str
+    params: dict = {}
+    seconds: Optional[float] = None               # None for uploaded purified images
+    mean: dict[str, Optional[float]]
+    per_image: dict[str, list[Optional[float]]]
+    detection_auc_clean_vs_purified: float
+    thumbnail: bytes = Field(b"", exclude=True)   # PNG of the first purified image
+
+
+class CleanSummary(BaseModel):
+    consistency_error: list[float]
+
+
+class MethodLabel(BaseModel):
+    name: str
+    params: dict
+
+
+class MatrixResult(BaseModel):
+    model: dict
+    perceptual: str
+    size: int
+    images: list[str]
+    clean: CleanSummary
+    purifiers: dict[str, MethodLabel]
+    protections: dict[str, ProtectionSummary]
+    cells: list[Cell]
+    clean_thumbnail: bytes = Field(b"", exclude=True)
+
+
+class UploadedResult(BaseModel):
+    model: dict
+    perceptual: str
+    clean: CleanSummary
+    protection: ProtectionSummary
+    cells: list[Cell]
+
+
+class MatrixCache(Protocol):
+    """Where earlier results of the same settings may come from (matrix_cache.ResumeFolder)."""
+
+    def protected(self, label: str, choice: MethodChoice, compute: Callable[[], torch.Tensor]) -> torch.Tensor: ...
+
+    def cell(self, protection: str, choice: Optional[MethodChoice], purifier: MethodChoice,
+             compute: Callable[[], Cell]) -> Cell: ...
+
+
+class Recompute:
+    """No cache: every protection and cell is computed (the evaluation job)."""
+
+    def protected(self, label, choice, compute):
+        return compute()
+
+    def cell(self, protection, choice, purifier, compute):
+        return compute()
+
+
+def thumbnail(x: torch.Tensor) -> bytes:
+    return encode_png(to_uint8(x[0]))
+
+
+def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([fn(x[i:i + batch]) for i in range(0, x.shape[0], batch)])
+
+
+def summarize_protection(vae, distance, clean: torch.Tensor, protected: torch.Tensor, clean_scores: list[float],
+                         name: str, params: dict, batch: int,
+                         scores: Optional[list[float]] = None) -> ProtectionSummary:
+    """What a protection spent and how detectable it is; `scores` are the protected images' consistency
+    errors when already known (the 'none' row's are the clean ones)."""
+    scores = scores if scores is not None else consistency_scores(vae, list(protected.split(1)), batch)
+    spent = budget(protected, clean, distance)
+    return ProtectionSummary(name=name, params=params, budget={k: rounded_mean(v) for k, v in spent.items()},
+                             budget_per_image=spent, consistency_error=scores,
+                             detection_auc=None if name == NONE else round(roc_auc(clean_scores, scores), 4),
+                             thumbnail=thumbnail(protected))
+
+
+def measure_purified(vae, distance, clean: torch.Tensor, protected: torch.Tensor, purified: torch.Tensor,
+                     clean_scores: list[float], protected_scores: list[float], batch: int, **cell) -> Cell:
+    """Purified against clean, and how much of the protection's latent shift the purifier removed."""
+    before, after = (torch.cat([latent_distance(vae, x[i:i + batch], clean[i:i + batch])
+                                for i in range(0, len(x), batch)]).tolist() for x in (protected, purified))
+    purified_scores = consistency_scores(vae, list(purified.split(1)), batch)
+    per_image = {**budget(purified, clean, distance),
+                 "consistency_clean": clean_scores, "consistency_protected": protected_scores,
+                 "consistency_purified": purified_scores,
+                 "latent_distance_before": before, "latent_distance_after": after,
+                 "shift_removed": [1 - a / b if b > 0 else None for a, b in zip(after, before)]}
+    return Cell(mean={k: rounded_mean(v) for k, v in per_image.items()}, per_image=per_image,
+                detection_auc_clean_vs_purified=round(roc_auc(clean_scores, purified_scores), 4),
+                thumbnail=thumbnail(purified), **cell)
+
+
+def purify_cell(vae, distance, clean: torch.Tensor, protected: torch.Tensor, clean_scores: list[float],
+                protected_scores: list[float], purifier: MethodChoice, batch: int,
+                protection: Optional[str] = None) -> Cell:
+    """Run `purifier` on the protected images (timed) and measure the result."""
+    t0 = time.perf_counter()
+    purified = _chunked(lambda part: apply_purifier(purifier, part, vae, distance), protected, batch)
+    seconds = round(time.perf_counter() - t0, 3)
+    return measure_purified(vae, distance, clean, protected, purified, clean_scores, protected_scores, batch,
+                            protection=protection, purifier=purifier.label, params=purifier.params.model_dump(),
+                            seconds=seconds)
+
+
+def run_matrix(vae, identity: dict, distance, clean: torch.Tensor, names: list[str],
+               protections: list[MethodChoice], purifiers: list[MethodChoice], *, batch: int = 8,
+               cache: MatrixCache = Recompute(), progress: bool = False) -> MatrixResult:
+    """The matrix over `clean` (N x 3 x S x S in [-1, 1], on the VAE's device)."""
+    clean_scores = consistency_scores(vae, list(clean.split(1)), batch)
+    rows: list[tuple[str, Optional[MethodChoice]]] = [(NONE, None), *((p.label, p) for p in protections)]
+    summaries: dict[str, ProtectionSummary] = {}
+    cells: list[Cell] = []
+    bar = tqdm(total=len(rows) * len(purifiers), desc="matrix", unit="cell", disable=not progress)
+    for label, choice in rows:
+        if choice is None:
+            protected = clean
+            summary = summarize_protection(vae, distance, clean, clean, clean_scores, NONE, {}, batch, clean_scores)
+        else:
+            protected = cache.protected(label, choice, lambda c=choice: _chunked(
+                lambda part: apply_protection(c, vae, part, distance), clean, batch)).to(clean)
+            summary = summarize_protection(vae, distance, clean, protected, clean_scores, choice.name,
+                                           choice.params.model_dump(), batch)
+        summaries[label] = summary
+        for purifier in purifiers:
+            bar.set_postfix_str(f"{label} / {purifier.label}")
+            cells.append(cache.cell(label, choice, purifier, lambda q=purifier: purify_cell(
+                vae, distance, clean, protected, clean_scores, summary.consistency_error, q, batch, label)))
+            bar.update()
+    bar.close()
+    return MatrixResult(model=identity, perceptual=distance.name, size=clean.shape[-1], images=names,
+                        clean=CleanSummary(consistency_error=clean_scores),
+                        purifiers={q.label: MethodLabel(name=q.name, params=q.params.model_dump()) for q in purifiers},
+                        protections=summaries, cells=cells, clean_thumbnail=thumbnail(clean))
+
+
+def measure_uploaded(vae, identity: dict, distance, clean: torch.Tensor, protected: torch.Tensor,
+                     purified: Optional[torch.Tensor], purifiers: list[MethodChoice], batch: int = 8) -> UploadedResult:
+    """The "upload your own" path: protections made elsewhere (real Glaze/Mist outputs), measured
+    against their clean originals; an uploaded purified set and each named purifier are measured too."""
+    clean_scores = consistency_scores(vae, list(clean.split(1)), batch)
+    summary = summarize_protection(vae, distance, clean, protected, clean_scores, UPLOADED, {}, batch)
+    cells = [] if purified is None else [measure_purified(vae, distance, clean, protected, purified, clean_scores,
+                                                          summary.consistency_error, batch, purifier=UPLOADED)]
+    cells += [purify_cell(vae, distance, clean, protected, clean_scores, summary.consistency_error, q, batch)
+              for q in purifiers]
+    return UploadedResult(model=identity, perceptual=distance.name, clean=CleanSummary(consistency_error=clean_scores),
+                          protection=summary, cells=cells)

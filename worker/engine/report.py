@@ -1,0 +1,126 @@
+"""Reports of a matrix result: Markdown and one self-contained HTML page (tables, plots and the
+thumbnails of the first image, all inline), rendered from the Jinja2 templates in templates/."""
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import jinja2
+
+from .matrix import NONE, MatrixResult
+from .metrics import roc_curve
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list]
+
+
+@dataclass(frozen=True)
+class ThumbnailRow:
+    protection: str
+    images: list[str]   # data URIs: the protected image, then each purifier's output
+
+
+def fmt(value) -> str:
+    return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.PackageLoader("worker.engine", "templates"), undefined=jinja2.StrictUndefined,
+    autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+    trim_blocks=True, lstrip_blocks=True)
+ENVIRONMENT.filters["fmt"] = fmt
+
+
+def summary_line(result: MatrixResult) -> str:
+    m = result.model
+    return (f"model {m['name']} ({m['revision']}), perceptual {result.perceptual}, "
+            f"{len(result.images)} images at {result.size}x{result.size}")
+
+
+def tables(result: MatrixResult) -> list[Table]:
+    """The two result tables, shared by the Markdown and HTML reports."""
+    perceptual = result.perceptual
+    budget_keys = ["linf_255", "l2_255", "psnr_db", "ssim", perceptual]
+    protection_rows = [[label, *(p.budget.get(k) for k in budget_keys), p.detection_auc]
+                       for label, p in result.protections.items()]
+    cell_keys = ["psnr_db", "ssim", "linf_255", "l2_255", perceptual, "consistency_clean", "consistency_protected",
+                 "consistency_purified", "latent_distance_before", "latent_distance_after", "shift_removed"]
+    cell_rows = [[c.protection, c.purifier, *(c.mean.get(k) for k in cell_keys), c.detection_auc_clean_vs_purified,
+                  c.seconds] for c in result.cells]
+    return [Table("Protections: measured budget (vs clean, /255 units) and detection ROC AUC (clean vs protected)",
+                  ["protection", "L∞", "L2", "PSNR dB", "SSIM", perceptual, "detection AUC"], protection_rows),
+            Table("Purified vs clean, means over images",
+                  ["protection", "purifier", "PSNR dB", "SSIM", "L∞", "L2", perceptual, "cons. clean",
+                   "cons. protected", "cons. purified", "latent dist. before", "latent dist. after", "shift removed",
+                   "AUC clean vs purified", "seconds"], cell_rows)]
+
+
+def markdown_report(result: MatrixResult) -> str:
+    return ENVIRONMENT.get_template("results.md.j2").render(summary=summary_line(result), tables=tables(result))
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _figure_uri(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return data_uri(buf.getvalue())
+
+
+def _grouped_bars(result: MatrixResult, metric: str, title: str, protections: list[str]) -> str:
+    import matplotlib.pyplot as plt
+
+    purifiers = list(result.purifiers)
+    cells = {(c.protection, c.purifier): c.mean.get(metric) for c in result.cells}
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(protections) * max(1, len(purifiers)) / 3), 3.5))
+    width = 0.8 / max(1, len(purifiers))
+    for j, q in enumerate(purifiers):
+        values = [cells.get((p, q)) for p in protections]
+        ax.bar([i + j * width for i in range(len(protections))], [v if v is not None else 0 for v in values],
+               width, label=q)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(protections))], protections)
+    ax.set_title(title)
+    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    return _figure_uri(fig)
+
+
+def _roc_figure(result: MatrixResult) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    for label, p in result.protections.items():
+        if p.detection_auc is not None:
+            fpr, tpr = roc_curve(result.clean.consistency_error, p.consistency_error)
+            ax.plot(fpr, tpr, label=f"{label} (AUC {p.detection_auc:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="false positive rate (clean flagged)", ylabel="true positive rate",
+           title="Detection by consistency error")
+    ax.legend(fontsize="small")
+    return _figure_uri(fig)
+
+
+def html_report(result: MatrixResult) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    protections = list(result.protections)
+    plots = [_grouped_bars(result, "psnr_db", "PSNR purified vs clean (dB)", protections),
+             _grouped_bars(result, "shift_removed", "Fraction of the latent shift removed",
+                           [p for p in protections if p != NONE] or protections),
+             _roc_figure(result)]
+    cells = {(c.protection, c.purifier): c.thumbnail for c in result.cells}
+    thumbnails = [ThumbnailRow(label, [data_uri(p.thumbnail)] + [data_uri(cells[label, q]) for q in result.purifiers])
+                  for label, p in result.protections.items()]
+    return ENVIRONMENT.get_template("report.html.j2").render(
+        summary=summary_line(result), tables=tables(result), plots=plots, first_image=result.images[0],
+        clean_thumbnail=data_uri(result.clean_thumbnail), purifiers=list(result.purifiers), thumbnails=thumbnails)
