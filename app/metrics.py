@@ -10,7 +10,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from impress.store import JobStore
+from impress.store import WEBHOOK_STATS, JobStore
 
 JOBS_SUBMITTED = Counter("impress_jobs_submitted_total", "jobs accepted", ["kind"])
 UPLOADS_REJECTED = Counter("impress_uploads_rejected_total", "uploads refused before queueing", ["code"])
@@ -39,15 +39,19 @@ class ServiceCollector:
         seconds = CounterMetricFamily("impress_job_compute_seconds", "compute time of succeeded jobs", labels=["kind"])
         steps = CounterMetricFamily("impress_job_image_iterations",
                                     "optimisation steps times images of succeeded jobs", labels=["kind"])
+        webhooks = CounterMetricFamily("impress_webhook_deliveries", "webhook delivery attempts by outcome "
+                                       "(delivered, retry, gave_up)", labels=["outcome"])
         for key, value in sorted(stats.items()):
             kind, _, what = key.partition(":")
-            if what == "seconds":
+            if kind == WEBHOOK_STATS:
+                webhooks.add_metric([what], value)
+            elif what == "seconds":
                 seconds.add_metric([kind], value)
             elif what == "image_iterations":
                 steps.add_metric([kind], value)
             else:
                 jobs.add_metric([kind, what], value)
-        yield from (jobs, seconds, steps)
+        yield from (jobs, seconds, steps, webhooks)
         if waiting:
             queued = GaugeMetricFamily("impress_queue_messages", "job messages waiting in each queue", labels=["queue"])
             for queue, messages in waiting.items():

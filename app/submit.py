@@ -67,7 +67,8 @@ class UrlInputs(BaseModel):
 def form_model(model: type[BaseModel], *extras: type[BaseModel]) -> type[BaseModel]:
     """`model` (and the `extras`' fields) accepting the multipart form's file fields too; unknown fields
     are refused by name in `refuse_unknown_fields`."""
-    return type(f"{model.__name__}Form", (model, *extras),
+    # `model` last among the bases, so its fields come first in the form (and on the console's page).
+    return type(f"{model.__name__}Form", (*reversed(extras), model),
                 {"model_config": ConfigDict(extra="ignore"), "__module__": __name__})
 
 

@@ -41,6 +41,7 @@ def test_a_new_parameter_gets_its_control_from_the_schema():
         rate: float = Field(0.5, gt=0, lt=1)
         flag: Optional[bool] = None
         names: list[str] = []
+        kinds: list[Literal["x", "y"]] = ["y"]
 
     fields = {f.name: f for f in param_fields(Knobs)}
     assert (fields["mode"].widget, fields["mode"].choices, fields["mode"].value, fields["mode"].optional) == \
@@ -52,11 +53,13 @@ def test_a_new_parameter_gets_its_control_from_the_schema():
     assert (fields["rate"].step, fields["rate"].bounds, fields["rate"].value) == ("any", "> 0, < 1", "0.5")
     assert (fields["flag"].widget, fields["flag"].choices) == ("select", ("true", "false"))
     assert (fields["names"].widget, fields["names"].value) == ("list", "")
+    assert (fields["kinds"].widget, fields["kinds"].value, fields["kinds"].suggestions) == ("list", "y", ("x", "y"))
 
 
 def test_every_job_route_gets_a_form_with_its_uploads(fast_api):
     forms = {form.kind: form for form in kind_forms(fast_api[0].app.openapi())}
-    assert list(forms) == ["purify", "detect", "evaluate", "mimicry"]
+    assert list(forms) == ["purify", "protect", "detect", "evaluate", "mimicry"]
+    assert [(f.name, f.required) for f in forms["protect"].files] == [("images", True), ("target", False)]
     # images or image_url fields: neither is required on its own
     assert [(f.name, f.required) for f in forms["purify"].files] == [("images", False)]
     assert [f.name for f in forms["evaluate"].files] == ["clean", "protected", "purified", "mask"]

@@ -15,7 +15,8 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_init
 
-from impress.contract import PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY, TASK_WEBHOOK
+from impress.contract import (PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PROTECT, TASK_PURIFY,
+                              TASK_WEBHOOK)
 from impress.images import set_pillow_pixel_guard
 from impress.logs import configure_logging
 from impress.queue import JobQueue, make_celery
@@ -38,9 +39,8 @@ def _configure_logging(**_) -> None:
 
 @functools.lru_cache(maxsize=1)
 def job_store() -> JobStore:
-    store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
-    store.events = WebhookNotifier(JobQueue(settings, celery_app).send_webhook, settings.webhook_progress_every_s)
-    return store
+    events = WebhookNotifier(JobQueue(settings, celery_app).send_webhook, settings.webhook_progress_every_s)
+    return JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s, events)
 
 
 def _run(job_id: str) -> str:
@@ -74,11 +74,16 @@ purify = celery_app.task(name=TASK_PURIFY)(_run)
 detect = celery_app.task(name=TASK_DETECT)(_run)
 evaluate = celery_app.task(name=TASK_EVALUATE)(_run)
 mimicry = celery_app.task(name=TASK_MIMICRY)(_run)
+protect = celery_app.task(name=TASK_PROTECT)(_run)
 
 
 @celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries)
 def webhook(self, delivery: dict) -> str:
     outcome = deliver(WebhookDelivery.model_validate(delivery), settings)
+    try:
+        job_store().count_webhook(outcome.value)
+    except redis.RedisError as exc:   # a lost count must not lose the retry
+        log.warning("webhook outcome not counted: %s", exc)
     if outcome is DeliveryOutcome.retry and self.request.retries < self.max_retries:
         raise self.retry(countdown=retry_delay(self.request.retries, settings.webhook_retry_base_s))
     return outcome.value

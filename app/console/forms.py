@@ -65,12 +65,20 @@ def _plain(number: float) -> float:
     return int(number) if float(number).is_integer() else number
 
 
+def _text(default: Any) -> str:
+    """A default as the form shows it: none is empty, a list comma-separated, a bool in JSON's words."""
+    if default is None:
+        return ""
+    if isinstance(default, list):
+        return ", ".join(_text(item) for item in default)
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
 def param_field(name: str, prop: dict, defs: dict) -> ParamField:
     options = [_resolve(defs, o) for o in prop.get("anyOf", [prop])]
     typed = [o for o in options if o.get("type") != "null"]
     spec, optional = typed[0], len(typed) < len(options)
-    default = prop.get("default")
-    value = "" if default is None or default == [] else str(default).lower() if isinstance(default, bool) else str(default)
+    value = _text(prop.get("default"))
     common: dict[str, Any] = dict(name=name, description=prop.get("description", ""), optional=optional, value=value)
     if "enum" in spec:
         return ParamField(widget="select", choices=tuple(str(c) for c in spec["enum"]), **common)
@@ -83,7 +91,8 @@ def param_field(name: str, prop: dict, defs: dict) -> ParamField:
                           step="1" if spec["type"] == "integer" else "any",
                           bounds=", ".join(f"{sign} {limits[key]}" for key, sign in BOUNDS if key in limits), **common)
     if spec.get("type") == "array":
-        return ParamField(widget="list", suggestions=SUGGESTIONS.get(name, ()), **common)
+        items = _resolve(defs, spec.get("items", {}))
+        return ParamField(widget="list", suggestions=tuple(items.get("enum", SUGGESTIONS.get(name, ()))), **common)
     return ParamField(widget="text", **common)    # strings, and nested models sent as text (JSON)
 
 

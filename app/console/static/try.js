@@ -125,6 +125,12 @@
       this.bar.value = done;
       this.percent.textContent = `${done}%`;
       this.error.hidden = true;
+      if (job.rejected_inputs?.length && !this.rejected) {
+        // image_url inputs the job went on without, each with its own code
+        this.rejected = el("ul", { class: "rejected" }, ...job.rejected_inputs.map((r) =>
+          el("li", { class: "error" }, `${r.url}: ${r.error.code}: ${r.error.message}`)));
+        this.bar.after(this.rejected);
+      }
       if (!finished(job)) return;
       this.cancel.remove();
       if (job.error) this.showError(job.error);
@@ -152,21 +158,23 @@
     }
 
     // Original and purified stacked in one frame; the slider uncovers the purified one from the right.
+    // An image given by URL has no original in this browser: its purified image is shown alone.
     async purified(job) {
       return Promise.all(job.results.map(async (res, i) => {
         const { url, size } = await blobUrl(res.url);
-        const original = this.originals[i] ? URL.createObjectURL(this.originals[i]) : url;
         const top = el("img", { class: "purified", src: url, alt: `purified ${res.name}` });
-        const slider = el("input", { type: "range", min: 0, max: 100, value: 50, "aria-label": "original | purified" });
-        const reveal = () => { top.style.clipPath = `inset(0 0 0 ${slider.value}%)`; };
-        slider.addEventListener("input", reveal);
-        reveal();
+        const frame = el("div", { class: "compare", style: `aspect-ratio: ${res.width} / ${res.height}` }, top);
+        let slider = null;
+        if (this.originals[i]) {
+          slider = el("input", { type: "range", min: 0, max: 100, value: 50, "aria-label": "original | purified" });
+          const reveal = () => { top.style.clipPath = `inset(0 0 0 ${slider.value}%)`; };
+          slider.addEventListener("input", reveal);
+          reveal();
+          top.before(el("img", { class: "original", src: URL.createObjectURL(this.originals[i]), alt: `original ${res.name}` }));
+          frame.append(el("span", { class: "tag left" }, "original"), el("span", { class: "tag right" }, "purified"));
+        }
         const final = res.final ? ` · loss ${res.final.loss.toPrecision(3)}` : "";
-        return el("figure", { class: "compare-block" },
-          el("div", { class: "compare", style: `aspect-ratio: ${res.width} / ${res.height}` },
-            el("img", { class: "original", src: original, alt: `original ${res.name}` }), top,
-            el("span", { class: "tag left" }, "original"), el("span", { class: "tag right" }, "purified")),
-          slider,
+        return el("figure", { class: "compare-block" }, frame, slider,
           el("figcaption", { class: "size" },
             `${res.name} · ${res.width}×${res.height} px · ${formatBytes(size)} · ${res.iterations} steps (${res.stop_reason})${final} · `,
             el("a", { href: url, download: res.name }, "download")));
