@@ -237,8 +237,8 @@ def row_state(driver, job_id: str):
 
 def test_jobs_page_lists_this_keys_jobs_and_cancels_a_running_one(service, browser, screenshots):
     others = service.post("/v1/detect", files=[("images", ("coffee.png", COFFEE.read_bytes(), "image/png"))],
-                          headers={"Authorization": f"Bearer {OTHER_KEY}"})
-    assert others.status_code == 200, others.text
+                          headers={"Authorization": f"Bearer {OTHER_KEY}"}, timeout=60)
+    assert others.status_code in (200, 202), others.text
     job_id = long_job(service)
     browser.get(f"{service.base_url}/console/jobs")
     assert wait_for(lambda: row_state(browser, job_id), 30, "the running job's row") == "running"
@@ -253,12 +253,14 @@ def test_jobs_page_lists_this_keys_jobs_and_cancels_a_running_one(service, brows
 
 
 def test_service_dashboard_shows_readiness_workers_queues_and_counters(service, browser, screenshots):
-    r = service.post("/v1/detect", files=[("images", ("coffee.png", COFFEE.read_bytes(), "image/png"))])
-    assert r.status_code == 200 and r.json()["state"] == "succeeded", r.text
+    r = service.post("/v1/detect", files=[("images", ("coffee.png", COFFEE.read_bytes(), "image/png"))], timeout=60)
+    assert r.status_code in (200, 202), r.text      # 202 when a cold worker is slower than the inline wait
+    assert poll(service, f"/v1/jobs/{r.json()['id']}", lambda j: j["state"] in FINISHED)["state"] == "succeeded"
     browser.get(f"{service.base_url}/console/service")
     wait_for(lambda: css(browser, "#ready").text == "ready", 30, "readiness")
     assert css(browser, "#redis").text == "reachable"
-    assert "@" in css(browser, "#workers li").text
+    worker = css(browser, "#workers li").text
+    assert "@" in worker and "models:" in worker, worker      # each worker's model report from /readyz
     queue_row = wait_css(browser, "#queues tbody tr", what="the queue depth")
     assert queue_row.find_element("css selector", "td").text.isdigit()
     detected = wait_css(browser, '#transitions tr[data-kind="detect"] td[data-column="succeeded"]')
