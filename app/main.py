@@ -7,6 +7,7 @@ from typing import Optional
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from impress.contract import ErrorCode
 from impress.images import SUPPORTED_FORMATS, set_pillow_pixel_guard
@@ -19,8 +20,10 @@ from impress.webhooks import WebhookNotifier
 from .admission import Admission
 from .auth import Authenticator, authorize
 from .console import mount_console
-from .errors import ApiError, api_error_handler, error_json, error_responses, validation_error_handler
+from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_json, error_responses, http_error_handler,
+                     store_unavailable_handler, unhandled_error_handler, validation_error_handler)
 from .metrics import REQUEST_SECONDS
+from .request_id import RequestIdMiddleware
 from .routes import detect, evaluate, health, jobs, mimicry, purify
 
 log = logging.getLogger("impress.api")
@@ -54,6 +57,10 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     app.state.url_guards = UrlGuards.from_settings(settings)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    for error in STORE_ERRORS:  # routes, sync ones in the thread pool included
+        app.add_exception_handler(error, store_unavailable_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)  # anything else, middleware included
     # Room for the largest allowed job plus multipart overhead; anything bigger is refused unread.
     max_body = settings.max_upload_bytes * settings.max_images_per_job + 1024 * 1024
     app.state.admission = admission = Admission(settings.max_inflight_submits)
@@ -79,9 +86,10 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
                                str(response.status_code)).observe(time.perf_counter() - start)
         return response
 
-    for resource in (purify, detect, evaluate, mimicry, jobs):
+    for resource in (purify, detect, evaluate, mimicry, jobs):  # each reads Redis: 503 when it is down
         app.include_router(resource.router, dependencies=[Depends(authorize)],
-                           responses=error_responses(401, 429))
+                           responses=error_responses(401, 429, 503))
     app.include_router(health.router)
     mount_console(app)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request, the access log's too, has its id
     return app

@@ -10,7 +10,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from impress.store import JobStore
+from impress.store import WEBHOOK_STATS, JobStore
 
 JOBS_SUBMITTED = Counter("impress_jobs_submitted_total", "jobs accepted", ["kind"])
 UPLOADS_REJECTED = Counter("impress_uploads_rejected_total", "uploads refused before queueing", ["code"])
@@ -21,14 +21,13 @@ REQUEST_SECONDS = Histogram("impress_http_request_seconds", "HTTP request latenc
 class ServiceCollector:
     """The service-wide metrics, read from Redis (contract.Keys.stats and the Celery queue)."""
 
-    def __init__(self, store: JobStore, queue: str | None):
-        self.store, self.queue = store, queue
+    def __init__(self, store: JobStore, queues: list[str]):
+        self.store, self.queues = store, queues
 
     def collect(self):
         up = GaugeMetricFamily("impress_redis_up", "whether Redis answered this scrape")
         try:
-            stats = self.store.stats()
-            waiting = None if self.queue is None else self.store.queue_length(self.queue)
+            stats, waiting = self.store.stats(), {q: self.store.queue_length(q) for q in self.queues}
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
@@ -40,24 +39,29 @@ class ServiceCollector:
         seconds = CounterMetricFamily("impress_job_compute_seconds", "compute time of succeeded jobs", labels=["kind"])
         steps = CounterMetricFamily("impress_job_image_iterations",
                                     "optimisation steps times images of succeeded jobs", labels=["kind"])
+        webhooks = CounterMetricFamily("impress_webhook_deliveries", "webhook delivery attempts by outcome "
+                                       "(delivered, retry, gave_up)", labels=["outcome"])
         for key, value in sorted(stats.items()):
             kind, _, what = key.partition(":")
-            if what == "seconds":
+            if kind == WEBHOOK_STATS:
+                webhooks.add_metric([what], value)
+            elif what == "seconds":
                 seconds.add_metric([kind], value)
             elif what == "image_iterations":
                 steps.add_metric([kind], value)
             else:
                 jobs.add_metric([kind, what], value)
-        yield from (jobs, seconds, steps)
-        if waiting is not None:
-            queued = GaugeMetricFamily("impress_queue_messages", "job messages waiting in the queue", labels=["queue"])
-            queued.add_metric([self.queue], waiting)
+        yield from (jobs, seconds, steps, webhooks)
+        if waiting:
+            queued = GaugeMetricFamily("impress_queue_messages", "job messages waiting in each queue", labels=["queue"])
+            for queue, messages in waiting.items():
+                queued.add_metric([queue], messages)
             yield queued
 
 
-def service_registry(store: JobStore, queue: str | None) -> CollectorRegistry:
-    """queue: the Celery queue whose length the job store's Redis holds; None when the broker is
-    elsewhere (RabbitMQ: its own metrics, or KEDA's RabbitMQ scaler, give the queue length)."""
+def service_registry(store: JobStore, queues: list[str]) -> CollectorRegistry:
+    """queues: the Celery queues whose lengths the job store's Redis holds; none when the broker is
+    elsewhere (RabbitMQ: its own metrics, or KEDA's RabbitMQ scaler, give the queue lengths)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceCollector(store, queue))
+    registry.register(ServiceCollector(store, queues))
     return registry

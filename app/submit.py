@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from impress.contract import (DEFAULT_PRESET, ErrorCode, InputImage, InputRole, JobError, JobKind, JobState,
                               RejectedInput, WebhookEvent, WebhookTarget, vae_for)
 from impress.images import ImageRejected, decode_image
+from impress.logs import REQUEST_ID
 from impress.queue import JobQueue
 from impress.settings import Settings
 from impress.ssrf import FetchFailed, UrlGuard, UrlGuards, UrlRefused
@@ -186,7 +187,7 @@ class Submitter:
             record = self.store.create(kind, params, inputs, vae=vae_for(preset, self.settings.vae),
                                        perceptual=self.settings.perceptual, owner=self.caller.owner,
                                        max_unfinished=self.settings.max_unfinished_jobs_per_key,
-                                       rejected_inputs=rejected, webhook=webhook)
+                                       rejected_inputs=rejected, webhook=webhook, request_id=REQUEST_ID.get())
         except TooManyUnfinishedJobs as exc:
             raise ApiError(429, ErrorCode.too_many_unfinished_jobs,
                            f"{exc.unfinished} jobs of this key are queued or running, the most allowed; "

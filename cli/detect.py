@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from impress.contract import DEFAULT_PRESET, DEVICES, DetectParams, vae_for
+from impress.contract import DEFAULT_PRESET, DEVICES, DetectedImage, DetectParams, vae_for
 from impress.settings import Settings
 
 from .common import CommandFailed, decode_files, load_vae_or_fail
@@ -68,8 +68,8 @@ def run_detect(args: argparse.Namespace) -> int:
     threshold, low = asked.thresholds((calibration["threshold"], calibration.get("low_threshold"))
                                       if calibration else (None, None))
     for path, score, verdict in zip(args.images, scores, verdicts(scores, threshold, low)):
-        print(json.dumps({"image": str(path), "score": score, "threshold": threshold, "low_threshold": low,
-                          "verdict": verdict}))
+        print(DetectedImage(name=str(path), score=score, verdict=verdict, threshold=threshold, low_threshold=low,
+                            model=identity["name"], model_revision=identity["revision"]).model_dump_json())
     return 0
 
 

@@ -3,8 +3,10 @@ both on one machine."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+
+from impress.logs import configure_logging
+from impress.settings import Settings
 
 from . import bench, detect, mimicry, models, purify, service
 from .common import CommandFailed
@@ -23,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    configure_logging(Settings().log_format)
     try:
         return args.func(args)
     except CommandFailed as exc:

@@ -24,21 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseModel
-
 from impress.client import ImpressClient, verify_webhook
-from impress.contract import DetectParams, JobState, PurifyOverrides, WebhookEvent
+from impress.contract import DetectParams, JobState, PurifyOverrides, Verdict, WebhookEvent
 from impress.images import IMAGE_SUFFIXES
 from impress.views import JobView, WebhookPayload
-
-
-class Verdict(BaseModel):
-    name: str
-    verdict: Optional[str] = None    # 'protected', 'purified', 'clean'; None without a threshold
-
-
-class Triage(BaseModel):
-    images: list[Verdict]
 
 
 class WebhookInbox:
@@ -87,8 +76,7 @@ def triage(client: ImpressClient, paths: list[Path], params: DetectParams, batch
         done = client.wait(client.detect(chunk, params=params))
         if done.state != JobState.succeeded:
             raise SystemExit(f"detect failed: {done.error}")
-        verdicts = Triage.model_validate(done.metrics).images
-        flagged += [path for path, v in zip(chunk, verdicts) if v.verdict == "protected"]
+        flagged += [path for path, d in zip(chunk, done.detections) if d.verdict == Verdict.protected]
     return flagged
 
 

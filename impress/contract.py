@@ -62,6 +62,8 @@ class ErrorCode(str, enum.Enum):
     """Stable machine-readable codes: clients switch on these, never on messages."""
 
     invalid_request = "invalid_request"
+    not_found = "not_found"                        # no such URL (job URLs answer job_not_found)
+    method_not_allowed = "method_not_allowed"      # the URL exists; Allow lists its methods
     invalid_parameter = "invalid_parameter"
     no_images = "no_images"
     too_many_images = "too_many_images"
@@ -74,6 +76,7 @@ class ErrorCode(str, enum.Enum):
     job_not_finished = "job_not_finished"
     job_already_finished = "job_already_finished"
     service_overloaded = "service_overloaded"
+    service_unavailable = "service_unavailable"    # Redis (jobs, queue) unreachable: retry later
     unauthorized = "unauthorized"
     rate_limited = "rate_limited"
     too_many_unfinished_jobs = "too_many_unfinished_jobs"
@@ -88,6 +91,8 @@ class ErrorCode(str, enum.Enum):
     model_unavailable = "model_unavailable"
     worker_lost = "worker_lost"
     time_limit_exceeded = "time_limit_exceeded"
+    numerical_error = "numerical_error"            # the loss became NaN or infinite
+    out_of_memory = "out_of_memory"                # even a batch of one image ran out of memory
     input_expired = "input_expired"
     internal_error = "internal_error"
 
@@ -349,6 +354,27 @@ class ResultImage(BaseModel):
     trace: list[TracePoint]              # at logged steps
 
 
+class Verdict(str, enum.Enum):
+    """Detection's call on one image at the thresholds (DetectParams)."""
+
+    protected = "protected"   # score above the threshold: protective noise likely
+    clean = "clean"
+    purified = "purified"     # score below the lower threshold: over-consistent, as IMPRESS leaves images
+
+
+class DetectedImage(BaseModel):
+    """One image's detection, self-contained as moderation pipelines store it: the score, the verdict,
+    the thresholds it was judged at, and the model (a threshold holds only for its model)."""
+
+    name: str
+    score: float = Field(description="consistency error mean((x - D(E(x)))^2), pixels in [-1, 1]")
+    verdict: Optional[Verdict] = Field(description="at the thresholds; null when none is configured or given")
+    threshold: Optional[float] = Field(description="scores above it are 'protected'")
+    low_threshold: Optional[float] = Field(description="scores below it are 'purified'")
+    model: str = Field(description="the VAE that scored the image")
+    model_revision: str = Field(description="its revision: hub commit, or a digest of the weights")
+
+
 class ResultFile(BaseModel):
     name: str
     blob: str
@@ -357,7 +383,8 @@ class ResultFile(BaseModel):
 
 class JobResult(BaseModel):
     images: list[ResultImage] = []   # purify: one purified PNG per input
-    metrics: Optional[dict] = None   # detect and evaluate: the figures
+    detections: list[DetectedImage] = []   # detect: one per input
+    metrics: Optional[dict] = None   # evaluate: the figures
     files: list[ResultFile] = []     # evaluate: report.html, results.md
     model: dict                      # identity of the VAE: name, source, location, revision, dtype, device
     perceptual: Optional[dict] = None
@@ -412,6 +439,7 @@ class JobRecord(BaseModel):
     perceptual: str                  # the perceptual distance's name
     inputs: list[InputImage]
     owner: str = ""                  # the creating API key's id (api_key_id); "" in an open service
+    request_id: Optional[str] = None     # X-Request-ID of the request that created it (in the worker's logs too)
     rejected_inputs: list[RejectedInput] = []    # image_url inputs that could not be used
     webhook: Optional[WebhookTarget] = None
     created_at: float

@@ -23,7 +23,12 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,             # the job record holds the outcome; Celery keeps none
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_default_queue=settings.queue,
+        # Redis gone: workers and publishers keep reconnecting (never give up), so both resume by
+        # themselves when it returns; a publish fails after a short bounded retry (the API answers 503).
         broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
         worker_hijack_root_logger=False,
         task_track_started=False,            # our own job record tracks state
     )
@@ -51,19 +56,26 @@ def _transport_options(settings: Settings, amqp: bool) -> dict:
             "global_keyprefix": Keys(settings.key_prefix).celery_prefix()}
 
 
-class JobQueue:
-    """Sends jobs to the workers by id and asks which workers answer: what the API needs of Celery.
+def queue_for(settings: Settings, kind: JobKind) -> str:
+    """Routing by cost, in one place: triage on its own light queue, everything else on the GPU queue."""
+    return settings.detect_queue if kind == JobKind.detect else settings.queue
 
-    Routing lives here, in one place: every kind goes to the queue its workers serve."""
+
+def worker_queues(settings: Settings) -> list[str]:
+    """What a worker serves when it names no queues: every job queue, GPU work and triage (one worker
+    runs every job of a small setup). Webhooks always have their own worker (never a GPU loop)."""
+    return list(dict.fromkeys(queue_for(settings, kind) for kind in JobKind))
+
+
+class JobQueue:
+    """Sends jobs to the workers by id and asks which workers answer: what the API needs of Celery."""
 
     def __init__(self, settings: Settings, celery: Celery | None = None):
         self.settings = settings
         self.celery = celery or make_celery(settings)
 
     def queue_for(self, kind: JobKind) -> str:
-        if kind is JobKind.detect and self.settings.detect_queue:
-            return self.settings.detect_queue
-        return self.settings.queue
+        return queue_for(self.settings, kind)
 
     def send(self, kind: JobKind, job_id: str) -> None:
         self.celery.send_task(TASKS[kind], args=[job_id], queue=self.queue_for(kind))

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contract import Device, Perceptual, Precision, ScheduleName, check_thresholds
+from .logs import LogFormat
 
 
 class Settings(BaseSettings):
@@ -19,10 +20,11 @@ class Settings(BaseSettings):
         None, description="Celery broker when not redis_url, e.g. amqp://user:pass@rabbitmq:5672/vhost for a large "
                           "fleet (quorum queues, publisher confirms); Redis keeps the job records either way")
     key_prefix: str = Field("impress", description="prefix of every Redis key the service writes")
-    queue: str = Field("impress", description="Celery queue of purification jobs")
-    detect_queue: Optional[str] = Field(
-        None, description="Celery queue of detect jobs when not `queue`: CPU triage workers serve it "
-                          "(`impress worker --queues`), GPU workers keep purify and evaluate")
+    queue: str = Field("impress", description="Celery queue of the GPU work: purification, evaluation, protection")
+    detect_queue: str = Field("impress-detect", description="Celery queue of triage (detect): one forward pass, "
+                              "served by a cheap CPU or GPU worker so it never waits behind a purification")
+    log_format: LogFormat = Field("text", description="log lines: text, or json (one object a line); both carry "
+                                  "the request id and job id")
     result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept")
 
     # Tenants: who may call /v1, and how much each key may ask of the service.

@@ -178,7 +178,7 @@ class UrlGuard:
                 raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")
         except httpx.TimeoutException as exc:
             raise FetchFailed(f"no answer within {timeout_s}s ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:   # InvalidURL: a redirect to no URL
             raise FetchFailed(f"{type(exc).__name__}: {exc}") from exc
 
     def post(self, url: str, body: bytes, headers: dict[str, str], *, timeout_s: float) -> int:

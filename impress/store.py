@@ -13,8 +13,9 @@ import uuid
 from typing import Optional, Protocol, Sequence
 
 import redis
-
 from pydantic import BaseModel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .contract import (PARAMS_BY_KIND, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobResult, JobState,
                        ModelReport, RejectedInput, WebhookEvent, WebhookTarget)
@@ -37,6 +38,7 @@ class Keys:
     {p}:stats               hash   service-wide counters for /metrics: "{kind}:{state}" transitions
                                    into each state, "{kind}:seconds" compute time of succeeded jobs,
                                    "{kind}:image_iterations" their optimisation steps times images
+                                   "webhook:{outcome}" delivery attempts by outcome
     {p}:worker-models       hash   worker name -> its ModelReport at start (JSON), for /readyz
     Every key but the counters has the result TTL; a job's blobs live as long as the job.
     """
@@ -167,6 +169,9 @@ return redis.call('EXISTS', KEYS[2])
 """
 
 
+WEBHOOK_STATS = "webhook"   # the stats field prefix of webhook delivery attempts
+
+
 def now() -> float:
     return round(time.time(), 3)
 
@@ -189,9 +194,13 @@ class JobStore:
         self._progress = client.register_script(_PROGRESS)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, ttl_s: int) -> "JobStore":
-        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30),
-                   prefix, ttl_s)
+    def from_url(cls, url: str, prefix: str, ttl_s: int, events: Optional[JobEvents] = None) -> "JobStore":
+        # After Redis restarts, pooled connections are dead: one quick retry on a fresh connection
+        # hides that, while a Redis that is down still fails fast (connection refused) and the API
+        # answers 503. Timeouts are not retried: they already took their time.
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
+                                        retry=retry), prefix, ttl_s, events)
 
     # ------------------------------------------------------------ blobs
     def put_blob(self, data: bytes) -> str:
@@ -206,12 +215,13 @@ class JobStore:
     # ------------------------------------------------------------ jobs
     def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
                owner: str = "", max_unfinished: int = 0, rejected_inputs: Sequence[RejectedInput] = (),
-               webhook: Optional[WebhookTarget] = None) -> JobRecord:
+               webhook: Optional[WebhookTarget] = None, request_id: Optional[str] = None) -> JobRecord:
         """Write a queued job; TooManyUnfinishedJobs when its owner already has `max_unfinished`
         queued or running (0: no limit)."""
         record = JobRecord(id=uuid.uuid4().hex, kind=kind, state=JobState.queued, params=params, vae=vae,
                            perceptual=perceptual, inputs=inputs, owner=owner,
-                           rejected_inputs=list(rejected_inputs), webhook=webhook, created_at=now())
+                           rejected_inputs=list(rejected_inputs), webhook=webhook, request_id=request_id,
+                           created_at=now())
         fields = [v for pair in _to_hash(record).items() for v in pair]
         outcome = self._create(
             keys=[self.keys.job(record.id), self.keys.jobs(), self.keys.stats(), self.keys.owner_active(owner),
@@ -276,6 +286,9 @@ class JobStore:
     def emit(self, job_id: str, event: WebhookEvent) -> None:
         if self.events is not None:
             self.events(self, job_id, event)
+
+    def count_webhook(self, outcome: str) -> None:
+        self.r.hincrby(self.keys.stats(), f"{WEBHOOK_STATS}:{outcome}", 1)
 
     def stats(self) -> dict[str, float]:
         """The service-wide counters (Keys.stats)."""

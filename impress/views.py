@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel
 
-from .contract import (ErrorCode, InputImage, JobError, JobKind, JobRecord, JobState, RejectedInput, StopReason, TracePoint,
-                       WebhookTarget)
+from .contract import (DetectedImage, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobState, RejectedInput,
+                       StopReason, TracePoint, WebhookTarget)
 
 
 class Progress(BaseModel):
@@ -53,6 +53,7 @@ class JobView(BaseModel):
     webhook: Optional[WebhookTarget] = None
     error: Optional[JobError] = None
     results: list[ResultLink] = []
+    detections: list[DetectedImage] = []   # detect: score, verdict, thresholds and model of each image
     metrics: Optional[dict] = None
     files: list[FileLink] = []
     model: Optional[dict] = None
@@ -98,7 +99,7 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         attempts=record.attempts, params=record.params.model_dump(mode="json"), vae=record.vae,
         perceptual=record.perceptual, inputs=record.inputs, rejected_inputs=record.rejected_inputs,
         webhook=record.webhook, error=record.error, results=results, files=files,
-        **(result.model_dump(include={"metrics", "model", "seconds", "device", "engine"}) if result else {}))
+        **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine"}) if result else {}))
 
 
 class WebhookPayload(BaseModel):

@@ -15,22 +15,16 @@ import subprocess
 import time
 
 import httpx
-import numpy as np
 from PIL import Image
 
 from impress.client import ImpressClient
 from impress.contract import EvaluateParams, JobState, PurifyOverrides
 from impress.views import JobView
+from tests.support import photo, png_bytes  # the tests' synthetic photos
 
 
 def png(width: int, height: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
-    rgb = np.stack([np.sin(3 * xx + rng.uniform(0, 3)), np.cos(4 * yy + rng.uniform(0, 3)), xx * yy], -1)
-    rgb = (rgb - rgb.min()) / (np.ptp(rgb) + 1e-9) * 255
-    buf = io.BytesIO()
-    Image.fromarray(rgb.astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(photo(width, height, seed))
 
 
 def wait(predicate, timeout_s: float, what: str, interval_s: float = 0.2):

@@ -126,7 +126,8 @@ def running_service(vae_dir: Path, logs: Path, webhook_worker: bool = False, **e
     if webhook_worker:
         procs.append(subprocess.Popen(cli + ["worker", "--pool", "solo", "--queues", "webhooks"], env=env,
                                       stdout=open(logs / "webhooks.log", "w"), stderr=subprocess.STDOUT))
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    # Above IMPRESS_DETECT_SYNC_TIMEOUT_S: a sync detect may wait that long for its answer.
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
         wait_for(lambda: answers(client, "/readyz"), 60, "API ready with a worker answering", 0.5)
         yield client

@@ -50,6 +50,8 @@ def test_signed_webhooks_and_url_inputs_through_real_workers(hooked_service, ima
         assert completed.headers["webhook-id"] == f"msg_{accepted.id}_completed"
         assert [hook.payload.data.state for hook in receiver.of_type("job.start")] == [JobState.running]
         assert receiver.refused == 0
+        metrics = client.http.get("/metrics").text   # the first attempt's 503 was retried
+        assert 'impress_webhook_deliveries_total{outcome="retry"} 1.0' in metrics
     assert internal.hits == []
 
 

@@ -71,7 +71,7 @@ def test_metrics_scrape_survives_redis_down():
     from impress.store import JobStore
 
     closed = JobStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "impress-test-down", 60)
-    assert b"impress_redis_up 0.0" in generate_latest(service_registry(closed, "impress-test-down"))
+    assert b"impress_redis_up 0.0" in generate_latest(service_registry(closed, ["impress-test-down"]))
 
 
 def test_cancel_running_and_queued(service):
@@ -112,7 +112,7 @@ def truncated_png() -> bytes:
     ([("x.png", png_bytes(photo()), "image/png")], {"iters": "many"}, 422, "invalid_parameter"),
     ([("x.png", png_bytes(photo()), "image/png")], {"iters": "200000"}, 422, "invalid_parameter"),
     ([("x.png", png_bytes(photo()), "image/png")], {"colour": "red"}, 422, "invalid_parameter"),
-    ([], {"preset": "glaze"}, 422, "invalid_parameter"),
+    ([], {"preset": "glaze"}, 422, "no_images"),  # neither images nor image_url
 ])
 def test_bad_uploads_are_refused_with_a_stable_code(service, files, form, status, code):
     r = submit(service, files, **form)
@@ -148,13 +148,13 @@ def test_detect_small_request_is_answered_inline(service):
     assert r.status_code == 200, r.text
     job = r.json()
     assert job["state"] == "succeeded" and job["kind"] == "detect"
-    scored = job["metrics"]["images"]
+    scored = job["detections"]
     assert [s["name"] for s in scored] == ["a.png", "b.png"]
-    assert all(s["consistency_error"] > 0 and s["verdict"] == "protected" for s in scored)
-    assert job["model"]["source"] == "folder"
+    assert all(s["score"] > 0 and s["verdict"] == "protected" and s["threshold"] == 0 for s in scored)
+    assert {(s["model"], s["model_revision"]) for s in scored} == {(job["model"]["name"], job["model"]["revision"])}
+    assert job["model"]["source"] == "folder" and job["model"]["revision"].startswith("sha256:")
     two_sided = service.post("/v1/detect", files=files, data={"threshold": "100", "low_threshold": "99"}).json()
-    assert two_sided["metrics"]["low_threshold"] == 99
-    assert [s["verdict"] for s in two_sided["metrics"]["images"]] == ["purified", "purified"]
+    assert [(s["verdict"], s["low_threshold"]) for s in two_sided["detections"]] == [("purified", 99)] * 2
     alone = service.post("/v1/detect", files=files, data={"low_threshold": "0.1"})
     assert alone.status_code == 422 and alone.json()["error"]["code"] == "invalid_parameter"
 
@@ -165,7 +165,7 @@ def test_detect_large_request_becomes_a_job(service):
     assert r.status_code == 202, r.text
     job = poll(service, r.headers["location"], lambda j: j["state"] in ("succeeded", "failed"))
     assert job["state"] == "succeeded"
-    assert job["metrics"]["threshold"] is None and job["metrics"]["images"][0]["verdict"] is None
+    assert job["detections"][0]["threshold"] is None and job["detections"][0]["verdict"] is None
 
 
 def test_evaluate_uploaded_protected_and_purified(service):

@@ -136,6 +136,12 @@ def test_a_redirect_to_a_public_address_is_checked_and_followed():
     assert boundary.lookups == ["public.example", "public.example"]
 
 
+def test_a_redirect_to_no_url_is_a_fetch_failure():
+    boundary = Boundary(redirect_to("https://public.example:abc/"))
+    with pytest.raises(FetchFailed):
+        boundary.guard().fetch("https://public.example/start", max_bytes=1000, timeout_s=1)
+
+
 def test_redirect_loops_end():
     boundary = Boundary(lambda request: httpx.Response(302, headers={"Location": "/start"}))
     with pytest.raises(FetchFailed, match="redirects"):

@@ -157,3 +157,13 @@ def test_the_webhook_worker_loads_no_torch():
 
     code = "import sys, worker.tasks; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_delivery_outcomes_are_service_metrics(fast_api):
+    client, store, _, _ = fast_api
+    for outcome in (DeliveryOutcome.retry, DeliveryOutcome.delivered, DeliveryOutcome.delivered):
+        store.count_webhook(outcome.value)
+    text = client.get("/metrics").text
+    assert 'impress_webhook_deliveries_total{outcome="delivered"} 2.0' in text
+    assert 'impress_webhook_deliveries_total{outcome="retry"} 1.0' in text
+    assert 'impress_job_transitions_total{kind="webhook"' not in text

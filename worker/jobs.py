@@ -14,15 +14,18 @@ from typing import Callable
 
 import torch
 
-from impress.contract import (DetectParams, ErrorCode, EvaluateParams, InputImage, InputRole, JobKind, JobRecord,
-                              JobResult, JobState, PurifyParams, ResultFile, ResultImage, StopReason)
+from impress.contract import (DEFAULT_PRESET, DetectedImage, DetectParams, ErrorCode, EvaluateParams, InputImage,
+                              InputRole, JobKind, JobRecord, JobResult, JobState, PurifyParams, ResultFile, ResultImage,
+                              StopReason, vae_for)
 from impress.images import DecodedImage, ImageRejected, decode_image
+from impress.logs import job_context
 from impress.settings import Settings
 from impress.store import JobStore
 
 from .engine.diffusion.scenario import PipelineSet
 from .engine.models import ModelUnavailable, load_vae, resolve_device
 from .engine.pipeline import EngineOptions, run_purification
+from .engine.purify import NonFiniteLoss
 from .scenario_jobs import mimicry_handler, uploaded_edits
 
 log = logging.getLogger("impress.worker")
@@ -88,10 +91,10 @@ def detect_handler(ctx: JobContext) -> JobResult:
     scores = consistency_scores(vae, [to_tensor(item.image.rgb).to(device) for item in items],
                                 ctx.settings.batch_size * 4)
     threshold, low = params.thresholds((ctx.settings.detect_threshold, ctx.settings.detect_low_threshold))
-    metrics = {"threshold": threshold, "low_threshold": low, "images": [
-        {"name": item.meta.name, "consistency_error": s, "verdict": v}
-        for item, s, v in zip(items, scores, verdicts(scores, threshold, low))]}
-    return JobResult(metrics=metrics, model=identity.as_dict(), seconds=round(time.perf_counter() - t0, 3),
+    detections = [DetectedImage(name=item.meta.name, score=score, verdict=verdict, threshold=threshold,
+                                low_threshold=low, model=identity.name, model_revision=identity.revision)
+                  for item, score, verdict in zip(items, scores, verdicts(scores, threshold, low))]
+    return JobResult(detections=detections, model=identity.as_dict(), seconds=round(time.perf_counter() - t0, 3),
                      device=device)
 
 
@@ -153,17 +156,46 @@ def load_inputs(store: JobStore, settings: Settings, record: JobRecord) -> dict[
     return inputs
 
 
+def warm_up_detection(settings: Settings) -> None:
+    """Load the detection model now (imports included: seconds on a busy CPU), so a triage worker's
+    first sync detect is answered within its timeout. A model that cannot load is only logged here:
+    the job that needs it records model_unavailable."""
+    from .engine import detect  # noqa: F401 - the import is part of the warm-up
+
+    try:
+        load_vae(vae_for(DEFAULT_PRESET, settings.vae), resolve_device(settings.device))
+        log.info("detection model loaded")
+    except ModelUnavailable as exc:
+        log.warning("detection model not loaded: %s", exc)
+
+
+def release_device_memory() -> None:
+    """Give cached GPU memory back after an out-of-memory failure, so the next job starts clean."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_job(store: JobStore, settings: Settings, job_id: str, on_time_limit: type[BaseException]) -> str:
-    """Run the job; returns its final state. Every failure ends in the record, never in the worker."""
-    started, attempt = store.start(job_id, settings.max_attempts)
-    record = store.get(job_id)
-    if record is None:  # a late message for a job that expired: nothing to do, nothing to recreate
-        log.info("job %s expired before it ran; message dropped", job_id)
-        return "expired"
-    if not started:
-        log.info("job %s not started (state %s, attempt %d)", job_id, record.state.value, attempt)
-        return record.state.value
-    log.info("job %s (%s) started, attempt %d, %d inputs", job_id, record.kind.value, attempt, len(record.inputs))
+    """Run the job; returns its final state. Every failure ends in the record, never in the worker.
+    Log lines about the job carry its id and the id of the request that created it."""
+    with job_context(job_id):
+        started, attempt = store.start(job_id, settings.max_attempts)
+        record = store.get(job_id)
+        if record is None:  # a late message for a job that expired: nothing to do, nothing to recreate
+            log.info("job %s expired before it ran; message dropped", job_id)
+            return "expired"
+    with job_context(job_id, record.request_id):
+        if not started:
+            log.info("job %s not started (state %s, attempt %d)", job_id, record.state.value, attempt)
+            return record.state.value
+        log.info("job %s (%s) started, attempt %d, %d inputs", job_id, record.kind.value, attempt,
+                 len(record.inputs))
+        return run_started(store, settings, record, on_time_limit)
+
+
+def run_started(store: JobStore, settings: Settings, record: JobRecord, on_time_limit: type[BaseException]) -> str:
+    """The started job's handler, and its outcome recorded: succeeded, canceled, or failed with a code."""
+    job_id = record.id
     try:
         inputs = load_inputs(store, settings, record)
         result = HANDLERS[record.kind](JobContext(store, settings, record, inputs))
@@ -180,6 +212,11 @@ def run_job(store: JobStore, settings: Settings, job_id: str, on_time_limit: typ
         store.fail(job_id, ErrorCode.model_unavailable, str(exc))
     except ImageRejected as exc:
         store.fail(job_id, exc.code, exc.message)
+    except NonFiniteLoss as exc:
+        store.fail(job_id, ErrorCode.numerical_error, str(exc))
+    except (torch.OutOfMemoryError, MemoryError) as exc:  # larger batches were split already (engine.pipeline)
+        release_device_memory()
+        store.fail(job_id, ErrorCode.out_of_memory, f"out of memory even with one image per batch: {exc}")
     except on_time_limit:
         store.fail(job_id, ErrorCode.time_limit_exceeded, f"the job ran past {settings.soft_time_limit_s}s")
     except Exception as exc:  # the record must say what happened; the worker stays up

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import celeryd_after_setup
+from celery.signals import celeryd_after_setup, setup_logging, worker_process_init
 
 from impress.contract import PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY, TASK_WEBHOOK
 from impress.images import set_pillow_pixel_guard
+from impress.logs import configure_logging
 from impress.queue import JobQueue, make_celery
 from impress.settings import get_settings
 from impress.store import JobStore
@@ -28,11 +30,16 @@ logging.getLogger("impress").setLevel(logging.INFO)
 log = logging.getLogger("impress.worker")
 
 
+@setup_logging.connect
+def _configure_logging(**_) -> None:
+    """Celery's logging set up as every process's is (IMPRESS_LOG_FORMAT, request and job ids)."""
+    configure_logging(settings.log_format)
+
+
 @functools.lru_cache(maxsize=1)
 def job_store() -> JobStore:
-    store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
-    store.events = WebhookNotifier(JobQueue(settings, celery_app).send_webhook, settings.webhook_progress_every_s)
-    return store
+    events = WebhookNotifier(JobQueue(settings, celery_app).send_webhook, settings.webhook_progress_every_s)
+    return JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s, events)
 
 
 def _run(job_id: str) -> str:
@@ -71,6 +78,20 @@ mimicry = celery_app.task(name=TASK_MIMICRY)(_run)
 @celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries)
 def webhook(self, delivery: dict) -> str:
     outcome = deliver(WebhookDelivery.model_validate(delivery), settings)
+    try:
+        job_store().count_webhook(outcome.value)
+    except redis.RedisError as exc:   # a lost count must not lose the retry
+        log.warning("webhook outcome not counted: %s", exc)
     if outcome is DeliveryOutcome.retry and self.request.retries < self.max_retries:
         raise self.retry(countdown=retry_delay(self.request.retries, settings.webhook_retry_base_s))
     return outcome.value
+
+
+@worker_process_init.connect
+def _warm_up(**_) -> None:
+    # A worker that serves triage loads its model at start (-Q is applied by now), in the pool
+    # process (CUDA after the fork) and in the background (a pool process must report up quickly).
+    if settings.detect_queue in celery_app.amqp.queues.consume_from:
+        from .jobs import warm_up_detection
+
+        threading.Thread(target=warm_up_detection, args=(settings,), name="warm-up", daemon=True).start()

@@ -5,10 +5,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from impress.queue import JobQueue, worker_queues
 from impress.settings import Settings
 from impress.store import JobStore
-
-from impress.queue import JobQueue
 
 from ..deps import get_queue, get_settings, get_store
 from ..errors import error_responses
@@ -41,5 +40,5 @@ def metrics(request: Request, store: JobStore = Depends(get_store), settings: Se
     if settings.metrics_require_key:
         request.app.state.auth.identify(request)
     body = generate_latest() + generate_latest(
-        service_registry(store, settings.queue if settings.broker_is_store else None))
+        service_registry(store, [*worker_queues(settings), settings.webhook_queue] if settings.broker_is_store else []))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

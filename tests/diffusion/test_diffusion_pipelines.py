@@ -74,3 +74,12 @@ def test_models_check_reports_configured_pipelines(tiny_pipelines, tmp_path, mon
     out = capsys.readouterr().out
     assert f"present  pipeline {tiny_pipelines['img2img']} (img2img pipeline)" in out
     assert f"MISSING  pipeline {tmp_path / 'absent'} (inpaint pipeline)" in out
+
+
+def test_revisions_name_what_each_configured_pipeline_is_without_loading(tiny_pipelines, tmp_path):
+    from worker.engine.diffusion.scenario import PipelineSet
+
+    pipelines = PipelineSet({"img2img": str(tiny_pipelines["img2img"]), "inpaint": str(tmp_path), "upscale": None})
+    revisions = pipelines.revisions()
+    assert revisions["img2img"][1].startswith("sha256:") and revisions["inpaint"][1] == "missing"
+    assert "upscale" not in revisions and pipelines.used() == {}

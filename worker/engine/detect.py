@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from impress.contract import Verdict
+
 from .metrics import consistency_error
 from .purify import vae_multiple
 
@@ -119,13 +121,13 @@ def calibrate(clean_scores: list[float], target_fpr: float, target_low_fpr: Opti
 
 
 def verdicts(scores: list[float], threshold: Optional[float],
-             low_threshold: Optional[float] = None) -> list[Optional[str]]:
+             low_threshold: Optional[float] = None) -> list[Optional[Verdict]]:
     """'protected' above `threshold`, 'purified' below `low_threshold` (if given), else 'clean'; None
     for every image when there is no threshold."""
-    def verdict(s: float) -> Optional[str]:
+    def verdict(s: float) -> Optional[Verdict]:
         if threshold is None:
             return None
         if s > threshold:
-            return "protected"
-        return "purified" if low_threshold is not None and s < low_threshold else "clean"
+            return Verdict.protected
+        return Verdict.purified if low_threshold is not None and s < low_threshold else Verdict.clean
     return [verdict(s) for s in scores]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -84,7 +85,14 @@ def load_vae(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
     them (about a third more compute, far less memory). diffusers' batch slicing is not offered: under
     autograd every slice's activations are kept for the backward pass, so it bounds nothing here.
     """
-    return _load_vae_cached(name, device, dtype, tiling, checkpointing)
+    with _LOADING:
+        return _load_vae_cached(name, device, dtype, tiling, checkpointing)
+
+
+# One load at a time per process: a worker may warm its model up in a thread while a job asks for
+# it (the job then waits for that load instead of doing it twice), and diffusers' lazy imports are
+# not safe to run from two threads at once.
+_LOADING = threading.Lock()
 
 
 @functools.lru_cache(maxsize=4)

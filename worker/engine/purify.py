@@ -28,6 +28,10 @@ log = logging.getLogger("impress.engine")
 ProgressFn = Callable[[int, int, list[float]], bool]
 
 
+class NonFiniteLoss(ArithmeticError):
+    """The loss became NaN or infinite: the run cannot recover (Adam would carry it into every pixel)."""
+
+
 @dataclass
 class PurifyOutcome:
     images: torch.Tensor                      # B x 3 x H x W in [-1, 1], fp32, on CPU
@@ -154,6 +158,9 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
         if step % report_every != 0 and not logged:
             continue
         values = torch.stack([loss, consistency, perceptual]).detach().float().cpu()  # the one sync
+        if not torch.isfinite(values).all():
+            raise NonFiniteLoss(f"the loss is not finite at step {step} (loss, consistency, perceptual per image: "
+                                f"{values.T.tolist()})")
         if logged:
             for i in range(b):
                 traces[i].append({"step": step, "loss": float(values[0, i]),

@@ -16,7 +16,8 @@ import torch
 from impress.scenarios import EditParams
 
 from .editing import EditComparison, compare, edit
-from .pipelines import PipelineIdentity, configured_pipelines, load_pipeline, missing_pipeline
+from ..models import ModelUnavailable
+from .pipelines import PipelineIdentity, configured_pipelines, load_pipeline, missing_pipeline, resolve_pipeline
 from .worst_case import WorstCase, worst_case_per_image
 
 
@@ -45,6 +46,18 @@ class PipelineSet:
         pipe, identity = load_pipeline(self.names[kind], kind, self.device, self.dtype)
         self.identities[kind] = identity
         return pipe
+
+    def revisions(self) -> dict[str, list[str]]:
+        """[name, revision] of each configured pipeline, read from disk without loading (cache keys);
+        'missing' for one that is not here (its first use fails with model_unavailable)."""
+        found = {}
+        for kind, name in self.names.items():
+            if name:
+                try:
+                    found[kind] = [name, resolve_pipeline(name, kind)[2]]
+                except ModelUnavailable:
+                    found[kind] = [name, "missing"]
+        return found
 
     def used(self) -> dict[str, dict]:
         """Identities of the pipelines this run loaded, by kind: what produced its results."""
