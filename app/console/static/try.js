@@ -182,23 +182,25 @@
     }
   }
 
-  // Each image's consistency error against the threshold: a bar whose tick marks the threshold.
+  // Each image's score against its threshold: a bar whose ticks mark the thresholds, and the model
+  // that scored it (a threshold holds only for its model).
   function detection(job) {
-    const { threshold, low_threshold: low, images } = job.metrics;
-    const scale = Math.max(threshold ?? 0, ...images.map((im) => im.consistency_error)) * 1.25 || 1;
-    const rows = images.map((im) => el("tr", {},
-      el("td", {}, im.name),
-      el("td", { class: "score" }, im.consistency_error.toPrecision(4)),
+    const scale = Math.max(...job.detections.flatMap((d) => [d.score, d.threshold ?? 0])) * 1.25 || 1;
+    const at = (value) => `left: ${(100 * value) / scale}%`;
+    const rows = job.detections.map((d) => el("tr", {},
+      el("td", {}, d.name),
+      el("td", { class: "score" }, d.score.toPrecision(4)),
       el("td", {}, el("div", { class: "gauge" },
-        el("div", { class: "fill", style: `width: ${(100 * im.consistency_error) / scale}%` }),
-        threshold === null ? null : el("div", { class: "tick", style: `left: ${(100 * threshold) / scale}%`, title: "threshold" }),
-        low === null ? null : el("div", { class: "tick low", style: `left: ${(100 * low) / scale}%`, title: "low threshold" }))),
-      el("td", { class: `verdict ${im.verdict ?? "none"}` }, im.verdict ?? "no threshold")));
-    const thresholds = threshold === null ? "no threshold configured (IMPRESS_DETECT_THRESHOLD, or send one)"
-      : `threshold ${threshold}${low === null ? "" : `, low threshold ${low}`}`;
-    return [el("p", { class: "thresholds" }, thresholds),
-      el("table", { class: "detect" }, el("thead", {}, el("tr", {}, ...["image", "score", "", "verdict"].map((h) => el("th", {}, h)))),
-        el("tbody", {}, ...rows))];
+        el("div", { class: "fill", style: `width: ${(100 * d.score) / scale}%` }),
+        d.threshold === null ? null : el("div", { class: "tick", style: at(d.threshold), title: "threshold" }),
+        d.low_threshold === null ? null : el("div", { class: "tick low", style: at(d.low_threshold), title: "low threshold" }))),
+      el("td", { class: "thresholds" }, d.threshold === null ? "no threshold configured (IMPRESS_DETECT_THRESHOLD, or send one)"
+        : `threshold ${d.threshold}${d.low_threshold === null ? "" : `, low threshold ${d.low_threshold}`}`),
+      el("td", { class: `verdict ${d.verdict ?? "none"}` }, d.verdict ?? "no verdict"),
+      el("td", { class: "model", title: d.model_revision }, d.model)));
+    return [el("table", { class: "detect" },
+      el("thead", {}, el("tr", {}, ...["image", "score", "", "thresholds", "verdict", "model"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...rows))];
   }
 
   // Every other kind (evaluate, mimicry, ...): links to its files, an HTML report inline (fetched with
