@@ -134,7 +134,7 @@ def test_purify_progress_reaches_100_and_shows_the_purified_image(service, brows
     assert card.get_attribute("data-state") == "succeeded", css(card, ".error").text
     assert css(card, ".percent").text == "100%" and css(card, "progress").get_attribute("value") == "100"
     assert seen == sorted(seen), seen
-    purified = wait_css(card, "img.purified", what="the purified image")
+    purified = wait_css(card, "img.result", what="the purified image")
     wait_for(lambda: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", purified),
              30, "the purified image to load")
     assert browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", purified) == [192, 128]
@@ -142,6 +142,19 @@ def test_purify_progress_reaches_100_and_shows_the_purified_image(service, brows
     assert "coffee.png" in caption and "192×128 px" in caption and "kB" in caption, caption
     assert css(card, "img.original").get_attribute("src").startswith("blob:")
     shoot(browser, screenshots, "try-purify")
+
+
+def test_protect_shows_the_protected_image_and_its_measured_budget(service, browser, screenshots):
+    open_try(browser, str(service.base_url), "protect")
+    css(browser, "#protect-images").send_keys(str(COFFEE))
+    fill(browser, "protect", protection="photoguard-8:steps=2")
+    card = submit(browser, "protect")
+    assert card_state(card) == "succeeded", css(card, ".error").text
+    wait_css(card, "img.result", what="the protected image")
+    assert css(card, ".compare .tag.right").text == "protected"
+    caption = css(card, "figcaption.size").text
+    assert "192×128 px" in caption and "L∞" in caption and "/255" in caption and "PSNR" in caption, caption
+    shoot(browser, screenshots, "try-protect")
 
 
 def test_non_image_upload_and_a_bad_parameter_show_the_api_error_next_to_the_field(service, browser, screenshots,

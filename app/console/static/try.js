@@ -153,30 +153,33 @@
     async showResult(job) {
       const timing = el("p", { class: "timing" },
         `${formatSeconds(job.seconds)} on ${job.device} · model ${job.model?.name ?? job.vae} · ${job.perceptual}`);
-      const parts = { purify: () => this.purified(job), detect: () => detection(job) };
-      this.result.append(timing, ...(await (parts[job.kind] || (() => outputs(job)))()));
+      const parts = job.kind === "detect" ? detection(job) : job.results.length ? await this.compared(job) : await outputs(job);
+      this.result.append(timing, ...parts);
     }
 
-    // Original and purified stacked in one frame; the slider uncovers the purified one from the right.
-    // An image given by URL has no original in this browser: its purified image is shown alone.
-    async purified(job) {
+    // Each result image (purified, protected) and its original stacked in one frame; the slider
+    // uncovers the result from the right. An image given by URL has no original in this browser: its
+    // result is shown alone.
+    async compared(job) {
+      const made = { purify: "purified", protect: "protected" }[job.kind] ?? "result";
       return Promise.all(job.results.map(async (res, i) => {
         const { url, size } = await blobUrl(res.url);
-        const top = el("img", { class: "purified", src: url, alt: `purified ${res.name}` });
+        const top = el("img", { class: "result", src: url, alt: `${made} ${res.name}` });
         const frame = el("div", { class: "compare", style: `aspect-ratio: ${res.width} / ${res.height}` }, top);
         let slider = null;
         if (this.originals[i]) {
-          slider = el("input", { type: "range", min: 0, max: 100, value: 50, "aria-label": "original | purified" });
+          slider = el("input", { type: "range", min: 0, max: 100, value: 50, "aria-label": `original | ${made}` });
           const reveal = () => { top.style.clipPath = `inset(0 0 0 ${slider.value}%)`; };
           slider.addEventListener("input", reveal);
           reveal();
           top.before(el("img", { class: "original", src: URL.createObjectURL(this.originals[i]), alt: `original ${res.name}` }));
-          frame.append(el("span", { class: "tag left" }, "original"), el("span", { class: "tag right" }, "purified"));
+          frame.append(el("span", { class: "tag left" }, "original"), el("span", { class: "tag right" }, made));
         }
         const final = res.final ? ` · loss ${res.final.loss.toPrecision(3)}` : "";
+        const budget = res.budget ? ` · L∞ ${+res.budget.linf_255.toFixed(2)}/255 · PSNR ${res.budget.psnr_db.toFixed(1)} dB · SSIM ${res.budget.ssim.toFixed(3)}` : "";
         return el("figure", { class: "compare-block" }, frame, slider,
           el("figcaption", { class: "size" },
-            `${res.name} · ${res.width}×${res.height} px · ${formatBytes(size)} · ${res.iterations} steps (${res.stop_reason})${final} · `,
+            `${res.name} · ${res.width}×${res.height} px · ${formatBytes(size)} · ${res.iterations} steps (${res.stop_reason})${final}${budget} · `,
             el("a", { href: url, download: res.name }, "download")));
       }));
     }
