@@ -1,6 +1,7 @@
 """Protection budgets: what each protection preset states against what its 8-bit output spends.
 
-    python -m bench.bench_protection_budgets    # bundled model, 4 held-out photos at 64², CPU, ~10 min
+    python -m bench.bench_protection_budgets    # bundled model, 4 held-out photos at 64², CPU, ~15 min
+    python -m bench.bench_protection_budgets --protections glaze-like
 
 Every protection in `worker/engine/protect.py` runs with its defaults on held-out photos (centre
 crops resized to --size) and the bundled model, with the offline perceptual distance (1 - SSIM).
@@ -50,13 +51,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--protections", default=",".join(PROTECTIONS), help="comma-separated names (default: all)")
     args = p.parse_args()
     torch.manual_seed(0)
     vae, identity = load_vae(TINY_VAE_NAME)
     distance = load_perceptual("dssim")
     clean = held_out_squares(args.images, args.size)
     rows = []
-    for name in PROTECTIONS:
+    for name in args.protections.split(","):
         rows.append(measure(vae, distance, clean, name))
         print(rows[-1], flush=True)
     meta = {**run_meta("cpu"), "model": identity.as_dict(), "perceptual": distance.name,

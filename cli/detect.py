@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -73,6 +74,12 @@ def run_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def out_of_sample(rate) -> str:
+    low, high = rate.interval
+    return (f"on new clean images expect {rate.expected:.1%} ({rate.confidence:.0%} interval "
+            f"{low:.1%}-{high:.1%})")
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
     """A detection threshold from clean images, for a target false positive rate."""
     from worker.engine.detect import calibrate
@@ -87,8 +94,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
               "model": identity}
     Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
     print(f"threshold {cal.threshold:.6g}: {cal.fpr:.1%} of {cal.n} clean images flagged protected "
-          f"(target {args.fpr:.1%})")
+          f"(target {args.fpr:.1%}); {out_of_sample(cal.expected_fpr)}")
     if cal.low_threshold is not None:
-        print(f"low threshold {cal.low_threshold:.6g}: {cal.low_fpr:.1%} flagged purified (target {args.low_fpr:.1%})")
+        print(f"low threshold {cal.low_threshold:.6g}: {cal.low_fpr:.1%} flagged purified (target {args.low_fpr:.1%}); "
+              f"{out_of_sample(cal.expected_low_fpr)}")
+    for warning in cal.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"written to {args.output}")
     return 0

@@ -8,7 +8,7 @@ import sys
 from impress.logs import configure_logging
 from impress.settings import Settings
 
-from . import bench, detect, mimicry, models, purify, service
+from . import bench, detect, mimicry, models, protect, purify, service
 from .common import CommandFailed
 
 
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="impress", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     purify.add_parser(sub)
+    protect.add_parser(sub)
     detect.add_parsers(sub)
     bench.add_parser(sub)
     mimicry.add_parser(sub)

@@ -18,6 +18,7 @@ TASK_PURIFY = "impress.purify"
 TASK_DETECT = "impress.detect"
 TASK_EVALUATE = "impress.evaluate"
 TASK_MIMICRY = "impress.mimicry"
+TASK_PROTECT = "impress.protect"
 TASK_WEBHOOK = "impress.webhook"    # one webhook delivery (HTTP only), on the webhook queue
 
 
@@ -26,10 +27,11 @@ class JobKind(str, enum.Enum):
     detect = "detect"
     evaluate = "evaluate"
     mimicry = "mimicry"
+    protect = "protect"
 
 
 TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE,
-         JobKind.mimicry: TASK_MIMICRY}
+         JobKind.mimicry: TASK_MIMICRY, JobKind.protect: TASK_PROTECT}
 
 # The engine's registries (worker/engine/protect.py, purifiers.py) hold exactly these names; the API
 # checks requests against them without importing the engine (a test keeps the two in step).
@@ -309,6 +311,20 @@ class EvaluateParams(BaseModel):
         _method_names(self.purifiers, PURIFIER_NAMES, "purifier")
 
 
+class ProtectParams(BaseModel):
+    """Protection of uploaded images (and an optional `target` image the protection pulls toward: the
+    style-transferred copy for glaze-like), each returned as the 8-bit PNG a user saves, with the
+    budget it spent measured on that PNG."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protection: str = Field(description="NAME or NAME:KEY=VALUE[:KEY=VALUE...] with NAME one of "
+                                        f"{', '.join(PROTECTION_NAMES)} (e.g. glaze-like:steps=100:p=0.03)")
+
+    def model_post_init(self, _context) -> None:
+        _method_names([self.protection], PROTECTION_NAMES, "protection")
+
+
 # ---------------------------------------------------------------- job records
 
 class InputRole(str, enum.Enum):
@@ -320,6 +336,7 @@ class InputRole(str, enum.Enum):
     protected = "protected"
     purified = "purified"
     mask = "mask"            # evaluate with an inpainting edit: white = regenerate, one per clean image
+    target = "target"        # protect: the image a protection pulls toward (at most one)
 
 
 class InputImage(BaseModel):
@@ -343,6 +360,16 @@ class TracePoint(BaseModel):
     perceptual: float
 
 
+class MeasuredBudget(BaseModel):
+    """What a protection spent on one image, measured on its 8-bit result against the input."""
+
+    linf_255: float      # largest change of a channel, in grey levels (/255 units)
+    l2_255: float        # Euclidean norm of the change, /255 units
+    psnr_db: float
+    ssim: float
+    perceptual: float    # the job's perceptual distance (named in its `perceptual`)
+
+
 class ResultImage(BaseModel):
     name: str          # same stem as the input, .png
     blob: str
@@ -352,6 +379,7 @@ class ResultImage(BaseModel):
     stop_reason: StopReason
     final: Optional[TracePoint] = None   # at the last step
     trace: list[TracePoint]              # at logged steps
+    budget: Optional[MeasuredBudget] = None   # protect: what the protection spent on this image
 
 
 class Verdict(str, enum.Enum):
@@ -421,11 +449,11 @@ class WebhookTarget(BaseModel):
     jobs_url: str   # the API's /v1/jobs URL as the accepting API answers it: the body's links are under it
 
 
-JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams]
+JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams, ProtectParams]
 # The parameter model each kind keeps in its record: exactly what its handler runs.
 PARAMS_BY_KIND: dict[JobKind, type[BaseModel]] = {
     JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams,
-    JobKind.mimicry: MimicryParams}
+    JobKind.mimicry: MimicryParams, JobKind.protect: ProtectParams}
 
 
 class JobRecord(BaseModel):

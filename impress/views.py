@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel
 
-from .contract import (DetectedImage, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobState, RejectedInput,
+from .contract import (DetectedImage, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobState, MeasuredBudget, RejectedInput,
                        StopReason, TracePoint, WebhookTarget)
 
 
@@ -28,6 +28,7 @@ class ResultLink(BaseModel):
     stop_reason: StopReason
     final: Optional[TracePoint] = None
     trace: list[TracePoint]
+    budget: Optional[MeasuredBudget] = None   # protect: what the protection spent, on the 8-bit result
 
 
 class FileLink(BaseModel):

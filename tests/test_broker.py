@@ -34,14 +34,15 @@ def test_rabbitmq_broker_gets_quorum_queues_and_publisher_confirms():
 def test_queue_length_metric_only_where_redis_holds_the_queue(fake_redis):
     store = JobStore(fake_redis, "impress-broker", 3600)
     fake_redis.rpush(store.keys.celery_prefix() + "jobs", b"a", b"b")
-    assert b'impress_queue_messages{queue="jobs"} 2.0' in generate_latest(service_registry(store, "jobs"))
-    elsewhere = generate_latest(service_registry(store, None))
+    assert b'impress_queue_messages{queue="jobs"} 2.0' in generate_latest(service_registry(store, ["jobs"]))
+    elsewhere = generate_latest(service_registry(store, []))
     assert b"impress_queue_messages" not in elsewhere and b"impress_redis_up 1.0" in elsewhere
 
 
 def test_detect_jobs_go_to_the_triage_queue_when_one_is_set():
-    both = JobQueue(Settings(_env_file=None, queue="gpu"))
-    assert [both.queue_for(kind) for kind in JobKind] == ["gpu"] * len(JobKind)
+    default = JobQueue(Settings(_env_file=None, queue="gpu"))
+    assert {kind: default.queue_for(kind) for kind in JobKind} == {
+        kind: "impress-detect" if kind is JobKind.detect else "gpu" for kind in JobKind}
     split = JobQueue(Settings(_env_file=None, queue="gpu", detect_queue="triage"))
     assert {kind: split.queue_for(kind) for kind in JobKind} == {
         kind: "triage" if kind is JobKind.detect else "gpu" for kind in JobKind}

@@ -58,7 +58,8 @@ def test_a_new_parameter_gets_its_control_from_the_schema():
 
 def test_every_job_route_gets_a_form_with_its_uploads(fast_api):
     forms = {form.kind: form for form in kind_forms(fast_api[0].app.openapi())}
-    assert list(forms) == ["purify", "detect", "evaluate", "mimicry"]
+    assert list(forms) == ["purify", "protect", "detect", "evaluate", "mimicry"]
+    assert [(f.name, f.required) for f in forms["protect"].files] == [("images", True), ("target", False)]
     # images or image_url fields: neither is required on its own
     assert [(f.name, f.required) for f in forms["purify"].files] == [("images", False)]
     assert [f.name for f in forms["evaluate"].files] == ["clean", "protected", "purified", "mask"]

@@ -179,7 +179,11 @@ def test_detect_and_calibrate_cli(small_vae_dir, tmp_path, capsys):
     record = json.loads(cal.read_text())
     assert record["n"] == 3 and record["fpr"] == pytest.approx(1 / 3) and record["model"]["revision"]
     assert record["low_fpr"] == pytest.approx(1 / 3) and record["low_threshold"] <= record["threshold"]
-    capsys.readouterr()
+    assert record["expected_fpr"]["expected"] == pytest.approx(2 / 4)  # (floor(0.34 * 3) + 1) / (3 + 1)
+    assert "on new clean images expect 50.0%" in capsys.readouterr().out
+    assert main(["calibrate", *map(str, paths), "--fpr", "0.1", "-o", str(tmp_path / "few.json"),
+                 "--model", str(small_vae_dir), "--device", "cpu"]) == 0
+    assert "3 clean images are too few for a 10.0% target" in capsys.readouterr().err
     assert main(["detect", *map(str, paths), "--calibration", str(cal), "--device", "cpu"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(line["verdict"] for line in lines) == ["clean", "protected", "purified"]

@@ -1,6 +1,8 @@
 """What must hold on any model: attacks stay within budget, the report is reproducible."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +74,32 @@ def test_run_protection_returns_each_image_as_saved_with_its_measured_budget(sma
             assert im.budget.linf_255 == pytest.approx(float(linf_255(saved, clean)), abs=1e-3)
             assert 0 < im.budget.linf_255 <= run.stated["linf_255"] + 1e-3
             assert im.budget.perceptual <= run.stated.get("dssim", 1.0)
+
+
+def test_protect_cli_writes_pngs_and_their_measured_budgets(small_vae_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from cli.main import main
+
+    paths = []
+    for s, size in enumerate(((32, 32), (40, 24))):
+        paths.append(tmp_path / f"in{s}.png")
+        Image.fromarray(photo(*size, seed=s)).save(paths[-1])
+    style = tmp_path / "style.png"
+    Image.fromarray(photo(50, 50, seed=7)).save(style)
+    out = tmp_path / "out"
+    assert main(["protect", *map(str, paths), "-o", str(out), "--protection", "glaze-like:steps=2:p=0.03",
+                 "--target", str(style), "--model", str(small_vae_dir), "--perceptual", "dssim",
+                 "--device", "cpu"]) == 0
+    summary = json.loads((out / "protect.json").read_text())
+    assert summary["protection"]["params"]["steps"] == 2 and summary["stated"]["dssim"] == 0.03
+    for path, record in zip(paths, summary["images"]):
+        saved = np.asarray(Image.open(record["output"]))
+        assert saved.shape == np.asarray(Image.open(path)).shape
+        assert record["budget"]["perceptual"] <= 0.03 and record["budget"]["linf_255"] <= 16 + 1e-3
+        assert record["budget"]["linf_255"] == pytest.approx(
+            float(linf_255(to_tensor(saved), to_tensor(np.asarray(Image.open(path))))), abs=1e-3)
+    assert "PSNR" in capsys.readouterr().out
+    assert main(["protect", str(paths[0]), "-o", str(out), "--protection", "photoguard-8:p=1",
+                 "--model", str(small_vae_dir)]) == 2
+    assert "no parameter p" in capsys.readouterr().err

@@ -209,3 +209,28 @@ def test_bad_evaluation_requests_are_refused(service, files, form, code):
     assert 400 <= r.status_code < 500 and r.json()["error"]["code"] == code, r.text
 
 
+
+
+def test_protect_returns_protected_pngs_with_their_measured_budgets(service):
+    clean = [photo(40, 32, 0), photo(32, 32, 1)]
+    files = [upload("a.png", clean[0]), upload("b.png", clean[1]), upload("style.png", photo(48, 48, 5), "target")]
+    r = service.post("/v1/protect", files=files, data={"protection": "glaze-like:steps=2:p=0.03"})
+    assert r.status_code == 202, r.text
+    job = poll(service, r.headers["location"], lambda j: j["state"] in ("succeeded", "failed"))
+    assert job["state"] == "succeeded", job["error"]
+    assert job["kind"] == "protect" and job["metrics"]["stated"] == {"linf_255": 16.0, "dssim": 0.03}
+    assert job["metrics"]["target"] == "style.png"
+    assert [res["name"] for res in job["results"]] == ["a.png", "b.png"]
+    for res, rgb in zip(job["results"], clean):
+        saved = np.asarray(Image.open(io.BytesIO(service.get(res["url"]).content)))
+        assert saved.shape == rgb.shape
+        measured = float(np.abs(saved.astype(int) - rgb.astype(int)).max())
+        assert res["budget"]["linf_255"] == pytest.approx(measured, abs=1e-3)
+        assert 0 < measured <= 16 and res["budget"]["perceptual"] <= 0.03 and res["budget"]["psnr_db"] > 25
+
+
+@pytest.mark.parametrize("form, code", [({"protection": "glaze-real"}, "invalid_parameter"),
+                                        ({"protection": "mist-16", "steps": "3"}, "invalid_parameter")])
+def test_bad_protect_requests_are_refused(service, form, code):
+    r = service.post("/v1/protect", files=[upload("a.png", photo())], data=form)
+    assert r.status_code == 422 and r.json()["error"]["code"] == code, r.text

@@ -26,6 +26,7 @@ from .engine.diffusion.scenario import PipelineSet
 from .engine.models import ModelUnavailable, load_vae, resolve_device
 from .engine.pipeline import EngineOptions, run_purification
 from .engine.purify import NonFiniteLoss
+from .protect_job import protect_handler
 from .scenario_jobs import mimicry_handler, uploaded_edits
 
 log = logging.getLogger("impress.worker")
@@ -141,7 +142,7 @@ def evaluate_handler(ctx: JobContext) -> JobResult:
 
 HANDLERS: dict[JobKind, Callable[[JobContext], JobResult]] = {
     JobKind.purify: purify_handler, JobKind.detect: detect_handler, JobKind.evaluate: evaluate_handler,
-    JobKind.mimicry: mimicry_handler}
+    JobKind.mimicry: mimicry_handler, JobKind.protect: protect_handler}
 
 
 def load_inputs(store: JobStore, settings: Settings, record: JobRecord) -> dict[InputRole, list[JobInput]]:

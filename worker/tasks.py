@@ -15,7 +15,8 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_init
 
-from impress.contract import PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PURIFY, TASK_WEBHOOK
+from impress.contract import (PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PROTECT, TASK_PURIFY,
+                              TASK_WEBHOOK)
 from impress.images import set_pillow_pixel_guard
 from impress.logs import configure_logging
 from impress.queue import JobQueue, make_celery
@@ -73,6 +74,7 @@ purify = celery_app.task(name=TASK_PURIFY)(_run)
 detect = celery_app.task(name=TASK_DETECT)(_run)
 evaluate = celery_app.task(name=TASK_EVALUATE)(_run)
 mimicry = celery_app.task(name=TASK_MIMICRY)(_run)
+protect = celery_app.task(name=TASK_PROTECT)(_run)
 
 
 @celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from impress.contract import MeasuredBudget
 from impress.images import DecodedImage
 
 from .models import load_vae
@@ -18,17 +19,6 @@ from .perceptual import load_perceptual
 from .protect import PROTECTIONS, apply_protection, budget
 from .registry import MethodSpec
 from .tensors import to_tensor, to_uint8
-
-
-@dataclass(frozen=True)
-class MeasuredBudget:
-    """What a protection spent on one image, measured on its 8-bit result against the input."""
-
-    linf_255: float      # largest change of a channel, in grey levels (/255 units)
-    l2_255: float        # Euclidean norm of the change, /255 units
-    psnr_db: float
-    ssim: float
-    perceptual: float    # the run's perceptual distance (named in ProtectionRun.perceptual)
 
 
 @dataclass

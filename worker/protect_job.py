@@ -1,0 +1,35 @@
+"""The protect job: apply one protection to the uploaded images (toward an uploaded target, if any)
+and store each 8-bit result with its measured budget."""
+from __future__ import annotations
+
+from impress.contract import ErrorCode, InputRole, JobResult, ProtectParams, ResultImage, StopReason
+from impress.images import ImageRejected, encode_png
+
+from .engine.models import resolve_device
+
+
+def protect_handler(ctx) -> JobResult:
+    from .engine.bench import parse_choice
+    from .engine.protect import make_protection
+    from .engine.protect_images import run_protection
+
+    params = ctx.record.params
+    assert isinstance(params, ProtectParams)
+    try:
+        name, overrides = parse_choice(params.protection)
+        spec = make_protection(name, **overrides)
+    except ValueError as exc:
+        raise ImageRejected(ErrorCode.invalid_parameter, str(exc)) from exc
+    items, targets = ctx.role(InputRole.image), ctx.role(InputRole.target)
+    run = run_protection([item.image for item in items], spec, vae=ctx.record.vae, perceptual=ctx.record.perceptual,
+                         device=resolve_device(ctx.settings.device),
+                         target=targets[0].image if targets else None, batch_size=ctx.settings.batch_size)
+    images = [ResultImage(name=item.meta.name.rsplit(".", 1)[0] + ".png",
+                          blob=ctx.store.put_blob(encode_png(im.rgb, im.alpha)), width=item.image.width,
+                          height=item.image.height, iterations=spec.params.get("steps", 0),
+                          stop_reason=StopReason.completed, trace=[], budget=im.budget)
+              for item, im in zip(items, run.images)]
+    metrics = {"protection": {"name": spec.name, "params": spec.params}, "stated": run.stated,
+               "target": targets[0].meta.name if targets else None}
+    return JobResult(images=images, metrics=metrics, model=run.model, perceptual=run.perceptual, seconds=run.seconds,
+                     device=run.device)
