@@ -80,7 +80,8 @@ class Purifier:
     needs_models: bool = False
 
 
-# None means "the preset's value" (contract.PRESETS, and PERCEPTUAL_DEFAULT_DELTA for delta).
+# None means "the preset's value" (contract.PRESETS, and PERCEPTUAL_DEFAULT_DELTA / _ALPHA for delta
+# and alpha).
 IMPRESS_DEFAULTS = dict(preset="photoguard", schedule=None, iters=None, lr=None, beta1=None, beta2=None,
                         alpha=None, delta=None, noise=None, seed=0, early_stop=True)
 
