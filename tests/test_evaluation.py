@@ -168,7 +168,7 @@ def test_offline_distance_default_alpha_keeps_purified_images_in_budget():
     from worker.engine.purify import purify
 
     vae, _ = load_vae(TINY_VAE_NAME)
-    x = torch.cat([to_tensor(np.asarray(Image.open(path).convert("RGB")))[..., 32:96, 32:96]
+    x = torch.cat([to_tensor(np.array(Image.open(path).convert("RGB")))[..., 32:96, 32:96]
                    for path in sorted(EXAMPLES.glob("*.png"))])
     distance = load_perceptual("dssim")
     final = {}
