@@ -72,17 +72,14 @@ def form_model(model: type[BaseModel], *extras: type[BaseModel]) -> type[BaseMod
                 {"model_config": ConfigDict(extra="ignore"), "__module__": __name__})
 
 
-def form_part(form: BaseModel, model: type[BaseModel]):
-    """The `model` part of a form made by form_model."""
-    return model(**form.model_dump(include=set(model.model_fields)))
-
-
-def within_iteration_limit(form: BaseModel, model: type[BaseModel], settings: Settings):
-    """The `model` part of a form validated again with the service's iteration limit, which every method's
-    step count must respect (impress/methods.py); a 422 invalid_parameter naming the field otherwise."""
+def form_part(form: BaseModel, model: type[BaseModel], max_iterations: Optional[int] = None):
+    """The `model` part of a form made by form_model; with `max_iterations`, validated again under the
+    service's iteration limit, which every method's step count must respect (422 otherwise)."""
+    fields = form.model_dump(include=set(model.model_fields))
+    if max_iterations is None:
+        return model(**fields)
     try:
-        return model.model_validate(form.model_dump(include=set(model.model_fields)),
-                                    context={"max_iterations": settings.max_iterations})
+        return model.model_validate(fields, context={"max_iterations": max_iterations})
     except ValidationError as exc:
         errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"].removeprefix("Value error, ")}
                   for e in exc.errors()]

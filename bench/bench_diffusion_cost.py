@@ -100,9 +100,9 @@ SCENARIOS = {
     "sds-minus (100 PGD steps, no UNet backward)": lambda c: 100 * (c["vae.encode+bwd"] + c["unet(b1)"]),
     "photoguard-diffusion (200 steps x 10 draws x 4-step inpaint)": lambda c: 200 * 10 * (
         c["vae.encode+bwd"] + 4 * c["unet9(b2)+bwd"] + c["vae.decode+bwd"]),
-    "diffpure (strength 0.1 of 100 steps)": lambda c: c["vae.encode"] + 10 * c["unet(b1)"] + c["vae.decode"],
-    "gridpure (20 x 10 crops of 256, 1 step each)": lambda c: 20 * 10 * (
-        c["vae.encode(half)"] + c["unet(b1,half)"] + c["vae.decode(half)"]),
+    "diffpure (strength 0.1 of 1000 steps: 100 steps)": lambda c: c["vae.encode"] + 100 * c["unet(b1)"] + c["vae.decode"],
+    "gridpure (20 x 10 crops of 256, 10 steps each)": lambda c: 20 * 10 * (
+        c["vae.encode(half)"] + 10 * c["unet(b1,half)"] + c["vae.decode(half)"]),
     "noisy-upscale (75 steps, CFG, x4 decode)": lambda c: 75 * c["upscaler.unet(b2)"] + c["upscaler.vae.decode"],
     "mimicry LoRA (200 training steps, batch 1)": lambda c: 200 * (c["vae.encode"] + c["unet(b1)+bwd"]),
 }

@@ -59,9 +59,13 @@ def run_api(args: argparse.Namespace) -> int:
 def worker_argv(args: argparse.Namespace) -> list[str]:
     # prefork with one process per GPU: time limits work (solo has none) and each child has its
     # own CUDA context and model cache, created after the fork.
-    queues = args.queues or ",".join(worker_queues(Settings()))
+    settings = Settings()
+    queues = args.queues or ",".join(worker_queues(settings))
+    # A webhook worker beside a job worker on one host needs a node name of its own: RabbitMQ gives
+    # each name's control queue to one connection only.
+    hostname = args.hostname or ("webhooks@%h" if queues == settings.webhook_queue else None)
     return ["-A", "worker.tasks", "worker", "--loglevel", "INFO", "-Q", queues, "--concurrency", str(args.concurrency),
-            "--pool", args.pool, *(["--hostname", args.hostname] if args.hostname else [])]
+            "--pool", args.pool, *(["--hostname", hostname] if hostname else [])]
 
 
 def run_worker(args: argparse.Namespace) -> int:

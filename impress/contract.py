@@ -157,6 +157,11 @@ def vae_for(preset: str, configured: Optional[str]) -> str:
 # The presets' delta is an LPIPS budget. The offline distance 1-SSIM has its own scale: 0.05
 # (SSIM 0.95) is a change that is hard to see on photos. Used when the caller gives no delta.
 PERCEPTUAL_DEFAULT_DELTA = {"dssim": 0.05}
+# Likewise the presets' alpha weighs an LPIPS hinge; against 1-SSIM their 0.01-0.1 goes unheeded
+# (measured on the bundled model: the demo's purified photos ended at 1-SSIM 0.17-0.25 to their input
+# against delta 0.05). With alpha 1 they end at 0.047-0.050 (within 1.25 delta; 10 is tighter, 0.04,
+# at more consistency error): README, Demo. Used when the caller gives no alpha.
+PERCEPTUAL_DEFAULT_ALPHA = {"dssim": 1.0}
 
 
 class Schedule(BaseModel):
@@ -199,7 +204,7 @@ class PurifyOverrides(ImpressParams):
         return PurifyParams(
             preset=self.preset, schedule=name, iters=pick(self.iters, max(1, p.iters // s.iters_divisor)),
             lr=pick(self.lr, p.lr * s.lr_scale), beta1=pick(self.beta1, s.beta1), beta2=pick(self.beta2, s.beta2),
-            alpha=pick(self.alpha, p.alpha), delta=delta, noise=pick(self.noise, p.noise),
+            alpha=pick(self.alpha, PERCEPTUAL_DEFAULT_ALPHA.get(perceptual, p.alpha)), delta=delta, noise=pick(self.noise, p.noise),
             seed=self.seed, early_stop=pick(self.early_stop, s.early_stop), plateau_window=self.plateau_window,
             plateau_rel_tol=self.plateau_rel_tol)
 
@@ -324,12 +329,12 @@ def method_steps(choice: MethodChoice) -> Optional[int]:
 class ProtectParams(BaseModel):
     """Protection of uploaded images (and an optional `target` image the protection pulls toward: the
     style-transferred copy for glaze-like), each returned as the 8-bit PNG a user saves, with the
-    budget it spent measured on that PNG."""
+    budget it spent measured on that PNG. Validated with context {"max_iterations": N}, the
+    protection's step count is held to N."""
 
     model_config = ConfigDict(extra="forbid")
 
-    protection: ProtectionChoice = Field(description="NAME or NAME:KEY=VALUE[:KEY=VALUE...] with NAME one of "
-                                                     f"{', '.join(PROTECTION_NAMES)} (e.g. glaze-like:steps=100:p=0.03)")
+    protection: ProtectionChoice = Field(description="e.g. glaze-like:steps=100:p=0.03")
 
     @field_validator("protection")
     @classmethod

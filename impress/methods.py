@@ -194,7 +194,7 @@ def choose(kind: Kind, name: str, label: Optional[str] = None, **overrides: Any)
     method = registry[name]
     unknown = sorted(set(overrides) - set(method.model.model_fields))
     if unknown:
-        raise ValueError(f"{kind} {name!r} has no parameter {', '.join(unknown)}; "
+        raise ValueError(f"{kind} {name!r} has no parameter {', '.join(map(repr, unknown))}; "
                          f"its parameters: {', '.join(method.model.model_fields)}")
     try:
         params = method.model.model_validate({**method.defaults, **overrides})

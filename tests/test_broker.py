@@ -46,3 +46,17 @@ def test_detect_jobs_go_to_the_triage_queue_when_one_is_set():
     split = JobQueue(Settings(_env_file=None, queue="gpu", detect_queue="triage"))
     assert {kind: split.queue_for(kind) for kind in JobKind} == {
         kind: "triage" if kind is JobKind.detect else "gpu" for kind in JobKind}
+
+
+def test_a_webhook_worker_has_a_node_name_of_its_own():
+    """RabbitMQ gives a node name's control queue to one connection: a webhook worker beside a job
+    worker on one host must not share `celery@host`."""
+    from argparse import Namespace
+
+    from cli.service import worker_argv
+
+    def argv(queues):
+        return worker_argv(Namespace(queues=queues, concurrency=1, pool="solo", hostname=None))
+
+    assert argv("webhooks")[-2:] == ["--hostname", "webhooks@%h"]
+    assert "--hostname" not in argv(None) and "--hostname" not in argv("impress")

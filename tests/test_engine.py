@@ -271,6 +271,8 @@ def test_presets_schedules_and_overrides():
     p = PurifyOverrides(preset="photoguard", schedule="fast", iters=7, alpha=0.2, beta2=0.95).resolve()
     assert (p.delta, p.alpha, p.lr, p.iters, p.noise, p.beta1, p.beta2) == (0.1, 0.2, 0.021, 7, 0.05, 0.0, 0.95)
     assert PurifyOverrides(preset="photoguard").resolve("dssim").delta == 0.05
+    assert PurifyOverrides(preset="glaze").resolve("dssim").alpha == 1.0  # the offline distance's own alpha
+    assert PurifyOverrides(preset="glaze").resolve("lpips-vgg").alpha == 0.1
     with pytest.raises(ValueError):
         PurifyOverrides(preset="mist")
     with pytest.raises(ValueError):

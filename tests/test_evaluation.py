@@ -155,6 +155,25 @@ def test_two_sided_detection_flags_impress_output_on_the_bundled_model():
     assert all(p < c for p, c in zip(scores, consistency_scores(vae, held_out)))
 
 
+def test_offline_distance_default_alpha_keeps_purified_images_in_budget():
+    """On the bundled model, 1 - SSIM's own default alpha holds the hinge: purified 64 px crops of the
+    examples end within 1.25 delta of their input; the presets' LPIPS-scale alpha 0.01 does not."""
+    from worker.engine.models import TINY_VAE_NAME
+    from worker.engine.purify import purify
+
+    vae, _ = load_vae(TINY_VAE_NAME)
+    x = torch.cat([to_tensor(np.array(Image.open(path).convert("RGB")))[..., 32:96, 32:96]
+                   for path in sorted(EXAMPLES.glob("*.png"))])
+    distance = load_perceptual("dssim")
+    final = {}
+    for alpha in (None, 0.01):
+        params = PurifyOverrides(schedule="fast", iters=60, alpha=alpha).resolve("dssim")
+        out = purify(vae, distance, x, params).images
+        final[alpha] = distance.bind(x)(quantize_8bit(out))
+    assert (final[None] <= 1.25 * params.delta).all(), final
+    assert (final[0.01] > 1.25 * params.delta).any(), final
+
+
 def test_consistency_scores_match_per_image_and_mixed_sizes(vae):
     images = [to_tensor(photo(32, 32, seed=0)), to_tensor(photo(40, 24, seed=1)), to_tensor(photo(32, 32, seed=2))]
     batched = consistency_scores(vae, images, batch=2)

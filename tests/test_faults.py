@@ -21,7 +21,8 @@ REQUESTS = [("GET", "/v1/jobs", {}), ("GET", "/v1/jobs/abc", {}), ("DELETE", "/v
             ("POST", "/v1/purify", {"files": [("images", PNG)], "data": {"iters": "3"}}),
             ("POST", "/v1/detect", {"files": [("images", PNG)]}),
             ("POST", "/v1/evaluate", {"files": [("clean", PNG)], "data": {"purifiers": "jpeg"}}),
-            ("POST", "/v1/mimicry", {"files": [("clean", PNG)]})]
+            ("POST", "/v1/mimicry", {"files": [("clean", PNG)]}),
+            ("POST", "/v1/protect", {"files": [("images", PNG)]})]
 
 
 KEY = "robustness-test-key-0123456789"
@@ -125,7 +126,7 @@ class NanDistance(PerceptualDistance):
     name = "nan"
 
     def prepare(self, reference):
-        return []
+        return (reference,)
 
     def forward(self, x, prepared):
         return torch.full((x.shape[0],), float("nan"))

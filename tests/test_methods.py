@@ -22,7 +22,7 @@ def test_a_choice_is_its_model_with_the_named_defaults_and_the_given_values():
 
 @pytest.mark.parametrize("text, kind, message", [
     ("sharpen", "purifier", "unknown purifier 'sharpen'; known: jpeg"),
-    ("jpeg:sigma=1", "purifier", "purifier 'jpeg' has no parameter sigma; its parameters: quality"),
+    ("jpeg:sigma=1", "purifier", "purifier 'jpeg' has no parameter 'sigma'; its parameters: quality"),
     ("jpeg:quality=high", "purifier", "purifier 'jpeg': quality: Input should be a valid integer"),
     ("jpeg:quality=0", "purifier", "quality: Input should be greater than or equal to 1"),
     ("impress:preset=mist", "purifier", "preset: Input should be 'glaze' or 'photoguard'"),

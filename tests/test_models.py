@@ -84,3 +84,12 @@ def test_purify_with_a_missing_model_fails_before_any_progress_bar(offline_cache
     assert main(["purify", str(image), "-o", str(tmp_path / "out"), "--model", MISSING_HUB_ID]) == 3
     err = capsys.readouterr().err
     assert "is not in the model cache" in err and "purify" not in err.split("error:")[0]
+
+
+def test_pull_fetches_nothing_that_is_present_and_cannot_pull_a_folder(tmp_path):
+    said = []
+    model_cache.pull(model_cache.needs(["glaze"], "impress-tiny-vae", "dssim"), say=said.append)
+    assert said == [f"present  vae impress-tiny-vae ({model_cache.resolve_vae('impress-tiny-vae')[1]})"]
+    absent = model_cache.ModelNeed("vae", str(tmp_path / "absent"), str(tmp_path / "absent"))
+    with pytest.raises(ModelUnavailable):
+        model_cache.pull([absent], say=said.append)

@@ -130,4 +130,4 @@ def test_protect_cli_writes_pngs_and_their_measured_budgets(small_vae_dir, tmp_p
     assert "PSNR" in capsys.readouterr().out
     assert main(["protect", str(paths[0]), "-o", str(out), "--protection", "photoguard-8:p=1",
                  "--model", str(small_vae_dir)]) == 2
-    assert "no parameter p" in capsys.readouterr().err
+    assert "no parameter 'p'" in capsys.readouterr().err

@@ -27,6 +27,9 @@ def test_serve_stops_every_child(small_vae_dir, tmp_path, sig):
     try:
         wait_for(lambda: answers(client, "/readyz") and len(client.get("/readyz").json()["workers"]) == 3, 120,
                  "API ready with the GPU, triage and webhook workers answering", 0.5)
+        # The quick start's console: its address printed, its page served by the API
+        assert f"Console on http://127.0.0.1:{port}/console" in (tmp_path / "serve.log").read_text()
+        assert client.get("/console/try").status_code == 200
         children = psutil.Process(serve.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in children)
         assert "redis-server" in names and "worker" in names and " api " in names

@@ -49,8 +49,8 @@ class KindForm:
     params: tuple[ParamField, ...]
 
 
-# List parameters whose items are names the engine knows (NAME or NAME:KEY=VALUE).
-SUGGESTIONS = {"protections": PROTECTION_NAMES, "purifiers": PURIFIER_NAMES}
+# Parameters whose values (or items) are names the engine knows (NAME or NAME:KEY=VALUE).
+SUGGESTIONS = {"protection": PROTECTION_NAMES, "protections": PROTECTION_NAMES, "purifiers": PURIFIER_NAMES}
 BOUNDS = (("exclusiveMinimum", ">"), ("minimum", "≥"), ("exclusiveMaximum", "<"), ("maximum", "≤"))
 
 
@@ -93,7 +93,8 @@ def param_field(name: str, prop: dict, defs: dict) -> ParamField:
     if spec.get("type") == "array":
         items = _resolve(defs, spec.get("items", {}))
         return ParamField(widget="list", suggestions=tuple(items.get("enum", SUGGESTIONS.get(name, ()))), **common)
-    return ParamField(widget="text", **common)    # strings, and nested models sent as text (JSON)
+    # strings, and nested models sent as text (JSON)
+    return ParamField(widget="text", suggestions=SUGGESTIONS.get(name, ()), **common)
 
 
 def param_fields(model: type[BaseModel]) -> tuple[ParamField, ...]:

@@ -13,7 +13,7 @@ from ..deps import get_settings
 from ..errors import ApiError, error_responses
 from ..schemas import Accepted
 from ..submit import (SubmitOptions, Submitter, accepted_response, form_model, form_part, get_submitter,
-                      refuse_unknown_fields, within_iteration_limit)
+                      refuse_unknown_fields)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 EvaluateForm = form_model(EvaluateParams, SubmitOptions)
@@ -42,7 +42,7 @@ async def submit_evaluate(
     if not protected and not params.protections and not params.purifiers:
         raise ApiError(422, ErrorCode.invalid_parameter,
                        "send protected images, or name protections and/or purifiers to run on the clean images")
-    checked = within_iteration_limit(params, EvaluateParams, settings)
+    checked = form_part(params, EvaluateParams, max_iterations=settings.max_iterations)
     if mask and (checked.edit is None or checked.edit.mode != "inpaint"):
         raise ApiError(422, ErrorCode.invalid_parameter, "masks are for the inpainting edit: set edit=inpaint")
     uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified,

@@ -9,13 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from impress.contract import ErrorCode, InputRole, JobKind, ProtectParams
 from impress.images import SUPPORTED_FORMATS
-from impress.settings import Settings
 
 from ..errors import ApiError, error_responses
 from ..schemas import Accepted
-from ..deps import get_settings
-from ..submit import (SubmitOptions, Submitter, accepted_response, form_model, form_part, get_submitter,
-                      refuse_unknown_fields, within_iteration_limit)
+from ..submit import SubmitOptions, Submitter, accepted_response, form_model, form_part, get_submitter, refuse_unknown_fields
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 ProtectForm = form_model(ProtectParams, SubmitOptions)
@@ -31,13 +28,13 @@ async def submit_protect(
     target: Annotated[list[UploadFile], File(description="at most one: the image the protection pulls toward, fitted "
                                                          "to each input's size; for glaze-like the style-transferred "
                                                          "copy (default: each protection's own)")] = [],
-    settings: Settings = Depends(get_settings), submitter: Submitter = Depends(get_submitter),
+    submitter: Submitter = Depends(get_submitter),
 ):
     await refuse_unknown_fields(request, ProtectForm, {"images", "target"})
     if len(target) > 1:
         raise ApiError(422, ErrorCode.invalid_parameter, f"{len(target)} target images sent; send at most one")
     uploads = {InputRole.image: images, InputRole.target: target}
-    accepted = await run_in_threadpool(submitter.enqueue, JobKind.protect, uploads,
-                                       within_iteration_limit(params, ProtectParams, settings),
+    checked = form_part(params, ProtectParams, max_iterations=submitter.settings.max_iterations)
+    accepted = await run_in_threadpool(submitter.enqueue, JobKind.protect, uploads, checked,
                                        options=form_part(params, SubmitOptions))
     return accepted_response(accepted)

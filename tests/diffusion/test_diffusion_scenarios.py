@@ -83,7 +83,7 @@ def test_advdm_raises_the_denoising_loss_that_sds_minus_lowers(img2img, images):
 def test_photoguard_diffusion_attack_is_l2_bounded_and_only_outside_the_mask(inpaint, images):
     pipe, _ = inpaint
     mask = editing.centre_keep_mask(2, 32, 32)
-    adv = attacks.photoguard_diffusion(pipe, images, mask, eps=4.0, step=1.0, steps=3, grad_reps=2,
+    adv = attacks.photoguard_diffusion(pipe, images, mask=mask, eps=4.0, step=1.0, steps=3, grad_reps=2,
                                        inference_steps=2)
     change = adv - images
     assert change.flatten(1).norm(dim=1).max() <= 4.0 + 1e-4

@@ -1,8 +1,8 @@
 """The models a service needs, checked offline and fetched ahead of time (`impress models`).
 
 A preset needs its VAE (the configured one, else the preset's SD VAE from the hub) and, when the
-perceptual distance is LPIPS-VGG, torchvision's VGG16 ImageNet weights. `missing` looks only at the
-disk (bundled folder, local folder, Hugging Face cache, torch hub cache) and never at the network,
+perceptual distance is LPIPS-VGG, torchvision's VGG16 ImageNet weights. `present` and `check` look only
+at the disk (bundled folder, local folder, Hugging Face cache, torch hub cache), never at the network,
 so a worker can run it at start and an operator can run it on an air-gapped host; `pull` fills the
 same caches on a connected host (or in an image layer or a volume mounted at HF_HOME/TORCH_HOME).
 """
@@ -72,9 +72,9 @@ def present(need: ModelNeed) -> bool:
 
 def check(presets: Iterable[str], vae: str | None, perceptual: str,
           pipelines: dict[str, str | None] | None = None) -> ModelReport:
-    wanted = needs(presets, vae, perceptual, pipelines)
-    return ModelReport(present=[str(n) for n in wanted if present(n)],
-                       missing=[str(n) for n in wanted if not present(n)])
+    found = {str(need): present(need) for need in needs(presets, vae, perceptual, pipelines)}
+    return ModelReport(present=[name for name, ok in found.items() if ok],
+                       missing=[name for name, ok in found.items() if not ok])
 
 
 def require(vae: str, perceptual: str) -> None:

@@ -5,7 +5,7 @@
 - ``lpips-vgg-random-backbone``: the same network with a random backbone. It costs exactly the same
   FLOPs, so speed benchmarks use it; it is NOT LPIPS and never labels a quality result.
 - ``dssim``: 1 - SSIM (11x11 Gaussian window, sigma 1.5, on [0, 1] pixels). What we can honestly
-  offer offline. Its scale differs from LPIPS: see contract.PERCEPTUAL_DEFAULT_DELTA.
+  offer offline. Its scale differs from LPIPS: see contract.PERCEPTUAL_DEFAULT_DELTA and _ALPHA.
 Every distance has a name that goes into every result.
 """
 from __future__ import annotations

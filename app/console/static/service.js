@@ -33,7 +33,14 @@
     ready.className = `badge ${readiness.ready ? "ok" : "bad"}`;
     document.getElementById("redis").textContent = readiness.redis ? "reachable" : "unreachable";
     document.getElementById("workers").replaceChildren(
-      ...(readiness.workers.length ? readiness.workers.map((w) => el("li", {}, w)) : [el("li", {}, "none answered")]));
+      ...(readiness.workers.length ? readiness.workers.map((name) => worker(name, (readiness.models || {})[name])) : [el("li", {}, "none answered")]));
+  }
+
+  // A worker and the models its jobs need, as it found them on its disk at start.
+  function worker(name, report) {
+    const text = !report ? "no model report" : report.missing.length ? `missing: ${report.missing.join(", ")}`
+      : `models: ${report.present.join(", ") || "none needed"}`;
+    return el("li", { "data-worker": name }, name, el("small", { class: report?.missing.length ? "missing" : null }, text));
   }
 
   function showTransitions(samples) {
@@ -56,8 +63,17 @@
       ...named(samples, "impress_jobs_submitted_total").map((s) => [`submitted ${s.labels.kind}`, number(s.value)]),
       ...named(samples, "impress_uploads_rejected_total").map((s) => [`uploads rejected: ${s.labels.code}`, number(s.value)]),
       ["HTTP requests", number(total(requests))],
-      ["HTTP 5xx answers", number(total(requests.filter((s) => s.labels.status.startsWith("5"))))],
+      ...serverErrors(requests),
     ]);
+  }
+
+  // 5xx answers by route (a not-ready /readyz answers 503 while workers start).
+  function serverErrors(requests) {
+    const byRoute = {};
+    for (const s of requests.filter((r) => r.labels.status.startsWith("5"))) {
+      byRoute[s.labels.route] = (byRoute[s.labels.route] ?? 0) + s.value;
+    }
+    return Object.entries(byRoute).map(([route, count]) => [`HTTP 5xx answers: ${route}`, number(count)]);
   }
 
   async function refresh() {
@@ -68,8 +84,8 @@
       const samples = parseMetrics(await (await api("/metrics")).text());
       const redisUp = named(samples, "impress_redis_up")[0];
       if (redisUp && !redisUp.value) document.getElementById("redis").textContent = "unreachable";
-      rows(document.getElementById("queues"),
-        named(samples, "impress_queue_messages").map((s) => [s.labels.queue, number(s.value)]));
+      const queues = named(samples, "impress_queue_messages").map((s) => [s.labels.queue, number(s.value)]);
+      rows(document.getElementById("queues"), queues.length ? queues : [["–", "not measured (the broker is not Redis)"]]);
       showTransitions(samples);
       showProcess(samples);
       clearPageError();

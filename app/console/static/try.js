@@ -153,52 +153,57 @@
     async showResult(job) {
       const timing = el("p", { class: "timing" },
         `${formatSeconds(job.seconds)} on ${job.device} · model ${job.model?.name ?? job.vae} · ${job.perceptual}`);
-      const parts = { purify: () => this.purified(job), detect: () => detection(job) };
-      this.result.append(timing, ...(await (parts[job.kind] || (() => outputs(job)))()));
+      const parts = job.kind === "detect" ? detection(job) : job.results.length ? await this.compared(job) : await outputs(job);
+      this.result.append(timing, ...parts);
     }
 
-    // Original and purified stacked in one frame; the slider uncovers the purified one from the right.
-    // An image given by URL has no original in this browser: its purified image is shown alone.
-    async purified(job) {
+    // Each result image (purified, protected) and its original stacked in one frame; the slider
+    // uncovers the result from the right. An image given by URL has no original in this browser: its
+    // result is shown alone.
+    async compared(job) {
+      const made = { purify: "purified", protect: "protected" }[job.kind] ?? "result";
       return Promise.all(job.results.map(async (res, i) => {
         const { url, size } = await blobUrl(res.url);
-        const top = el("img", { class: "purified", src: url, alt: `purified ${res.name}` });
+        const top = el("img", { class: "result", src: url, alt: `${made} ${res.name}` });
         const frame = el("div", { class: "compare", style: `aspect-ratio: ${res.width} / ${res.height}` }, top);
         let slider = null;
         if (this.originals[i]) {
-          slider = el("input", { type: "range", min: 0, max: 100, value: 50, "aria-label": "original | purified" });
+          slider = el("input", { type: "range", min: 0, max: 100, value: 50, "aria-label": `original | ${made}` });
           const reveal = () => { top.style.clipPath = `inset(0 0 0 ${slider.value}%)`; };
           slider.addEventListener("input", reveal);
           reveal();
           top.before(el("img", { class: "original", src: URL.createObjectURL(this.originals[i]), alt: `original ${res.name}` }));
-          frame.append(el("span", { class: "tag left" }, "original"), el("span", { class: "tag right" }, "purified"));
+          frame.append(el("span", { class: "tag left" }, "original"), el("span", { class: "tag right" }, made));
         }
         const final = res.final ? ` · loss ${res.final.loss.toPrecision(3)}` : "";
+        const budget = res.budget ? ` · L∞ ${+res.budget.linf_255.toFixed(2)}/255 · PSNR ${res.budget.psnr_db.toFixed(1)} dB · SSIM ${res.budget.ssim.toFixed(3)}` : "";
         return el("figure", { class: "compare-block" }, frame, slider,
           el("figcaption", { class: "size" },
-            `${res.name} · ${res.width}×${res.height} px · ${formatBytes(size)} · ${res.iterations} steps (${res.stop_reason})${final} · `,
+            `${res.name} · ${res.width}×${res.height} px · ${formatBytes(size)} · ${res.iterations} steps (${res.stop_reason})${final}${budget} · `,
             el("a", { href: url, download: res.name }, "download")));
       }));
     }
   }
 
-  // Each image's consistency error against the threshold: a bar whose tick marks the threshold.
+  // Each image's score against its threshold: a bar whose ticks mark the thresholds, and the model
+  // that scored it (a threshold holds only for its model).
   function detection(job) {
-    const { threshold, low_threshold: low, images } = job.metrics;
-    const scale = Math.max(threshold ?? 0, ...images.map((im) => im.consistency_error)) * 1.25 || 1;
-    const rows = images.map((im) => el("tr", {},
-      el("td", {}, im.name),
-      el("td", { class: "score" }, im.consistency_error.toPrecision(4)),
+    const scale = Math.max(...job.detections.flatMap((d) => [d.score, d.threshold ?? 0])) * 1.25 || 1;
+    const at = (value) => `left: ${(100 * value) / scale}%`;
+    const rows = job.detections.map((d) => el("tr", {},
+      el("td", {}, d.name),
+      el("td", { class: "score" }, d.score.toPrecision(4)),
       el("td", {}, el("div", { class: "gauge" },
-        el("div", { class: "fill", style: `width: ${(100 * im.consistency_error) / scale}%` }),
-        threshold === null ? null : el("div", { class: "tick", style: `left: ${(100 * threshold) / scale}%`, title: "threshold" }),
-        low === null ? null : el("div", { class: "tick low", style: `left: ${(100 * low) / scale}%`, title: "low threshold" }))),
-      el("td", { class: `verdict ${im.verdict ?? "none"}` }, im.verdict ?? "no threshold")));
-    const thresholds = threshold === null ? "no threshold configured (IMPRESS_DETECT_THRESHOLD, or send one)"
-      : `threshold ${threshold}${low === null ? "" : `, low threshold ${low}`}`;
-    return [el("p", { class: "thresholds" }, thresholds),
-      el("table", { class: "detect" }, el("thead", {}, el("tr", {}, ...["image", "score", "", "verdict"].map((h) => el("th", {}, h)))),
-        el("tbody", {}, ...rows))];
+        el("div", { class: "fill", style: `width: ${(100 * d.score) / scale}%` }),
+        d.threshold === null ? null : el("div", { class: "tick", style: at(d.threshold), title: "threshold" }),
+        d.low_threshold === null ? null : el("div", { class: "tick low", style: at(d.low_threshold), title: "low threshold" }))),
+      el("td", { class: "thresholds" }, d.threshold === null ? "no threshold configured (IMPRESS_DETECT_THRESHOLD, or send one)"
+        : `threshold ${d.threshold}${d.low_threshold === null ? "" : `, low threshold ${d.low_threshold}`}`),
+      el("td", { class: `verdict ${d.verdict ?? "none"}` }, d.verdict ?? "no verdict"),
+      el("td", { class: "model", title: d.model_revision }, d.model)));
+    return [el("table", { class: "detect" },
+      el("thead", {}, el("tr", {}, ...["image", "score", "", "thresholds", "verdict", "model"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...rows))];
   }
 
   // Every other kind (evaluate, mimicry, ...): links to its files, an HTML report inline (fetched with

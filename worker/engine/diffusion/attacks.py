@@ -65,15 +65,22 @@ def _unet_attack(pipe, x: torch.Tensor, *, eps: float, step: float, steps: int, 
     return _linf_pgd(x, gradient, eps=eps, step=step, steps=steps, seed=seed, ascend=not score_distillation)
 
 
-def advdm(pipe, x: torch.Tensor, *, eps: float = 16 / 255, step: float = 1 / 255, steps: int = 100,
-          prompt: str = MIST_PROMPT, seed: int = 0) -> torch.Tensor:
+def _no_target(name: str, target: Optional[torch.Tensor]) -> None:
+    if target is not None:
+        raise ValueError(f"{name} has no target image: it pushes the denoising loss, not toward an image")
+
+
+def advdm(pipe, x: torch.Tensor, target: Optional[torch.Tensor] = None, *, eps: float = 16 / 255,
+          step: float = 1 / 255, steps: int = 100, prompt: str = MIST_PROMPT, seed: int = 0) -> torch.Tensor:
     """AdvDM: maximise the denoising loss of the pipeline's UNet (module docstring)."""
+    _no_target("advdm", target)
     return _unet_attack(pipe, x, eps=eps, step=step, steps=steps, prompt=prompt, seed=seed, score_distillation=False)
 
 
-def sds_minus(pipe, x: torch.Tensor, *, eps: float = 16 / 255, step: float = 1 / 255, steps: int = 100,
-              prompt: str = MIST_PROMPT, seed: int = 0) -> torch.Tensor:
+def sds_minus(pipe, x: torch.Tensor, target: Optional[torch.Tensor] = None, *, eps: float = 16 / 255,
+              step: float = 1 / 255, steps: int = 100, prompt: str = MIST_PROMPT, seed: int = 0) -> torch.Tensor:
     """SDS(-): descend the score-distillation gradient (module docstring); no backward through the UNet."""
+    _no_target("sds-minus", target)
     return _unet_attack(pipe, x, eps=eps, step=step, steps=steps, prompt=prompt, seed=seed, score_distillation=True)
 
 
@@ -107,16 +114,18 @@ def differentiable_inpaint(pipe, masked: torch.Tensor, mask: torch.Tensor, cond:
     return pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample
 
 
-def photoguard_diffusion(pipe, x: torch.Tensor, mask: Optional[torch.Tensor] = None, *, eps: float = 16.0,
-                         step: float = 1.0, steps: int = 200, grad_reps: int = 10, inference_steps: int = 4,
-                         guidance: float = 7.5, eta: float = 1.0, prompt: str = "", seed: int = 0) -> torch.Tensor:
-    """PhotoGuard's diffusion attack on an inpainting pipeline (module docstring). `eps` and `step` are
-    L2 norms in [-1, 1] pixel units per image, as PhotoGuard states them; `mask` 1 = regenerated
-    (default `centre_keep_mask`). Returns the clean pixels inside the mask and the attacked ones outside."""
+def photoguard_diffusion(pipe, x: torch.Tensor, target: Optional[torch.Tensor] = None,
+                         mask: Optional[torch.Tensor] = None, *, eps: float = 16.0, step: float = 1.0,
+                         steps: int = 200, grad_reps: int = 10, inference_steps: int = 4, guidance: float = 7.5,
+                         eta: float = 1.0, prompt: str = "", seed: int = 0) -> torch.Tensor:
+    """PhotoGuard's diffusion attack on an inpainting pipeline (module docstring), pulling the edit toward
+    `target` (1 or B images; the zero image, PhotoGuard's default, when None). `eps` and `step` are L2
+    norms in [-1, 1] pixel units per image, as PhotoGuard states them; `mask` 1 = regenerated (default
+    `centre_keep_mask`). Returns the clean pixels inside the mask and the attacked ones outside."""
     mask = (centre_keep_mask(len(x), *x.shape[-2:]) if mask is None else mask).to(x)
     keep = (mask < 0.5).to(x)
     masked = x * keep
-    target = torch.zeros_like(x)
+    target = torch.zeros_like(x) if target is None else target.to(x).expand_as(x)
     text = text_embeddings(pipe, prompt, len(x))
     cond = torch.cat([text_embeddings(pipe, "", len(x)), text]).to(pipe.unet.dtype)
     adv = masked.clone()

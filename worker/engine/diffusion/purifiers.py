@@ -3,11 +3,14 @@
 
 - ``diffpure`` (Nie et al. 2022, as SDEdit through an SD img2img pipeline): noise the image to
   `strength` of the schedule and denoise it unconditionally (empty prompt, no guidance). The DiffPure
-  runs that GrIDPure compares with use 100 of 1000 steps, i.e. strength 0.1.
+  runs that GrIDPure compares with noise to t = 100 of 1000 and take 100 reverse steps: strength 0.1 of
+  a 1000-step schedule here (diffusers runs int(steps x strength) steps from there, with the pipeline's
+  own sampler where the authors use DDPM's).
 - ``gridpure`` (Zhao et al. 2024, gridpure.py): DiffPure on 256-px crops at stride 128 (the last row
   and column aligned to the border) plus one image made of the four 128-px corners, overlaps averaged,
   then blended with the input, x <- (1 - gamma) * purified + gamma * x, repeated `iterations` times.
-  The authors' run: 10 of 1000 steps (strength 0.01), 20 iterations, gamma 0.1. Their denoiser is the
+  The authors' run: t = 10 of 1000 and 10 reverse steps (strength 0.01 of 1000 steps), 20 iterations,
+  gamma 0.1. Their denoiser is the
   unconditional 256-px ImageNet guided-diffusion model; here it is the configured SD pipeline.
 - ``noisy_upscale`` (Hönig et al., ICLR 2025; noise.py and upscale.py): Gaussian noise of std
   `sigma` in [0, 1] units (clipped and saved as 8 bits, as skimage's random_noise then imsave do),
@@ -28,7 +31,7 @@ from .common import from_pipeline, generators, randn, to_pipeline
 
 
 @torch.no_grad()
-def diffpure(pipe, x: torch.Tensor, *, strength: float = 0.1, steps: int = 100, seed: int = 0) -> torch.Tensor:
+def diffpure(pipe, x: torch.Tensor, *, strength: float = 0.1, steps: int = 1000, seed: int = 0) -> torch.Tensor:
     """SDEdit at `strength` (the fraction of the noise schedule), unconditional: empty prompt, guidance 1."""
     out = pipe(prompt=[""] * len(x), image=to_pipeline(x), strength=strength, guidance_scale=1.0,
                num_inference_steps=steps, generator=generators(seed, len(x)), output_type="pt")
@@ -66,7 +69,7 @@ def _grid_pass(pipe, x: torch.Tensor, crop: int, stride: int, strength: float, s
 
 
 def gridpure(pipe, x: torch.Tensor, *, crop: int = 256, stride: int = 128, strength: float = 0.01,
-             steps: int = 100, iterations: int = 20, gamma: float = 0.1, seed: int = 0) -> torch.Tensor:
+             steps: int = 1000, iterations: int = 20, gamma: float = 0.1, seed: int = 0) -> torch.Tensor:
     """GrIDPure (module docstring): grid DiffPure blended with its input, `iterations` times."""
     for i in range(iterations):
         purified = _grid_pass(pipe, x, crop, stride, strength, steps, seed + i)
@@ -100,8 +103,8 @@ class DiffusionPurifier:
 
 
 DIFFUSION_PURIFIERS: dict[str, DiffusionPurifier] = {
-    "diffpure": DiffusionPurifier(diffpure, dict(strength=0.1, steps=100, seed=0), "img2img"),
-    "gridpure": DiffusionPurifier(gridpure, dict(crop=256, stride=128, strength=0.01, steps=100, iterations=20,
+    "diffpure": DiffusionPurifier(diffpure, dict(strength=0.1, steps=1000, seed=0), "img2img"),
+    "gridpure": DiffusionPurifier(gridpure, dict(crop=256, stride=128, strength=0.01, steps=1000, iterations=20,
                                                  gamma=0.1, seed=0), "img2img"),
     "noisy-upscale": DiffusionPurifier(noisy_upscale, dict(sigma=0.1, noise_level=320, prompt="", steps=75,
                                                            guidance=9.0, seed=0), "upscale"),
