@@ -13,7 +13,8 @@ from typing import Optional
 
 from pydantic import BaseModel
 
-from impress.contract import ErrorCode, InputImage, JobKind
+from impress.contract import ErrorCode, JobKind
+from impress.records import InputImage
 from impress.store import JobStore
 
 from .errors import ApiError

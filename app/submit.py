@@ -18,11 +18,11 @@ from fastapi import Depends, Header, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from impress.contract import (DEFAULT_PRESET, ErrorCode, InputImage, InputRole, JobError, JobKind, JobState,
-                              RejectedInput, WebhookEvent, WebhookTarget, vae_for)
+from impress.contract import DEFAULT_PRESET, ErrorCode, JobKind, JobState, vae_for
 from impress.images import ImageRejected, decode_image
 from impress.logs import REQUEST_ID
 from impress.queue import JobQueue
+from impress.records import InputImage, InputRole, JobError, RejectedInput, WebhookEvent, WebhookTarget
 from impress.settings import Settings
 from impress.ssrf import FetchFailed, UrlGuard, UrlGuards, UrlRefused
 from impress.store import JobStore, TooManyUnfinishedJobs

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from impress.contract import DEFAULT_PRESET, DEVICES, DetectedImage, DetectParams, vae_for
+from impress.contract import DEFAULT_PRESET, DEVICES, DetectParams, vae_for
+from impress.records import DetectedImage
 from impress.settings import Settings
 
 from .common import CommandFailed, decode_files, load_vae_or_fail

@@ -7,9 +7,10 @@ import argparse
 import json
 from pathlib import Path
 
-from impress.contract import DEVICES, MimicryParams
+from impress.contract import DEVICES
 from impress.images import IMAGE_SUFFIXES, encode_png
 from impress.settings import Settings
+from impress.scenarios import MimicryParams
 
 from .common import CommandFailed, decode_files
 from .purify import add_override_flags, overrides_from

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Optional
 
 from impress.client import ImpressClient, verify_webhook
-from impress.contract import DetectParams, JobState, PurifyOverrides, Verdict, WebhookEvent
+from impress.contract import DetectParams, JobState, PurifyOverrides
 from impress.images import IMAGE_SUFFIXES
+from impress.records import Verdict, WebhookEvent
 from impress.views import JobView, WebhookPayload
 
 

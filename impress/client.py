@@ -28,7 +28,8 @@ import httpx
 import standardwebhooks
 from pydantic import BaseModel
 
-from .contract import DetectParams, ErrorCode, EvaluateParams, PurifyOverrides, WebhookEvent
+from .contract import DetectParams, ErrorCode, EvaluateParams, PurifyOverrides
+from .records import WebhookEvent
 from .views import Accepted, ErrorResponse, JobView, WebhookPayload
 
 ImageInput = Union[str, Path, tuple[str, bytes]]    # a file path, or (name, bytes)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Literal, Optional, Union, get_args
+from typing import Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .methods import (PROTECTIONS, PURIFIERS, ImpressParams, MethodChoice, PresetName, ScheduleName, check_steps,
                       choice_type)
-from .scenarios import EditParams, MimicryParams
+from .scenarios import EditParams
 
 TASK_PURIFY = "impress.purify"
 TASK_DETECT = "impress.detect"
@@ -341,161 +341,3 @@ class ProtectParams(BaseModel):
     def _steps_within_limit(cls, choice: MethodChoice, info: ValidationInfo) -> MethodChoice:
         check_steps(choice, (info.context or {}).get("max_iterations"), choice.step_count)
         return choice
-
-
-# ---------------------------------------------------------------- job records
-
-class InputRole(str, enum.Enum):
-    """What an input image is to its job: purify/detect take `image`s, evaluate `clean` ones with
-    optional `protected` and `purified` counterparts in the same order."""
-
-    image = "image"
-    clean = "clean"
-    protected = "protected"
-    purified = "purified"
-    mask = "mask"            # evaluate with an inpainting edit: white = regenerate, one per clean image
-    target = "target"        # protect: the image a protection pulls toward (at most one)
-
-
-class InputImage(BaseModel):
-    role: InputRole = InputRole.image
-    name: str
-    blob: str          # content hash of the uploaded bytes (store.Keys.blob)
-    width: int
-    height: int
-    format: str
-    url: Optional[str] = None   # where the API fetched it (image_url inputs)
-
-
-class TracePoint(BaseModel):
-    """The loss and its two terms at one logged step (the mean over the batch for `loss`)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    step: int
-    loss: float
-    consistency: float
-    perceptual: float
-
-
-class MeasuredBudget(BaseModel):
-    """What a protection spent on one image, measured on its 8-bit result against the input."""
-
-    linf_255: float      # largest change of a channel, in grey levels (/255 units)
-    l2_255: float        # Euclidean norm of the change, /255 units
-    psnr_db: float
-    ssim: float
-    perceptual: float    # the job's perceptual distance (named in its `perceptual`)
-
-
-class ResultImage(BaseModel):
-    name: str          # same stem as the input, .png
-    blob: str
-    width: int
-    height: int
-    iterations: int
-    stop_reason: StopReason
-    final: Optional[TracePoint] = None   # at the last step
-    trace: list[TracePoint]              # at logged steps
-    budget: Optional[MeasuredBudget] = None   # protect: what the protection spent on this image
-
-
-class Verdict(str, enum.Enum):
-    """Detection's call on one image at the thresholds (DetectParams)."""
-
-    protected = "protected"   # score above the threshold: protective noise likely
-    clean = "clean"
-    purified = "purified"     # score below the lower threshold: over-consistent, as IMPRESS leaves images
-
-
-class DetectedImage(BaseModel):
-    """One image's detection, self-contained as moderation pipelines store it: the score, the verdict,
-    the thresholds it was judged at, and the model (a threshold holds only for its model)."""
-
-    name: str
-    score: float = Field(description="consistency error mean((x - D(E(x)))^2), pixels in [-1, 1]")
-    verdict: Optional[Verdict] = Field(description="at the thresholds; null when none is configured or given")
-    threshold: Optional[float] = Field(description="scores above it are 'protected'")
-    low_threshold: Optional[float] = Field(description="scores below it are 'purified'")
-    model: str = Field(description="the VAE that scored the image")
-    model_revision: str = Field(description="its revision: hub commit, or a digest of the weights")
-
-
-class ResultFile(BaseModel):
-    name: str
-    blob: str
-    media_type: str
-
-
-class JobResult(BaseModel):
-    images: list[ResultImage] = []   # purify: one purified PNG per input
-    detections: list[DetectedImage] = []   # detect: one per input
-    metrics: Optional[dict] = None   # evaluate: the figures
-    files: list[ResultFile] = []     # evaluate: report.html, results.md
-    model: dict                      # identity of the VAE: name, source, location, revision, dtype, device
-    perceptual: Optional[dict] = None
-    seconds: float
-    device: str
-    engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
-
-
-class JobError(BaseModel):
-    code: ErrorCode
-    message: str
-
-
-class RejectedInput(BaseModel):
-    """An image_url input the job goes on without: its own error code (url_not_allowed,
-    image_fetch_failed, or the decoding codes an upload would get)."""
-
-    role: InputRole = InputRole.image
-    url: str
-    error: JobError
-
-
-class WebhookEvent(str, enum.Enum):
-    """What a job's webhook is told: its start, its progress (throttled), its end in any final state."""
-
-    start = "start"
-    progress = "progress"
-    completed = "completed"
-
-
-class WebhookTarget(BaseModel):
-    url: str
-    events: list[WebhookEvent] = [WebhookEvent.completed]
-    jobs_url: str   # the API's /v1/jobs URL as the accepting API answers it: the body's links are under it
-
-
-JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams, ProtectParams]
-# The parameter model each kind keeps in its record: exactly what its handler runs.
-PARAMS_BY_KIND: dict[JobKind, type[BaseModel]] = {
-    JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams,
-    JobKind.mimicry: MimicryParams, JobKind.protect: ProtectParams}
-
-
-class JobRecord(BaseModel):
-    """A job as the store keeps it (store.JobStore) and every side reads it."""
-
-    id: str
-    kind: JobKind
-    state: JobState
-    params: JobParams
-    vae: str                         # the VAE the job runs with (configured, else its preset's)
-    perceptual: str                  # the perceptual distance's name
-    inputs: list[InputImage]
-    owner: str = ""                  # the creating API key's id (api_key_id); "" in an open service
-    request_id: Optional[str] = None     # X-Request-ID of the request that created it (in the worker's logs too)
-    rejected_inputs: list[RejectedInput] = []    # image_url inputs that could not be used
-    webhook: Optional[WebhookTarget] = None
-    created_at: float
-    started_at: Optional[float] = None
-    finished_at: Optional[float] = None
-    progress_step: int = 0
-    progress_total: int = 0
-    attempts: int = 0
-    error: Optional[JobError] = None
-    result: Optional[JobResult] = None
-
-    def inputs_with(self, role: InputRole) -> list[InputImage]:
-        return [item for item in self.inputs if item.role == role]

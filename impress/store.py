@@ -17,8 +17,9 @@ from pydantic import BaseModel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .contract import (PARAMS_BY_KIND, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobResult, JobState,
-                       ModelReport, RejectedInput, WebhookEvent, WebhookTarget)
+from .contract import ErrorCode, JobKind, JobState, ModelReport
+from .records import (PARAMS_BY_KIND, InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent,
+                      WebhookTarget)
 
 
 class Keys:

@@ -8,8 +8,9 @@ from typing import Any, Optional
 
 from pydantic import BaseModel
 
-from .contract import (DetectedImage, ErrorCode, InputImage, JobError, JobKind, JobRecord, JobState, MeasuredBudget, RejectedInput,
-                       StopReason, TracePoint, WebhookTarget)
+from .contract import ErrorCode, JobKind, JobState, StopReason
+from .records import (DetectedImage, InputImage, JobError, JobRecord, MeasuredBudget, RejectedInput, TracePoint,
+                      WebhookTarget)
 
 
 class Progress(BaseModel):

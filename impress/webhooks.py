@@ -27,7 +27,7 @@ import httpx
 import standardwebhooks
 from pydantic import BaseModel
 
-from .contract import JobRecord, WebhookEvent
+from .records import JobRecord, WebhookEvent
 from .settings import Settings
 from .ssrf import UrlGuard, UrlRefused
 from .store import JobStore

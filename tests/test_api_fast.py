@@ -93,7 +93,7 @@ def test_a_waiting_sync_detect_holds_no_submission_slot(fast_api):
 
 def test_detect_answered_inline_when_a_worker_finishes_in_time(fast_api):
     client, store, queue, _ = fast_api
-    from impress.contract import JobResult
+    from impress.records import JobResult
 
     def worker():  # finishes the job as a worker would
         job_id = wait_for(lambda: queue.sent, 30, "the detect job queued")[0][1]

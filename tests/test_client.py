@@ -10,7 +10,8 @@ import pytest
 import standardwebhooks
 
 from impress.client import AsyncImpressClient, Backoff, ImpressClient, ImpressError, verify_webhook
-from impress.contract import ErrorCode, JobState, PurifyOverrides, WebhookEvent
+from impress.contract import ErrorCode, JobState, PurifyOverrides
+from impress.records import WebhookEvent
 from impress.views import Accepted, JobView
 from impress.webhooks import WebhookDelivery, signed_headers
 from tests.loopback import WEBHOOK_SECRET as SECRET

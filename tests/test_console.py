@@ -7,7 +7,8 @@ import pytest
 from pydantic import BaseModel, Field
 
 from app.console.forms import kind_forms, param_fields
-from impress.contract import DetectParams, EvaluateParams, MimicryParams, PurifyOverrides
+from impress.contract import DetectParams, EvaluateParams, PurifyOverrides
+from impress.scenarios import MimicryParams
 
 
 @pytest.mark.parametrize("page, script", [("try", "try.js"), ("jobs", "jobs.js"), ("service", "service.js")])

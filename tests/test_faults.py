@@ -8,7 +8,8 @@ import pytest
 import torch
 from kombu.exceptions import OperationalError
 
-from impress.contract import ErrorCode, InputImage, JobKind, JobState, PurifyParams
+from impress.contract import ErrorCode, JobKind, JobState, PurifyParams
+from impress.records import InputImage
 from impress.settings import Settings
 from impress.store import JobStore
 from tests.support import RecordingQueue, free_port, photo, png_bytes

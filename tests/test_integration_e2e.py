@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from impress.client import ImpressClient, ImpressError
-from impress.contract import ErrorCode, JobState, PurifyOverrides, WebhookEvent
+from impress.contract import ErrorCode, JobState, PurifyOverrides
+from impress.records import WebhookEvent
 from tests.conftest import running_service
 from tests.loopback import IMAGE, WebhookReceiver, images, internal  # noqa: F401 (fixtures)
 from tests.loopback import WEBHOOK_SECRET as SECRET

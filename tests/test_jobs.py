@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import fakeredis
 
-from impress.contract import DetectedImage, DetectParams, InputImage, JobKind, JobState, Verdict
+from impress.contract import DetectParams, JobKind, JobState
+from impress.records import DetectedImage, InputImage, Verdict
 from impress.settings import Settings
 from impress.store import JobStore
 from tests.support import photo, png_bytes

@@ -13,8 +13,9 @@ import fakeredis
 import httpx
 import pytest
 
-from impress.contract import DetectParams, InputImage, JobKind
+from impress.contract import DetectParams, JobKind
 from impress.logs import configure_logging
+from impress.records import InputImage
 from impress.settings import Settings
 from impress.store import JobStore
 from tests.conftest import service_env, stop

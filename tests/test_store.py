@@ -1,8 +1,8 @@
 """The job store's atomic transitions, on fakeredis (the same Lua scripts Redis runs)."""
 from __future__ import annotations
 
-from impress.contract import (DetectParams, ErrorCode, InputImage, JobKind, JobResult, JobState, PurifyOverrides,
-                              PurifyParams)
+from impress.contract import DetectParams, ErrorCode, JobKind, JobState, PurifyOverrides, PurifyParams
+from impress.records import InputImage, JobResult
 
 IMAGE = InputImage(name="a.png", blob="0" * 64, width=4, height=4, format="PNG")
 

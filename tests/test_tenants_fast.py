@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from impress.contract import JobResult
+from impress.records import JobResult
 from tests.support import photo, png_bytes
 
 KEY_A, KEY_B = "key-alice", "key-bob"

@@ -10,7 +10,8 @@ import httpx
 import pytest
 import standardwebhooks
 
-from impress.contract import InputImage, JobKind, JobResult, JobState, PurifyParams, WebhookEvent, WebhookTarget
+from impress.contract import JobKind, JobState, PurifyParams
+from impress.records import InputImage, JobResult, WebhookEvent, WebhookTarget
 from impress.settings import Settings
 from impress.ssrf import AllowList, UrlGuard
 from impress.views import WebhookPayload

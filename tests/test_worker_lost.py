@@ -12,8 +12,9 @@ import uuid
 
 import pytest
 
-from impress.contract import TASK_PURIFY, InputImage, JobKind, JobState, PurifyParams, WebhookTarget
+from impress.contract import TASK_PURIFY, JobKind, JobState, PurifyParams
 from impress.queue import make_celery
+from impress.records import InputImage, WebhookTarget
 from impress.settings import Settings
 from impress.store import JobStore
 from tests.loopback import WEBHOOK_SECRET, WebhookReceiver

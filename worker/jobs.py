@@ -12,11 +12,11 @@ from typing import Callable
 
 import torch
 
-from impress.contract import (DEFAULT_PRESET, DetectedImage, DetectParams, ErrorCode, EvaluateParams, InputImage,
-                              InputRole, JobKind, JobRecord, JobResult, JobState, PurifyParams, ResultFile, ResultImage,
-                              StopReason, vae_for)
+from impress.contract import (DEFAULT_PRESET, DetectParams, ErrorCode, EvaluateParams, JobKind, JobState,
+                              PurifyParams, StopReason, vae_for)
 from impress.images import DecodedImage, ImageRejected, decode_image, encode_png
 from impress.logs import job_context
+from impress.records import DetectedImage, InputImage, InputRole, JobRecord, JobResult, ResultFile, ResultImage
 from impress.settings import Settings
 from impress.store import JobStore
 

@@ -2,8 +2,9 @@
 and store each 8-bit result with its measured budget."""
 from __future__ import annotations
 
-from impress.contract import InputRole, JobResult, ProtectParams, ResultImage, StopReason
+from impress.contract import ProtectParams, StopReason
 from impress.images import encode_png
+from impress.records import InputRole, JobResult, ResultImage
 
 from .engine.models import resolve_device
 

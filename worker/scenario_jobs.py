@@ -9,9 +9,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from impress.contract import InputRole, JobResult, MimicryParams, ResultFile
 from impress.images import DecodedImage, encode_png
-from impress.scenarios import EditParams
+from impress.records import InputRole, JobResult, ResultFile
+from impress.scenarios import EditParams, MimicryParams
 
 from .engine.diffusion.scenario import PipelineSet, editing_matrix
 from .engine.models import resolve_device

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from impress.contract import DetectParams, InputRole, JobKind, JobRecord
+from impress.contract import DetectParams, JobKind
 from impress.images import SUPPORTED_FORMATS
+from impress.records import InputRole, JobRecord
 from impress.settings import Settings
 from impress.store import JobStore
 

@@ -6,7 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from impress.contract import ErrorCode, EvaluateParams, InputRole, JobKind
+from impress.contract import ErrorCode, EvaluateParams, JobKind
+from impress.records import InputRole
 from impress.settings import Settings
 
 from ..deps import get_settings

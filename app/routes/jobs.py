@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from impress.contract import ErrorCode, JobRecord, JobResult, JobState
+from impress.contract import ErrorCode, JobState
+from impress.records import JobRecord, JobResult
 from impress.store import JobStore
 
 from ..auth import Caller, authorize

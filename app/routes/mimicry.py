@@ -6,7 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from impress.contract import InputRole, JobKind, MimicryParams
+from impress.contract import JobKind
+from impress.records import InputRole
+from impress.scenarios import MimicryParams
 
 from ..errors import error_responses
 from ..schemas import Accepted

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from impress.contract import ErrorCode, InputRole, JobKind, ProtectParams
+from impress.contract import ErrorCode, JobKind, ProtectParams
 from impress.images import SUPPORTED_FORMATS
+from impress.records import InputRole
 
 from ..errors import ApiError, error_responses
 from ..schemas import Accepted

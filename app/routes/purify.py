@@ -6,8 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from impress.contract import ErrorCode, InputRole, JobKind, PurifyOverrides
+from impress.contract import ErrorCode, JobKind, PurifyOverrides
 from impress.images import SUPPORTED_FORMATS
+from impress.records import InputRole
 from impress.settings import Settings
 
 from ..deps import get_settings

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from impress.contract import EvaluateParams, InputImage, InputRole, JobKind, JobState, MimicryParams
+from impress.contract import EvaluateParams, JobKind, JobState
+from impress.records import InputImage, InputRole
+from impress.scenarios import MimicryParams
 from impress.settings import Settings
 from tests.support import photo, png_bytes
 from worker.jobs import run_job

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from impress.contract import Verdict
+from impress.records import Verdict
 
 from .metrics import consistency_error
 from .purify import vae_multiple

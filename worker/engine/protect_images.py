@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from impress.contract import MeasuredBudget
 from impress.images import DecodedImage
 from impress.methods import MethodChoice
+from impress.records import MeasuredBudget
 
 from .models import load_vae
 from .perceptual import load_perceptual
