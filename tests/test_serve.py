@@ -25,7 +25,7 @@ def test_serve_stops_every_child(small_vae_dir, tmp_path, sig):
                              env=env, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:
-        wait_for(lambda: answers(client, "/readyz") and len(client.get("/readyz").json()["workers"]) == 3, 120,
+        wait_for(lambda: answers(client, "/readyz") and len(client.get("/readyz").json()["workers"]) == 3, 300,
                  "API ready with the GPU, triage and webhook workers answering", 0.5)
         # The quick start's console: its address printed, its page served by the API
         assert f"Console on http://127.0.0.1:{port}/console" in (tmp_path / "serve.log").read_text()
