@@ -169,8 +169,7 @@ def test_offline_distance_default_alpha_keeps_purified_images_in_budget():
     for alpha in (None, 0.01):
         params = PurifyOverrides(schedule="fast", iters=60, alpha=alpha).resolve("dssim")
         out = purify(vae, distance, x, params).images
-        distance.set_reference(x)
-        final[alpha] = distance(quantize_8bit(out))
+        final[alpha] = distance.bind(x)(quantize_8bit(out))
     assert (final[None] <= 1.25 * params.delta).all(), final
     assert (final[0.01] > 1.25 * params.delta).any(), final
 
