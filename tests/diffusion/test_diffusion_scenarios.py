@@ -4,10 +4,22 @@ from __future__ import annotations
 import pytest
 import torch
 
+from impress.methods import REGISTRIES, choose
 from impress.scenarios import EditParams, MimicryParams
+from worker.engine.diffusion.scenario import PipelineSet
+from worker.engine.protect import apply_protection
+from worker.engine.purifiers import apply_purifier
 from worker.engine.diffusion import attacks, editing, mimicry, purifiers
 from worker.engine.diffusion.pipelines import load_pipeline
 from worker.engine.perceptual import load_perceptual
+
+
+DIFFUSION_METHODS = {"protection": ["advdm", "sds-minus", "photoguard-diffusion"],
+                     "purifier": ["diffpure", "gridpure", "noisy-upscale"]}
+
+
+def img2img_set(img2img) -> PipelineSet:
+    return PipelineSet({"img2img": img2img[1].location})
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +64,7 @@ def test_inpainting_uses_the_callers_mask(inpaint, images):
 
 @pytest.mark.parametrize("name", ["advdm", "sds-minus"])
 def test_unet_attacks_stay_in_their_linf_budget_and_change_the_image(img2img, images, name):
-    pipe, _ = img2img
-    entry = attacks.DIFFUSION_PROTECTIONS[name]
-    adv = entry.fn(pipe, images, **{**entry.defaults, "steps": 3})
+    adv = apply_protection(choose("protection", name, steps=3), None, images, pipelines=img2img_set(img2img))
     assert (adv - images).abs().max() <= 2 * 16 / 255 + 1e-6
     assert (adv - images).abs().max() > 0 and adv.min() >= -1 and adv.max() <= 1
 
@@ -122,14 +132,19 @@ def test_noisy_upscale_keeps_the_size_and_adds_8bit_noise_first(upscale, images)
     assert out.shape == (2, 3, 16, 16) and out.min() >= -1 and out.max() <= 1
 
 
-def test_every_registered_method_runs_with_its_defaults_shortened(img2img, inpaint, upscale, images):
-    pipes = {"img2img": img2img[0], "inpaint": inpaint[0], "upscale": upscale[0]}
+def test_every_diffusion_method_runs_through_the_engine_registries(tiny_pipelines, images):
+    pipelines = PipelineSet({kind: str(folder) for kind, folder in tiny_pipelines.items()})
     short = dict(steps=2, iterations=1, crop=16, stride=8, grad_reps=1, inference_steps=2, strength=0.5)
-    for registry in (attacks.DIFFUSION_PROTECTIONS, purifiers.DIFFUSION_PURIFIERS):
-        for name, entry in registry.items():
-            params = {**entry.defaults, **{k: v for k, v in short.items() if k in entry.defaults}}
-            out = entry.fn(pipes[entry.pipeline_kind], images[:1, :, :16, :16], **params)
-            assert out.shape == (1, 3, 16, 16), name
+    x = images[:1, :, :16, :16]
+    for kind, apply in (("protection", lambda c: apply_protection(c, None, x, pipelines=pipelines)),
+                        ("purifier", lambda c: apply_purifier(c, x, pipelines=pipelines))):
+        for name in DIFFUSION_METHODS[kind]:
+            model = REGISTRIES[kind][name].model
+            choice = choose(kind, name, **{k: v for k, v in short.items() if k in model.model_fields})
+            assert apply(choice).shape == (1, 3, 16, 16), name
+            with pytest.raises(ValueError, match="needs a diffusion pipeline"):
+                apply_protection(choice, None, x) if kind == "protection" else apply_purifier(choice, x)
+    assert set(pipelines.used()) == {"img2img", "inpaint", "upscale"}
 
 
 def test_lora_mimicry_trains_an_adapter_and_scores_against_the_clean_images(img2img, images):
@@ -179,17 +194,19 @@ def test_every_protection_keeps_its_stated_budget_on_its_8bit_output(img2img, in
     from worker.engine.tensors import quantize_8bit
     from worker.engine.metrics import l2_255, linf_255
 
+    from worker.engine.protect import stated_budget
+
     clean = quantize_8bit(images)
-    for name, entry in attacks.DIFFUSION_PROTECTIONS.items():
-        pipe = {"img2img": img2img, "inpaint": inpaint}[entry.pipeline_kind][0]
+    pipelines = PipelineSet({"img2img": str(img2img[1].location), "inpaint": str(inpaint[1].location)})
+    for name in DIFFUSION_METHODS["protection"]:
         short = {"steps": 3, "step": 8 / 255} if name != "photoguard-diffusion" \
             else {"steps": 3, "grad_reps": 1, "inference_steps": 2, "eps": 2.0, "step": 1.0}
-        out = entry.fn(pipe, clean, **{**entry.defaults, **short})
+        choice = choose("protection", name, **short)
+        out = apply_protection(choice, None, clean, pipelines=pipelines)
         torch.testing.assert_close(out, quantize_8bit(out), atol=1e-6, rtol=0)
-        if name == "photoguard-diffusion":
-            assert l2_255(out, clean).max() <= 2.0 * 127.5 + 1e-3, name
-        else:
-            assert linf_255(out, clean).max() <= 16 + 1e-3, name
+        stated = stated_budget(choice)
+        measured = {"linf_255": linf_255, "l2_255": l2_255}
+        assert all(measured[k](out, clean).max() <= v + 1e-3 for k, v in stated.items()), (name, stated)
 
 
 def test_an_editing_run_in_chunks_scores_as_in_one_batch(tiny_pipelines, images):
