@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from impress.methods import REGISTRIES, choose
+from impress.methods import REGISTRIES, choose, parse_choice
 from impress.scenarios import EditParams, MimicryParams
 from worker.engine.diffusion.scenario import PipelineSet
 from worker.engine.protect import apply_protection
@@ -164,20 +164,31 @@ def test_lora_mimicry_trains_an_adapter_and_scores_against_the_clean_images(img2
         torch.testing.assert_close(v, before[k])
 
 
-def test_editing_matrix_scores_every_cell_and_the_worst_case(tiny_pipelines, images):
-    from worker.engine.diffusion.scenario import PipelineSet, editing_matrix
+def test_matrix_with_diffusion_methods_and_the_editing_scenario_reports_the_worst_case(tiny_pipelines, images):
+    """The benchmark matrix runs diffusion protections and purifiers beside the VAE ones, edits every
+    protected and purified set, and reports each protection's worst case per image over the purifiers."""
+    from worker.engine.diffusion.scenario import EditingRun
+    from worker.engine.matrix import run_matrix
+    from worker.engine.models import load_vae
+    from worker.engine.report import html_report, markdown_report
 
-    pipelines = PipelineSet({"inpaint": str(tiny_pipelines["inpaint"])})
-    noisy = (images + 0.4 * torch.randn_like(images, generator=None)).clamp(-1, 1)
-    result = editing_matrix(pipelines, EditParams(mode="inpaint", steps=3), load_perceptual("dssim"),
-                            images, {"noise": noisy}, {("noise", "identity"): noisy, ("noise", "undo"): images})
-    cell = result.protections["noise"]
-    assert set(cell.purified) == {"identity", "undo"}
-    assert cell.worst_case["psnr_db"].purifiers == ["undo", "undo"]    # the clean copy edits like the clean
-    assert cell.worst_case["perceptual"].purifiers == ["undo", "undo"]
-    assert all(p > 60 for p in cell.purified["undo"].psnr_db) and all(d < 1e-4 for d in cell.purified["undo"].perceptual)
-    assert all(n < c for n, c in zip(cell.protected.psnr_db, cell.purified["undo"].psnr_db))
-    assert result.pipeline["kind"] == "inpaint" and result.as_dict()["settings"]["steps"] == 3
+    vae, identity = load_vae("impress-tiny-vae")
+    dssim = load_perceptual("dssim")
+    pipelines = PipelineSet({kind: str(folder) for kind, folder in tiny_pipelines.items()})
+    editing = EditingRun(pipelines, EditParams(mode="inpaint", steps=2), dssim, images)
+    protections = [parse_choice("photoguard-8:steps=1", "protection"), parse_choice("advdm:steps=1", "protection")]
+    purifiers = [parse_choice("jpeg-75", "purifier"), parse_choice("diffpure:steps=10", "purifier")]
+    result = run_matrix(vae, identity.as_dict(), dssim, images, ["a", "b"], protections, purifiers, batch=2,
+                        pipelines=pipelines, editing=editing)
+    assert all(cell.edit is not None and len(cell.edit.psnr_db) == 2 for cell in result.cells)
+    assert all(p.edit is not None for p in result.protections.values())
+    worst = result.editing.worst_case
+    assert set(worst) == {"none", "photoguard-8:steps=1", "advdm:steps=1"}
+    for label, cases in worst.items():
+        cells = {c.purifier: c.edit.psnr_db for c in result.cells if c.protection == label}
+        assert cases["psnr_db"].values == [max(v[i] for v in cells.values()) for i in range(2)]
+    assert set(result.pipelines) == {"img2img", "inpaint"} and result.editing.pipeline["kind"] == "inpaint"
+    assert "Worst case per image" in markdown_report(result) and "Worst case per image" in html_report(result)
 
 
 def test_a_kind_nobody_configured_is_model_unavailable(tiny_pipelines):
