@@ -119,3 +119,18 @@ def test_evaluation_matrix_runs_diffusion_methods_and_the_edit_with_a_report(fas
     assert result.metrics["pipelines"]["img2img"]["kind"] == "img2img"
     report = fast_store.get_blob(next(f.blob for f in result.files if f.name == "results.md")).decode()
     assert "Worst case per image" in report and "advdm:steps=1" in report
+
+
+def test_protect_job_runs_photoguards_diffusion_attack_toward_an_uploaded_target(fast_api, tiny_pipelines):
+    client, store, _, _ = fast_api
+    r = client.post("/v1/protect", files=[("images", PNG), ("target", ("t.png", png_bytes(photo(32, 32, 7)),
+                                                                         "image/png"))],
+                    data={"protection": "photoguard-diffusion:steps=2:grad_reps=1:inference_steps=2:eps=4"})
+    assert r.status_code == 202, r.text
+    record = store.get(r.json()["id"])
+    job = store.create(JobKind.protect, record.params, record.inputs, vae="impress-tiny-vae", perceptual="dssim")
+    assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
+    result = store.get(job.id).result
+    assert result.metrics["pipelines"]["inpaint"]["kind"] == "inpaint"
+    assert result.metrics["stated"] == {"l2_255": 4 * 127.5}
+    assert result.images[0].budget.l2_255 <= 4 * 127.5 + 1e-3
