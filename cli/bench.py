@@ -29,11 +29,14 @@ def add_parser(sub) -> None:
     ben.add_argument("--attack-steps", type=int, help="optimisation steps of every protection")
     ben.add_argument("--device", choices=DEVICES)
     ben.add_argument("--batch-size", type=int, default=8)
+    ben.add_argument("--edit", help="also run the editing scenario: inpaint, img2img, or a JSON object of EditParams "
+                                    "(needs IMPRESS_INPAINT_PIPELINE / IMPRESS_PIPELINE; docs/diffusion.md)")
     ben.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """The protections x purifiers matrix over a folder of images (worker/engine/matrix.py), resumable."""
+    from worker.engine.diffusion.scenario import EditingRun, PipelineSet
     from worker.engine.matrix import run_matrix
     from worker.engine.tensors import square_images
     from worker.engine.matrix_cache import ResumeFolder
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandFailed(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.images}")
     try:
         chosen = EvaluateParams(protections=args.protections.split(","), purifiers=args.purifiers.split(","),
-                                size=args.size, attack_steps=args.attack_steps, impress_iters=args.impress_iters)
+                                size=args.size, attack_steps=args.attack_steps, impress_iters=args.impress_iters,
+                                edit=args.edit)
     except ValidationError as exc:
         raise CommandFailed("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
     images = decode_files(paths, settings)
@@ -57,11 +61,19 @@ def run(args: argparse.Namespace) -> int:
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
     names = [p.name for p in paths]
+    clean = square_images(images, args.size).to(device)
+    pipelines = PipelineSet.from_settings(settings, device)
+    revisions, edit = pipelines.revisions(), chosen.edit.model_dump() if chosen.edit else None
+    diffusion = {"pipelines": revisions, "edit": edit} if revisions or edit else None  # in the cache key
     folder = ResumeFolder(Path(args.output), images=names, size=args.size, model=identity.as_dict(),
-                          perceptual=distance.name)
-    result = run_matrix(vae, identity.as_dict(), distance, square_images(images, args.size).to(device), names,
-                        chosen.protection_choices(), chosen.purifier_choices(), batch=args.batch_size, cache=folder,
-                        progress=True)
+                          perceptual=distance.name, diffusion=diffusion)
+    try:
+        editing = EditingRun(pipelines, chosen.edit, distance, clean, batch=args.batch_size) if chosen.edit else None
+        result = run_matrix(vae, identity.as_dict(), distance, clean, names, chosen.protection_choices(),
+                            chosen.purifier_choices(), batch=args.batch_size, cache=folder, progress=True,
+                            pipelines=pipelines, editing=editing)
+    except ModelUnavailable as exc:
+        raise CommandFailed(str(exc), 3) from exc
     folder.write_reports(result)
     print(f"{folder.computed} cells computed, {folder.skipped} resumed; "
           f"{args.output}/results.json, results.md, report.html")

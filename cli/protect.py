@@ -30,6 +30,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from worker.engine.diffusion.scenario import PipelineSet
     from worker.engine.models import ModelUnavailable, resolve_device
     from worker.engine.protect_images import run_protection
 
@@ -42,15 +43,17 @@ def run(args: argparse.Namespace) -> int:
     target = decode_files([args.target], settings)[0] if args.target else None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device or settings.device)
     try:
         run = run_protection(images, spec, vae=args.model or vae_for(DEFAULT_PRESET, settings.vae),
                              perceptual=args.perceptual or settings.perceptual,
-                             device=resolve_device(args.device or settings.device), target=target,
-                             batch_size=args.batch_size)
+                             device=device, target=target, batch_size=args.batch_size,
+                             pipelines=PipelineSet.from_settings(settings, device))
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
     summary = {"protection": {"name": spec.name, "params": spec.params.model_dump()}, "stated": run.stated,
-               "target": args.target, "model": run.model, "perceptual": run.perceptual, "device": run.device,
+               "target": args.target, "model": run.model, "pipelines": run.pipelines, "perceptual": run.perceptual,
+               "device": run.device,
                "seconds": run.seconds, "images": []}
     distance = run.perceptual["name"]
     for path, im in zip(args.images, run.images):

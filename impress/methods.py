@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema
+from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema,
+                      model_validator)
 
 # The most optimisation steps any method accepts, whatever a service allows.
 MAX_STEPS = 100_000
@@ -131,6 +132,80 @@ class NoiseImpressParams(ImpressParams):
     sigma: float = Field(0.1, ge=0, le=2, description="standard deviation of the noise, [-1, 1] units")
 
 
+# ---------------------------------------------------------------- diffusion methods (docs/diffusion.md)
+# They run on a configured Stable Diffusion pipeline (IMPRESS_PIPELINE / _INPAINT_ / _UPSCALE_).
+
+class UnetAttackParams(MethodParams):
+    """L-inf PGD on the UNet's denoising loss (Mist's budget and schedule)."""
+
+    steps_field: ClassVar[Optional[str]] = "steps"
+    eps: float = Field(16 / 255, gt=0, le=1, description="L-inf budget in [0, 1] pixel units")
+    step: float = Field(1 / 255, gt=0, le=1, description="PGD step size in [0, 1] pixel units")
+    steps: int = Field(100, ge=1, le=MAX_STEPS, description="PGD steps")
+    prompt: str = Field("a painting", max_length=300, description="text condition (Mist's style template)")
+    seed: int = seed_field()
+
+
+class AdvdmParams(UnetAttackParams):
+    """AdvDM: ascend the exact gradient of the denoising loss."""
+
+
+class SdsMinusParams(UnetAttackParams):
+    """SDS(-): descend the score-distillation gradient (no backward through the UNet)."""
+
+
+class PhotoguardDiffusionParams(MethodParams):
+    """PhotoGuard's diffusion attack on an inpainting pipeline: L2 PGD through a differentiable
+    few-step inpainting run toward the zero image; only pixels outside the (centre-keep) mask move."""
+
+    steps_field: ClassVar[Optional[str]] = "steps"
+    eps: float = Field(16.0, gt=0, le=1000, description="L2 budget per image in [-1, 1] pixel units (PhotoGuard's)")
+    step: float = Field(1.0, gt=0, le=100, description="L2 step per image, [-1, 1] units")
+    steps: int = Field(200, ge=1, le=MAX_STEPS, description="PGD steps")
+    grad_reps: int = Field(10, ge=1, le=100, description="gradient draws averaged per step")
+    inference_steps: int = Field(4, ge=1, le=50, description="steps of the differentiated inpainting run")
+    guidance: float = Field(7.5, ge=0, le=30, description="classifier-free guidance of that run")
+    eta: float = Field(1.0, ge=0, le=1, description="DDIM eta of that run")
+    prompt: str = Field("", max_length=300)
+    seed: int = seed_field()
+
+
+class DiffpureParams(MethodParams):
+    """DiffPure as SDEdit: noise to `strength` of the schedule, denoise unconditionally."""
+
+    strength: float = Field(0.1, gt=0, le=1, description="fraction of the noise schedule (0.1 = 100 of 1000 steps)")
+    steps: int = Field(1000, ge=1, le=1000, description="sampler steps of the full schedule")
+    seed: int = seed_field()
+
+    @model_validator(mode="after")
+    def _denoises_at_least_one_step(self):
+        # diffusers runs int(steps * strength) sampler steps; none would return the noised image.
+        if int(self.steps * self.strength) < 1:
+            raise ValueError(f"steps x strength must reach 1 sampler step (steps={self.steps}, strength={self.strength})")
+        return self
+
+
+class GridpureParams(DiffpureParams):
+    """GrIDPure: DiffPure on overlapping crops plus the corners, blended with the input, iterated."""
+
+    strength: float = Field(0.01, gt=0, le=1, description="DiffPure strength per pass (the authors' 10 of 1000)")
+    crop: int = Field(256, ge=8, le=4096, description="crop side in pixels")
+    stride: int = Field(128, ge=1, le=4096, description="crop stride in pixels")
+    iterations: int = Field(20, ge=1, le=1000, description="passes")
+    gamma: float = Field(0.1, ge=0, le=1, description="weight of the input in each pass's blend")
+
+
+class NoisyUpscaleParams(MethodParams):
+    """Noisy Upscaling: Gaussian noise (8-bit), then the x4 diffusion upscaler, resized back."""
+
+    sigma: float = Field(0.1, ge=0, le=1, description="noise std in [0, 1] pixel units")
+    noise_level: int = Field(320, ge=0, le=350, description="the upscaler's noise level")
+    prompt: str = Field("", max_length=300)
+    steps: int = Field(75, ge=1, le=1000, description="upscaler sampler steps")
+    guidance: float = Field(9.0, ge=0, le=30)
+    seed: int = seed_field()
+
+
 # ---------------------------------------------------------------- named methods and choices
 
 @dataclass(frozen=True)
@@ -146,6 +221,10 @@ PROTECTIONS: dict[str, Method] = {
     "photoguard-16": Method(PhotoguardParams, {"eps": 16 / 255}),
     "glaze-like": Method(GlazeLikeParams),
     "mist-16": Method(MistParams),
+    # Through the UNet of a configured pipeline (docs/diffusion.md).
+    "advdm": Method(AdvdmParams),
+    "sds-minus": Method(SdsMinusParams),
+    "photoguard-diffusion": Method(PhotoguardDiffusionParams),
 }
 PURIFIERS: dict[str, Method] = {
     "jpeg": Method(JpegParams),
@@ -159,6 +238,10 @@ PURIFIERS: dict[str, Method] = {
     # As a purifier in the matrix, IMPRESS stops on a plateau under either schedule unless told otherwise.
     "impress": Method(ImpressParams, {"early_stop": True}),
     "noise-impress": Method(NoiseImpressParams, {"early_stop": True}),
+    # Through a configured pipeline (docs/diffusion.md).
+    "diffpure": Method(DiffpureParams),
+    "gridpure": Method(GridpureParams),
+    "noisy-upscale": Method(NoisyUpscaleParams),
 }
 REGISTRIES: dict[str, dict[str, Method]] = {"protection": PROTECTIONS, "purifier": PURIFIERS}
 

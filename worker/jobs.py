@@ -25,7 +25,7 @@ from .engine.models import ModelUnavailable, load_vae, resolve_device
 from .engine.pipeline import EngineOptions, run_purification
 from .engine.purify import NonFiniteLoss
 from .protect_job import protect_handler
-from .scenario_jobs import mimicry_handler, uploaded_edits
+from .scenario_jobs import editing_run, mimicry_handler
 
 log = logging.getLogger("impress.worker")
 
@@ -111,22 +111,21 @@ def evaluate_handler(ctx: JobContext) -> JobResult:
     distance = load_perceptual(ctx.record.perceptual, device)
     protections, purifiers = params.protection_choices(), params.purifier_choices()
     clean = ctx.role(InputRole.clean)
+    pipelines = PipelineSet.from_settings(ctx.settings, device)  # loaded only by what uses them
     t0 = time.perf_counter()
     files = []
     if ctx.role(InputRole.protected):
         stack = lambda role: torch.cat([to_tensor(item.image.rgb) for item in ctx.role(role)]).to(device)  # noqa: E731
-        clean_x, protected_x = stack(InputRole.clean), stack(InputRole.protected)
-        purified_x = stack(InputRole.purified) if ctx.role(InputRole.purified) else None
-        metrics = measure_uploaded(vae, identity.as_dict(), distance, clean_x, protected_x, purified_x, purifiers,
-                                   ctx.settings.batch_size).model_dump(mode="json")
-        if params.edit is not None:
-            metrics["editing"] = uploaded_edits(PipelineSet.from_settings(ctx.settings, device), params.edit, distance,
-                                                clean_x, protected_x, purified_x,
-                                                [item.image for item in ctx.role(InputRole.mask)])
+        clean_x = stack(InputRole.clean)
+        editing = editing_run(ctx, params.edit, pipelines, distance, clean_x, None)
+        metrics = measure_uploaded(vae, identity.as_dict(), distance, clean_x, stack(InputRole.protected),
+                                   stack(InputRole.purified) if ctx.role(InputRole.purified) else None, purifiers,
+                                   ctx.settings.batch_size, pipelines=pipelines, editing=editing).model_dump(mode="json")
     else:
-        result = run_matrix(vae, identity.as_dict(), distance,
-                            square_images([item.image for item in clean], params.size).to(device),
-                            [item.meta.name for item in clean], protections, purifiers, batch=ctx.settings.batch_size)
+        clean_x = square_images([item.image for item in clean], params.size).to(device)
+        editing = editing_run(ctx, params.edit, pipelines, distance, clean_x, params.size)
+        result = run_matrix(vae, identity.as_dict(), distance, clean_x, [item.meta.name for item in clean],
+                            protections, purifiers, batch=ctx.settings.batch_size, pipelines=pipelines, editing=editing)
         metrics = result.model_dump(mode="json")
         files = [ctx.put_file("report.html", html_report(result).encode(), "text/html"),
                  ctx.put_file("results.md", markdown_report(result).encode(), "text/markdown")]

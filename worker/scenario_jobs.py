@@ -13,33 +13,33 @@ from impress.images import DecodedImage, encode_png
 from impress.records import InputRole, JobResult, ResultFile
 from impress.scenarios import EditParams, MimicryParams
 
-from .engine.diffusion.scenario import PipelineSet, editing_matrix
+from .engine.diffusion.scenario import EditingRun, PipelineSet
 from .engine.models import resolve_device
-from .engine.tensors import to_uint8
+from .engine.tensors import square_images, to_uint8
 
-UPLOADED = "uploaded"  # the name of an uploaded protected or purified set in the results
-
-
-def mask_tensor(masks: list[DecodedImage]) -> torch.Tensor:
+def mask_tensor(masks: list[DecodedImage], size: Optional[int] = None) -> torch.Tensor:
     """Uploaded inpainting masks (white = regenerate) as B x 1 x H x W of 0/1, split at mid-grey as
-    PhotoGuard's prepare_mask_and_masked_image does."""
+    PhotoGuard's prepare_mask_and_masked_image does; with `size`, cropped and resized as the matrix
+    brings its images to size x size."""
+    if size is not None:
+        return (square_images(masks, size).mean(dim=1, keepdim=True) >= 0).float()
     return torch.cat([torch.from_numpy((m.rgb.mean(axis=2) >= 127.5).astype(np.float32))[None, None] for m in masks])
 
 
-def uploaded_edits(pipelines: PipelineSet, params: EditParams, distance, clean: torch.Tensor,
-                   protected: torch.Tensor, purified: Optional[torch.Tensor],
-                   masks: list[DecodedImage]) -> dict:
-    """The editing scenario on an evaluation's uploaded sets: edits of the protected (and purified)
-    images against the edits of their clean originals, with the pipeline's identity."""
-    purified_sets = {(UPLOADED, UPLOADED): purified} if purified is not None else {}
-    mask = mask_tensor(masks).to(clean.device) if masks else None
-    return editing_matrix(pipelines, params, distance, clean, {UPLOADED: protected}, purified_sets, mask).as_dict()
+def editing_run(ctx, params: Optional[EditParams], pipelines: PipelineSet, distance, clean: torch.Tensor,
+                size: Optional[int]) -> Optional[EditingRun]:
+    """The evaluation's editing scenario (None when it asks for none): the clean images edited once, with
+    the uploaded masks if any."""
+    if params is None:
+        return None
+    masks = [item.image for item in ctx.role(InputRole.mask)]
+    mask = mask_tensor(masks, size).to(clean.device) if masks else None
+    return EditingRun(pipelines, params, distance, clean, mask, batch=ctx.settings.batch_size)
 
 
 def mimicry_handler(ctx) -> JobResult:
     """Fine-tune LoRA on each uploaded set (clean, protected, purified) and score what it learned of the
     clean images; generated samples come back as PNG files named <set>-<i>.png."""
-    from .engine.tensors import square_images
     from .engine.diffusion.mimicry import mimicry
     from .jobs import Canceled
 

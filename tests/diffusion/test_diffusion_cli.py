@@ -35,3 +35,31 @@ def test_mimicry_command_without_a_pipeline_says_what_to_configure(tmp_path, mon
     clean = image_folder(tmp_path / "clean", [0])
     assert main(["mimicry", "--clean", str(clean), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 3
     assert "IMPRESS_PIPELINE" in capsys.readouterr().err
+
+
+def test_protect_command_runs_a_diffusion_protection_and_records_its_pipeline(tmp_path, tiny_pipelines, monkeypatch):
+    monkeypatch.setenv("IMPRESS_PIPELINE", str(tiny_pipelines["img2img"]))
+    images = image_folder(tmp_path / "in", [0, 1])
+    out = tmp_path / "out"
+    code = main(["protect", *map(str, sorted(images.iterdir())), "-o", str(out), "--protection", "advdm:steps=2",
+                 "--model", "impress-tiny-vae", "--perceptual", "dssim", "--device", "cpu"])
+    assert code == 0
+    summary = json.loads(next(out.glob("*.json")).read_text())
+    assert summary["pipelines"]["img2img"]["kind"] == "img2img"
+    assert all(image["budget"]["linf_255"] <= 16 + 1e-3 for image in summary["images"])
+    assert len(list(out.glob("*.png"))) == 2
+
+
+def test_bench_command_runs_diffusion_methods_with_the_editing_scenario(tmp_path, tiny_pipelines, monkeypatch):
+    for kind, env in (("img2img", "IMPRESS_PIPELINE"), ("inpaint", "IMPRESS_INPAINT_PIPELINE")):
+        monkeypatch.setenv(env, str(tiny_pipelines[kind]))
+    images = image_folder(tmp_path / "in", [0, 1])
+    out = tmp_path / "out"
+    args = ["bench", "--images", str(images), "-o", str(out), "--protections", "sds-minus:steps=1",
+            "--purifiers", "diffpure:steps=10,jpeg-75", "--size", "32", "--model", "impress-tiny-vae",
+            "--perceptual", "dssim", "--device", "cpu", "--edit", '{"mode": "inpaint", "steps": 2}']
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["editing"]["worst_case"]) == {"none", "sds-minus:steps=1"}
+    assert "Worst case per image" in (out / "results.md").read_text()
+    assert main(args) == 0 and json.loads((out / "results.json").read_text())["skipped"] == 4   # resumed

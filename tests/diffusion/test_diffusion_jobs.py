@@ -80,12 +80,13 @@ def test_evaluation_with_an_inpainting_edit_scores_uploaded_sets_against_the_cle
     # The record's VAE is the preset's hub id (not here): run the same job on the bundled VAE.
     job = store.create(JobKind.evaluate, record.params, record.inputs, vae="impress-tiny-vae", perceptual="dssim")
     assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
-    editing = store.get(job.id).result.metrics["editing"]
+    metrics = store.get(job.id).result.metrics
+    editing = metrics["editing"]
     assert editing["pipeline"]["kind"] == "inpaint" and editing["settings"]["steps"] == 3
-    cell = editing["protections"]["uploaded"]
-    assert cell["purified"]["uploaded"]["psnr_db"][0] > 60          # purified = clean: the same edit
-    assert cell["protected"]["psnr_db"][0] < cell["purified"]["uploaded"]["psnr_db"][0]
-    assert cell["worst_case"]["psnr_db"]["purifiers"] == ["uploaded"]
+    purified = next(c for c in metrics["cells"] if c["purifier"] == "uploaded")["edit"]
+    assert purified["psnr_db"][0] > 60          # purified = clean: the same edit
+    assert metrics["protection"]["edit"]["psnr_db"][0] < purified["psnr_db"][0]
+    assert editing["worst_case"]["uploaded"]["psnr_db"]["purifiers"] == ["uploaded"]
 
 
 def test_an_edit_needs_its_pipeline(fast_store, tiny_pipelines):
@@ -104,3 +105,34 @@ def test_every_job_kind_has_a_registered_task_and_a_handler():
 
     assert set(HANDLERS) == set(JobKind) == set(TASKS)
     assert set(TASKS.values()) <= set(celery_app.tasks)
+
+
+def test_evaluation_matrix_runs_diffusion_methods_and_the_edit_with_a_report(fast_store, tiny_pipelines):
+    inputs = put_inputs(fast_store, {InputRole.clean: [PNG[1], png_bytes(photo(32, 32, 2))]})
+    params = EvaluateParams(protections=["advdm:steps=1", "photoguard-8:steps=1"],
+                            purifiers=["diffpure:steps=10", "jpeg-75"], size=32,
+                            edit='{"mode": "img2img", "steps": 4}')
+    job = fast_store.create(JobKind.evaluate, params, inputs, vae="impress-tiny-vae", perceptual="dssim")
+    assert run_job(fast_store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
+    result = fast_store.get(job.id).result
+    worst = result.metrics["editing"]["worst_case"]
+    assert set(worst) == {"none", "advdm:steps=1", "photoguard-8:steps=1"}
+    assert all(len(case["purifiers"]) == 2 for case in (w["psnr_db"] for w in worst.values()))
+    assert result.metrics["pipelines"]["img2img"]["kind"] == "img2img"
+    report = fast_store.get_blob(next(f.blob for f in result.files if f.name == "results.md")).decode()
+    assert "Worst case per image" in report and "advdm:steps=1" in report
+
+
+def test_protect_job_runs_photoguards_diffusion_attack_toward_an_uploaded_target(fast_api, tiny_pipelines):
+    client, store, _, _ = fast_api
+    r = client.post("/v1/protect", files=[("images", PNG), ("target", ("t.png", png_bytes(photo(32, 32, 7)),
+                                                                         "image/png"))],
+                    data={"protection": "photoguard-diffusion:steps=2:grad_reps=1:inference_steps=2:eps=4"})
+    assert r.status_code == 202, r.text
+    record = store.get(r.json()["id"])
+    job = store.create(JobKind.protect, record.params, record.inputs, vae="impress-tiny-vae", perceptual="dssim")
+    assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
+    result = store.get(job.id).result
+    assert result.metrics["pipelines"]["inpaint"]["kind"] == "inpaint"
+    assert result.metrics["stated"] == {"l2_255": 4 * 127.5}
+    assert result.images[0].budget.l2_255 <= 4 * 127.5 + 1e-3

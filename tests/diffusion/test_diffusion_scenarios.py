@@ -4,10 +4,22 @@ from __future__ import annotations
 import pytest
 import torch
 
+from impress.methods import REGISTRIES, choose, parse_choice
 from impress.scenarios import EditParams, MimicryParams
+from worker.engine.diffusion.scenario import PipelineSet
+from worker.engine.protect import apply_protection
+from worker.engine.purifiers import apply_purifier
 from worker.engine.diffusion import attacks, editing, mimicry, purifiers
 from worker.engine.diffusion.pipelines import load_pipeline
 from worker.engine.perceptual import load_perceptual
+
+
+DIFFUSION_METHODS = {"protection": ["advdm", "sds-minus", "photoguard-diffusion"],
+                     "purifier": ["diffpure", "gridpure", "noisy-upscale"]}
+
+
+def img2img_set(img2img) -> PipelineSet:
+    return PipelineSet({"img2img": img2img[1].location})
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +64,7 @@ def test_inpainting_uses_the_callers_mask(inpaint, images):
 
 @pytest.mark.parametrize("name", ["advdm", "sds-minus"])
 def test_unet_attacks_stay_in_their_linf_budget_and_change_the_image(img2img, images, name):
-    pipe, _ = img2img
-    entry = attacks.DIFFUSION_PROTECTIONS[name]
-    adv = entry.fn(pipe, images, **{**entry.defaults, "steps": 3})
+    adv = apply_protection(choose("protection", name, steps=3), None, images, pipelines=img2img_set(img2img))
     assert (adv - images).abs().max() <= 2 * 16 / 255 + 1e-6
     assert (adv - images).abs().max() > 0 and adv.min() >= -1 and adv.max() <= 1
 
@@ -122,14 +132,19 @@ def test_noisy_upscale_keeps_the_size_and_adds_8bit_noise_first(upscale, images)
     assert out.shape == (2, 3, 16, 16) and out.min() >= -1 and out.max() <= 1
 
 
-def test_every_registered_method_runs_with_its_defaults_shortened(img2img, inpaint, upscale, images):
-    pipes = {"img2img": img2img[0], "inpaint": inpaint[0], "upscale": upscale[0]}
+def test_every_diffusion_method_runs_through_the_engine_registries(tiny_pipelines, images):
+    pipelines = PipelineSet({kind: str(folder) for kind, folder in tiny_pipelines.items()})
     short = dict(steps=2, iterations=1, crop=16, stride=8, grad_reps=1, inference_steps=2, strength=0.5)
-    for registry in (attacks.DIFFUSION_PROTECTIONS, purifiers.DIFFUSION_PURIFIERS):
-        for name, entry in registry.items():
-            params = {**entry.defaults, **{k: v for k, v in short.items() if k in entry.defaults}}
-            out = entry.fn(pipes[entry.pipeline_kind], images[:1, :, :16, :16], **params)
-            assert out.shape == (1, 3, 16, 16), name
+    x = images[:1, :, :16, :16]
+    for kind, apply in (("protection", lambda c: apply_protection(c, None, x, pipelines=pipelines)),
+                        ("purifier", lambda c: apply_purifier(c, x, pipelines=pipelines))):
+        for name in DIFFUSION_METHODS[kind]:
+            model = REGISTRIES[kind][name].model
+            choice = choose(kind, name, **{k: v for k, v in short.items() if k in model.model_fields})
+            assert apply(choice).shape == (1, 3, 16, 16), name
+            with pytest.raises(ValueError, match="needs a diffusion pipeline"):
+                apply_protection(choice, None, x) if kind == "protection" else apply_purifier(choice, x)
+    assert set(pipelines.used()) == {"img2img", "inpaint", "upscale"}
 
 
 def test_lora_mimicry_trains_an_adapter_and_scores_against_the_clean_images(img2img, images):
@@ -149,20 +164,31 @@ def test_lora_mimicry_trains_an_adapter_and_scores_against_the_clean_images(img2
         torch.testing.assert_close(v, before[k])
 
 
-def test_editing_matrix_scores_every_cell_and_the_worst_case(tiny_pipelines, images):
-    from worker.engine.diffusion.scenario import PipelineSet, editing_matrix
+def test_matrix_with_diffusion_methods_and_the_editing_scenario_reports_the_worst_case(tiny_pipelines, images):
+    """The benchmark matrix runs diffusion protections and purifiers beside the VAE ones, edits every
+    protected and purified set, and reports each protection's worst case per image over the purifiers."""
+    from worker.engine.diffusion.scenario import EditingRun
+    from worker.engine.matrix import run_matrix
+    from worker.engine.models import load_vae
+    from worker.engine.report import html_report, markdown_report
 
-    pipelines = PipelineSet({"inpaint": str(tiny_pipelines["inpaint"])})
-    noisy = (images + 0.4 * torch.randn_like(images, generator=None)).clamp(-1, 1)
-    result = editing_matrix(pipelines, EditParams(mode="inpaint", steps=3), load_perceptual("dssim"),
-                            images, {"noise": noisy}, {("noise", "identity"): noisy, ("noise", "undo"): images})
-    cell = result.protections["noise"]
-    assert set(cell.purified) == {"identity", "undo"}
-    assert cell.worst_case["psnr_db"].purifiers == ["undo", "undo"]    # the clean copy edits like the clean
-    assert cell.worst_case["perceptual"].purifiers == ["undo", "undo"]
-    assert all(p > 60 for p in cell.purified["undo"].psnr_db) and all(d < 1e-4 for d in cell.purified["undo"].perceptual)
-    assert all(n < c for n, c in zip(cell.protected.psnr_db, cell.purified["undo"].psnr_db))
-    assert result.pipeline["kind"] == "inpaint" and result.as_dict()["settings"]["steps"] == 3
+    vae, identity = load_vae("impress-tiny-vae")
+    dssim = load_perceptual("dssim")
+    pipelines = PipelineSet({kind: str(folder) for kind, folder in tiny_pipelines.items()})
+    editing = EditingRun(pipelines, EditParams(mode="inpaint", steps=2), dssim, images)
+    protections = [parse_choice("photoguard-8:steps=1", "protection"), parse_choice("advdm:steps=1", "protection")]
+    purifiers = [parse_choice("jpeg-75", "purifier"), parse_choice("diffpure:steps=10", "purifier")]
+    result = run_matrix(vae, identity.as_dict(), dssim, images, ["a", "b"], protections, purifiers, batch=2,
+                        pipelines=pipelines, editing=editing)
+    assert all(cell.edit is not None and len(cell.edit.psnr_db) == 2 for cell in result.cells)
+    assert all(p.edit is not None for p in result.protections.values())
+    worst = result.editing.worst_case
+    assert set(worst) == {"none", "photoguard-8:steps=1", "advdm:steps=1"}
+    for label, cases in worst.items():
+        cells = {c.purifier: c.edit.psnr_db for c in result.cells if c.protection == label}
+        assert cases["psnr_db"].values == [max(v[i] for v in cells.values()) for i in range(2)]
+    assert set(result.pipelines) == {"img2img", "inpaint"} and result.editing.pipeline["kind"] == "inpaint"
+    assert "Worst case per image" in markdown_report(result) and "Worst case per image" in html_report(result)
 
 
 def test_a_kind_nobody_configured_is_model_unavailable(tiny_pipelines):
@@ -179,17 +205,19 @@ def test_every_protection_keeps_its_stated_budget_on_its_8bit_output(img2img, in
     from worker.engine.tensors import quantize_8bit
     from worker.engine.metrics import l2_255, linf_255
 
+    from worker.engine.protect import stated_budget
+
     clean = quantize_8bit(images)
-    for name, entry in attacks.DIFFUSION_PROTECTIONS.items():
-        pipe = {"img2img": img2img, "inpaint": inpaint}[entry.pipeline_kind][0]
+    pipelines = PipelineSet({"img2img": str(img2img[1].location), "inpaint": str(inpaint[1].location)})
+    for name in DIFFUSION_METHODS["protection"]:
         short = {"steps": 3, "step": 8 / 255} if name != "photoguard-diffusion" \
             else {"steps": 3, "grad_reps": 1, "inference_steps": 2, "eps": 2.0, "step": 1.0}
-        out = entry.fn(pipe, clean, **{**entry.defaults, **short})
+        choice = choose("protection", name, **short)
+        out = apply_protection(choice, None, clean, pipelines=pipelines)
         torch.testing.assert_close(out, quantize_8bit(out), atol=1e-6, rtol=0)
-        if name == "photoguard-diffusion":
-            assert l2_255(out, clean).max() <= 2.0 * 127.5 + 1e-3, name
-        else:
-            assert linf_255(out, clean).max() <= 16 + 1e-3, name
+        stated = stated_budget(choice)
+        measured = {"linf_255": linf_255, "l2_255": l2_255}
+        assert all(measured[k](out, clean).max() <= v + 1e-3 for k, v in stated.items()), (name, stated)
 
 
 def test_an_editing_run_in_chunks_scores_as_in_one_batch(tiny_pipelines, images):

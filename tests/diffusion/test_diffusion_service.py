@@ -56,8 +56,8 @@ def test_editing_evaluation_and_mimicry_run_as_jobs(diffusion_service):
     assert r.status_code == 202, r.text
     job = finished(client, r.headers["location"])
     assert job["state"] == "succeeded", job
-    editing = job["metrics"]["editing"]
-    assert editing["pipeline"]["kind"] == "inpaint" and len(editing["protections"]["uploaded"]["protected"]["psnr_db"]) == 1
+    assert job["metrics"]["editing"]["pipeline"]["kind"] == "inpaint"
+    assert len(job["metrics"]["protection"]["edit"]["psnr_db"]) == 1
 
     r = client.post("/v1/mimicry", files=[("clean", ("c.png", clean, "image/png"))],
                     data={"steps": "2", "size": "32", "eval_samples": "1", "generate": "1", "generate_steps": "2"})

@@ -20,6 +20,9 @@ from impress.images import encode_png
 from impress.methods import MethodChoice
 
 from .detect import consistency_scores
+from .diffusion.editing import EditComparison
+from .diffusion.scenario import EditingRun, PipelineSet, worst_cases
+from .diffusion.worst_case import WorstCase
 from .metrics import latent_distance, rounded_mean, roc_auc
 from .protect import apply_protection, budget
 from .purifiers import apply_purifier
@@ -36,6 +39,7 @@ class ProtectionSummary(BaseModel):
     budget_per_image: dict[str, list[float]]
     consistency_error: list[float]
     detection_auc: Optional[float]                # clean vs protected; None for the 'none' row
+    edit: Optional[EditComparison] = None         # editing scenario: edit(protected) vs edit(clean)
     thumbnail: bytes = Field(b"", exclude=True)   # PNG of the first protected image
 
 
@@ -49,6 +53,7 @@ class Cell(BaseModel):
     mean: dict[str, Optional[float]]
     per_image: dict[str, list[Optional[float]]]
     detection_auc_clean_vs_purified: float
+    edit: Optional[EditComparison] = None         # editing scenario: edit(purified) vs edit(clean)
     thumbnail: bytes = Field(b"", exclude=True)   # PNG of the first purified image
 
 
@@ -61,6 +66,24 @@ class MethodLabel(BaseModel):
     params: dict
 
 
+class EditingSummary(BaseModel):
+    """The editing scenario of a matrix: its settings, the pipeline that edited, and each protection's
+    worst case per image over the purifiers (by metric)."""
+
+    settings: dict
+    pipeline: dict
+    worst_case: dict[str, dict[str, WorstCase]]
+
+
+def editing_summary(editing: EditingRun, cells: list["Cell"]) -> EditingSummary:
+    by_protection: dict[str, dict[str, EditComparison]] = {}
+    for cell in cells:
+        if cell.edit is not None:
+            by_protection.setdefault(cell.protection or UPLOADED, {})[cell.purifier] = cell.edit
+    return EditingSummary(settings=editing.settings.model_dump(), pipeline=editing.pipeline,
+                          worst_case={label: worst_cases(edits) for label, edits in by_protection.items()})
+
+
 class MatrixResult(BaseModel):
     model: dict
     perceptual: str
@@ -70,6 +93,8 @@ class MatrixResult(BaseModel):
     purifiers: dict[str, MethodLabel]
     protections: dict[str, ProtectionSummary]
     cells: list[Cell]
+    pipelines: dict[str, dict] = {}               # diffusion pipelines used, by kind (PipelineIdentity)
+    editing: Optional[EditingSummary] = None
     clean_thumbnail: bytes = Field(b"", exclude=True)
 
 
@@ -79,6 +104,8 @@ class UploadedResult(BaseModel):
     clean: CleanSummary
     protection: ProtectionSummary
     cells: list[Cell]
+    pipelines: dict[str, dict] = {}
+    editing: Optional[EditingSummary] = None
 
 
 class MatrixCache(Protocol):
@@ -109,21 +136,24 @@ def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch:
 
 
 def summarize_protection(vae, distance, clean: torch.Tensor, protected: torch.Tensor, clean_scores: list[float],
-                         name: str, params: dict, batch: int,
-                         scores: Optional[list[float]] = None) -> ProtectionSummary:
-    """What a protection spent and how detectable it is; `scores` are the protected images' consistency
-    errors when already known (the 'none' row's are the clean ones)."""
+                         name: str, params: dict, batch: int, scores: Optional[list[float]] = None,
+                         editing: Optional[EditingRun] = None) -> ProtectionSummary:
+    """What a protection spent and how detectable it is (and, with an editing scenario, how its images
+    edit); `scores` are the protected images' consistency errors when already known (the 'none' row's
+    are the clean ones)."""
     scores = scores if scores is not None else consistency_scores(vae, list(protected.split(1)), batch)
     spent = budget(protected, clean, distance)
     return ProtectionSummary(name=name, params=params, budget={k: rounded_mean(v) for k, v in spent.items()},
                              budget_per_image=spent, consistency_error=scores,
                              detection_auc=None if name == NONE else round(roc_auc(clean_scores, scores), 4),
-                             thumbnail=thumbnail(protected))
+                             edit=editing.score(protected) if editing else None, thumbnail=thumbnail(protected))
 
 
 def measure_purified(vae, distance, clean: torch.Tensor, protected: torch.Tensor, purified: torch.Tensor,
-                     clean_scores: list[float], protected_scores: list[float], batch: int, **cell) -> Cell:
-    """Purified against clean, and how much of the protection's latent shift the purifier removed."""
+                     clean_scores: list[float], protected_scores: list[float], batch: int,
+                     editing: Optional[EditingRun] = None, **cell) -> Cell:
+    """Purified against clean, how much of the protection's latent shift the purifier removed and, with
+    an editing scenario, how the purified images edit."""
     before, after = (torch.cat([latent_distance(vae, x[i:i + batch], clean[i:i + batch])
                                 for i in range(0, len(x), batch)]).tolist() for x in (protected, purified))
     purified_scores = consistency_scores(vae, list(purified.split(1)), batch)
@@ -134,25 +164,28 @@ def measure_purified(vae, distance, clean: torch.Tensor, protected: torch.Tensor
                  "shift_removed": [1 - a / b if b > 0 else None for a, b in zip(after, before)]}
     return Cell(mean={k: rounded_mean(v) for k, v in per_image.items()}, per_image=per_image,
                 detection_auc_clean_vs_purified=round(roc_auc(clean_scores, purified_scores), 4),
-                thumbnail=thumbnail(purified), **cell)
+                edit=editing.score(purified) if editing else None, thumbnail=thumbnail(purified), **cell)
 
 
 def purify_cell(vae, distance, clean: torch.Tensor, protected: torch.Tensor, clean_scores: list[float],
                 protected_scores: list[float], purifier: MethodChoice, batch: int,
-                protection: Optional[str] = None) -> Cell:
+                protection: Optional[str] = None, pipelines: Optional[PipelineSet] = None,
+                editing: Optional[EditingRun] = None) -> Cell:
     """Run `purifier` on the protected images (timed) and measure the result."""
     t0 = time.perf_counter()
-    purified = _chunked(lambda part: apply_purifier(purifier, part, vae, distance), protected, batch)
+    purified = _chunked(lambda part: apply_purifier(purifier, part, vae, distance, pipelines), protected, batch)
     seconds = round(time.perf_counter() - t0, 3)
-    return measure_purified(vae, distance, clean, protected, purified, clean_scores, protected_scores, batch,
+    return measure_purified(vae, distance, clean, protected, purified, clean_scores, protected_scores, batch, editing,
                             protection=protection, purifier=purifier.label, params=purifier.params.model_dump(),
                             seconds=seconds)
 
 
 def run_matrix(vae, identity: dict, distance, clean: torch.Tensor, names: list[str],
                protections: list[MethodChoice], purifiers: list[MethodChoice], *, batch: int = 8,
-               cache: MatrixCache = Recompute(), progress: bool = False) -> MatrixResult:
-    """The matrix over `clean` (N x 3 x S x S in [-1, 1], on the VAE's device)."""
+               cache: MatrixCache = Recompute(), progress: bool = False, pipelines: Optional[PipelineSet] = None,
+               editing: Optional[EditingRun] = None) -> MatrixResult:
+    """The matrix over `clean` (N x 3 x S x S in [-1, 1], on the VAE's device). Diffusion protections and
+    purifiers run on `pipelines`; `editing` adds the editing scenario to every row and cell."""
     clean_scores = consistency_scores(vae, list(clean.split(1)), batch)
     rows: list[tuple[str, Optional[MethodChoice]]] = [(NONE, None), *((p.label, p) for p in protections)]
     summaries: dict[str, ProtectionSummary] = {}
@@ -161,34 +194,39 @@ def run_matrix(vae, identity: dict, distance, clean: torch.Tensor, names: list[s
     for label, choice in rows:
         if choice is None:
             protected = clean
-            summary = summarize_protection(vae, distance, clean, clean, clean_scores, NONE, {}, batch, clean_scores)
+            summary = summarize_protection(vae, distance, clean, clean, clean_scores, NONE, {}, batch, clean_scores,
+                                           editing)
         else:
             protected = cache.protected(label, choice, lambda c=choice: _chunked(
-                lambda part: apply_protection(c, vae, part, distance), clean, batch)).to(clean)
+                lambda part: apply_protection(c, vae, part, distance, pipelines=pipelines), clean, batch)).to(clean)
             summary = summarize_protection(vae, distance, clean, protected, clean_scores, choice.name,
-                                           choice.params.model_dump(), batch)
+                                           choice.params.model_dump(), batch, editing=editing)
         summaries[label] = summary
         for purifier in purifiers:
             bar.set_postfix_str(f"{label} / {purifier.label}")
             cells.append(cache.cell(label, choice, purifier, lambda q=purifier: purify_cell(
-                vae, distance, clean, protected, clean_scores, summary.consistency_error, q, batch, label)))
+                vae, distance, clean, protected, clean_scores, summary.consistency_error, q, batch, label, pipelines,
+                editing)))
             bar.update()
     bar.close()
     return MatrixResult(model=identity, perceptual=distance.name, size=clean.shape[-1], images=names,
                         clean=CleanSummary(consistency_error=clean_scores),
                         purifiers={q.label: MethodLabel(name=q.name, params=q.params.model_dump()) for q in purifiers},
-                        protections=summaries, cells=cells, clean_thumbnail=thumbnail(clean))
+                        protections=summaries, cells=cells, pipelines=pipelines.used() if pipelines else {},
+                        editing=editing_summary(editing, cells) if editing else None, clean_thumbnail=thumbnail(clean))
 
 
 def measure_uploaded(vae, identity: dict, distance, clean: torch.Tensor, protected: torch.Tensor,
-                     purified: Optional[torch.Tensor], purifiers: list[MethodChoice], batch: int = 8) -> UploadedResult:
+                     purified: Optional[torch.Tensor], purifiers: list[MethodChoice], batch: int = 8, *,
+                     pipelines: Optional[PipelineSet] = None, editing: Optional[EditingRun] = None) -> UploadedResult:
     """The "upload your own" path: protections made elsewhere (real Glaze/Mist outputs), measured
     against their clean originals; an uploaded purified set and each named purifier are measured too."""
     clean_scores = consistency_scores(vae, list(clean.split(1)), batch)
-    summary = summarize_protection(vae, distance, clean, protected, clean_scores, UPLOADED, {}, batch)
+    summary = summarize_protection(vae, distance, clean, protected, clean_scores, UPLOADED, {}, batch, editing=editing)
     cells = [] if purified is None else [measure_purified(vae, distance, clean, protected, purified, clean_scores,
-                                                          summary.consistency_error, batch, purifier=UPLOADED)]
-    cells += [purify_cell(vae, distance, clean, protected, clean_scores, summary.consistency_error, q, batch)
-              for q in purifiers]
+                                                          summary.consistency_error, batch, editing, purifier=UPLOADED)]
+    cells += [purify_cell(vae, distance, clean, protected, clean_scores, summary.consistency_error, q, batch,
+                          pipelines=pipelines, editing=editing) for q in purifiers]
     return UploadedResult(model=identity, perceptual=distance.name, clean=CleanSummary(consistency_error=clean_scores),
-                          protection=summary, cells=cells)
+                          protection=summary, cells=cells, pipelines=pipelines.used() if pipelines else {},
+                          editing=editing_summary(editing, cells) if editing else None)

@@ -40,12 +40,17 @@ def write_atomically(path: Path, data: bytes) -> None:
 class ResumeFolder:
     """A matrix cache in `folder` for one setting; counts the cells it computed and those it reused."""
 
-    def __init__(self, folder: Path, *, images: list[str], size: int, model: dict, perceptual: str):
+    def __init__(self, folder: Path, *, images: list[str], size: int, model: dict, perceptual: str,
+                 diffusion: Optional[dict] = None):
+        """`diffusion`: the configured pipelines' revisions and the editing scenario's settings, when
+        any (a cell computed without them, or with others, is computed again)."""
         self.folder = Path(folder)
         (self.folder / "cells").mkdir(parents=True, exist_ok=True)
         (self.folder / "protected").mkdir(exist_ok=True)
         self.setting = dict(images=images, size=[size, size], model=[model["name"], model["revision"]],
                             perceptual=perceptual)
+        if diffusion:
+            self.setting["diffusion"] = diffusion
         self.computed = self.skipped = 0
 
     def _key(self, **parts) -> str:

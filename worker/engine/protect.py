@@ -27,8 +27,10 @@ from typing import Callable
 
 import torch
 
-from impress.methods import GlazeLikeParams, MethodChoice, MethodParams, MistParams, PhotoguardParams
+from impress.methods import (AdvdmParams, GlazeLikeParams, MethodChoice, MethodParams, MistParams,
+                             PhotoguardDiffusionParams, PhotoguardParams, SdsMinusParams)
 
+from .diffusion.attacks import advdm, photoguard_diffusion, sds_minus
 from .metrics import encode, pair_metrics
 from .perceptual import Scorer
 from .tensors import quantize_8bit
@@ -168,14 +170,17 @@ def glaze_like(vae, distance, x: torch.Tensor, target: torch.Tensor | None = Non
 
 @dataclass(frozen=True)
 class Protection:
-    fn: Callable[..., torch.Tensor]   # (vae, [distance,] x, target, **params) -> protected x
+    fn: Callable[..., torch.Tensor]   # (vae, [distance,] x, target, **params) -> protected x; with a
+    #                                   pipeline kind: (pipe, x, target, **params) on that pipeline
     needs_distance: bool = False
     perceptual_budget: str | None = None  # the parameter bounding the perceptual distance, if any
+    pipeline: str | None = None           # diffusion protections: the pipeline kind they run on
+    l2_budget: bool = False               # eps is an L2 norm in [-1, 1] units (PhotoGuard's diffusion attack)
 
     def stated_budget(self, params: dict, distance_name: str | None = None) -> dict[str, float]:
-        """What this protection promises, keyed as `budget` reports it: L-inf in /255 units and, for
-        one with a perceptual bound, the distance under its name."""
-        stated = {"linf_255": params["eps"] * 255}
+        """What this protection promises, keyed as `budget` reports it: L-inf (or L2) in /255 units and,
+        for one with a perceptual bound, the distance under its name."""
+        stated = {"l2_255": params["eps"] * 127.5} if self.l2_budget else {"linf_255": params["eps"] * 255}
         if self.perceptual_budget is not None and distance_name is not None:
             stated[distance_name] = params[self.perceptual_budget]
         return stated
@@ -186,6 +191,9 @@ PROTECTION_FUNCTIONS: dict[type[MethodParams], Protection] = {
     PhotoguardParams: Protection(photoguard),
     GlazeLikeParams: Protection(glaze_like, needs_distance=True, perceptual_budget="p"),
     MistParams: Protection(mist_textural),
+    AdvdmParams: Protection(advdm, pipeline="img2img"),
+    SdsMinusParams: Protection(sds_minus, pipeline="img2img"),
+    PhotoguardDiffusionParams: Protection(photoguard_diffusion, pipeline="inpaint", l2_budget=True),
 }
 
 
@@ -195,12 +203,16 @@ def stated_budget(choice: MethodChoice, distance_name: str | None = None) -> dic
 
 
 def apply_protection(choice: MethodChoice, vae, x: torch.Tensor, distance=None,
-                     target: torch.Tensor | None = None) -> torch.Tensor:
+                     target: torch.Tensor | None = None, pipelines=None) -> torch.Tensor:
     """Protect a batch as `choice` says toward `target` (1 or B images of x's size; the protection's own
     default when None) and return it as saved: quantised to 8 bits, since that is what a user keeps,
     what budgets are measured on, and what detection and purification see. `distance` is required
-    by the protections that use one."""
+    by the protections that use one, `pipelines` (diffusion.scenario.PipelineSet) by diffusion ones."""
     entry = PROTECTION_FUNCTIONS[type(choice.params)]
+    if entry.pipeline is not None:
+        if pipelines is None:
+            raise ValueError(f"protection {choice.name!r} needs a diffusion pipeline")
+        return quantize_8bit(entry.fn(pipelines.get(entry.pipeline), x, target, **choice.params.model_dump()))
     if not entry.needs_distance:
         return quantize_8bit(entry.fn(vae, x, target, **choice.params.model_dump()))
     if distance is None:

@@ -37,6 +37,7 @@ class ProtectionRun:
     perceptual: dict
     seconds: float
     device: str
+    pipelines: dict                 # diffusion pipelines used, by kind (empty for the VAE protections)
 
 
 def fitted_target(target: DecodedImage, height: int, width: int) -> torch.Tensor:
@@ -46,9 +47,10 @@ def fitted_target(target: DecodedImage, height: int, width: int) -> torch.Tensor
 
 
 def run_protection(images: list[DecodedImage], spec: MethodChoice, *, vae: str, perceptual: str, device: str,
-                   target: Optional[DecodedImage] = None, batch_size: int = 4) -> ProtectionRun:
+                   target: Optional[DecodedImage] = None, batch_size: int = 4, pipelines=None) -> ProtectionRun:
     """Protect `images` (any sizes; same-size images share batches) with `spec`, toward `target`
-    when given (fitted to each size), else the protection's own default target."""
+    when given (fitted to each size), else the protection's own default target. Diffusion protections
+    run on `pipelines` (diffusion.scenario.PipelineSet)."""
     vae_model, identity = load_vae(vae, device)
     distance = load_perceptual(perceptual, device)
     groups: dict[tuple[int, int], list[int]] = {}
@@ -61,7 +63,7 @@ def run_protection(images: list[DecodedImage], spec: MethodChoice, *, vae: str, 
         for k in range(0, len(indices), batch_size):
             batch = indices[k:k + batch_size]
             clean = torch.cat([to_tensor(images[i].rgb) for i in batch]).to(device)
-            protected = apply_protection(spec, vae_model, clean, distance, target=goal)
+            protected = apply_protection(spec, vae_model, clean, distance, target=goal, pipelines=pipelines)
             spent = budget(protected, clean, distance)
             for j, i in enumerate(batch):
                 results[i] = ProtectedImage(
@@ -72,4 +74,5 @@ def run_protection(images: list[DecodedImage], spec: MethodChoice, *, vae: str, 
     return ProtectionRun(images=results, protection=spec,
                          stated=stated_budget(spec, distance.name),
                          model=identity.as_dict(), perceptual={"name": distance.name},
-                         seconds=round(time.perf_counter() - t0, 3), device=device)
+                         seconds=round(time.perf_counter() - t0, 3), device=device,
+                         pipelines=pipelines.used() if pipelines else {})

@@ -20,9 +20,10 @@ from PIL import Image
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from impress.contract import PurifyOverrides
-from impress.methods import (BlurParams, ImpressParams, JpegParams, MethodChoice, MethodParams, NoiseImpressParams,
-                             NoiseParams, ResizeParams)
+from impress.methods import (BlurParams, DiffpureParams, GridpureParams, ImpressParams, JpegParams, MethodChoice,
+                             MethodParams, NoiseImpressParams, NoiseParams, NoisyUpscaleParams, ResizeParams)
 
+from .diffusion.purifiers import diffpure, gridpure, noisy_upscale
 from .photos import resize_short_side
 from .purify import purify
 from .tensors import to_tensor, to_uint8
@@ -72,8 +73,10 @@ def noise_impress(x: torch.Tensor, params: NoiseImpressParams, *, vae, distance)
 
 @dataclass(frozen=True)
 class Purifier:
-    fn: Callable[..., torch.Tensor]   # (x, **params), or with needs_models (x, params, vae=, distance=)
+    fn: Callable[..., torch.Tensor]   # (x, **params), or with needs_models (x, params, vae=, distance=),
+    #                                   or with a pipeline kind (pipe, x, **params) on that pipeline
     needs_models: bool = False
+    pipeline: str | None = None       # diffusion purifiers: the pipeline kind they run on
 
 
 # The function of each purifier's parameter model (impress/methods.py names them and holds the defaults).
@@ -84,12 +87,20 @@ PURIFIER_FUNCTIONS: dict[type[MethodParams], Purifier] = {
     ResizeParams: Purifier(resize),
     ImpressParams: Purifier(impress, needs_models=True),
     NoiseImpressParams: Purifier(noise_impress, needs_models=True),
+    DiffpureParams: Purifier(diffpure, pipeline="img2img"),
+    GridpureParams: Purifier(gridpure, pipeline="img2img"),
+    NoisyUpscaleParams: Purifier(noisy_upscale, pipeline="upscale"),
 }
 
 
-def apply_purifier(choice: MethodChoice, x: torch.Tensor, vae=None, distance=None) -> torch.Tensor:
-    """Purify a batch as `choice` says; `vae` and `distance` are required by the purifiers that use them."""
+def apply_purifier(choice: MethodChoice, x: torch.Tensor, vae=None, distance=None, pipelines=None) -> torch.Tensor:
+    """Purify a batch as `choice` says; `vae` and `distance` are required by the purifiers that use them,
+    `pipelines` (diffusion.scenario.PipelineSet) by the diffusion ones."""
     entry = PURIFIER_FUNCTIONS[type(choice.params)]
+    if entry.pipeline is not None:
+        if pipelines is None:
+            raise ValueError(f"purifier {choice.name!r} needs a diffusion pipeline")
+        return entry.fn(pipelines.get(entry.pipeline), x, **choice.params.model_dump())
     if not entry.needs_models:
         return entry.fn(x, **choice.params.model_dump())
     if vae is None or distance is None:

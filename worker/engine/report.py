@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import jinja2
 
 from .matrix import NONE, MatrixResult
-from .metrics import roc_curve
+from .metrics import roc_curve, rounded_mean
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def summary_line(result: MatrixResult) -> str:
 
 
 def tables(result: MatrixResult) -> list[Table]:
-    """The two result tables, shared by the Markdown and HTML reports."""
+    """The result tables (and the editing scenario's, when it ran), shared by the Markdown and HTML reports."""
     perceptual = result.perceptual
     budget_keys = ["linf_255", "l2_255", "psnr_db", "ssim", perceptual]
     protection_rows = [[label, *(p.budget.get(k) for k in budget_keys), p.detection_auc]
@@ -57,7 +57,32 @@ def tables(result: MatrixResult) -> list[Table]:
             Table("Purified vs clean, means over images",
                   ["protection", "purifier", "PSNR dB", "SSIM", "L∞", "L2", perceptual, "cons. clean",
                    "cons. protected", "cons. purified", "latent dist. before", "latent dist. after", "shift removed",
-                   "AUC clean vs purified", "seconds"], cell_rows)]
+                   "AUC clean vs purified", "seconds"], cell_rows),
+            *editing_tables(result)]
+
+
+def editing_tables(result: MatrixResult) -> list[Table]:
+    """With the editing scenario: each protected and purified set's edits against the clean edits, and
+    each protection's worst case per image over the purifiers."""
+    editing = result.editing
+    if editing is None:
+        return []
+    settings, pipeline = editing.settings, editing.pipeline
+    what = (f"{settings['mode']} with {pipeline['name']} ({pipeline['revision']}), prompt \"{settings['prompt']}\", "
+            f"seed {settings['seed']}, {settings['steps']} steps, guidance {settings['guidance']}")
+
+    def scores(edit) -> list:
+        return [rounded_mean(edit.psnr_db), rounded_mean(edit.ssim), rounded_mean(edit.perceptual)] if edit else [None] * 3
+
+    rows = [[label, "(protected)", *scores(p.edit)] for label, p in result.protections.items()]
+    rows += [[c.protection, c.purifier, *scores(c.edit)] for c in result.cells]
+    worst = [[label, *(cases[m].mean for m in ("psnr_db", "ssim", "perceptual")),
+              ", ".join(f"{q} ×{cases['psnr_db'].purifiers.count(q)}" for q in dict.fromkeys(cases["psnr_db"].purifiers))]
+             for label, cases in editing.worst_case.items()]
+    return [Table(f"Editing: edit(variant) vs edit(clean), means over images — {what}",
+                  ["protection", "variant", "PSNR dB", "SSIM", result.perceptual], rows),
+            Table("Worst case per image over purifiers (each image's best purifier, per metric; mean over images)",
+                  ["protection", "PSNR dB", "SSIM", result.perceptual, "best purifier by PSNR (images)"], worst)]
 
 
 def markdown_report(result: MatrixResult) -> str:

@@ -17,7 +17,6 @@ Budgets are in [0, 1] pixel units as the papers state them; the engine works in 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -158,21 +157,3 @@ def fit_l2_budget(x: torch.Tensor, adv: torch.Tensor, eps: float, shrink: float 
             return saved
         delta = torch.where(over.view(-1, 1, 1, 1), delta * shrink, delta)
     raise RuntimeError("no 8-bit image within the L2 budget: is x itself an 8-bit image?")
-
-
-@dataclass(frozen=True)
-class DiffusionProtection:
-    fn: object                  # (pipe, x, **params) -> protected x
-    defaults: dict
-    pipeline_kind: str          # which configured pipeline it runs on
-
-
-DIFFUSION_PROTECTIONS: dict[str, DiffusionProtection] = {
-    "advdm": DiffusionProtection(advdm, dict(eps=16 / 255, step=1 / 255, steps=100, prompt=MIST_PROMPT, seed=0),
-                                 "img2img"),
-    "sds-minus": DiffusionProtection(sds_minus, dict(eps=16 / 255, step=1 / 255, steps=100, prompt=MIST_PROMPT,
-                                                     seed=0), "img2img"),
-    "photoguard-diffusion": DiffusionProtection(
-        photoguard_diffusion, dict(eps=16.0, step=1.0, steps=200, grad_reps=10, inference_steps=4, guidance=7.5,
-                                   eta=1.0, prompt="", seed=0), "inpaint"),
-}

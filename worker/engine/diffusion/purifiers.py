@@ -21,7 +21,6 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -93,19 +92,3 @@ def noisy_upscale(pipe, x: torch.Tensor, *, sigma: float = 0.1, noise_level: int
                output_type="pt")
     big = from_pipeline(out.images, x)
     return F.interpolate(big, size=x.shape[-2:], mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
-
-
-@dataclass(frozen=True)
-class DiffusionPurifier:
-    fn: object                  # (pipe, x, **params) -> purified x
-    defaults: dict
-    pipeline_kind: str
-
-
-DIFFUSION_PURIFIERS: dict[str, DiffusionPurifier] = {
-    "diffpure": DiffusionPurifier(diffpure, dict(strength=0.1, steps=1000, seed=0), "img2img"),
-    "gridpure": DiffusionPurifier(gridpure, dict(crop=256, stride=128, strength=0.01, steps=1000, iterations=20,
-                                                 gamma=0.1, seed=0), "img2img"),
-    "noisy-upscale": DiffusionPurifier(noisy_upscale, dict(sigma=0.1, noise_level=320, prompt="", steps=75,
-                                                           guidance=9.0, seed=0), "upscale"),
-}

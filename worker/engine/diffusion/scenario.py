@@ -1,22 +1,22 @@
 """The editing scenario over a benchmark matrix, and the pipelines a run may use.
 
 `PipelineSet` loads each configured pipeline kind on first use (a run that needs no inpainting never
-loads the inpainting model) and says what to configure when a kind is missing. `editing_matrix` edits
-the clean images once and every protected and purified variant alike, compares each with the clean
-edit, and scores every protection by its worst case per image: for each image the purifier whose
-purified copy edits most like the clean image (BlurGuard's scoring).
+loads the inpainting model) and says what to configure when a kind is missing. An `EditingRun` edits
+the clean images once and every protected and purified variant alike and compares each with the clean
+edit (the matrix calls it for every row and cell); `worst_cases` scores a protection by its worst case
+per image: for each image the purifier whose purified copy edits most like the clean image (BlurGuard's
+scoring).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
 
 from impress.scenarios import EditParams
 
-from .editing import EditComparison, compare, edit
 from ..models import ModelUnavailable
+from .editing import EditComparison, compare, edit
 from .pipelines import PipelineIdentity, configured_pipelines, load_pipeline, missing_pipeline, resolve_pipeline
 from .worst_case import WorstCase, worst_case_per_image
 
@@ -94,38 +94,3 @@ def worst_cases(purified: dict[str, EditComparison]) -> dict[str, WorstCase]:
     """Per metric, each image's best purifier against one protection (the worst case for it)."""
     return {metric: worst_case_per_image({p: getattr(c, metric) for p, c in purified.items()}, metric, higher)
             for metric, higher in WORST_CASE_METRICS.items()}
-
-
-@dataclass
-class ProtectionEdits:
-    protected: EditComparison                                   # edit(protected) vs edit(clean)
-    purified: dict[str, EditComparison] = field(default_factory=dict)   # by purifier
-    worst_case: dict[str, WorstCase] = field(default_factory=dict)      # by metric, over purifiers
-
-
-@dataclass
-class EditingMatrix:
-    settings: EditParams
-    pipeline: dict                                   # PipelineIdentity.as_dict()
-    perceptual: str
-    protections: dict[str, ProtectionEdits] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "settings": self.settings.model_dump()}
-
-
-def editing_matrix(pipelines: PipelineSet, settings: EditParams, distance, clean: torch.Tensor,
-                   protected: dict[str, torch.Tensor], purified: dict[tuple[str, str], torch.Tensor],
-                   mask: Optional[torch.Tensor] = None) -> EditingMatrix:
-    """Edit clean, protected (by protection) and purified (by (protection, purifier)) images alike and
-    compare each with the clean edit; worst case per image over each protection's purifiers."""
-    run = EditingRun(pipelines, settings, distance, clean, mask)
-    result = EditingMatrix(settings, run.pipeline, distance.name)
-    for name, images in protected.items():
-        cell = ProtectionEdits(run.score(images))
-        cell.purified = {purifier: run.score(out) for (protection, purifier), out in purified.items()
-                         if protection == name}
-        if cell.purified:
-            cell.worst_case = worst_cases(cell.purified)
-        result.protections[name] = cell
-    return result
