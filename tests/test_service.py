@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import io
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support import MAX_BYTES, MAX_PIXELS, broker_env, free_port, photo, png_bytes, poll
+from tests.support import MAX_BYTES, broker_env, free_port, photo, png_bytes, poll
 
 pytestmark = pytest.mark.e2e
 
