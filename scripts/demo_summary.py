@@ -9,13 +9,13 @@ per image (consistency error; PSNR and SSIM to the clean image) and writes DEMO_
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from impress.records import DetectedImage
 from worker.engine.metrics import psnr, ssim
 from worker.engine.tensors import to_tensor
 
@@ -65,10 +65,9 @@ def main() -> None:
     p.add_argument("clean_dir", type=Path)
     p.add_argument("demo_dir", type=Path)
     args = p.parse_args()
-    scores = {}
-    for line in (args.demo_dir / "detect.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        scores[record["image"]] = record["score"]
+    detections = [DetectedImage.model_validate_json(line)
+                  for line in (args.demo_dir / "detect.jsonl").read_text().splitlines()]
+    scores = {d.name: d.score for d in detections}
     stems = sorted(path.stem for path in (args.demo_dir / "purified").glob("*.png"))
     print("\n".join(table(args.clean_dir, args.demo_dir, stems, scores)))
     side_by_side(args.clean_dir, args.demo_dir, stems, args.demo_dir / "side_by_side.png")
