@@ -3,7 +3,7 @@
 Why: no Stable Diffusion weights can be downloaded on our machines, and a randomly initialised VAE
 reconstructs nothing, so purification results on it mean nothing. This trains an SD-style
 diffusers AutoencoderKL (scaled down, x4 downsampling, 4 latent channels) on photos that Debian
-packages ship, and evaluates on different photos that Python wheels ship (see PROVENANCE.md).
+packages ship, and evaluates on different photos that Python wheels ship (see the model card, worker/models/impress-tiny-vae/README.md).
 
     apt-get download mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 \
         plasma-workspace-wallpapers                                   # the training photos

@@ -1,4 +1,4 @@
-"""Detecting protective noise by its consistency error mean((x - D(E(x)))^2) (DESIGN.md section 3).
+"""Detecting protective noise by its consistency error mean((x - D(E(x)))^2) (docs/algorithm.md).
 
 One forward pass per image, no optimisation: cheap enough to triage every upload and purify only
 what is flagged. An image is flagged 'protected' when its score is above a threshold calibrated on

@@ -1,4 +1,4 @@
-"""Protections to evaluate against, each named for what it runs (DESIGN.md section 3).
+"""Protections to evaluate against, each named for what it runs (docs/algorithm.md).
 
 - ``photoguard-8`` / ``photoguard-16``: PhotoGuard's L-inf *encoder* attack (MadryLab/photoguard's
   `pgd`: PGD, step decaying linearly to 1/100, random start in the box) with eps 8/255 or 16/255,

@@ -1,4 +1,4 @@
-"""Purifiers behind one interface (DESIGN.md section 3): IMPRESS and the cheap baselines papers compare with.
+"""Purifiers behind one interface (docs/algorithm.md): IMPRESS and the cheap baselines papers compare with.
 
 A purifier is a function ``(x, **params) -> x'`` on a batch B x 3 x H x W in [-1, 1] that returns the
 same shape and range. Its parameters, defaults and names (``jpeg-15`` is JPEG at quality 15) are a

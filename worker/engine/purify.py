@@ -1,4 +1,4 @@
-"""IMPRESS purification (DESIGN.md section 2), batch-correct and device-aware.
+"""IMPRESS purification (docs/algorithm.md), batch-correct and device-aware.
 
     loss_i(x) = mean((x_i - D(E(x_i)))^2) + alpha * max(P(x_i, x_ptb_i) - delta, 0)
 
