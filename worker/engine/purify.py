@@ -114,15 +114,8 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
     """
     b, _, h, w = x_ptb.shape
     x_ptb = x_ptb.to(device=device, dtype=torch.float32)
-    noise = torch.cat([starting_noise(x_ptb.shape, params.seed) for _ in range(b)]).to(device)
-    x0 = x_ptb + params.noise * noise  # not clamped: the authors clamp each step's result, not the start
-    multiple = vae_multiple(vae)
-    # channels_last feeds cuDNN's fastest convolutions; on CPU (oneDNN here) it measured ~20% slower.
-    memory_format = torch.channels_last if device.startswith("cuda") else torch.contiguous_format
-    x = pad_to_multiple(x0, multiple).detach().contiguous(memory_format=memory_format)
-    x.requires_grad_(True)
+    x = starting_image(vae, x_ptb, params, device)
     scorer = distance.bind(x_ptb)
-
     opt = torch.optim.Adam([x], lr=params.lr, eps=1e-5, betas=(params.beta1, params.beta2))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params.iters, eta_min=1e-5)
     amp_dtype = autocast_dtype(device, precision)
@@ -136,23 +129,9 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
     t0 = time.perf_counter()
     for step in range(1, params.iters + 1):
         with torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
-            try:
-                loss, consistency, perceptual = losses_fn(vae, scorer, x, params.alpha, params.delta, (h, w))
-            except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, never fail the job
-                if losses_fn is impress_losses or isinstance(exc, torch.OutOfMemoryError):
-                    raise
-                log.warning("torch.compile failed (%s: %s); running eagerly", type(exc).__name__,
-                            str(exc).splitlines()[0] if str(exc) else "")
-                losses_fn = impress_losses
-                loss, consistency, perceptual = losses_fn(vae, scorer, x, params.alpha, params.delta, (h, w))
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss.sum()).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.sum().backward()
-            opt.step()
+            (loss, consistency, perceptual), losses_fn = losses_or_eager(
+                losses_fn, vae, scorer, x, params.alpha, params.delta, (h, w))
+        descend(loss, opt, scaler)
         sched.step()
         with torch.no_grad():
             x.clamp_(-1, 1)
@@ -165,9 +144,7 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
             raise NonFiniteLoss(f"the loss is not finite at step {step} (loss, consistency, perceptual per image: "
                                 f"{values.T.tolist()})")
         if logged:
-            for i in range(b):
-                traces[i].append({"step": step, "loss": float(values[0, i]),
-                                  "consistency": float(values[1, i]), "perceptual": float(values[2, i])})
+            append_trace(traces, step, values)
         if step % report_every != 0:
             continue
         if progress is not None and progress(step, params.iters, values[0].tolist()):
@@ -181,14 +158,53 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
     seconds = time.perf_counter() - t0
     if traces[0] and traces[0][-1]["step"] != step:
         with torch.no_grad():
-            loss, consistency, perceptual = impress_losses(vae, scorer, x, params.alpha, params.delta, (h, w))
-        for i in range(b):
-            traces[i].append({"step": step, "loss": float(loss[i]), "consistency": float(consistency[i]),
-                              "perceptual": float(perceptual[i])})
+            append_trace(traces, step, torch.stack(impress_losses(vae, scorer, x, params.alpha, params.delta, (h, w))))
     out = x.detach()[..., :h, :w].float().contiguous().cpu()
     return PurifyOutcome(images=out, iterations=step, stop_reason=stop_reason, seconds=seconds, traces=traces,
                          compiled=losses_fn is not impress_losses,
                          precision=precision_name(amp_dtype))
+
+
+def starting_image(vae, x_ptb: torch.Tensor, params: PurifyParams, device: str) -> torch.Tensor:
+    """x_ptb + sigma * N(0, 1), each image from its own seeded draw, padded to the VAE's multiple; the
+    optimised leaf. Not clamped: the authors clamp each step's result, not the start."""
+    noise = torch.cat([starting_noise(x_ptb.shape, params.seed) for _ in range(x_ptb.shape[0])]).to(device)
+    # channels_last feeds cuDNN's fastest convolutions; on CPU (oneDNN here) it measured ~20% slower.
+    memory_format = torch.channels_last if device.startswith("cuda") else torch.contiguous_format
+    x = pad_to_multiple(x_ptb + params.noise * noise, vae_multiple(vae)).detach().contiguous(memory_format=memory_format)
+    return x.requires_grad_(True)
+
+
+def losses_or_eager(losses_fn, *args):
+    """(losses, the function that computed them): a compiled loss that fails to compile falls back to
+    the eager one for the rest of the run (logged), never failing the job."""
+    try:
+        return losses_fn(*args), losses_fn
+    except Exception as exc:  # noqa: BLE001 - any compiler failure
+        if losses_fn is impress_losses or isinstance(exc, torch.OutOfMemoryError):
+            raise
+        log.warning("torch.compile failed (%s: %s); running eagerly", type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "")
+        return impress_losses(*args), impress_losses
+
+
+def descend(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler]) -> None:
+    """One optimiser step on the summed per-image losses (each image's gradient is its own)."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss.sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.sum().backward()
+        opt.step()
+
+
+def append_trace(traces: list[list[dict]], step: int, values: torch.Tensor) -> None:
+    """values: 3 x B (loss, consistency, perceptual per image)."""
+    for i, trace in enumerate(traces):
+        trace.append({"step": step, "loss": float(values[0, i]), "consistency": float(values[1, i]),
+                      "perceptual": float(values[2, i])})
 
 
 def plateaued(loss: torch.Tensor, best: torch.Tensor, best_at: torch.Tensor, step: int, params: PurifyParams) -> bool:
