@@ -12,9 +12,15 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def command_line() -> str:
+    """How this run was started, as a reader would retype it (python -m bench.NAME ..., no local paths)."""
+    module = getattr(sys.modules["__main__"].__spec__, "name", None)
+    return " ".join(["python", *(["-m", module] if module else [sys.argv[0]]), *sys.argv[1:]])
+
+
 def run_meta(device: str) -> dict:
     name = torch.cuda.get_device_name() if device.startswith("cuda") else (platform.processor() or "cpu")
-    return {"command": "python " + " ".join(sys.argv),
+    return {"command": command_line(),
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "device": device, "device_name": name,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"}
