@@ -107,7 +107,7 @@ def stop(*procs: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_service(vae_dir: Path, logs: Path, webhook_worker: bool = False, **extra_env: str):
+def running_service(vae_dir: Path | str, logs: Path, webhook_worker: bool = False, **extra_env: str):
     """An httpx client of a real API with a real solo worker (and, asked for, a webhook worker on its
     own queue) on the test Redis, under a key prefix deleted afterwards."""
     import httpx
@@ -129,7 +129,7 @@ def running_service(vae_dir: Path, logs: Path, webhook_worker: bool = False, **e
     # Above IMPRESS_DETECT_SYNC_TIMEOUT_S: a sync detect may wait that long for its answer.
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
-        wait_for(lambda: answers(client, "/readyz"), 60, "API ready with a worker answering", 0.5)
+        wait_for(lambda: answers(client, "/readyz"), 90, "API ready with a worker answering", 0.5)
         yield client
     finally:
         client.close()
