@@ -36,6 +36,18 @@ def small_vae_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core CPU run fastest on one torch thread: several threads spend more
+    on synchronising each small op than they gain, a lot more on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def random_lpips():
     from worker.engine.perceptual import load_perceptual

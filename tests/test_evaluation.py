@@ -31,13 +31,7 @@ def clean_batch(n=2, size=32):
     return torch.cat([to_tensor(photo(size, size, seed=s)) for s in range(n)])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """32x32 images: one thread beats the synchronisation of several, a lot on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

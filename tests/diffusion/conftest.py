@@ -82,13 +82,9 @@ def tiny_pipelines(tmp_path_factory) -> dict[str, Path]:
     return folders
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU run fastest on one thread (no cross-core sync per small op)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_here(one_torch_thread):
+    """Every diffusion test on one torch thread (tests/conftest.py says why)."""
 
 
 @pytest.fixture(scope="session")
