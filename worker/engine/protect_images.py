@@ -9,7 +9,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from impress.images import DecodedImage
 from impress.methods import MethodChoice
@@ -18,7 +17,7 @@ from impress.records import MeasuredBudget
 from .models import load_vae
 from .perceptual import load_perceptual
 from .protect import apply_protection, budget, stated_budget
-from .tensors import to_tensor, to_uint8
+from .tensors import fitted, to_tensor, to_uint8
 
 
 @dataclass
@@ -40,12 +39,6 @@ class ProtectionRun:
     pipelines: dict                 # diffusion pipelines used, by kind (empty for the VAE protections)
 
 
-def fitted_target(target: DecodedImage, height: int, width: int) -> torch.Tensor:
-    """The target image centre-cropped to the input's aspect ratio and resized to its size (Lanczos)."""
-    fitted = ImageOps.fit(Image.fromarray(target.rgb), (width, height), Image.LANCZOS)
-    return to_tensor(np.array(fitted))
-
-
 def run_protection(images: list[DecodedImage], spec: MethodChoice, *, vae: str, perceptual: str, device: str,
                    target: Optional[DecodedImage] = None, batch_size: int = 4, pipelines=None) -> ProtectionRun:
     """Protect `images` (any sizes; same-size images share batches) with `spec`, toward `target`
@@ -59,7 +52,7 @@ def run_protection(images: list[DecodedImage], spec: MethodChoice, *, vae: str, 
     results: list[Optional[ProtectedImage]] = [None] * len(images)
     t0 = time.perf_counter()
     for (height, width), indices in groups.items():
-        goal = None if target is None else fitted_target(target, height, width).to(device)
+        goal = None if target is None else fitted(target, height, width).to(device)
         for k in range(0, len(indices), batch_size):
             batch = indices[k:k + batch_size]
             clean = torch.cat([to_tensor(images[i].rgb) for i in batch]).to(device)

@@ -25,7 +25,11 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
+def fitted(image: DecodedImage, height: int, width: int) -> torch.Tensor:
+    """The image centre-cropped to the aspect ratio of height x width and resized to it (Lanczos), in [-1, 1]."""
+    return to_tensor(np.array(ImageOps.fit(Image.fromarray(image.rgb), (width, height), Image.LANCZOS)))
+
+
 def square_images(images: list[DecodedImage], size: int) -> torch.Tensor:
-    """Centre-cropped to a square and resized to size x size (Lanczos): one batch in [-1, 1]."""
-    return torch.cat([to_tensor(np.array(ImageOps.fit(Image.fromarray(im.rgb), (size, size), Image.LANCZOS)))
-                      for im in images])
+    """Centre-cropped to a square and resized to size x size: one batch in [-1, 1]."""
+    return torch.cat([fitted(im, size, size) for im in images])
