@@ -10,7 +10,7 @@ from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, EvaluateParam
 from impress.images import IMAGE_SUFFIXES
 from impress.settings import Settings
 
-from .common import CommandFailed, decode_files, load_vae_or_fail
+from .common import BarReporter, CommandFailed, decode_files, load_vae_or_fail
 
 
 def add_parser(sub) -> None:
@@ -69,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
                           perceptual=distance.name, diffusion=diffusion)
     try:
         editing = EditingRun(pipelines, chosen.edit, distance, clean, batch=args.batch_size) if chosen.edit else None
-        result = run_matrix(vae, identity.as_dict(), distance, clean, names, chosen.protection_choices(),
-                            chosen.purifier_choices(), batch=args.batch_size, cache=folder, progress=True,
-                            pipelines=pipelines, editing=editing)
+        with BarReporter("matrix") as reporter:
+            result = run_matrix(vae, identity.as_dict(), distance, clean, names, chosen.protection_choices(),
+                                chosen.purifier_choices(), batch=args.batch_size, cache=folder, reporter=reporter,
+                                pipelines=pipelines, editing=editing)
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
     folder.write_reports(result)

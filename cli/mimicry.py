@@ -12,7 +12,7 @@ from impress.images import IMAGE_SUFFIXES, encode_png
 from impress.settings import Settings
 from impress.scenarios import MimicryParams
 
-from .common import CommandFailed, decode_files
+from .common import BarReporter, CommandFailed, decode_files
 from .purify import add_override_flags, overrides_from
 
 
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     sets = {name: square_images(folder_images(folder, settings), params.size).to(device)
             for name, folder in (("clean", args.clean), ("protected", args.protected), ("purified", args.purified))
             if folder}
-    results = mimicry(pipe, sets["clean"], sets, params,
-                      progress=lambda done, total: print(f"\rtraining step {done}/{total}", end="", flush=True))
+    with BarReporter("training", unit="step") as reporter:
+        results = mimicry(pipe, sets["clean"], sets, params, reporter=reporter)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     for name, result in results.items():
@@ -66,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
             (out / f"{name}-{i}.png").write_bytes(encode_png(to_uint8(sample)))
     (out / "results.json").write_text(json.dumps({"pipeline": pipelines.used()["img2img"], "params": params.model_dump(),
                                                   "sets": {n: r.as_dict() for n, r in results.items()}}, indent=2))
-    print()
     for name, result in results.items():
         print(f"{name}: clean-image loss {result.clean_loss_base:.5f} -> {result.clean_loss_tuned:.5f}, "
               f"relative gain {result.relative_gain}")

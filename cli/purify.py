@@ -14,7 +14,7 @@ from impress.contract import DEVICES, PERCEPTUALS, PRECISIONS, PurifyOverrides, 
 from impress.images import encode_png
 from impress.settings import Settings
 
-from .common import CommandFailed, decode_files
+from .common import BarReporter, CommandFailed, decode_files
 
 
 def _flag_type(annotation) -> tuple[type, tuple | None]:
@@ -64,8 +64,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from worker.engine.model_cache import require
     from worker.engine.models import ModelUnavailable
     from worker.engine.pipeline import EngineOptions, run_purification
@@ -82,16 +80,10 @@ def run(args: argparse.Namespace) -> int:
         require(vae_for(params.preset, args.model or settings.vae), perceptual)
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
-    with tqdm(total=params.iters * len(images), unit="step", desc="purify") as bar:
-        def progress(step, total, losses):
-            bar.total = total
-            bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{sum(losses) / len(losses):.5f}")
-            return False
-
+    with BarReporter("purify") as reporter:
         try:
             run = run_purification(images, params, vae=args.model or settings.vae, perceptual=perceptual,
-                                   options=options, progress=progress, report_every=args.report_every)
+                                   options=options, reporter=reporter, report_every=args.report_every)
         except ModelUnavailable as exc:
             raise CommandFailed(str(exc), 3) from exc
     summary = {"model": run.model, "perceptual": run.perceptual, "params": params.model_dump(),
