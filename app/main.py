@@ -13,7 +13,7 @@ from impress.contract import ErrorCode
 from impress.images import SUPPORTED_FORMATS, set_pillow_pixel_guard
 from impress.jobspec import load_job_kinds
 from impress.queue import JobQueue
-from impress.settings import Settings
+from impress.settings import Settings, get_settings
 from impress.ssrf import UrlGuards
 from impress.store import JobStore
 from impress.webhooks import WebhookNotifier
@@ -47,7 +47,7 @@ Accepted formats: {", ".join(SUPPORTED_FORMATS)}."""
 def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore] = None,
                queue: Optional[JobQueue] = None) -> FastAPI:
     """The app; `store` and `queue` default to the configured Redis and Celery (tests pass fakes)."""
-    settings = settings or Settings()
+    settings = settings or get_settings()
     set_pillow_pixel_guard(settings.max_pixels)
     app = FastAPI(title="IMPRESS service", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings

@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 from typing import Annotated, Optional, Sequence
 
 import httpx
-from fastapi import Depends, Header, Request, UploadFile
+from fastapi import Header, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,8 +27,8 @@ from impress.settings import Settings
 from impress.ssrf import FetchFailed, UrlGuard, UrlGuards, UrlRefused
 from impress.store import JobStore, TooManyUnfinishedJobs
 
-from .auth import Caller, authorize
-from .deps import get_queue, get_settings, get_store, get_url_guards
+from .auth import Caller
+from .deps import CallerDep, QueueDep, SettingsDep, StoreDep, UrlGuardsDep
 from .errors import ApiError
 from .idempotency import IDEMPOTENCY_KEY, claim, fingerprint
 from .metrics import JOBS_SUBMITTED, UPLOADS_REJECTED
@@ -209,9 +209,8 @@ class Submitter:
 JOB_ID = "JOBID"   # stands for the id in a job URL template
 
 
-def get_submitter(request: Request, settings: Settings = Depends(get_settings), store: JobStore = Depends(get_store),
-                  queue: JobQueue = Depends(get_queue), caller: Caller = Depends(authorize),
-                  guards: UrlGuards = Depends(get_url_guards),
+def get_submitter(request: Request, settings: SettingsDep, store: StoreDep, queue: QueueDep, caller: CallerDep,
+                  guards: UrlGuardsDep,
                   idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key", description=(
                       "a client-chosen key (1-255 printable ASCII): a repeated POST with the same key and body "
                       "returns the same job"))) -> Submitter:

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, EvaluateParams, vae_for
 from impress.images import IMAGE_SUFFIXES
-from impress.settings import Settings
+from impress.settings import get_settings
 
 from .common import BarReporter, CommandFailed, decode_files, load_vae_or_fail
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.models import ModelUnavailable
     from worker.engine.perceptual import load_perceptual
 
-    settings = Settings()
+    settings = get_settings()
     paths = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:args.limit]
     if not paths:
         raise CommandFailed(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.images}")
@@ -65,12 +65,12 @@ def run(args: argparse.Namespace) -> int:
     pipelines = PipelineSet.from_settings(settings, device)
     revisions, edit = pipelines.revisions(), chosen.edit.model_dump() if chosen.edit else None
     diffusion = {"pipelines": revisions, "edit": edit} if revisions or edit else None  # in the cache key
-    folder = ResumeFolder(Path(args.output), images=names, size=args.size, model=identity.as_dict(),
+    folder = ResumeFolder(Path(args.output), images=names, size=args.size, model=identity.model_dump(),
                           perceptual=distance.name, diffusion=diffusion)
     try:
         editing = EditingRun(pipelines, chosen.edit, distance, clean, batch=args.batch_size) if chosen.edit else None
         with BarReporter("matrix") as reporter:
-            result = run_matrix(vae, identity.as_dict(), distance, clean, names, chosen.protection_choices(),
+            result = run_matrix(vae, identity.model_dump(), distance, clean, names, chosen.protection_choices(),
                                 chosen.purifier_choices(), batch=args.batch_size, cache=folder, reporter=reporter,
                                 pipelines=pipelines, editing=editing)
     except ModelUnavailable as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from impress.contract import DEVICES
 from impress.images import IMAGE_SUFFIXES, encode_png
-from impress.settings import Settings
+from impress.settings import Settings, get_settings
 from impress.scenarios import MimicryParams
 
 from .common import BarReporter, CommandFailed, decode_files
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.models import ModelUnavailable, resolve_device
     from worker.engine.tensors import to_uint8
 
-    settings = Settings()
+    settings = get_settings()
     params = overrides_from(args, MimicryParams)
     device = resolve_device(args.device or settings.device)
     if args.pipeline:

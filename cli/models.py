@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from impress.contract import PRESETS
-from impress.settings import Settings
+from impress.settings import get_settings
 
 from .common import CommandFailed
 
@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 def _wanted(args: argparse.Namespace) -> tuple[list[str], str | None, str, dict]:
     from worker.engine.diffusion.pipelines import configured_pipelines
 
-    settings = Settings()
+    settings = get_settings()
     return args.preset or list(PRESETS), settings.vae, settings.perceptual, configured_pipelines(settings)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, PROTECTION_NAMES, vae_for
 from impress.images import encode_png
 from impress.methods import parse_choice
-from impress.settings import Settings
+from impress.settings import get_settings
 
 from .common import BarReporter, CommandFailed, decode_files
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.models import ModelUnavailable, resolve_device
     from worker.engine.protect_images import run_protection
 
-    settings = Settings()
+    settings = get_settings()
     try:
         protection = parse_choice(args.protection, "protection")
     except ValueError as exc:
@@ -53,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
     summary = {"protection": {"name": protection.name, "params": protection.params.model_dump()}, "stated": run.stated,
-               "target": args.target, "model": run.model, "pipelines": run.pipelines, "perceptual": run.perceptual,
+               "target": args.target, "model": run.model.model_dump(), "pipelines": run.pipelines,
+               "perceptual": run.perceptual.model_dump(),
                "device": run.device,
                "seconds": run.seconds, "images": []}
-    distance = run.perceptual["name"]
+    distance = run.perceptual.name
     for path, im in zip(args.images, run.images):
         saved = out / (Path(path).stem + ".png")
         saved.write_bytes(encode_png(im.rgb, im.alpha))
@@ -66,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
               f"SSIM {b.ssim:.4f}, {distance} {b.perceptual:.4f})")
     (out / "protect.json").write_text(json.dumps(summary, indent=2) + "\n")
     stated = ", ".join(f"{k} {v:.4g}" for k, v in run.stated.items())
-    print(f"{protection.name} states {stated}; model {run.model['name']} ({run.model['revision']}), {run.seconds:.1f}s "
+    print(f"{protection.name} states {stated}; model {run.model.name} ({run.model.revision}), {run.seconds:.1f}s "
           f"on {run.device}; details in {out / 'protect.json'}")
     return 0

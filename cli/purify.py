@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from impress.contract import DEVICES, PERCEPTUALS, PRECISIONS, PurifyOverrides, vae_for
 from impress.images import encode_png
-from impress.settings import Settings
+from impress.settings import get_settings
 
 from .common import BarReporter, CommandFailed, decode_files
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.models import ModelUnavailable
     from worker.engine.pipeline import EngineOptions, run_purification
 
-    settings = Settings()
+    settings = get_settings()
     perceptual = args.perceptual or settings.perceptual
     params = overrides_from(args).resolve(perceptual, settings.schedule)
     images = decode_files(args.images, settings)
@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
                                    options=options, reporter=reporter, report_every=args.report_every)
         except ModelUnavailable as exc:
             raise CommandFailed(str(exc), 3) from exc
-    summary = {"model": run.model, "perceptual": run.perceptual, "params": params.model_dump(),
-               "device": run.device, "engine": run.engine, "seconds": round(run.seconds, 2), "images": []}
+    summary = {"model": run.model.model_dump(), "perceptual": run.perceptual.model_dump(), "params": params.model_dump(),
+               "device": run.device, "engine": run.engine.model_dump(), "seconds": round(run.seconds, 2), "images": []}
     for path, decoded, im in zip(args.images, images, run.images):
         target = out / (Path(path).stem + ".png")
         target.write_bytes(encode_png(im.rgb, decoded.alpha))
@@ -95,6 +95,6 @@ def run(args: argparse.Namespace) -> int:
                                   "stop_reason": im.stop_reason.value, "final": im.trace[-1] if im.trace else {}})
         print(f"{path} -> {target} ({im.iterations} steps, {im.stop_reason.value})")
     (out / "purify.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"model {run.model['name']} ({run.model['revision']}), perceptual {run.perceptual['name']}, "
+    print(f"model {run.model.name} ({run.model.revision}), perceptual {run.perceptual.name}, "
           f"{run.seconds:.1f}s on {run.device}; details in {out / 'purify.json'}")
     return 0

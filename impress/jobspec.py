@@ -3,9 +3,11 @@ count, its handler, its result) and the registry of every kind the service runs.
 
 Everything else derives from the registry: the submit routes (app/routes/submit.py), the queue of a
 job (impress.queue), the record's parameter model (impress.store), the one iteration-limit check
-(`over_limit`) and the handler a worker runs (worker/runner.py, by the spec's `handler` path). The
-built-in kinds are declared in impress/kinds.py; a deployment adds its own by naming modules that
-call `register` in IMPRESS_JOB_KINDS (docs/architecture.md, "Adding a job kind").
+(`over_limit`) and the handler a worker runs (worker/runner.py, by the spec's `handler` path).
+
+A module of kinds lists its specs in `JOB_KINDS`. The built-in kinds are impress/kinds.py's; a
+deployment adds its own by naming their modules in IMPRESS_JOB_KINDS, which the API and every worker
+load at start (docs/architecture.md, "Adding a job kind").
 """
 from __future__ import annotations
 
@@ -43,14 +45,14 @@ class InputSlot:
 
     def count_error(self, counts: dict[InputRole, int]) -> Optional[str]:
         """Why the request's number of images of this role is refused, or None."""
-        n = counts.get(self.role, 0)
+        n, noun = counts.get(self.role, 0), "images" if self.role == InputRole.image else f"{self.role.value} images"
         if self.most is not None and n > self.most:
-            return f"{n} {self.role.value} images sent; send at most {self.most}"
+            return f"{n} {noun} sent; send at most {self.most}"
         if self.per is not None and n and n != counts.get(self.per, 0):
-            return (f"{n} {self.role.value} images for {counts.get(self.per, 0)} {self.per.value} ones: send one per "
+            return (f"{n} {noun} for {counts.get(self.per, 0)} {self.per.value} ones: send one per "
                     f"{self.per.value} image, in the same order")
         if self.needs is not None and n and not counts.get(self.needs, 0):
-            return f"{self.role.value} images need their {self.needs.value} images too"
+            return f"{noun} need their {self.needs.value} images too"
         return None
 
 
@@ -109,28 +111,33 @@ class UnknownJobKind(KeyError):
     pass
 
 
-JOB_SPECS: dict[str, JobSpec] = {}
+BUILT_IN_KINDS = "impress.kinds"
+JOB_SPECS: dict[str, JobSpec] = {}   # this process's registry: kind -> spec
 
 
 def register(spec: JobSpec) -> JobSpec:
-    """Add a kind to this process's registry (the API and the workers must both register it)."""
-    if spec.kind in JOB_SPECS and JOB_SPECS[spec.kind] is not spec:
-        raise ValueError(f"job kind {spec.kind!r} is registered twice")
+    """Add a kind to this process's registry. A second spec of the same kind must name the same handler
+    (the same module loaded again); two different kinds of one name are a configuration error."""
+    known = JOB_SPECS.get(spec.kind)
+    if known is not None and known.handler != spec.handler:
+        raise ValueError(f"job kind {spec.kind!r} is declared twice: handlers {known.handler} and {spec.handler}")
     JOB_SPECS[spec.kind] = spec
     return spec
 
 
+def load_job_kinds(modules: Iterable[str] = ()) -> list[JobSpec]:
+    """Register the built-in kinds and the `JOB_KINDS` of each named module; returns every kind known."""
+    for name in (BUILT_IN_KINDS, *modules):
+        for spec in importlib.import_module(name).JOB_KINDS:
+            register(spec)
+    return list(JOB_SPECS.values())
+
+
 def job_spec(kind: str) -> JobSpec:
+    if kind not in JOB_SPECS:
+        load_job_kinds()   # the built-in kinds, on first use
     try:
         return JOB_SPECS[kind]
     except KeyError:
         raise UnknownJobKind(f"no job kind {kind!r} (known: {', '.join(JOB_SPECS)}; others come from the "
                              "modules named in IMPRESS_JOB_KINDS)") from None
-
-
-def load_job_kinds(modules: Iterable[str]) -> list[JobSpec]:
-    """Import the built-in kinds and each named module (which calls `register`); every kind known."""
-    importlib.import_module("impress.kinds")
-    for module in modules:
-        importlib.import_module(module)
-    return list(JOB_SPECS.values())

@@ -1,7 +1,5 @@
-"""The service's built-in job kinds: one `JobSpec` each (impress/jobspec.py says what that holds).
-
-Imported by the store (every process that reads a record has them registered).
-"""
+"""The service's built-in job kinds: one `JobSpec` each (impress/jobspec.py says what that holds),
+listed in `JOB_KINDS` as any module of kinds lists its own."""
 from __future__ import annotations
 
 from typing import Union
@@ -9,7 +7,7 @@ from typing import Union
 from .contract import (DetectParams, EvaluateParams, JobKind, ProtectParams, PurifyOverrides, PurifyParams,
                        method_steps)
 from .images import SUPPORTED_FORMATS
-from .jobspec import InputSlot, JobSpec, StepCount, register
+from .jobspec import InputSlot, JobSpec, StepCount
 from .records import InputRole
 from .scenarios import MimicryParams
 from .settings import Settings
@@ -47,24 +45,24 @@ def protect_steps(params: ProtectParams) -> list[StepCount]:
                                                              f"{choice.params.steps_field}", steps)]
 
 
-PURIFY = register(JobSpec(
+PURIFY = JobSpec(
     kind=JobKind.purify.value, params=PurifyParams, form=PurifyOverrides, resolve=resolve_purify,
     handler="worker.handlers.purify:purify",
     inputs=(InputSlot(InputRole.image, f"images to purify ({FORMATS}); and/or image_url fields", urls=True,
                       field="images"),),
     summary="Queue IMPRESS purification of one or more images",
-    steps=lambda params: [StepCount("iters", "iters", params.iters)], preset=lambda params: params.preset))
+    steps=lambda params: [StepCount("iters", "iters", params.iters)], preset=lambda params: params.preset)
 
-DETECT = register(JobSpec(
+DETECT = JobSpec(
     kind=JobKind.detect.value, params=DetectParams, handler="worker.handlers.detect:detect", queue="triage",
     inputs=(InputSlot(InputRole.image, f"images to score ({FORMATS}); and/or image_url fields", urls=True,
                       field="images"),),
     summary="Triage: consistency error of each image and a verdict against the threshold",
     description="Up to `IMPRESS_DETECT_SYNC_MAX_IMAGES` images are answered inline (200, the finished job) when a\n"
                 "worker answers within `IMPRESS_DETECT_SYNC_TIMEOUT_S`; larger batches, or a busy service, get 202.",
-    answer_inline=True))
+    answer_inline=True)
 
-EVALUATE = register(JobSpec(
+EVALUATE = JobSpec(
     kind=JobKind.evaluate.value, params=EvaluateParams, handler="worker.handlers.evaluate:evaluate",
     inputs=(InputSlot(InputRole.clean, "clean originals", required=True),
             InputSlot(InputRole.protected, "protected images, in the order of `clean`", per=InputRole.clean),
@@ -74,18 +72,18 @@ EVALUATE = register(JobSpec(
                                       "but the centre)", per=InputRole.clean)),
     summary="Queue an evaluation: clean (+ protected, + purified) images, or clean images and the protections x "
             "purifiers matrix to run",
-    steps=evaluate_steps, check=evaluate_check))
+    steps=evaluate_steps, check=evaluate_check)
 
-MIMICRY = register(JobSpec(
+MIMICRY = JobSpec(
     kind=JobKind.mimicry.value, params=MimicryParams, handler="worker.handlers.mimicry:mimicry",
     inputs=(InputSlot(InputRole.clean, "the artist's clean images (the style to learn)", required=True),
             InputSlot(InputRole.protected, "the same works, protected"),
             InputSlot(InputRole.purified, "the protected works, purified")),
     summary="Queue style mimicry: LoRA fine-tuning on the clean, protected and purified sets (a heavy job: minutes "
             "per set on a GPU), scored on what each taught of the clean images",
-    steps=lambda params: [StepCount("steps", "steps", params.steps)]))
+    steps=lambda params: [StepCount("steps", "steps", params.steps)])
 
-PROTECT = register(JobSpec(
+PROTECT = JobSpec(
     kind=JobKind.protect.value, params=ProtectParams, handler="worker.handlers.protect:protect",
     inputs=(InputSlot(InputRole.image, f"images to protect ({FORMATS})", required=True, field="images"),
             InputSlot(InputRole.target, "at most one: the image the protection pulls toward, fitted to each input's "
@@ -93,7 +91,9 @@ PROTECT = register(JobSpec(
                                         "own)", most=1)),
     summary="Queue a protection (PhotoGuard's encoder attack, glaze-like, Mist's textural loss) of one or more images: "
             "protected PNGs, each with its budget measured on the 8-bit result",
-    steps=protect_steps))
+    steps=protect_steps)
+
+JOB_KINDS = [PURIFY, DETECT, EVALUATE, MIMICRY, PROTECT]
 
 # The parameter models of the built-in kinds (a registered kind brings its own).
 JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams, ProtectParams]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from .contract import TASK_JOB, TASK_WEBHOOK
-from .jobspec import JOB_SPECS, job_spec
+from .jobspec import QueueClass, job_spec
 from .settings import Settings
 from .store import Keys
 from .webhooks import WebhookDelivery
@@ -57,16 +57,20 @@ def _transport_options(settings: Settings, amqp: bool) -> dict:
             "global_keyprefix": Keys(settings.key_prefix).celery_prefix()}
 
 
+def queues(settings: Settings) -> dict[QueueClass, str]:
+    """The queue of each class of work: the GPU queue, and triage's light queue of its own."""
+    return {"gpu": settings.queue, "triage": settings.detect_queue}
+
+
 def queue_for(settings: Settings, kind: str) -> str:
-    """Routing by cost, in one place: each kind's JobSpec names its queue class, triage (a light queue
-    of its own) or the GPU queue."""
-    return settings.detect_queue if job_spec(kind).queue == "triage" else settings.queue
+    """Routing by cost, in one place: each kind's JobSpec names its queue class."""
+    return queues(settings)[job_spec(kind).queue]
 
 
 def worker_queues(settings: Settings) -> list[str]:
     """What a worker serves when it names no queues: every job queue, GPU work and triage (one worker
     runs every job of a small setup). Webhooks always have their own worker (never a GPU loop)."""
-    return list(dict.fromkeys(queue_for(settings, kind) for kind in JOB_SPECS))
+    return list(dict.fromkeys(queues(settings).values()))
 
 
 class JobQueue:

@@ -94,16 +94,48 @@ class ResultFile(BaseModel):
     media_type: str
 
 
+class ModelIdentity(BaseModel):
+    """Which weights produced a result: recorded in every result (the engine fills every field)."""
+
+    name: str
+    source: Optional[str] = None     # bundled | folder | hub
+    location: Optional[str] = None   # folder path or hub id
+    revision: Optional[str] = None   # sha256 prefix of the weights file, or the hub snapshot commit
+    dtype: Optional[str] = None
+    device: Optional[str] = None
+
+
+class PipelineIdentity(ModelIdentity):
+    """A diffusion pipeline's identity (worker/engine/diffusion/pipelines.py)."""
+
+    kind: str            # img2img | inpaint | upscale
+
+
+class PerceptualIdentity(BaseModel):
+    name: str            # the perceptual distance: lpips-vgg, dssim
+
+
+class EngineReport(BaseModel):
+    """How a purification ran (never what it computed, except vae_tiling)."""
+
+    batch_sizes: dict[str, int]      # images per batch, by image size WxH
+    compiled: bool
+    precision: str
+    vae_tiling: bool
+    vae_checkpointing: bool
+    oom_splits: int                  # batches split in two after running out of memory
+
+
 class JobResult(BaseModel):
-    images: list[ResultImage] = []   # purify: one purified PNG per input
+    images: list[ResultImage] = []   # purify, protect: one PNG per input
     detections: list[DetectedImage] = []   # detect: one per input
-    metrics: Optional[dict] = None   # evaluate: the figures
-    files: list[ResultFile] = []     # evaluate: report.html, results.md
-    model: dict                      # identity of the VAE: name, source, location, revision, dtype, device
-    perceptual: Optional[dict] = None
+    metrics: Optional[dict] = None   # evaluate: the figures; protect, mimicry: what ran
+    files: list[ResultFile] = []     # evaluate: report.html, results.md; mimicry: samples
+    model: Optional[PipelineIdentity | ModelIdentity] = None   # the VAE (mimicry: the pipeline); None: no model
+    perceptual: Optional[PerceptualIdentity] = None
     seconds: float
     device: str
-    engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
+    engine: Optional[EngineReport] = None
 
 
 class JobError(BaseModel):

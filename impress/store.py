@@ -18,7 +18,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import events
-from . import kinds  # noqa: F401 - the built-in kinds, registered for every process that reads records
 from .contract import ErrorCode, JobState, ModelReport
 from .jobspec import job_spec
 from .records import InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent, WebhookTarget

@@ -147,8 +147,8 @@ def test_any_size_alpha_and_exif_through_the_pipeline(small_vae_dir, random_lpip
     assert run.images[0].rgb.dtype == np.uint8
     out0 = Image.open(io.BytesIO(encode_png(run.images[0].rgb, images[0].alpha)))  # as the job stores it
     assert out0.size == (37, 21) and out0.mode == "RGBA" and (np.asarray(out0)[..., 3] == 200).all()
-    assert run.model["source"] == "folder" and run.model["revision"].startswith("sha256:")
-    assert run.perceptual == {"name": "dssim"}
+    assert run.model.source == "folder" and run.model.revision.startswith("sha256:")
+    assert run.perceptual.name == "dssim"
 
 
 def test_out_of_memory_splits_the_batch_and_loses_nothing(small_vae_dir, monkeypatch):
@@ -169,8 +169,8 @@ def test_out_of_memory_splits_the_batch_and_loses_nothing(small_vae_dir, monkeyp
     run = run_purification(images, params(iters=3), vae=str(small_vae_dir), perceptual="dssim",
                            options=EngineOptions(device="cpu", batch_size=5),
                            reporter=reporter, report_every=3)
-    assert len(run.images) == 5 and run.engine["oom_splits"] == 2  # 5 -> 2 + 3 -> 2 + (1 + 2)
-    assert run.engine["precision"] == "fp32"
+    assert len(run.images) == 5 and run.engine.oom_splits == 2  # 5 -> 2 + 3 -> 2 + (1 + 2)
+    assert run.engine.precision == "fp32"
     assert reporter.seen[-1] == (15, 15)  # progress counts image-iterations, whatever the batches became
     for got, want in zip(run.images, expected.images):
         assert np.abs(got.rgb.astype(int) - want.rgb).max() <= 1  # batch-correct: the same image either way, to rounding
@@ -181,7 +181,7 @@ def test_cpu_batches_hold_a_pixel_budget(small_vae_dir):
     images += [decode_image(png_bytes(photo(64, 64, seed=s)), max_bytes=10**7, max_pixels=10**6) for s in range(2)]
     run = run_purification(images, params(iters=1), vae=str(small_vae_dir), perceptual="dssim",
                            options=EngineOptions(device="cpu", batch_size=4, cpu_batch_pixels=3 * 32 * 32))
-    assert run.engine["batch_sizes"] == {"32x32": 3, "64x64": 1} and len(run.images) == 7
+    assert run.engine.batch_sizes == {"32x32": 3, "64x64": 1} and len(run.images) == 7
 
 
 def test_batch_size_from_free_memory():

@@ -144,7 +144,8 @@ def run_started(store: JobStore, settings: Settings, record: JobRecord, on_time_
         if store.cancel_requested(job_id):   # cancelled after the loops' last report
             raise Canceled
         store.record(events.Done(job_id=job_id, result=result))
-        log.info("job %s succeeded in %.2fs on %s with %s", job_id, result.seconds, result.device, result.model["name"])
+        log.info("job %s succeeded in %.2fs on %s with %s", job_id, result.seconds, result.device,
+                 result.model.name if result.model else "no model")
         return JobState.succeeded.value
     except Canceled:
         store.record(events.Canceled(job_id=job_id))

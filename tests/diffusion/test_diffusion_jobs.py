@@ -41,7 +41,7 @@ def test_mimicry_is_queued_with_typed_params_and_runs_to_a_scored_result(fast_ap
     result = store.get(job_id).result
     assert set(result.metrics["sets"]) == {"clean", "protected"}
     assert result.metrics["sets"]["clean"]["relative_gain"] in (1.0, None)
-    assert result.model["kind"] == "img2img" and result.model["location"] == str(tiny_pipelines["img2img"].resolve())
+    assert result.model.kind == "img2img" and result.model.location == str(tiny_pipelines["img2img"].resolve())
     assert [f.name for f in result.files] == ["clean-0.png", "protected-0.png"]
     assert store.get(job_id).progress_step == 6
 

@@ -19,6 +19,7 @@ from impress.contract import method_steps
 from impress.images import encode_png
 from impress.methods import MethodChoice
 from impress.progress import SILENT, Reporter, Span, spans
+from impress.scenarios import EditParams
 
 from .detect import consistency_scores
 from .diffusion.editing import EditComparison
@@ -68,10 +69,10 @@ class MethodLabel(BaseModel):
 
 
 class EditingSummary(BaseModel):
-    """The editing scenario of a matrix: its settings, the pipeline that edited, and each protection's
-    worst case per image over the purifiers (by metric)."""
+    """The editing scenario of a matrix: its parameters (`settings` in the results' JSON), the pipeline that
+    edited, and each protection's worst case per image over the purifiers (by metric)."""
 
-    settings: dict
+    settings: EditParams
     pipeline: dict
     worst_case: dict[str, dict[str, WorstCase]]
 
@@ -81,7 +82,7 @@ def editing_summary(editing: EditingRun, cells: list["Cell"]) -> EditingSummary:
     for cell in cells:
         if cell.edit is not None:
             by_protection.setdefault(cell.protection or UPLOADED, {})[cell.purifier] = cell.edit
-    return EditingSummary(settings=editing.settings.model_dump(), pipeline=editing.pipeline,
+    return EditingSummary(settings=editing.params, pipeline=editing.pipeline,
                           worst_case={label: worst_cases(edits) for label, edits in by_protection.items()})
 
 

@@ -12,10 +12,11 @@ import functools
 import hashlib
 import os
 import threading
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from impress.records import ModelIdentity
 
 TINY_VAE_NAME = "impress-tiny-vae"
 TINY_VAE_DIR = Path(__file__).resolve().parent.parent / "models" / TINY_VAE_NAME
@@ -34,21 +35,6 @@ HUB_SUBFOLDER = "vae"
 
 class ModelUnavailable(RuntimeError):
     """The named weights are not on this machine and cannot be fetched."""
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """Which weights produced a result: recorded in every result."""
-
-    name: str
-    source: str          # bundled | folder | hub
-    location: str        # folder path or hub id
-    revision: str        # sha256 prefix of the weights file, or the hub snapshot commit
-    dtype: str
-    device: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def weights_digest(folder: Path) -> str:

@@ -5,7 +5,7 @@ The one entry point that the CLI, the Celery task and the tests share.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -14,6 +14,7 @@ import torch
 from impress.contract import PurifyParams, StopReason, vae_for
 from impress.images import DecodedImage
 from impress.progress import SILENT, Reporter, Span
+from impress.records import EngineReport, ModelIdentity, PerceptualIdentity
 
 from .models import load_vae, resolve_device
 from .perceptual import PerceptualDistance, load_perceptual
@@ -50,19 +51,22 @@ class EngineOptions:
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "EngineOptions":
-        fields = {f: getattr(settings, f) for f in ("device", "batch_size", "compile", "precision", "vae_tiling",
-                                                    "vae_checkpointing", "memory_headroom", "cpu_batch_pixels")}
-        return cls(**{**fields, **{k: v for k, v in overrides.items() if v is not None}})
+        """The service's options, with the given overrides (None: the setting's)."""
+        options = cls(device=settings.device, batch_size=settings.batch_size, compile=settings.compile,
+                      precision=settings.precision, vae_tiling=settings.vae_tiling,
+                      vae_checkpointing=settings.vae_checkpointing, memory_headroom=settings.memory_headroom,
+                      cpu_batch_pixels=settings.cpu_batch_pixels)
+        return replace(options, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass
 class PurificationRun:
     images: list[PurifiedImage]
-    model: dict
-    perceptual: dict
+    model: ModelIdentity
+    perceptual: PerceptualIdentity
     seconds: float
     device: str
-    engine: dict                     # batch sizes, compiled or not, precision, memory options, OOM retries
+    engine: EngineReport
 
 
 def fitting_batch_size(per_image_bytes: int, free_bytes: int, limit: int, headroom: float) -> int:
@@ -170,9 +174,10 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
     for (height, width), indices in groups.items():
         size = batch_sizes[f"{width}x{height}"] = run.batch_size(images, indices)
         run.run_group(images, indices, size, results)
-    engine = {"batch_sizes": batch_sizes, "compiled": run.compiled,
-              "precision": precision_name(autocast_dtype(device, options.precision)),
-              "vae_tiling": options.vae_tiling, "vae_checkpointing": options.vae_checkpointing,
-              "oom_splits": run.oom_splits}
-    return PurificationRun(images=[image for image in results if image is not None], model=identity.as_dict(), perceptual={"name": run.distance.name},
-                           seconds=run.seconds, device=device, engine=engine)
+    engine = EngineReport(batch_sizes=batch_sizes, compiled=run.compiled,
+                          precision=precision_name(autocast_dtype(device, options.precision)),
+                          vae_tiling=options.vae_tiling, vae_checkpointing=options.vae_checkpointing,
+                          oom_splits=run.oom_splits)
+    return PurificationRun(images=[image for image in results if image is not None], model=identity,
+                           perceptual=PerceptualIdentity(name=run.distance.name), seconds=run.seconds, device=device,
+                           engine=engine)

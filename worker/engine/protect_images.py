@@ -13,7 +13,7 @@ import torch
 from impress.images import DecodedImage
 from impress.methods import MethodChoice
 from impress.progress import SILENT, Reporter, spans
-from impress.records import MeasuredBudget
+from impress.records import MeasuredBudget, ModelIdentity, PerceptualIdentity
 
 from .models import load_vae
 from .perceptual import load_perceptual
@@ -33,8 +33,8 @@ class ProtectionRun:
     images: list[ProtectedImage]    # one per input, in order
     protection: MethodChoice
     stated: dict[str, float]        # what the protection promises (Protection.stated_budget)
-    model: dict
-    perceptual: dict
+    model: ModelIdentity
+    perceptual: PerceptualIdentity
     seconds: float
     device: str
     pipelines: dict                 # diffusion pipelines used, by kind (empty for the VAE protections)
@@ -70,6 +70,6 @@ def run_protection(images: list[DecodedImage], protection: MethodChoice, *, vae:
                                       perceptual=spent[distance.name][j]))
     return ProtectionRun(images=results, protection=protection,
                          stated=stated_budget(protection, distance.name),
-                         model=identity.as_dict(), perceptual={"name": distance.name},
+                         model=identity, perceptual=PerceptualIdentity(name=distance.name),
                          seconds=round(time.perf_counter() - t0, 3), device=device,
                          pipelines=pipelines.used() if pipelines else {})

@@ -24,7 +24,7 @@ def detect(ctx: JobContext[DetectParams]) -> JobResult:
     detections = [DetectedImage(name=item.meta.name, score=score, verdict=verdict, threshold=threshold,
                                 low_threshold=low, model=identity.name, model_revision=identity.revision)
                   for item, score, verdict in zip(items, scores, verdicts(scores, threshold, low))]
-    return JobResult(detections=detections, model=identity.as_dict(), seconds=round(time.perf_counter() - t0, 3),
+    return JobResult(detections=detections, model=identity, seconds=round(time.perf_counter() - t0, 3),
                      device=device)
 
 

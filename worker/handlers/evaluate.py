@@ -10,7 +10,7 @@ import torch
 
 from impress.contract import EvaluateParams
 from impress.images import DecodedImage
-from impress.records import InputRole, JobResult
+from impress.records import InputRole, JobResult, PerceptualIdentity
 from impress.scenarios import EditParams
 
 from ..engine.diffusion.scenario import EditingRun, PipelineSet
@@ -58,18 +58,18 @@ def evaluate(ctx: JobContext[EvaluateParams]) -> JobResult:
 
         clean_x = stack(InputRole.clean)
         editing = editing_run(ctx, params.edit, pipelines, distance, clean_x, None)
-        metrics = measure_uploaded(vae, identity.as_dict(), distance, clean_x, stack(InputRole.protected),
+        metrics = measure_uploaded(vae, identity.model_dump(), distance, clean_x, stack(InputRole.protected),
                                    stack(InputRole.purified) if ctx.role(InputRole.purified) else None,
                                    params.purifier_choices(), ctx.settings.batch_size, pipelines=pipelines,
                                    editing=editing, reporter=ctx.reporter).model_dump(mode="json")
     else:
         clean_x = square_images([item.image for item in clean], params.size).to(device)
         editing = editing_run(ctx, params.edit, pipelines, distance, clean_x, params.size)
-        result = run_matrix(vae, identity.as_dict(), distance, clean_x, [item.meta.name for item in clean],
+        result = run_matrix(vae, identity.model_dump(), distance, clean_x, [item.meta.name for item in clean],
                             params.protection_choices(), params.purifier_choices(), batch=ctx.settings.batch_size,
                             pipelines=pipelines, editing=editing, reporter=ctx.reporter)
         metrics = result.model_dump(mode="json")
         files = [ctx.put_file("report.html", html_report(result).encode(), "text/html"),
                  ctx.put_file("results.md", markdown_report(result).encode(), "text/markdown")]
-    return JobResult(metrics=metrics, files=files, model=identity.as_dict(), perceptual={"name": distance.name},
+    return JobResult(metrics=metrics, files=files, model=identity, perceptual=PerceptualIdentity(name=distance.name),
                      seconds=round(time.perf_counter() - t0, 3), device=device)
