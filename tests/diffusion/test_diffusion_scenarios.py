@@ -12,6 +12,7 @@ from worker.engine.purifiers import apply_purifier
 from worker.engine.diffusion import attacks, editing, mimicry, purifiers
 from worker.engine.diffusion.pipelines import load_pipeline
 from worker.engine.perceptual import load_perceptual
+from worker.engine.tensors import gaussian_noise, quantize_8bit
 
 
 DIFFUSION_METHODS = {"protection": ["advdm", "sds-minus", "photoguard-diffusion"],
@@ -124,7 +125,7 @@ def test_gridpure_crops_cover_the_image_and_blend_with_the_input(img2img, images
 
 def test_noisy_upscale_keeps_the_size_and_adds_8bit_noise_first(upscale, images):
     pipe, _ = upscale
-    noisy = purifiers.gaussian_noise_8bit(images, 0.1, seed=0)
+    noisy = quantize_8bit(gaussian_noise(images, 0.1, seed=0))
     levels = (noisy + 1) * 127.5
     torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)
     assert 0.08 < ((noisy - images) / 2).std() < 0.105   # sigma 0.1, less where clipping bites
