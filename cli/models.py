@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
 
 
 def _wanted(args: argparse.Namespace) -> tuple[list[str], str | None, str, dict]:
-    from worker.engine.diffusion.pipelines import configured_pipelines
+    from impress.pipelines import configured_pipelines
 
     settings = get_settings()
     return args.preset or list(PRESETS), settings.vae, settings.perceptual, configured_pipelines(settings)

@@ -18,6 +18,7 @@ from typing import Callable, Generic, Iterable, Literal, Optional, TypeVar
 from pydantic import BaseModel
 
 from .records import InputRole, JobResult
+from .settings import Settings
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -69,7 +70,7 @@ def no_steps(_params: BaseModel) -> list[StepCount]:
     return []
 
 
-def no_check(_params: BaseModel, _counts: dict[InputRole, int]) -> None:
+def no_check(_params: BaseModel, _counts: dict[InputRole, int], _settings: Settings) -> None:
     return None
 
 
@@ -86,7 +87,8 @@ class JobSpec(Generic[P]):
     description: str = ""
     queue: QueueClass = "gpu"
     steps: Callable[[P], list[StepCount]] = no_steps      # what IMPRESS_MAX_ITERATIONS holds
-    check: Callable[[P, dict[InputRole, int]], None] = no_check   # ValueError: rules across fields and inputs
+    check: Callable[[P, dict[InputRole, int], Settings], None] = no_check   # ValueError: rules across fields, inputs
+    #                                                                         and the service's configuration
     form: Optional[type[BaseModel]] = None
     resolve: Optional[Callable[..., P]] = None     # (form, settings) -> params, when `form` is not `params`
     preset: Callable[[P], Optional[str]] = field(default=lambda _params: None)   # the preset picking its VAE

@@ -8,6 +8,7 @@ from .contract import (DetectParams, EvaluateParams, JobKind, ProtectParams, Pur
                        method_steps)
 from .images import SUPPORTED_FORMATS
 from .jobspec import InputSlot, JobSpec, StepCount
+from .pipelines import check_size
 from .records import InputRole
 from .scenarios import MimicryParams
 from .settings import Settings
@@ -31,11 +32,19 @@ def evaluate_steps(params: EvaluateParams) -> list[StepCount]:
     return counts
 
 
-def evaluate_check(params: EvaluateParams, counts: dict[InputRole, int]) -> None:
+def evaluate_check(params: EvaluateParams, counts: dict[InputRole, int], settings: Settings) -> None:
     if not counts.get(InputRole.protected) and not params.protections and not params.purifiers:
         raise ValueError("send protected images, or name protections and/or purifiers to run on the clean images")
+    if not counts.get(InputRole.protected):  # the generated matrix runs every method at `size`
+        check_size(params.size, params.pipeline_users(), settings)
     if counts.get(InputRole.mask) and (params.edit is None or params.edit.mode != "inpaint"):
         raise ValueError("masks are for the inpainting edit: set edit=inpaint")
+
+
+def mimicry_check(_params: MimicryParams, counts: dict[InputRole, int], _settings: Settings) -> None:
+    if counts.get(InputRole.clean, 0) < 2:
+        raise ValueError(f"{counts.get(InputRole.clean, 0)} clean image sent: mimicry needs at least 2, one to train "
+                         "on and one held out to score on")
 
 
 def protect_steps(params: ProtectParams) -> list[StepCount]:
@@ -77,11 +86,11 @@ EVALUATE = JobSpec(
 MIMICRY = JobSpec(
     kind=JobKind.mimicry.value, params=MimicryParams, handler="worker.handlers.mimicry:mimicry",
     inputs=(InputSlot(InputRole.clean, "the artist's clean images (the style to learn)", required=True),
-            InputSlot(InputRole.protected, "the same works, protected"),
-            InputSlot(InputRole.purified, "the protected works, purified")),
+            InputSlot(InputRole.protected, "the same works, protected", per=InputRole.clean),
+            InputSlot(InputRole.purified, "the protected works, purified", per=InputRole.clean)),
     summary="Queue style mimicry: LoRA fine-tuning on the clean, protected and purified sets (a heavy job: minutes "
             "per set on a GPU), scored on what each taught of the clean images",
-    steps=lambda params: [StepCount("steps", "steps", params.steps)])
+    steps=lambda params: [StepCount("steps", "steps", params.steps)], check=mimicry_check)
 
 PROTECT = JobSpec(
     kind=JobKind.protect.value, params=ProtectParams, handler="worker.handlers.protect:protect",

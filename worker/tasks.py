@@ -60,7 +60,8 @@ def check_models(sender: str, instance, **_) -> None:
     consumed = set(instance.app.amqp.queues.consume_from or ())
     if consumed and consumed <= {settings.webhook_queue}:
         return
-    from .engine.diffusion.pipelines import configured_pipelines
+    from impress.pipelines import configured_pipelines
+
     from .engine.model_cache import check
 
     report = check(list(PRESETS), settings.vae, settings.perceptual, configured_pipelines(settings))

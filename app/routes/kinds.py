@@ -47,7 +47,7 @@ def checked_params(spec: JobSpec, form: BaseModel, counts: dict[InputRole, int],
                                 "iterations" for o in over),
                       [{"field": o.field, "message": f"at most {settings.max_iterations}"} for o in over])
     try:
-        spec.check(params, counts)
+        spec.check(params, counts, settings)
     except ValueError as exc:
         raise invalid(str(exc)) from exc
     return params

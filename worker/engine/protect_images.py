@@ -32,7 +32,8 @@ class ProtectedImage:
 class ProtectionRun:
     images: list[ProtectedImage]    # one per input, in order
     protection: MethodChoice
-    stated: dict[str, float]        # what the protection promises (Protection.stated_budget)
+    stated: dict[str, float]        # what the protection promises (Protection.stated_budget; an L2 budget
+    #                                 on the images' size when they share one)
     model: ModelIdentity
     perceptual: PerceptualIdentity
     seconds: float
@@ -69,7 +70,7 @@ def run_protection(images: list[DecodedImage], protection: MethodChoice, *, vae:
                                       psnr_db=spent["psnr_db"][j], ssim=spent["ssim"][j],
                                       perceptual=spent[distance.name][j]))
     return ProtectionRun(images=results, protection=protection,
-                         stated=stated_budget(protection, distance.name),
+                         stated=stated_budget(protection, distance.name, next(iter(groups)) if len(groups) == 1 else None),
                          model=identity, perceptual=PerceptualIdentity(name=distance.name),
                          seconds=round(time.perf_counter() - t0, 3), device=device,
                          pipelines=pipelines.used() if pipelines else {})

@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from impress.contract import EvaluateParams
+from impress.contract import EvaluateParams, vae_for
 from impress.images import DecodedImage
 from impress.records import InputRole, JobResult, PerceptualIdentity
 from impress.scenarios import EditParams
@@ -50,6 +50,11 @@ def evaluate(ctx: JobContext[EvaluateParams]) -> JobResult:
     distance = load_perceptual(ctx.record.perceptual, device)
     clean = ctx.role(InputRole.clean)
     pipelines = PipelineSet.from_settings(ctx.settings, device)  # loaded only by what uses them
+
+    def impress_vae(preset: str):
+        """IMPRESS purifiers run on their preset's model (the service's, when it configures one)."""
+        return load_vae(vae_for(preset, ctx.settings.vae), device)[0]
+
     t0 = time.perf_counter()
     files = []
     if ctx.role(InputRole.protected):
@@ -61,13 +66,14 @@ def evaluate(ctx: JobContext[EvaluateParams]) -> JobResult:
         metrics = measure_uploaded(vae, identity.model_dump(), distance, clean_x, stack(InputRole.protected),
                                    stack(InputRole.purified) if ctx.role(InputRole.purified) else None,
                                    params.purifier_choices(), ctx.settings.batch_size, pipelines=pipelines,
-                                   editing=editing, reporter=ctx.reporter).model_dump(mode="json")
+                                   editing=editing, impress_vae=impress_vae, reporter=ctx.reporter
+                                   ).model_dump(mode="json")
     else:
         clean_x = square_images([item.image for item in clean], params.size).to(device)
         editing = editing_run(ctx, params.edit, pipelines, distance, clean_x, params.size)
         result = run_matrix(vae, identity.model_dump(), distance, clean_x, [item.meta.name for item in clean],
                             params.protection_choices(), params.purifier_choices(), batch=ctx.settings.batch_size,
-                            pipelines=pipelines, editing=editing, reporter=ctx.reporter)
+                            pipelines=pipelines, editing=editing, impress_vae=impress_vae, reporter=ctx.reporter)
         metrics = result.model_dump(mode="json")
         files = [ctx.put_file("report.html", html_report(result).encode(), "text/html"),
                  ctx.put_file("results.md", markdown_report(result).encode(), "text/markdown")]

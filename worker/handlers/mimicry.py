@@ -25,10 +25,9 @@ def mimicry(ctx: JobContext[MimicryParams]) -> JobResult:
     sets = {role.value: square_images([item.image for item in ctx.role(role)], params.size).to(device)
             for role in (InputRole.clean, InputRole.protected, InputRole.purified) if ctx.role(role)}
     t0 = time.perf_counter()
-    results = run_mimicry(pipe, sets["clean"], sets, params, reporter=ctx.reporter)
+    run = run_mimicry(pipe, sets["clean"], sets, params, reporter=ctx.reporter)
     files = [ctx.put_file(f"{name}-{i}.png", encode_png(to_uint8(sample)), "image/png")
-             for name, result in results.items() for i, sample in enumerate(result.samples)]
-    return JobResult(metrics={"pipeline": pipelines.used()["img2img"], "params": params.model_dump(),
-                              "sets": {name: r.as_dict() for name, r in results.items()}},
+             for name, result in run.sets.items() for i, sample in enumerate(result.samples)]
+    return JobResult(metrics={"pipeline": pipelines.used()["img2img"], "params": params.model_dump(), **run.metrics()},
                      files=files, model=pipelines.used()["img2img"], seconds=round(time.perf_counter() - t0, 3),
                      device=device)

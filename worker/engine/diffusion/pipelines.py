@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from impress.pipelines import SETTING_OF_KIND
 from impress.records import PipelineIdentity
 
 from ..models import ModelUnavailable, weights_digest
@@ -24,9 +25,6 @@ PIPELINE_CLASSES = {
     "inpaint": "StableDiffusionInpaintPipeline",
     "upscale": "StableDiffusionUpscalePipeline",
 }
-# The environment variable (Settings field with prefix IMPRESS_) that names each kind's pipeline.
-SETTING_OF_KIND = {"img2img": "IMPRESS_PIPELINE", "inpaint": "IMPRESS_INPAINT_PIPELINE",
-                   "upscale": "IMPRESS_UPSCALE_PIPELINE"}
 # What each kind is in the papers this project follows (README: "Diffusion scenarios").
 SUGGESTED_WEIGHTS = {
     "img2img": "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -39,11 +37,6 @@ SUGGESTED_WEIGHTS = {
 # frameworks' weights, half-precision variants and the safety checker (never loaded here).
 PULL_IGNORE = ["*.ckpt", "*.bin", "*.pt", "*.pth", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.fp16.*",
                "*non_ema*", "safety_checker/*"]
-
-
-def configured_pipelines(settings) -> dict[str, Optional[str]]:
-    """The pipeline name each kind's setting holds (None: not configured)."""
-    return {"img2img": settings.pipeline, "inpaint": settings.inpaint_pipeline, "upscale": settings.upscale_pipeline}
 
 
 def pipeline_present(name: str, kind: str) -> bool:

@@ -13,11 +13,13 @@ from typing import Optional
 
 import torch
 
+from impress.pipelines import configured_pipelines
+from impress.records import PipelineIdentity
 from impress.scenarios import EditParams
 
 from ..models import ModelUnavailable
 from .editing import EditComparison, compare, edit
-from .pipelines import PipelineIdentity, configured_pipelines, load_pipeline, missing_pipeline, resolve_pipeline
+from .pipelines import load_pipeline, missing_pipeline, resolve_pipeline
 from .worst_case import WorstCase, worst_case_per_image
 
 
