@@ -102,7 +102,7 @@ PROTECT = JobSpec(
             "protected PNGs, each with its budget measured on the 8-bit result",
     steps=protect_steps)
 
-JOB_KINDS = [PURIFY, DETECT, EVALUATE, MIMICRY, PROTECT]
+JOB_KINDS = [PURIFY, PROTECT, DETECT, EVALUATE, MIMICRY]   # in this order on the API document and the console
 
 # The parameter models of the built-in kinds (a registered kind brings its own).
 JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams, ProtectParams]
