@@ -43,7 +43,7 @@ def test_protect_command_runs_a_diffusion_protection_and_records_its_pipeline(tm
     images = image_folder(tmp_path / "in", [0, 1])
     out = tmp_path / "out"
     code = main(["protect", *map(str, sorted(images.iterdir())), "-o", str(out), "--protection", "advdm:steps=2",
-                 "--model", "impress-tiny-vae", "--perceptual", "dssim", "--device", "cpu"])
+                 "--model", "taef2", "--perceptual", "dssim", "--device", "cpu"])
     assert code == 0
     summary = json.loads(next(out.glob("*.json")).read_text())
     assert summary["pipelines"]["img2img"]["kind"] == "img2img"
@@ -57,7 +57,7 @@ def test_bench_command_runs_diffusion_methods_with_the_editing_scenario(tmp_path
     images = image_folder(tmp_path / "in", [0, 1])
     out = tmp_path / "out"
     args = ["bench", "--images", str(images), "-o", str(out), "--protections", "sds-minus:steps=1",
-            "--purifiers", "diffpure:steps=10,jpeg-75", "--size", "32", "--model", "impress-tiny-vae",
+            "--purifiers", "diffpure:steps=10,jpeg-75", "--size", "32", "--model", "taef2",
             "--perceptual", "dssim", "--device", "cpu", "--edit", '{"mode": "inpaint", "steps": 2}']
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())

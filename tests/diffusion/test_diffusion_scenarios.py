@@ -213,7 +213,7 @@ def test_matrix_with_diffusion_methods_and_the_editing_scenario_reports_the_wors
     from worker.engine.models import load_vae
     from worker.engine.report import html_report, markdown_report
 
-    vae, identity = load_vae("impress-tiny-vae")
+    vae, identity = load_vae("taef2")
     dssim = load_perceptual("dssim")
     pipelines = PipelineSet({kind: str(folder) for kind, folder in tiny_pipelines.items()})
     editing = EditingRun(pipelines, EditParams(mode="inpaint", steps=2), dssim, images)

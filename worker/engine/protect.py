@@ -31,9 +31,10 @@ from typing import Callable
 import torch
 
 from impress.methods import (PHOTOGUARD_STEP_OF_EPS, AdvdmParams, GlazeLikeParams, MethodChoice, MethodParams,
-                             MistParams, l2_budget_scale, PhotoguardDiffusionParams, PhotoguardParams, SdsMinusParams)
+                             MistParams, PhotoguardDiffusionParams, PhotoguardParams, SdsMinusParams, l2_budget_scale)
 
 from .diffusion.attacks import advdm, photoguard_diffusion, sds_minus
+from .autoencoder import Autoencoder
 from .metrics import encode, pair_metrics
 from .perceptual import Scorer
 from .tensors import quantize_8bit
@@ -44,13 +45,7 @@ def grey_target(x: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x)
 
 
-def posterior_sample(vae, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A draw from the encoder's posterior of x (mean + std * noise from `generator`, a CPU generator)."""
-    dist = vae.encode(x).latent_dist
-    return dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator).to(dist.mean)
-
-
-def encoder_attack(vae, x: torch.Tensor, target: torch.Tensor, *, eps: float = 8 / 255,
+def encoder_attack(vae: Autoencoder, x: torch.Tensor, target: torch.Tensor, *, eps: float = 8 / 255,
                    step: float | None = None, steps: int = 1000, seed: int = 0,
                    decay: bool = True, sample: bool = False) -> torch.Tensor:
     """PhotoGuard's encoder attack: L-inf PGD pulling E(x + d) toward E(target), |d| <= eps.
@@ -68,12 +63,12 @@ def encoder_attack(vae, x: torch.Tensor, target: torch.Tensor, *, eps: float = 8
     for i in range(steps):
         delta.requires_grad_(True)
         adv = (x + delta).clamp(-1, 1)
-        if sample:
-            z = posterior_sample(vae, adv, gen)
+        if sample:  # Autoencoder.sample: the encoding itself for a deterministic encoder (taef2)
+            z = vae.sample(adv, gen)
             with torch.no_grad():
-                z_target = posterior_sample(vae, target, gen)
+                z_target = vae.sample(target, gen)
         else:
-            z = vae.encode(adv).latent_dist.mode()
+            z = vae.encode(adv)
         loss = ((z - z_target) ** 2).sum()
         (grad,) = torch.autograd.grad(loss, delta)
         size = step2 - (step2 - step2 / 100) * i / steps if decay else step2
@@ -109,7 +104,7 @@ def default_glaze_target(h: int, w: int) -> torch.Tensor:
 ALPHA_GROWTH = 1.1
 
 
-def glaze_like_cloak(vae, distance, x: torch.Tensor, target: torch.Tensor, *, p: float = 0.05,
+def glaze_like_cloak(vae: Autoencoder, distance, x: torch.Tensor, target: torch.Tensor, *, p: float = 0.05,
                      eps: float = 16 / 255, alpha: float = 30, steps: int = 500, lr: float = 0.01,
                      seed: int = 0) -> torch.Tensor:
     """Glaze-like style cloak (Glaze itself is closed), after the IMPRESS authors' glaze.py: Adam on d
@@ -131,7 +126,7 @@ def glaze_like_cloak(vae, distance, x: torch.Tensor, target: torch.Tensor, *, p:
     opt = torch.optim.Adam([delta], lr=lr)
     for _ in range(steps):
         adv = x + delta
-        latent = ((vae.encode(adv).latent_dist.mode() - z_target) ** 2).mean(dim=(1, 2, 3))
+        latent = ((vae.encode(adv) - z_target) ** 2).mean(dim=(1, 2, 3))
         excess = perceptual(adv).float() - p
         loss = latent + weight * excess.clamp_min(0)
         opt.zero_grad(set_to_none=True)
