@@ -64,3 +64,16 @@ def test_bench_command_runs_diffusion_methods_with_the_editing_scenario(tmp_path
     assert set(results["editing"]["worst_case"]) == {"none", "sds-minus:steps=1"}
     assert "Worst case per image" in (out / "results.md").read_text()
     assert main(args) == 0 and json.loads((out / "results.json").read_text())["skipped"] == 4   # resumed
+
+
+def test_bench_refuses_a_size_below_the_pipelines_sample_size_before_running(tmp_path, tiny_pipelines, monkeypatch,
+                                                                              capsys):
+    monkeypatch.setenv("IMPRESS_PIPELINE", str(tiny_pipelines["img2img"]))
+    images = image_folder(tmp_path / "in", [0])
+    args = ["bench", "--images", str(images), "-o", str(tmp_path / "out"), "--protections", "advdm:steps=1",
+            "--purifiers", "jpeg-75", "--model", "impress-tiny-vae", "--perceptual", "dssim", "--device", "cpu"]
+    assert main([*args, "--size", "24"]) != 0
+    assert "sample size is 32 px: size 24 is below it" in capsys.readouterr().err
+    assert main([*args, "--size", "36"]) != 0
+    assert "must be a multiple of 8" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
