@@ -103,7 +103,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     agreed = agreement(vae, dssim, args.agree_size, args.agree_iters)
     print(json.dumps(agreed), flush=True)
-    meta = {**run_meta("cpu"), "model": identity.as_dict(), "agreement": agreed,
+    meta = {**run_meta("cpu"), "model": identity.model_dump(), "agreement": agreed,
             "cpu_bf16": bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())}
     lines = [f"# `{identity.name}` on the CPU: fp32 against bf16 autocast, and the reference loop", "",
              f"Model `{identity.name}`, hinge 1 − SSIM (fast schedule, Δ 0.05, α 1), the astronaut example "

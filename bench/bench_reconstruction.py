@@ -44,7 +44,7 @@ def main() -> None:
             for name, path in photos]
     means = {f"psnr_db_{s}": round(statistics.fmean(r[f"psnr_db_{s}"] for r in rows), 2) for s in SIZES}
     rows.append({"photo": "mean", **means})
-    meta = {**run_meta("cpu"), "model": identity.as_dict()}
+    meta = {**run_meta("cpu"), "model": identity.model_dump()}
     lines = [f"# Reconstruction of `{identity.name}` on whole photographs", "",
              f"Model `{identity.name}` ({identity.revision}); scikit-image's sample photographs, "
              "centre-cropped square and resized; PSNR of D(E(x)) to x. Held out from anything this project "

@@ -14,13 +14,13 @@ import functools
 import hashlib
 import os
 import threading
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from impress.contract import OFFLINE_MODEL
+from impress.records import ModelIdentity
 
 from .autoencoder import Autoencoder, KLAutoencoder
 from .tiny_autoencoder import TinyAutoencoder
@@ -40,21 +40,6 @@ TINY_ENCODER_SUFFIX, TINY_DECODER_SUFFIX = "_encoder.pth", "_decoder.pth"
 
 class ModelUnavailable(RuntimeError):
     """The named weights are not on this machine and cannot be fetched."""
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """Which weights produced a result: recorded in every result."""
-
-    name: str
-    source: str          # bundled | folder | hub
-    location: str        # folder path or hub id
-    revision: str        # sha256 prefix of the weights file, or the hub snapshot commit
-    dtype: str
-    device: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def file_sha256(path: Path) -> str:
@@ -105,7 +90,7 @@ def resolve_vae(name: str) -> tuple[str, str, str | None]:
 
 
 def load_vae(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, *,
-             tiling: bool = False, checkpointing: bool = False) -> tuple[Autoencoder, "ModelIdentity"]:
+             tiling: bool = False, checkpointing: bool = False) -> tuple[Autoencoder, ModelIdentity]:
     """The autoencoder named `name`, in eval mode with frozen weights, and its identity. Cached per process.
 
     Memory options for large images: `tiling` encodes and decodes images larger than the VAE's
