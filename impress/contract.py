@@ -160,9 +160,10 @@ def vae_for(preset: str, configured: Optional[str]) -> str:
 # (SSIM 0.95) is a change that is hard to see on photos. Used when the caller gives no delta.
 PERCEPTUAL_DEFAULT_DELTA = {"dssim": 0.05}
 # Likewise the presets' alpha weighs an LPIPS hinge; against 1-SSIM their 0.01-0.1 goes unheeded
-# (measured on the bundled model: the demo's purified photos ended at 1-SSIM 0.17-0.25 to their input
-# against delta 0.05). With alpha 1 they end at 0.047-0.050 (within 1.25 delta; 10 is tighter, 0.04,
-# at more consistency error): README, Demo. Used when the caller gives no alpha.
+# (measured on impress-tiny-vae, the project's former offline model: the demo's purified photos ended at
+# 1-SSIM 0.17-0.25 to their input against delta 0.05; with alpha 1 at 0.047-0.050). On taef2 the test
+# tests/test_evaluation.py::test_offline_distance_default_alpha_keeps_purified_images_in_budget holds it.
+# Used when the caller gives no alpha.
 PERCEPTUAL_DEFAULT_ALPHA = {"dssim": 1.0}
 
 
