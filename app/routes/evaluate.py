@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from impress.contract import ErrorCode, EvaluateParams, JobKind
-from impress.pipelines import check_size
+from impress.pipelines import check_size, configured_pipelines
 from impress.records import InputRole
 from impress.settings import Settings
 
@@ -44,7 +44,7 @@ async def submit_evaluate(
     checked = form_part(params, EvaluateParams, max_iterations=settings.max_iterations)
     if not protected:  # the generated matrix runs every method at `size`
         try:
-            check_size(checked.size, checked.pipeline_users(), settings)
+            check_size(checked.size, checked.size, checked.pipeline_users(), configured_pipelines(settings))
         except ValueError as exc:
             raise ApiError(422, ErrorCode.invalid_parameter, str(exc), [{"field": "size", "message": str(exc)}]) from None
     if mask and (checked.edit is None or checked.edit.mode != "inpaint"):

@@ -10,8 +10,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from impress.images import DecodedImage
+from impress.contract import ErrorCode
+from impress.images import DecodedImage, ImageRejected
 from impress.methods import MethodChoice
+from impress.pipelines import check_size
 from impress.records import MeasuredBudget
 
 from .models import load_vae
@@ -44,7 +46,14 @@ def run_protection(images: list[DecodedImage], spec: MethodChoice, *, vae: str, 
                    target: Optional[DecodedImage] = None, batch_size: int = 4, pipelines=None) -> ProtectionRun:
     """Protect `images` (any sizes; same-size images share batches) with `spec`, toward `target`
     when given (fitted to each size), else the protection's own default target. Diffusion protections
-    run on `pipelines` (diffusion.scenario.PipelineSet)."""
+    run on `pipelines` (diffusion.scenario.PipelineSet); ImageRejected(invalid_parameter) first when an
+    image's size is one their pipeline cannot work at (impress/pipelines.py)."""
+    kind = spec.params.pipeline_kind
+    for i, im in enumerate(images if kind is not None and pipelines is not None else []):
+        try:
+            check_size(im.height, im.width, [(f"protection {spec.label!r}", kind)], pipelines.names)
+        except ValueError as exc:
+            raise ImageRejected(ErrorCode.invalid_parameter, f"image {i + 1}: {exc}") from None
     vae_model, identity = load_vae(vae, device)
     distance = load_perceptual(perceptual, device)
     groups: dict[tuple[int, int], list[int]] = {}
