@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     max_iterations: int = Field(5000, ge=1, description="IMPRESS iterations one job may ask for")
     max_inflight_submits: int = Field(
         32, ge=1, description="submissions handled at once; more are answered 503 at once instead of queueing")
+    upload_timeout_s: float = Field(60.0, gt=0, description="time a request body may take to arrive in full "
+                                    "(a slower one is cut off: 408 request_timeout)")
 
     # Models: None means each preset's own VAE (the SD VAE the authors used).
     vae: Optional[str] = Field(None, description="VAE: hub id, local folder, or 'impress-tiny-vae'")
