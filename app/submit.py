@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Optional, Sequence
 
 import httpx
@@ -19,13 +19,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from impress.contract import DEFAULT_PRESET, ErrorCode, JobKind, JobState, vae_for
-from impress.images import ImageRejected, decode_image
+from impress.images import DecodedImage, ImageRejected, decode_image, encode_png
 from impress.logs import REQUEST_ID
 from impress.queue import JobQueue
 from impress.records import InputImage, InputRole, JobError, RejectedInput, WebhookEvent, WebhookTarget
 from impress.settings import Settings
 from impress.ssrf import FetchFailed, UrlGuard, UrlGuards, UrlRefused
-from impress.store import JobStore, TooManyUnfinishedJobs
+from impress.store import JobStore, StorageQuotaExceeded, TooManyUnfinishedJobs, blob_digest
 
 from .auth import Caller, authorize
 from .deps import get_queue, get_settings, get_store, get_url_guards
@@ -40,6 +40,12 @@ REJECTION_STATUS = {ErrorCode.payload_too_large: 413, ErrorCode.image_too_many_p
 
 
 MAX_URL_LENGTH = 2048
+
+
+def safe_name(filename: Optional[str]) -> str:
+    """The last part of a client's file name (either slash), so no stored name is a path."""
+    name = PureWindowsPath(PurePosixPath(filename or "").name).name.strip()
+    return name if name not in ("", ".", "..") else "image"
 
 
 class SubmitOptions(BaseModel):
@@ -94,27 +100,35 @@ async def refuse_unknown_fields(request: Request, model: type[BaseModel], files:
                        [{"field": f, "message": "not a parameter of this endpoint"} for f in unknown])
 
 
+def stored_image(data: bytes, settings: Settings) -> tuple[bytes, DecodedImage]:
+    """The image decoded and re-encoded as the PNG that is stored: trailing bytes, metadata and anything
+    else the decoder did not use are not kept."""
+    img = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    return encode_png(img.rgb, img.alpha), img
+
+
 def read_upload(upload: UploadFile, role: InputRole, settings: Settings) -> tuple[bytes, InputImage]:
     data = upload.file.read(settings.max_upload_bytes + 1)
-    name = upload.filename or "image"
+    name = safe_name(upload.filename)
     try:
-        img = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+        stored, img = stored_image(data, settings)
     except ImageRejected as exc:
         UPLOADS_REJECTED.labels(code=exc.code.value).inc()
         raise ApiError(REJECTION_STATUS.get(exc.code, 422), exc.code, f"{name}: {exc.message}",
                        {"file": name, "role": role.value}) from exc
-    return data, InputImage(role=role, name=name, blob="", width=img.width, height=img.height, format=img.format)
+    return stored, InputImage(role=role, name=name, blob=blob_digest(stored), width=img.width, height=img.height,
+                              format=img.format)
 
 
 def fetch_input(url: str, guard: UrlGuard, settings: Settings) -> tuple[bytes, InputImage] | RejectedInput:
     try:
         data = guard.fetch(url, max_bytes=settings.max_upload_bytes, timeout_s=settings.url_fetch_timeout_s)
-        img = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+        stored, img = stored_image(data, settings)
     except (UrlRefused, FetchFailed, ImageRejected) as exc:
         UPLOADS_REJECTED.labels(code=exc.code.value).inc()
         return RejectedInput(url=url, error=JobError(code=exc.code, message=exc.message))
-    name = PurePosixPath(httpx.URL(url).path).name or "image"
-    return data, InputImage(name=name, blob="", width=img.width, height=img.height, format=img.format, url=url)
+    return stored, InputImage(name=safe_name(httpx.URL(url).path), blob=blob_digest(stored), width=img.width,
+                              height=img.height, format=img.format, url=url)
 
 
 def fetch_inputs(urls: Sequence[str], guard: UrlGuard, settings: Settings
@@ -192,16 +206,22 @@ class Submitter:
 
     def create(self, kind: JobKind, params: BaseModel, decoded: list[tuple[bytes, InputImage]], preset: str,
                rejected: list[RejectedInput], webhook: Optional[WebhookTarget]) -> str:
-        inputs = [meta.model_copy(update={"blob": self.store.put_blob(data)}) for data, meta in decoded]
         try:
-            record = self.store.create(kind, params, inputs, vae=vae_for(preset, self.settings.vae),
+            record = self.store.create(kind, params, [meta for _, meta in decoded], vae=vae_for(preset, self.settings.vae),
                                        perceptual=self.settings.perceptual, owner=self.caller.owner,
                                        max_unfinished=self.settings.max_unfinished_jobs_per_key,
-                                       rejected_inputs=rejected, webhook=webhook, request_id=REQUEST_ID.get())
+                                       rejected_inputs=rejected, webhook=webhook, request_id=REQUEST_ID.get(),
+                                       blobs=[data for data, _ in decoded],
+                                       max_stored_bytes=self.settings.max_stored_bytes_per_key)
         except TooManyUnfinishedJobs as exc:
             raise ApiError(429, ErrorCode.too_many_unfinished_jobs,
                            f"{exc.unfinished} jobs of this key are queued or running, the most allowed; "
                            "retry when one has finished", headers={"Retry-After": "5"}) from exc
+        except StorageQuotaExceeded as exc:
+            raise ApiError(429, ErrorCode.storage_quota_exceeded,
+                           f"this key's stored images ({exc.stored} bytes) plus this job's ({exc.adding}) would pass "
+                           f"its quota of {exc.quota} bytes; retry when earlier jobs have expired",
+                           headers={"Retry-After": "60"}) from exc
         self.queue.send(kind, record.id)
         return record.id
 

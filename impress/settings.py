@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     rate_limit: str = Field("1200/minute", description="requests per key to /v1 (the `limits` notation, e.g. "
                                                      "'10/second'), counted in Redis across API replicas")
     max_unfinished_jobs_per_key: int = Field(32, ge=1, description="queued or running jobs one key may have")
+    max_stored_bytes_per_key: int = Field(
+        512 * 1024 * 1024, ge=0, description="input image bytes (as stored: decoded and re-encoded as PNG) one key "
+                                             "may hold in Redis until they expire; past it 429 storage_quota_exceeded "
+                                             "(0: no quota)")
 
     # Upload limits: checked by the API before anything is queued.
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="bytes per uploaded image")
