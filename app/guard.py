@@ -24,7 +24,7 @@ from impress.settings import Settings
 
 from .admission import Admission
 from .auth import Authenticator
-from .errors import ApiError, error_json
+from .errors import STORE_ERRORS, ApiError, error_json, store_unavailable_handler
 from .metrics import REQUEST_SECONDS, method_label
 
 API_PREFIX = "/v1/"
@@ -75,6 +75,8 @@ class EdgeGuard:
                     request.state.rate_limit_headers = await anyio.to_thread.run_sync(self.auth.admit, caller)
         except ApiError as exc:
             refusal = error_json(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        except STORE_ERRORS as exc:
+            refusal = await store_unavailable_handler(request, exc)
         length = request.headers.get("content-length")
         if refusal is None and length is not None and length.isdigit() and int(length) > self.max_body:
             refusal = error_json(413, ErrorCode.payload_too_large,

@@ -21,6 +21,7 @@ from .console import mount_console
 from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_responses, http_error_handler,
                      store_unavailable_handler, unhandled_error_handler, validation_error_handler)
 from .guard import EdgeGuard
+from .readiness import Readiness
 from .request_id import RequestIdMiddleware
 from .routes import detect, evaluate, health, jobs, mimicry, protect, purify
 
@@ -53,6 +54,7 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     # A cancel of a queued job is its last transition: the API sends that job's `completed` webhook.
     app.state.store.events = WebhookNotifier(app.state.queue.send_webhook, settings.webhook_progress_every_s)
     app.state.url_guards = UrlGuards.from_settings(settings)
+    app.state.readiness = Readiness(app.state.store, app.state.queue, settings.readiness_cache_s)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     hard_time_limit_s: int = Field(3 * 3600 + 300, ge=20)
     max_attempts: int = Field(2, ge=1, description="runs of a job whose worker died (1 = no retry)")
 
+    readiness_cache_s: float = Field(2.0, ge=0, description="age up to which /readyz answers its last report; "
+                                     "older, a background check refreshes it (0: every probe waits for a check)")
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
