@@ -23,7 +23,7 @@ from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_responses,
 from .guard import EdgeGuard
 from .readiness import Readiness
 from .request_id import RequestIdMiddleware
-from .routes import detect, evaluate, health, jobs, mimicry, protect, purify
+from .routes import detect, evaluate, health, jobs, mimicry, protect, purify, webhook_secret
 
 log = logging.getLogger("impress.api")
 
@@ -62,7 +62,7 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
         app.add_exception_handler(error, store_unavailable_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)  # anything else, middleware included
     app.state.admission = admission = Admission(settings.max_inflight_submits)
-    for resource in (purify, protect, detect, evaluate, mimicry, jobs):  # each reads Redis: 503 when it is down
+    for resource in (purify, protect, detect, evaluate, mimicry, jobs, webhook_secret):  # each reads Redis: 503 when it is down
         app.include_router(resource.router, dependencies=[Depends(authorize)],
                            responses=error_responses(401, 429, 503))
     app.include_router(health.router)

@@ -26,6 +26,7 @@ from impress.records import InputImage, InputRole, JobError, RejectedInput, Webh
 from impress.settings import Settings
 from impress.ssrf import FetchFailed, UrlGuard, UrlGuards, UrlRefused
 from impress.store import JobStore, StorageQuotaExceeded, TooManyUnfinishedJobs, blob_digest
+from impress.webhooks import key_webhook_secret
 
 from .auth import Caller, authorize
 from .deps import get_queue, get_settings, get_store, get_url_guards
@@ -142,12 +143,13 @@ def fetch_inputs(urls: Sequence[str], guard: UrlGuard, settings: Settings
             [o for o in outcomes if isinstance(o, RejectedInput)])
 
 
-def webhook_target(options: SubmitOptions, guard: UrlGuard, settings: Settings,
+def webhook_target(options: SubmitOptions, guard: UrlGuard, settings: Settings, owner: str,
                    jobs_url: str) -> Optional[WebhookTarget]:
     if options.webhook is None:
         return None
-    if not settings.webhook_secret:
-        raise ApiError(422, ErrorCode.webhooks_disabled, "this service has no IMPRESS_WEBHOOK_SECRET to sign webhooks")
+    if not key_webhook_secret(settings, owner):
+        raise ApiError(422, ErrorCode.webhooks_disabled, "this service has no secret to sign this key's webhooks "
+                       "(IMPRESS_WEBHOOK_SECRET)")
     try:
         guard.check(options.webhook)
     except UrlRefused as exc:
@@ -179,7 +181,8 @@ class Submitter:
         if count > settings.max_images_per_job:
             raise ApiError(422, ErrorCode.too_many_images,
                            f"{count} images sent; at most {settings.max_images_per_job} per job")
-        webhook = webhook_target(options, self.guards.webhooks, settings, self.url_template.removesuffix(f"/{JOB_ID}"))
+        webhook = webhook_target(options, self.guards.webhooks, settings, self.caller.owner,
+                                 self.url_template.removesuffix(f"/{JOB_ID}"))
         decoded = [read_upload(u, role, settings) for role, files in uploads.items() for u in files]
         held = None
         if self.idempotency_key is not None:

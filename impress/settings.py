@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contract import Device, Perceptual, Precision, ScheduleName, check_thresholds
+from .keys import parse_key_secrets
 from .logs import LogFormat
 
 
@@ -85,7 +86,13 @@ class Settings(BaseSettings):
 
     # Webhooks and image URLs (impress/webhooks.py, impress/ssrf.py).
     webhook_secret: Optional[str] = Field(
-        None, description="Standard Webhooks signing secret, whsec_<base64>; without it webhooks are refused")
+        None, description="Standard Webhooks master secret, whsec_<base64>: each API key's own signing secret is "
+                          "derived from it and the key's id (GET /v1/webhook-secret shows a key its own); an open "
+                          "service signs with it directly. Without it (and without the key's entry in "
+                          "webhook_key_secrets) webhooks are refused")
+    webhook_key_secrets: str = Field(
+        "", description="per-key signing secrets that replace the derived ones: <key or sha256:hex>=whsec_<base64>, "
+                        "comma-separated")
     webhook_allowed_hosts: str = Field(
         "", description="hosts or CIDRs (comma-separated) that webhooks and image URLs may reach although they "
                         "are private, loopback or link-local; also the only hosts image URLs may use plain http for")
@@ -127,13 +134,24 @@ class Settings(BaseSettings):
     @classmethod
     def _whsec_form(cls, secret: Optional[str]) -> Optional[str]:
         if secret is not None:
-            if not secret.startswith("whsec_"):
-                raise ValueError("the webhook secret is whsec_<base64>")
-            try:  # a bad key fails here, at start, not at the first delivery
-                standardwebhooks.Webhook(secret)
-            except Exception as exc:
-                raise ValueError(f"the webhook secret is not whsec_<base64>: {exc}") from exc
+            check_whsec(secret)
         return secret
+
+    @field_validator("webhook_key_secrets")
+    @classmethod
+    def _key_secrets_form(cls, setting: str) -> str:
+        for secret in parse_key_secrets(setting).values():
+            check_whsec(secret)
+        return setting
+
+
+def check_whsec(secret: str) -> None:
+    if not secret.startswith("whsec_"):
+        raise ValueError("a webhook secret is whsec_<base64>")
+    try:  # a bad key fails here, at start, not at the first delivery
+        standardwebhooks.Webhook(secret)
+    except Exception as exc:
+        raise ValueError(f"a webhook secret is not whsec_<base64>: {exc}") from exc
 
 
 @functools.lru_cache
