@@ -8,17 +8,19 @@ is queued, and a GPU never idles on a slow server. A bad upload rejects the whol
 input is left out with its own code (JobView.rejected_inputs) while the others are processed."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import logging
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Optional, Sequence
 
+import anyio
 import httpx
 from fastapi import Depends, Header, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from impress.contract import DEFAULT_PRESET, ErrorCode, JobKind, JobState, vae_for
+from impress.fetch_slots import FetchSlots
 from impress.images import DecodedImage, ImageRejected, decode_image, encode_png
 from impress.logs import REQUEST_ID
 from impress.queue import JobQueue
@@ -34,6 +36,8 @@ from .errors import ApiError
 from .idempotency import IDEMPOTENCY_KEY, claim, fingerprint
 from .metrics import JOBS_SUBMITTED, UPLOADS_REJECTED
 from .schemas import Accepted
+
+log = logging.getLogger("impress.api")
 
 # HTTP status of each image rejection (every other one is 422).
 REJECTION_STATUS = {ErrorCode.payload_too_large: 413, ErrorCode.image_too_many_pixels: 413,
@@ -121,24 +125,43 @@ def read_upload(upload: UploadFile, role: InputRole, settings: Settings) -> tupl
                               format=img.format)
 
 
-def fetch_input(url: str, guard: UrlGuard, settings: Settings) -> tuple[bytes, InputImage] | RejectedInput:
+# What a caller is told of a refused or failed image URL: the code, never what was learnt on the way
+# (addresses, ports, statuses), so the service is no port scanner. Logs keep the details.
+URL_ERROR_TEXT = {ErrorCode.url_not_allowed: "this URL is not allowed",
+                  ErrorCode.image_fetch_failed: "the image could not be fetched",
+                  ErrorCode.payload_too_large: "the image is over the size limit"}
+
+
+async def fetch_input(url: str, guard: UrlGuard, settings: Settings) -> tuple[bytes, InputImage] | RejectedInput:
     try:
-        data = guard.fetch(url, max_bytes=settings.max_upload_bytes, timeout_s=settings.url_fetch_timeout_s)
+        data = await guard.fetch_async(url, max_bytes=settings.max_upload_bytes, timeout_s=settings.url_fetch_timeout_s)
         stored, img = stored_image(data, settings)
     except (UrlRefused, FetchFailed, ImageRejected) as exc:
         UPLOADS_REJECTED.labels(code=exc.code.value).inc()
-        return RejectedInput(url=url, error=JobError(code=exc.code, message=exc.message))
+        log.info("image URL %s refused: %s: %s", url[:200], exc.code.value, exc.message)
+        return RejectedInput(url=url, error=JobError(code=exc.code, message=URL_ERROR_TEXT.get(exc.code, exc.message)))
     return stored, InputImage(name=safe_name(httpx.URL(url).path), blob=blob_digest(stored), width=img.width,
                               height=img.height, format=img.format, url=url)
 
 
 def fetch_inputs(urls: Sequence[str], guard: UrlGuard, settings: Settings
                  ) -> tuple[list[tuple[bytes, InputImage]], list[RejectedInput]]:
-    """Every URL fetched at once (the time limit holds per request, not per image)."""
+    """Every URL fetched at once, each within its own deadline (runs in a thread without an event loop)."""
     if not urls:
         return [], []
-    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
-        outcomes = list(pool.map(lambda url: fetch_input(url, guard, settings), urls))
+
+    async def fetch_all() -> list:
+        outcomes: list = [None] * len(urls)
+
+        async def one(i: int) -> None:
+            outcomes[i] = await fetch_input(urls[i], guard, settings)
+
+        async with anyio.create_task_group() as group:
+            for i in range(len(urls)):
+                group.start_soon(one, i)
+        return outcomes
+
+    outcomes = anyio.run(fetch_all)
     return ([o for o in outcomes if not isinstance(o, RejectedInput)],
             [o for o in outcomes if isinstance(o, RejectedInput)])
 
@@ -192,7 +215,7 @@ class Submitter:
             if held.existing is not None:
                 return self.accepted(held.existing)
         try:
-            fetched, rejected = fetch_inputs(image_urls, self.guards.images, settings)
+            fetched, rejected = self.fetch(image_urls)
             if not decoded and not fetched:
                 first = rejected[0].error
                 raise ApiError(422, first.code, f"no image could be used: {first.message}",
@@ -227,6 +250,22 @@ class Submitter:
                            headers={"Retry-After": "60"}) from exc
         self.queue.send(kind, record.id)
         return record.id
+
+    def fetch(self, urls: Sequence[str]) -> tuple[list[tuple[bytes, InputImage]], list[RejectedInput]]:
+        """fetch_inputs within the caller's limit on fetches in progress (429 too_many_fetches past it)."""
+        if not urls:
+            return [], []
+        slots = FetchSlots(self.store.r, self.settings.key_prefix)
+        held = slots.acquire(self.caller.owner, len(urls), self.settings.max_concurrent_fetches_per_key,
+                             self.settings.url_fetch_timeout_s + 5)
+        if held is None:
+            raise ApiError(429, ErrorCode.too_many_fetches,
+                           f"this key may fetch at most {self.settings.max_concurrent_fetches_per_key} image URLs at "
+                           "once; retry when its other submissions have been fetched", headers={"Retry-After": "2"})
+        try:
+            return fetch_inputs(urls, self.guards.images, self.settings)
+        finally:
+            slots.release(self.caller.owner, held)
 
     def accepted(self, job_id: str) -> Accepted:
         return Accepted(id=job_id, state=JobState.queued, url=self.url_template.replace(JOB_ID, job_id))

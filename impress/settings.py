@@ -94,15 +94,22 @@ class Settings(BaseSettings):
         "", description="per-key signing secrets that replace the derived ones: <key or sha256:hex>=whsec_<base64>, "
                         "comma-separated")
     webhook_allowed_hosts: str = Field(
-        "", description="hosts or CIDRs (comma-separated) that webhooks and image URLs may reach although they "
-                        "are private, loopback or link-local; also the only hosts image URLs may use plain http for")
+        "", description="hosts or CIDRs (comma-separated) that webhooks may reach although they are private, "
+                        "loopback or link-local")
+    url_allowed_hosts: str = Field(
+        "", description="image URLs' allow-list, entries `host` or `host:port` (comma-separated; an address or CIDR "
+                        "as host): hosts image URLs may reach although private, loopback or link-local, and the only "
+                        "ones they may use plain http for; a port other than 80/443 must be listed as host:port")
+    max_concurrent_fetches_per_key: int = Field(
+        8, ge=1, description="image URL fetches one key may have in progress at once; past it 429 too_many_fetches")
     webhook_queue: str = Field("webhooks", description="Celery queue of webhook deliveries (HTTP only, a light worker)")
-    webhook_timeout_s: float = Field(10.0, gt=0, description="time limit of one webhook delivery attempt")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="overall time limit of one webhook delivery attempt; "
+                                     "the delivery task is killed at twice this plus 10 s")
     webhook_max_retries: int = Field(8, ge=0, description="retries of a failed delivery, with exponential backoff")
     webhook_retry_base_s: float = Field(2.0, gt=0, description="first retry delay; doubles each retry, at most 10 min")
     webhook_progress_every_s: float = Field(5.0, ge=0, description="least time between two progress webhooks of a job")
-    url_fetch_timeout_s: float = Field(10.0, gt=0, description="time limit of fetching one image_url "
-                                       "(a slower body is cut off)")
+    url_fetch_timeout_s: float = Field(10.0, gt=0, description="overall time limit of fetching one image_url "
+                                       "(DNS, connection, headers and body: a slower server is cut off)")
 
     # Worker behaviour.
     progress_every: int = Field(10, ge=1, description="steps between progress writes / cancel checks")

@@ -77,7 +77,9 @@ mimicry = celery_app.task(name=TASK_MIMICRY)(_run)
 protect = celery_app.task(name=TASK_PROTECT)(_run)
 
 
-@celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries)
+# Each attempt has its own deadline (webhook_timeout_s); the hard limit kills a task stuck anyway.
+@celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries,
+                 time_limit=settings.webhook_timeout_s * 2 + 10)
 def webhook(self, delivery: dict) -> str:
     outcome = deliver(WebhookDelivery.model_validate(delivery), settings)
     try:
