@@ -42,6 +42,8 @@ MAX_REDIRECTS = 3
 DEFAULT_PORTS = (80, 443)
 GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 _6TO4 = ipaddress.ip_network("2002::/16")
+# Special-purpose ranges inside 2000::/3 that Python's is_global does not know yet.
+SPECIAL_V6 = (ipaddress.ip_network("3fff::/20"),)   # documentation (RFC 9637)
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,7 +83,7 @@ def is_public(ip: IPAddress) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return is_public(ip.ipv4_mapped)
-        if ip not in GLOBAL_UNICAST or not ip.is_global or ip.is_multicast:
+        if ip not in GLOBAL_UNICAST or not ip.is_global or any(ip in net for net in SPECIAL_V6):
             return False
         return ip not in _6TO4 or is_public(ip.sixtofour)
     return ip.is_global and not ip.is_multicast
