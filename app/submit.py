@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Optional, Sequence
 
 import anyio
@@ -23,6 +22,7 @@ from impress.contract import DEFAULT_PRESET, ErrorCode, JobKind, JobState, vae_f
 from impress.fetch_slots import FetchSlots
 from impress.images import DecodedImage, ImageRejected, decode_image, encode_png
 from impress.logs import REQUEST_ID
+from impress.names import safe_file_name
 from impress.queue import JobQueue
 from impress.records import InputImage, InputRole, JobError, RejectedInput, WebhookEvent, WebhookTarget
 from impress.settings import Settings
@@ -45,12 +45,6 @@ REJECTION_STATUS = {ErrorCode.payload_too_large: 413, ErrorCode.image_too_many_p
 
 
 MAX_URL_LENGTH = 2048
-
-
-def safe_name(filename: Optional[str]) -> str:
-    """The last part of a client's file name (either slash), so no stored name is a path."""
-    name = PureWindowsPath(PurePosixPath(filename or "").name).name.strip()
-    return name if name not in ("", ".", "..") else "image"
 
 
 class SubmitOptions(BaseModel):
@@ -114,7 +108,7 @@ def stored_image(data: bytes, settings: Settings) -> tuple[bytes, DecodedImage]:
 
 def read_upload(upload: UploadFile, role: InputRole, settings: Settings) -> tuple[bytes, InputImage]:
     data = upload.file.read(settings.max_upload_bytes + 1)
-    name = safe_name(upload.filename)
+    name = safe_file_name(upload.filename)
     try:
         stored, img = stored_image(data, settings)
     except ImageRejected as exc:
@@ -140,7 +134,7 @@ async def fetch_input(url: str, guard: UrlGuard, settings: Settings) -> tuple[by
         UPLOADS_REJECTED.labels(code=exc.code.value).inc()
         log.info("image URL %s refused: %s: %s", url[:200], exc.code.value, exc.message)
         return RejectedInput(url=url, error=JobError(code=exc.code, message=URL_ERROR_TEXT.get(exc.code, exc.message)))
-    return stored, InputImage(name=safe_name(httpx.URL(url).path), blob=blob_digest(stored), width=img.width,
+    return stored, InputImage(name=safe_file_name(httpx.URL(url).path), blob=blob_digest(stored), width=img.width,
                               height=img.height, format=img.format, url=url)
 
 

@@ -29,6 +29,7 @@ import standardwebhooks
 from pydantic import BaseModel
 
 from .contract import DetectParams, ErrorCode, EvaluateParams, PurifyOverrides
+from .names import safe_file_name
 from .records import WebhookEvent
 from .views import Accepted, ErrorResponse, JobView, WebhookPayload
 
@@ -165,13 +166,15 @@ class Operations:
         return JobView.model_validate_json(response.content)
 
     def download_results(self, view: JobView, folder: str | Path) -> Flow[list[Path]]:
-        """Every result image of a finished purify job, written to `folder` under its own name."""
+        """Every result image of a finished purify job, written to `folder` under its own name (its last
+        part only: whatever a server answers, nothing is written outside `folder`)."""
         Path(folder).mkdir(parents=True, exist_ok=True)
         written = []
         for link in view.results:
             data = yield from self.blob(f"/v1/jobs/{view.id}/results/{link.index}")
-            (Path(folder) / link.name).write_bytes(data)
-            written.append(Path(folder) / link.name)
+            path = Path(folder) / safe_file_name(link.name, fallback=f"result-{link.index}.png")
+            path.write_bytes(data)
+            written.append(path)
         return written
 
 
