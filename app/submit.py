@@ -106,6 +106,14 @@ def stored_image(data: bytes, settings: Settings) -> tuple[bytes, DecodedImage]:
     return encode_png(img.rgb, img.alpha), img
 
 
+def require_one_per_clean(clean: Sequence, **sets: Sequence) -> None:
+    """422 unless each non-empty set has one image per clean image (the i-th is the i-th clean one's)."""
+    for role, files in sets.items():
+        if files and len(files) != len(clean):
+            raise ApiError(422, ErrorCode.invalid_parameter, f"{len(files)} {role} images for {len(clean)} clean ones: "
+                           "send one per clean image, in the same order")
+
+
 def read_upload(upload: UploadFile, role: InputRole, settings: Settings) -> tuple[bytes, InputImage]:
     data = upload.file.read(settings.max_upload_bytes + 1)
     name = safe_file_name(upload.filename)
