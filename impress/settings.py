@@ -2,15 +2,29 @@
 from __future__ import annotations
 
 import functools
-from typing import Literal, Optional
+from typing import Literal, NamedTuple, Optional
+from urllib.parse import urlsplit
 
 import standardwebhooks
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contract import Device, Perceptual, Precision, ScheduleName, check_thresholds
-from .keys import parse_key_secrets
+from .keys import parse_api_keys, parse_key_secrets
 from .logs import LogFormat
+
+
+class ExampleCredentials(NamedTuple):
+    api_key_ids: frozenset[str]
+    webhook_secrets: frozenset[str]
+    passwords: frozenset[str]
+
+
+# Published values nobody may run with: "change-me" as a key (its id), password or webhook secret.
+EXAMPLE_CREDENTIALS = ExampleCredentials(
+    api_key_ids=parse_api_keys("change-me"),
+    webhook_secrets=frozenset({"whsec_Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWU="}),
+    passwords=frozenset({"change-me"}))
 
 
 class Settings(BaseSettings):
@@ -131,6 +145,19 @@ class Settings(BaseSettings):
     def broker_is_store(self) -> bool:
         """The broker's queues live in the job store's Redis (queue lengths can be read there)."""
         return self.broker == self.redis_url
+
+    @model_validator(mode="after")
+    def _no_example_credentials(self) -> "Settings":
+        """Refuse to start with the example values of deploy/k8s/secret.example.yaml and the docs."""
+        found = [name for name, used in (
+            ("IMPRESS_API_KEYS", not parse_api_keys(self.api_keys).isdisjoint(EXAMPLE_CREDENTIALS.api_key_ids)),
+            ("IMPRESS_WEBHOOK_SECRET", self.webhook_secret in EXAMPLE_CREDENTIALS.webhook_secrets),
+            ("IMPRESS_REDIS_URL", urlsplit(self.redis_url).password in EXAMPLE_CREDENTIALS.passwords),
+            ("IMPRESS_BROKER_URL", urlsplit(self.broker_url or "").password in EXAMPLE_CREDENTIALS.passwords)) if used]
+        if found:
+            raise ValueError(f"{', '.join(found)} hold(s) the published example credentials (deploy/k8s/"
+                             "secret.example.yaml): set your own")
+        return self
 
     @model_validator(mode="after")
     def _detect_thresholds_ordered(self) -> "Settings":
