@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(2048 * 2048, ge=64, description="pixels per image (decompression-bomb guard)")
     max_images_per_job: int = Field(8, ge=1, description="images in one job")
     max_iterations: int = Field(5000, ge=1, description="IMPRESS iterations one job may ask for")
+    max_evaluate_methods: int = Field(8, ge=1, description="protections, and purifiers, one evaluation may name "
+                                      "(each list; the matrix runs their product)")
     max_inflight_submits: int = Field(
         32, ge=1, description="submissions handled at once; more are answered 503 at once instead of queueing")
     upload_timeout_s: float = Field(60.0, gt=0, description="time a request body may take to arrive in full "

@@ -42,6 +42,10 @@ async def submit_evaluate(
         raise ApiError(422, ErrorCode.invalid_parameter,
                        "send protected images, or name protections and/or purifiers to run on the clean images")
     checked = form_part(params, EvaluateParams, max_iterations=settings.max_iterations)
+    for field, methods in (("protections", checked.protections), ("purifiers", checked.purifiers)):
+        if len(methods) > settings.max_evaluate_methods:
+            message = f"{len(methods)} {field} named; at most {settings.max_evaluate_methods} (IMPRESS_MAX_EVALUATE_METHODS)"
+            raise ApiError(422, ErrorCode.invalid_parameter, message, [{"field": field, "message": message}])
     if not protected:  # the generated matrix runs every method at `size`
         try:
             check_size(checked.size, checked.pipeline_users(), settings)
