@@ -11,13 +11,14 @@ from impress.ssrf import AllowList, UrlGuard
 from impress.webhooks import DeliveryOutcome, build_delivery, deliver
 from tests.hostile.conftest import IMAGE, TENANT_A, TENANT_B, bearer
 from tests.loopback import WEBHOOK_SECRET, TricklingServer, loopback_guards
+from tests.support import wait_for
 
 FETCH_S = 1.5
 
 
-def url_api(keyed_api, server: TricklingServer, **overrides):
+def url_api(keyed_api, server: TricklingServer, fetch_s: float = FETCH_S, **overrides):
     client, store, queue, settings = keyed_api(url_allowed_hosts=f"127.0.0.1:{server.port}",
-                                               url_fetch_timeout_s=FETCH_S, **overrides)
+                                               url_fetch_timeout_s=fetch_s, **overrides)
     client.app.state.url_guards = loopback_guards(settings)
     return client, store, queue, settings
 
@@ -36,13 +37,13 @@ def test_a_trickling_image_url_is_given_up_at_its_deadline(keyed_api):
 
 def test_fetches_in_progress_are_limited_per_key(keyed_api):
     with TricklingServer(every_s=0.05) as server:
-        client, *_ = url_api(keyed_api, server, max_concurrent_fetches_per_key=2)
+        client, *_ = url_api(keyed_api, server, fetch_s=8, max_concurrent_fetches_per_key=2)
         slow = [threading.Thread(target=client.post, args=("/v1/purify",),
                                  kwargs={"headers": bearer(TENANT_A), "data": {"image_url": server.url(f"/{i}.png")}})
                 for i in range(2)]
         for thread in slow:
             thread.start()
-        time.sleep(0.5)   # both fetches are trickling
+        wait_for(lambda: server.connections == 2, 5, "both fetches trickling")
         third = client.post("/v1/purify", headers=bearer(TENANT_A), data={"image_url": server.url("/3.png")})
         other = client.post("/v1/purify", headers=bearer(TENANT_B), files={"images": ("b.png", IMAGE)})
         for thread in slow:
