@@ -25,10 +25,10 @@ import torch
 from bench.reference_impress import reference_purify
 from bench.results_io import RESULTS, run_meta, write_results
 
-from impress.contract import SCHEDULES, PurifyOverrides
+from impress.contract import OFFLINE_MODEL, SCHEDULES, PurifyOverrides
 from impress.methods import choose
 from worker.engine.metrics import psnr
-from worker.engine.models import TINY_VAE_NAME, load_vae
+from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
 from worker.engine.photos import held_out_photos
 from worker.engine.protect import apply_protection
@@ -105,7 +105,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     torch.manual_seed(0)
-    vae, identity = load_vae(TINY_VAE_NAME)
+    vae, identity = load_vae(OFFLINE_MODEL)
     dist = load_perceptual("dssim")
     tiles = held_out_photos(crop=64)
     curves: dict[str, list] = {}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, EvaluateParams, vae_for
+from impress.contract import DEFAULT_PRESET, DEVICES, MODEL_CHOICES, PERCEPTUALS, EvaluateParams, vae_for
 from impress.images import IMAGE_SUFFIXES
 from impress.pipelines import check_size
 from impress.settings import Settings
@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
     ben.add_argument("--purifiers", default="jpeg-15,jpeg-75,noise-0.05,noise-0.1,blur,resize,impress,noise-impress",
                      help="comma-separated NAME[:KEY=VALUE...] (impress/methods.py PURIFIERS)")
     ben.add_argument("-o", "--output", required=True, help="folder for results and the resumable cell cache")
-    ben.add_argument("--model", help="VAE of every measurement and of IMPRESS (default: the configured one, else the "
-                                     "photoguard preset's, and IMPRESS on its own preset's)")
+    ben.add_argument("--model", help=f"autoencoder of every measurement and of IMPRESS: {MODEL_CHOICES} (default: "
+                                     "the configured one, else the photoguard preset's, and IMPRESS on its own preset's)")
     ben.add_argument("--perceptual", choices=PERCEPTUALS)
     ben.add_argument("--size", type=int, default=256, help="square side the images are brought to")
     ben.add_argument("--limit", type=int, help="first N images of the folder")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from impress.contract import DEFAULT_PRESET, DEVICES, DetectParams, vae_for
+from impress.contract import DEFAULT_PRESET, DEVICES, MODEL_CHOICES, DetectParams, vae_for
 from impress.records import DetectedImage
 from impress.settings import Settings
 
@@ -18,7 +18,8 @@ from .common import CommandFailed, decode_files, load_vae_or_fail
 def add_parsers(sub) -> None:
     det = sub.add_parser("detect", help="flag protected images by their VAE consistency error")
     det.add_argument("images", nargs="+", help="image files")
-    det.add_argument("--model", help="VAE (default: the calibration's, else the configured or photoguard preset's)")
+    det.add_argument("--model", help=f"autoencoder: {MODEL_CHOICES} (default: the calibration's, else the "
+                                     "configured one or the photoguard preset's)")
     thr = det.add_mutually_exclusive_group()
     thr.add_argument("--threshold", type=float, help="flag scores above this 'protected'")
     thr.add_argument("--calibration", help="a file written by `impress calibrate`")
@@ -34,7 +35,8 @@ def add_parsers(sub) -> None:
     cal.add_argument("--low-fpr", type=float,
                      help="also a lower threshold: at most this fraction of clean images flagged 'purified'")
     cal.add_argument("-o", "--output", default="calibration.json")
-    cal.add_argument("--model", help="VAE (default: the configured one, else the photoguard preset's)")
+    cal.add_argument("--model", help=f"autoencoder: {MODEL_CHOICES} (default: the configured one, else the "
+                                     "photoguard preset's)")
     cal.add_argument("--device", choices=DEVICES)
     cal.add_argument("--batch-size", type=int, default=16)
     cal.set_defaults(func=run_calibrate)

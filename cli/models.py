@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from impress.contract import PRESETS
+from impress.contract import MODEL_CHOICES, PRESETS
 from impress.settings import Settings
 
 from .common import CommandFailed
@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
                                     "IMPRESS_VAE, IMPRESS_PERCEPTUAL and the IMPRESS_*PIPELINE settings say which)")
         action.add_argument("--preset", action="append", choices=sorted(PRESETS),
                             help="only this preset's models (repeatable; default: every preset)")
+        action.add_argument("--model", help=f"autoencoder: {MODEL_CHOICES} (default: IMPRESS_VAE, else each "
+                                            "preset's own)")
         action.set_defaults(func=func)
 
 
@@ -26,7 +28,7 @@ def _wanted(args: argparse.Namespace) -> tuple[list[str], str | None, str, dict]
     from worker.engine.diffusion.pipelines import configured_pipelines
 
     settings = Settings()
-    return args.preset or list(PRESETS), settings.vae, settings.perceptual, configured_pipelines(settings)
+    return args.preset or list(PRESETS), args.model or settings.vae, settings.perceptual, configured_pipelines(settings)
 
 
 def run_pull(args: argparse.Namespace) -> int:

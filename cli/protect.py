@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, PROTECTION_NAMES, vae_for
+from impress.contract import DEFAULT_PRESET, DEVICES, MODEL_CHOICES, PERCEPTUALS, PROTECTION_NAMES, vae_for
 from impress.images import encode_png
 from impress.methods import parse_choice
 from impress.settings import Settings
@@ -21,8 +21,8 @@ def add_parser(sub) -> None:
                      help=f"NAME or NAME:KEY=VALUE[:KEY=VALUE...], NAME one of {', '.join(PROTECTION_NAMES)}")
     pro.add_argument("--target", help="target image (fitted to each input's size): for glaze-like the "
                                       "style-transferred copy, for photoguard and mist the image to pull toward")
-    pro.add_argument("--model", help="VAE: hub id, local folder, or impress-tiny-vae (default: the configured "
-                                     "one, else the photoguard preset's)")
+    pro.add_argument("--model", help=f"autoencoder: {MODEL_CHOICES} (default: the configured one, else the "
+                                     "photoguard preset's)")
     pro.add_argument("--perceptual", choices=PERCEPTUALS, help="perceptual distance (glaze-like's budget, and measured)")
     pro.add_argument("--device", choices=DEVICES)
     pro.add_argument("--batch-size", type=int, default=4)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from impress.contract import DEVICES, PERCEPTUALS, PRECISIONS, PurifyOverrides, vae_for
+from impress.contract import DEVICES, MODEL_CHOICES, PERCEPTUALS, PRECISIONS, PurifyOverrides, vae_for
 from impress.images import encode_png
 from impress.settings import Settings
 
@@ -52,7 +52,7 @@ def add_parser(sub) -> None:
     pur.add_argument("images", nargs="+", help="image files")
     pur.add_argument("-o", "--output", required=True, help="folder for one PNG per input (same stem)")
     add_override_flags(pur)
-    pur.add_argument("--model", help="VAE: hub id, local folder, or impress-tiny-vae (default: the preset's)")
+    pur.add_argument("--model", help=f"autoencoder: {MODEL_CHOICES} (default: the configured one, else the preset's)")
     pur.add_argument("--perceptual", choices=PERCEPTUALS, help="perceptual distance of the hinge")
     pur.add_argument("--device", choices=DEVICES)
     pur.add_argument("--batch-size", type=int)

@@ -152,6 +152,13 @@ class ModelReport(BaseModel):
         return not self.missing
 
 
+# The autoencoder the project ships (FLUX.2's tiny autoencoder, worker/models/taef2): the one model that
+# works with no download at all, so the offline default (demo, CPU compose profile, tests that measure).
+# The presets keep their SD VAEs for production.
+OFFLINE_MODEL = "taef2"
+MODEL_CHOICES = f"{OFFLINE_MODEL} (bundled, offline), a Hugging Face hub id, or a local folder"
+
+
 def vae_for(preset: str, configured: Optional[str]) -> str:
     """The VAE a job uses: the configured one, else its preset's (the authors' SD VAE)."""
     return configured or PRESETS[preset].vae

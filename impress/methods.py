@@ -293,7 +293,7 @@ class MethodChoice:
     label: str
     name: str
     params: MethodParams
-    given: frozenset[str] = frozenset()   # the parameters the choice set itself
+    given: frozenset[str] = frozenset()   # the parameters the choice or its name set (photoguard-8-200steps: steps)
 
     @property
     def step_count(self) -> Optional[int]:
@@ -323,7 +323,7 @@ def choose(kind: Kind, name: str, label: Optional[str] = None, **overrides: Any)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"{kind} {name!r}: {problems}") from None
-    return MethodChoice(kind, label or name, name, params, frozenset(overrides))
+    return MethodChoice(kind, label or name, name, params, frozenset(overrides) | frozenset(method.defaults))
 
 
 def parse_choice(text: str, kind: Kind, max_iterations: Optional[int] = None) -> MethodChoice:

@@ -9,7 +9,7 @@ import standardwebhooks
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .contract import Device, Perceptual, Precision, ScheduleName, check_thresholds
+from .contract import MODEL_CHOICES, Device, Perceptual, Precision, ScheduleName, check_thresholds
 from .keys import parse_api_keys, parse_key_secrets
 from .logs import LogFormat
 
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
                                     "(a slower one is cut off: 408 request_timeout)")
 
     # Models: None means each preset's own VAE (the SD VAE the authors used).
-    vae: Optional[str] = Field(None, description="VAE: hub id, local folder, or 'impress-tiny-vae'")
+    vae: Optional[str] = Field(None, description=f"autoencoder: {MODEL_CHOICES}")
     # Diffusion scenarios (docs/diffusion.md): hub ids in the local Hugging Face cache, or local folders.
     pipeline: Optional[str] = Field(None, description="SD img2img pipeline: img2img edits, AdvDM, SDS(-), DiffPure, "
                                                       "GrIDPure, mimicry")

@@ -95,3 +95,11 @@ class RecordingQueue:
 
     def workers(self, timeout_s: float = 1.0) -> list[str]:
         return self.workers_seen
+
+
+def small_vae_config(downsamplings: int = 1) -> dict:
+    """A small AutoencoderKL's config: 2 ** downsamplings smaller latents, 4 channels."""
+    blocks = downsamplings + 1
+    return dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * blocks,
+                up_block_types=["UpDecoderBlock2D"] * blocks, block_out_channels=[16, 32, 32, 32][:blocks],
+                layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=32)

@@ -36,6 +36,9 @@ def test_photoguard_follows_photoguards_own_schedule_and_the_cheaper_variant_say
         assert (full.eps, full.steps, full.step) == (eps / 255, 1000, None)  # None: eps/3 (PHOTOGUARD_STEP_OF_EPS)
         short = choose("protection", f"photoguard-{eps}-200steps").params
         assert short.model_dump() == {**full.model_dump(), "steps": 200}
+    # A name that states its step count keeps it when an evaluation sets every protection's count.
+    chosen = EvaluateParams(protections=["photoguard-16-200steps", "photoguard-16"], attack_steps=3)
+    assert [c.step_count for c in chosen.protection_choices()] == [200, 3]
     assert PHOTOGUARD_STEP_OF_EPS == pytest.approx(0.02 / 0.06)
 
 

@@ -87,7 +87,7 @@ def test_evaluation_with_an_inpainting_edit_scores_uploaded_sets_against_the_cle
     record = store.get(r.json()["id"])
     assert record.params.edit.steps == 3 and len(record.inputs_with(InputRole.mask)) == 1
     # The record's VAE is the preset's hub id (not here): run the same job on the bundled VAE.
-    job = store.create(JobKind.evaluate, record.params, record.inputs, vae="impress-tiny-vae", perceptual="dssim")
+    job = store.create(JobKind.evaluate, record.params, record.inputs, vae="taef2", perceptual="dssim")
     assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
     metrics = store.get(job.id).result.metrics
     editing = metrics["editing"]
@@ -100,7 +100,7 @@ def test_evaluation_with_an_inpainting_edit_scores_uploaded_sets_against_the_cle
 
 def test_an_edit_needs_its_pipeline(fast_store, tiny_pipelines):
     inputs = put_inputs(fast_store, {InputRole.clean: [PNG[1]], InputRole.protected: [PNG[1]]})
-    job = fast_store.create(JobKind.evaluate, EvaluateParams(edit="img2img"), inputs, vae="impress-tiny-vae",
+    job = fast_store.create(JobKind.evaluate, EvaluateParams(edit="img2img"), inputs, vae="taef2",
                             perceptual="dssim")
     settings = worker_settings(tiny_pipelines).model_copy(update={"pipeline": None})
     assert run_job(fast_store, settings, job.id, TimeoutError) == JobState.failed.value
@@ -121,7 +121,7 @@ def test_evaluation_matrix_runs_diffusion_methods_and_the_edit_with_a_report(fas
     params = EvaluateParams(protections=["advdm:steps=1", "photoguard-8:steps=1"],
                             purifiers=["diffpure:steps=10", "jpeg-75"], size=32,
                             edit='{"mode": "img2img", "steps": 4}')
-    job = fast_store.create(JobKind.evaluate, params, inputs, vae="impress-tiny-vae", perceptual="dssim")
+    job = fast_store.create(JobKind.evaluate, params, inputs, vae="taef2", perceptual="dssim")
     assert run_job(fast_store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
     result = fast_store.get(job.id).result
     worst = result.metrics["editing"]["worst_case"]
@@ -139,7 +139,7 @@ def test_protect_job_runs_photoguards_diffusion_attack_toward_an_uploaded_target
                     data={"protection": "photoguard-diffusion:steps=2:grad_reps=1:inference_steps=2:eps=64"})
     assert r.status_code == 202, r.text
     record = store.get(r.json()["id"])
-    job = store.create(JobKind.protect, record.params, record.inputs, vae="impress-tiny-vae", perceptual="dssim")
+    job = store.create(JobKind.protect, record.params, record.inputs, vae="taef2", perceptual="dssim")
     assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
     result = store.get(job.id).result
     assert result.metrics["pipelines"]["inpaint"]["kind"] == "inpaint"

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 from impress.methods import (PHOTOGUARD_STEP_OF_EPS, AdvdmParams, GlazeLikeParams, MethodChoice, MethodParams,
-                             MistParams, l2_budget_scale, PhotoguardDiffusionParams, PhotoguardParams, SdsMinusParams)
+                             MistParams, PhotoguardDiffusionParams, PhotoguardParams, SdsMinusParams, l2_budget_scale)
 
 from .diffusion.attacks import advdm, photoguard_diffusion, sds_minus
 from .autoencoder import Autoencoder
@@ -63,7 +63,7 @@ def encoder_attack(vae: Autoencoder, x: torch.Tensor, target: torch.Tensor, *, e
     for i in range(steps):
         delta.requires_grad_(True)
         adv = (x + delta).clamp(-1, 1)
-        if sample:
+        if sample:  # Autoencoder.sample: the encoding itself for a deterministic encoder (taef2)
             z = vae.sample(adv, gen)
             with torch.no_grad():
                 z_target = vae.sample(target, gen)
