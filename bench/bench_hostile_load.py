@@ -39,6 +39,7 @@ from locust.env import Environment
 
 from bench.bench_service import free_port, photo_tile_png
 from bench.results_io import RESULTS, command_line
+from tests.support import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANT, ABUSER = "tenant-" + uuid.uuid4().hex, "abuser-" + uuid.uuid4().hex
@@ -145,18 +146,8 @@ def start_service(redis_url: str, tag: str, args: argparse.Namespace) -> tuple[l
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    stop(procs)
+    stop(*procs)
     raise SystemExit(f"the service did not become ready (see {log.name})")
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def wait_final(base_url: str, ids: list[str], timeout_s: float) -> dict[str, str]:
@@ -260,7 +251,7 @@ def main() -> None:
         after = os.getloadavg()
         states = wait_final(base_url, list(Tenant.accepted), args.final_timeout)
     finally:
-        stop(procs)
+        stop(*procs, timeout_s=30)
         store = redis.Redis.from_url(args.redis_url)
         for key in store.scan_iter(f"*{tag}*"):
             store.delete(key)
