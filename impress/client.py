@@ -31,7 +31,7 @@ from pydantic import BaseModel
 from .contract import DetectParams, ErrorCode, EvaluateParams, PurifyOverrides
 from .names import safe_file_name
 from .records import WebhookEvent
-from .views import Accepted, ErrorResponse, JobView, WebhookPayload
+from .views import Accepted, ErrorResponse, JobView, WebhookPayload, WebhookSecret
 
 ImageInput = Union[str, Path, tuple[str, bytes]]    # a file path, or (name, bytes)
 JobRef = Union[str, JobView, Accepted]              # a job id, or what the service answered about it
@@ -161,6 +161,10 @@ class Operations:
         response = yield from self.call(lambda: self.http.build_request("GET", path))
         return response.content
 
+    def webhook_secret(self) -> Flow[str]:
+        response = yield from self.call(lambda: self.http.build_request("GET", "/v1/webhook-secret"))
+        return WebhookSecret.model_validate_json(response.content).secret
+
     def cancel(self, job: JobRef) -> Flow[JobView]:
         response = yield from self.call(lambda: self.http.build_request("DELETE", f"/v1/jobs/{job_id(job)}"))
         return JobView.model_validate_json(response.content)
@@ -231,6 +235,10 @@ class _Methods:
 
     def cancel(self, job: JobRef):
         return self._run(self.ops.cancel(job))
+
+    def webhook_secret(self):
+        """The secret that signs this API key's webhooks (pass it to verify_webhook)."""
+        return self._run(self.ops.webhook_secret())
 
 
 class ImpressClient(_Methods):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .contract import ErrorCode, JobKind, JobState, StopReason
 from .records import (DetectedImage, InputImage, JobError, JobRecord, MeasuredBudget, RejectedInput, TracePoint,
@@ -102,6 +102,13 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         perceptual=record.perceptual, inputs=record.inputs, rejected_inputs=record.rejected_inputs,
         webhook=record.webhook, error=record.error, results=results, files=files,
         **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine"}) if result else {}))
+
+
+class WebhookSecret(BaseModel):
+    """GET /v1/webhook-secret: the secret that signs the caller's webhooks."""
+
+    secret: str = Field(description="whsec_<base64>: verify this key's webhooks with it (Standard Webhooks), "
+                                    "and check that the job id in the body is one of yours")
 
 
 class WebhookPayload(BaseModel):

@@ -3,10 +3,10 @@ owner only (each key has its own: impress.webhooks.key_webhook_secret)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
 
 from impress.contract import ErrorCode
 from impress.settings import Settings
+from impress.views import WebhookSecret
 from impress.webhooks import key_webhook_secret
 
 from ..auth import Caller, authorize
@@ -14,11 +14,6 @@ from ..deps import get_settings
 from ..errors import ApiError, error_responses
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
-
-
-class WebhookSecret(BaseModel):
-    secret: str = Field(description="whsec_<base64>: verify this key's webhooks with it (Standard Webhooks), "
-                                    "and check that the job id in the body is one of yours")
 
 
 @router.get("/webhook-secret", response_model=WebhookSecret, responses=error_responses(422),

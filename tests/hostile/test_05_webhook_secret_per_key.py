@@ -2,11 +2,12 @@
 neither forge a webhook to B's receiver nor have the service sign one for it."""
 from __future__ import annotations
 
+from impress.client import ImpressClient
 from impress.records import WebhookEvent
 from impress.settings import Settings
 from impress.ssrf import AllowList, UrlGuard
 from impress.webhooks import DeliveryOutcome, build_delivery, deliver
-from tests.hostile.conftest import IMAGE, TENANT_A, TENANT_B, bearer
+from tests.hostile.conftest import IMAGE, TENANT_A, TENANT_B, bearer, served
 from tests.loopback import WEBHOOK_SECRET, WebhookReceiver
 
 
@@ -16,6 +17,8 @@ def test_each_key_has_its_own_secret_and_cannot_sign_for_another(keyed_api):
     secret_a = client.get("/v1/webhook-secret", headers=bearer(TENANT_A)).json()["secret"]
     secret_b = client.get("/v1/webhook-secret", headers=bearer(TENANT_B)).json()["secret"]
     assert len({secret_a, secret_b, WEBHOOK_SECRET}) == 3 and secret_b.startswith("whsec_")
+    with served(client.app) as (host, port), ImpressClient(f"http://{host}:{port}", TENANT_A) as impress:
+        assert impress.webhook_secret() == secret_a
     guard = UrlGuard(AllowList.parse("127.0.0.1"), https_only=False)
     with WebhookReceiver(secret_b) as receiver_b:
         # A aims its own job's webhook at B's receiver and cancels the job: the service signs A's event...
