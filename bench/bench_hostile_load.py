@@ -6,7 +6,8 @@ accepted reaches a final state).
     python -m bench.bench_hostile_load --seconds 30 --strangers 50 --flooders 20
 
 Starts the real API (`impress api`, one uvicorn process) and one solo CPU worker (the bundled tiny VAE)
-on the local Redis, in a database index and key prefix of their own, with two API keys. Then, at once:
+on the local Redis, in a database index and key prefix of their own, with two API keys. First the
+measured tenant runs alone (`--baseline-seconds`: what the shared machine gives it anyway); then, at once:
 - `--strangers` unauthenticated slow clients: chunked POSTs to /v1/purify that trickle a byte a second;
 - `--flooders` clients probing /readyz with no key, back to back;
 - the abusive tenant, at its limits: uploads as fast as it is let, into its rate limit and its cap on
@@ -23,6 +24,7 @@ import locust  # noqa: I001  first: it monkey-patches the standard library for g
 import argparse
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -62,23 +64,17 @@ class SlowStranger(User):
             with socket.create_connection((host, int(port)), timeout=30) as sock:
                 sock.sendall(b"POST /v1/purify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                              b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
-                for _ in range(5):
-                    sock.sendall(b"1\r\n-\r\n")
-                    answer = sock.recv(64, socket.MSG_DONTWAIT) if _readable(sock) else b""
-                    if answer:
-                        status = int(answer.split(b" ", 2)[1])
+                for _ in range(5):   # a byte a second, until the answer comes
+                    if select.select([sock], [], [], 1)[0]:
+                        status = int(sock.recv(64).split(b" ", 2)[1])
                         break
-                    gevent.sleep(1)
+                    sock.sendall(b"1\r\n-\r\n")
         except OSError as exc:
             error = exc
+        if error is None and status != 401:
+            error = RuntimeError(f"answered {status or 'nothing in 5 s'}, not 401")
         self.environment.events.request.fire(request_type="POST", name="stranger slow upload", response_time=(
             time.perf_counter() - start) * 1000, response_length=0, exception=error, context={"status": status})
-
-
-def _readable(sock: socket.socket) -> bool:
-    import select
-
-    return bool(select.select([sock], [], [], 0)[0])
 
 
 class ReadyzFlooder(FastHttpUser):
@@ -165,22 +161,24 @@ def wait_final(base_url: str, ids: list[str], timeout_s: float) -> dict[str, str
     return states
 
 
-def run_load(base_url: str, args: argparse.Namespace) -> Environment:
+def run_load(base_url: str, args: argparse.Namespace, seconds: float, hostile: bool) -> Environment:
+    """The measured tenant for `seconds`, with the hostile traffic or (the baseline) alone."""
     SlowStranger.fixed_count, ReadyzFlooder.fixed_count = args.strangers, args.flooders
     Abuser.fixed_count, Tenant.fixed_count = args.abusers, 1
-    env = Environment(user_classes=[SlowStranger, ReadyzFlooder, Abuser, Tenant], host=base_url,
-                      parsed_options=args)
+    users = [SlowStranger, ReadyzFlooder, Abuser, Tenant] if hostile else [Tenant]
+    env = Environment(user_classes=users, host=base_url, parsed_options=args)
     runner = env.create_local_runner()
-    total = args.strangers + args.flooders + args.abusers + 1
+    total = sum(user.fixed_count for user in users)
     runner.start(total, spawn_rate=total)
-    gevent.sleep(args.seconds)
+    gevent.sleep(seconds)
     runner.quit()
     return env
 
 
-def summary(env: Environment, states: dict[str, str], args: argparse.Namespace, load: tuple) -> dict:
-    def row(name: str, method: str) -> dict:
-        entry = env.stats.get(name, method)
+def summary(baseline: Environment, env: Environment, states: dict[str, str], args: argparse.Namespace,
+            load: tuple) -> dict:
+    def row(name: str, method: str, of: Environment = env) -> dict:
+        entry = of.stats.get(name, method)
         return {"requests": entry.num_requests, "failures": entry.num_failures,
                 "p50_ms": entry.get_response_time_percentile(0.5), "p99_ms": entry.get_response_time_percentile(0.99),
                 "max_ms": round(entry.max_response_time or 0, 1)}
@@ -192,6 +190,7 @@ def summary(env: Environment, states: dict[str, str], args: argparse.Namespace, 
             "abusers": args.abusers, "tenant_rate_per_s": args.tenant_rate, "rate_limit": args.rate_limit,
             "max_unfinished": args.max_unfinished, "abuser_iters": args.abuser_iters,
             "load_average_before": load[0], "load_average_after": load[1], "cpus": os.cpu_count(),
+            "baseline_seconds": args.baseline_seconds, "tenant_submit_alone": row(MEASURED, "POST", baseline),
             "tenant_submit": measured, "stranger_slow_upload": row("stranger slow upload", "POST"),
             "stranger_readyz": row("stranger /readyz", "GET"), "abuser_submit": row("abuser submit", "POST"),
             "refusals": {f"{e.name}: {e.error}"[:160]: e.occurrences for e in env.stats.errors.values()},
@@ -213,7 +212,8 @@ def markdown(result: dict) -> list[str]:
              f"{t['max_unfinished']} unfinished jobs, {t['abuser_iters']}-iteration jobs), and the measured tenant "
              f"at {t['tenant_rate_per_s']:g} submissions/s.", "",
              "| traffic | requests | failures | p50 | p99 | max |", "|---|---|---|---|---|---|"]
-    for name, key in (("measured tenant: POST /v1/purify", "tenant_submit"),
+    for name, key in ((f"baseline: the measured tenant alone ({t['baseline_seconds']:g} s before)", "tenant_submit_alone"),
+                      ("measured tenant: POST /v1/purify", "tenant_submit"),
                       ("abusive tenant: POST /v1/purify (429 counted as answered)", "abuser_submit"),
                       ("strangers: GET /readyz", "stranger_readyz"),
                       ("strangers: slow chunked uploads, no key", "stranger_slow_upload")):
@@ -231,14 +231,15 @@ def markdown(result: dict) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--baseline-seconds", type=float, default=20.0, help="the measured tenant alone, first")
     p.add_argument("--strangers", type=int, default=50)
     p.add_argument("--flooders", type=int, default=20)
     p.add_argument("--abusers", type=int, default=2)
     p.add_argument("--tenant-rate", type=float, default=1.0, help="the measured tenant's submissions per second")
     p.add_argument("--rate-limit", default="600/minute", help="IMPRESS_RATE_LIMIT of both keys")
-    p.add_argument("--max-unfinished", type=int, default=32, help="IMPRESS_MAX_UNFINISHED_JOBS_PER_KEY")
+    p.add_argument("--max-unfinished", type=int, default=8, help="IMPRESS_MAX_UNFINISHED_JOBS_PER_KEY")
     p.add_argument("--abuser-iters", type=int, default=5, help="IMPRESS_MAX_ITERATIONS, what the abuser asks for")
-    p.add_argument("--final-timeout", type=float, default=300.0, help="seconds to wait for the tenant's jobs")
+    p.add_argument("--final-timeout", type=float, default=600.0, help="seconds to wait for the tenant's jobs")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     p.add_argument("--target-p99-ms", type=float, default=100.0)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -246,8 +247,9 @@ def main() -> None:
     tag = f"impress-hostile-{uuid.uuid4().hex[:8]}"
     procs, base_url = start_service(args.redis_url, tag, args)
     try:
+        baseline = run_load(base_url, args, args.baseline_seconds, hostile=False)
         before = os.getloadavg()
-        env = run_load(base_url, args)
+        env = run_load(base_url, args, args.seconds, hostile=True)
         after = os.getloadavg()
         states = wait_final(base_url, list(Tenant.accepted), args.final_timeout)
     finally:
@@ -255,7 +257,7 @@ def main() -> None:
         store = redis.Redis.from_url(args.redis_url)
         for key in store.scan_iter(f"*{tag}*"):
             store.delete(key)
-    result = summary(env, states, args, (tuple(round(x, 2) for x in before), tuple(round(x, 2) for x in after)))
+    result = summary(baseline, env, states, args, (tuple(round(x, 2) for x in before), tuple(round(x, 2) for x in after)))
     print(json.dumps(result))
     (args.out / "hostile-load.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "hostile-load.md").write_text("\n".join(markdown(result)) + "\n")
