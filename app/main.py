@@ -9,8 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from impress.images import SUPPORTED_FORMATS, set_pillow_pixel_guard
+from impress.jobspec import load_job_kinds
 from impress.queue import JobQueue
-from impress.settings import Settings
+from impress.settings import Settings, get_settings
 from impress.ssrf import UrlGuards
 from impress.store import JobStore
 from impress.webhooks import WebhookNotifier
@@ -23,7 +24,8 @@ from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_responses,
 from .guard import EdgeGuard
 from .readiness import Readiness
 from .request_id import RequestIdMiddleware
-from .routes import detect, evaluate, health, jobs, mimicry, protect, purify, webhook_secret
+from .routes import health, jobs, webhook_secret
+from .routes.kinds import submit_router
 
 log = logging.getLogger("impress.api")
 
@@ -44,7 +46,7 @@ Accepted formats: {", ".join(SUPPORTED_FORMATS)}."""
 def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore] = None,
                queue: Optional[JobQueue] = None) -> FastAPI:
     """The app; `store` and `queue` default to the configured Redis and Celery (tests pass fakes)."""
-    settings = settings or Settings()
+    settings = settings or get_settings()
     set_pillow_pixel_guard(settings.max_pixels)
     app = FastAPI(title="IMPRESS service", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings
@@ -62,9 +64,9 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
         app.add_exception_handler(error, store_unavailable_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)  # anything else, middleware included
     app.state.admission = admission = Admission(settings.max_inflight_submits)
-    for resource in (purify, protect, detect, evaluate, mimicry, jobs, webhook_secret):  # each reads Redis: 503 when it is down
-        app.include_router(resource.router, dependencies=[Depends(authorize)],
-                           responses=error_responses(401, 429, 503))
+    submit_routers = [submit_router(spec) for spec in load_job_kinds(settings.job_kind_modules)]
+    for router in (*submit_routers, jobs.router, webhook_secret.router):  # each reads Redis: 503 when it is down
+        app.include_router(router, dependencies=[Depends(authorize)], responses=error_responses(401, 429, 503))
     app.include_router(health.router)
     mount_console(app)
     app.add_middleware(EdgeGuard, settings=settings, auth=app.state.auth, admission=admission)

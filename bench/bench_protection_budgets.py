@@ -68,7 +68,7 @@ def main() -> None:
     for name in args.protections.split(","):
         rows.append(measure(vae, distance, clean, name))
         print(rows[-1], flush=True)
-    meta = {**run_meta("cpu"), "model": identity.as_dict(), "perceptual": distance.name,
+    meta = {**run_meta("cpu"), "model": identity.model_dump(), "perceptual": distance.name,
             "images": [path.rsplit("/", 1)[-1] for path in held_out_paths()[:args.images]], "size": args.size}
     name = distance.name
     lines = ["# Protection budgets: stated vs measured on the 8-bit output", "",

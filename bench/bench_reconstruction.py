@@ -46,7 +46,7 @@ def main() -> None:
             for name, path in photos]
     means = {f"psnr_db_{s}": round(statistics.fmean(r[f"psnr_db_{s}"] for r in rows), 2) for s in SIZES}
     rows.append({"photo": "mean", **means})
-    meta = {**run_meta("cpu"), "model": identity.as_dict()}
+    meta = {**run_meta("cpu"), "model": identity.model_dump()}
     lines = ["# Reconstruction of the bundled model on whole held-out photographs", "",
              f"Model `{identity.name}` ({identity.revision}); scikit-image's sample photographs, none in "
              "training, centre-cropped square and resized; PSNR of D(E(x)) to x.", "",

@@ -113,7 +113,7 @@ def main() -> None:
     rows = [row for case in cases for row in run_case(vae, dist, tiles, *case, args.images, curves)]
     fast_rows = [r for r in rows if r.get("target_run")]
     met = all(r["reaches_reference"] for r in fast_rows)
-    meta = {**run_meta("cpu"), "model": identity.as_dict(), "perceptual": "dssim", "images_per_case": args.images,
+    meta = {**run_meta("cpu"), "model": identity.model_dump(), "perceptual": "dssim", "images_per_case": args.images,
             "cases": [dict(zip(("preset", "tile_seed", "protection", "n"), c)) for c in cases],
             "fast_schedule": FAST.model_dump()}
     lines = ["# Time to quality: our engine vs the published loop", "",

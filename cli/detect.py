@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from impress.contract import DEFAULT_PRESET, DEVICES, MODEL_CHOICES, DetectParams, vae_for
 from impress.records import DetectedImage
-from impress.settings import Settings
+from impress.settings import Settings, get_settings
 
 from .common import CommandFailed, decode_files, load_vae_or_fail
 
@@ -49,7 +49,7 @@ def scores_of(args: argparse.Namespace, model: str, settings: Settings) -> tuple
 
     images = decode_files(args.images, settings)
     vae, identity = load_vae_or_fail(model, args.device, settings)
-    return consistency_scores(vae, [to_tensor(im.rgb) for im in images], args.batch_size), identity.as_dict()
+    return consistency_scores(vae, [to_tensor(im.rgb) for im in images], args.batch_size), identity.model_dump()
 
 
 def run_detect(args: argparse.Namespace) -> int:
@@ -60,7 +60,7 @@ def run_detect(args: argparse.Namespace) -> int:
         asked = DetectParams(threshold=args.threshold, low_threshold=args.low_threshold)
     except ValidationError as exc:
         raise CommandFailed(f"{exc.errors()[0]['msg']} (--low-threshold goes with --threshold)") from exc
-    settings = Settings()
+    settings = get_settings()
     calibration = json.loads(Path(args.calibration).read_text()) if args.calibration else None
     model = args.model or (calibration and calibration["model"]["name"]) or vae_for(DEFAULT_PRESET, settings.vae)
     scores, identity = scores_of(args, model, settings)
@@ -87,7 +87,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     """A detection threshold from clean images, for a target false positive rate."""
     from worker.engine.detect import calibrate
 
-    settings = Settings()
+    settings = get_settings()
     scores, identity = scores_of(args, args.model or vae_for(DEFAULT_PRESET, settings.vae), settings)
     try:
         cal = calibrate(scores, args.fpr, args.low_fpr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from impress.contract import MODEL_CHOICES, PRESETS
-from impress.settings import Settings
+from impress.settings import get_settings
 
 from .common import CommandFailed
 
@@ -25,9 +25,9 @@ def add_parser(sub) -> None:
 
 
 def _wanted(args: argparse.Namespace) -> tuple[list[str], str | None, str, dict]:
-    from worker.engine.diffusion.pipelines import configured_pipelines
+    from impress.pipelines import configured_pipelines
 
-    settings = Settings()
+    settings = get_settings()
     return args.preset or list(PRESETS), args.model or settings.vae, settings.perceptual, configured_pipelines(settings)
 
 

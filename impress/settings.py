@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contract import MODEL_CHOICES, Device, Perceptual, Precision, ScheduleName, check_thresholds
-from .keys import parse_api_keys, parse_key_secrets
+from .api_keys import parse_api_keys, parse_key_secrets
 from .logs import LogFormat
 
 
@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="bytes per uploaded image")
     max_pixels: int = Field(2048 * 2048, ge=64, description="pixels per image (decompression-bomb guard)")
     max_images_per_job: int = Field(8, ge=1, description="images in one job")
-    max_iterations: int = Field(5000, ge=1, description="IMPRESS iterations one job may ask for")
+    max_iterations: int = Field(5000, ge=1, description="optimisation steps (iterations) any part of one job may "
+                                "run: purify's iters, evaluate's and protect's methods, mimicry's training steps")
     max_evaluate_methods: int = Field(8, ge=1, description="protections, and purifiers, one evaluation may name "
                                       "(each list; the matrix runs their product)")
     max_inflight_submits: int = Field(
@@ -128,13 +129,18 @@ class Settings(BaseSettings):
                                        "(DNS, connection, headers and body: a slower server is cut off)")
 
     # Worker behaviour.
-    progress_every: int = Field(10, ge=1, description="steps between progress writes / cancel checks")
+    progress_every: int = Field(10, ge=1, description="purify: steps between the loop's host-device syncs (progress, "
+                                "cancel and plateau checks)")
+    progress_interval_s: float = Field(0.5, ge=0, description="least time between two progress writes of a job "
+                                       "(each also reads its cancel flag: a cancel stops a job this soon after)")
     soft_time_limit_s: int = Field(3 * 3600, ge=10)
     hard_time_limit_s: int = Field(3 * 3600 + 300, ge=20)
     max_attempts: int = Field(2, ge=1, description="runs of a job whose worker died (1 = no retry)")
 
     readiness_cache_s: float = Field(2.0, ge=0, description="age up to which /readyz answers its last report; "
                                      "older, a background check refreshes it (0: every probe waits for a check)")
+    job_kinds: str = Field("", description="comma-separated Python modules that register job kinds of their own "
+                                         "(impress.jobspec.register); the API and every worker import them at start")
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -142,6 +148,10 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def job_kind_modules(self) -> list[str]:
+        return [name.strip() for name in self.job_kinds.split(",") if name.strip()]
 
     @property
     def broker_is_store(self) -> bool:

@@ -32,7 +32,7 @@ import httpx
 import standardwebhooks
 from pydantic import BaseModel
 
-from .keys import parse_key_secrets
+from .api_keys import parse_key_secrets
 from .records import JobRecord, WebhookEvent
 from .settings import Settings
 from .ssrf import UrlGuard, UrlRefused

@@ -91,6 +91,22 @@ def answers(client, path: str) -> bool:
         return False
 
 
+class StepRecorder:
+    """A progress reporter (impress.progress.Reporter) that remembers every (step, total) it is told
+    and cancels (raises Canceled) once `stop_after` says so."""
+
+    def __init__(self, stop_after=lambda step, total: False):
+        self.seen: list[tuple[int, int]] = []
+        self.stop_after = stop_after
+
+    def advance(self, step: int, total: int, loss=None) -> None:
+        from impress.progress import Canceled
+
+        self.seen.append((step, total))
+        if self.stop_after(step, total):
+            raise Canceled
+
+
 class RecordingQueue:
     """The fast layer's job queue: remembers what was sent; `workers` is what readiness sees."""
 
@@ -99,8 +115,8 @@ class RecordingQueue:
         self.webhooks: list = []    # WebhookDelivery messages
         self.workers_seen = ["worker@test"]
 
-    def send(self, kind, job_id: str) -> None:
-        self.sent.append((kind.value, job_id))
+    def send(self, kind: str, job_id: str) -> None:
+        self.sent.append((kind, job_id))
 
     def send_webhook(self, delivery) -> None:
         self.webhooks.append(delivery)

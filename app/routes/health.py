@@ -1,15 +1,13 @@
 """Liveness, readiness and metrics."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from impress.queue import worker_queues
-from impress.settings import Settings
-from impress.store import JobStore
 
-from ..deps import get_settings, get_store
+from ..deps import SettingsDep, StoreDep
 from ..errors import error_responses
 from ..metrics import service_registry
 
@@ -31,7 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics: this process's and the service's (from Redis)",
             response_class=Response, responses=error_responses(401))
-def metrics(request: Request, store: JobStore = Depends(get_store), settings: Settings = Depends(get_settings)) -> Response:
+def metrics(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     if settings.metrics_require_key:
         request.app.state.auth.identify(request)
     body = generate_latest() + generate_latest(

@@ -12,7 +12,7 @@ from impress.records import InputImage, InputRole
 from impress.scenarios import MimicryParams
 from impress.settings import Settings
 from tests.support import photo, png_bytes
-from worker.jobs import run_job
+from worker.runner import run_job
 
 PNG = ("a.png", png_bytes(photo(32, 32)), "image/png")
 
@@ -42,7 +42,7 @@ def test_mimicry_is_queued_with_typed_params_and_runs_to_a_scored_result(fast_ap
     assert set(result.metrics["sets"]) == {"clean", "protected"} and result.metrics["split"] == {"train": [1],
                                                                                                   "held_out": [0]}
     assert result.metrics["sets"]["clean"]["relative_gain"] in (1.0, None)
-    assert result.model["kind"] == "img2img" and result.model["location"] == str(tiny_pipelines["img2img"].resolve())
+    assert result.model.kind == "img2img" and result.model.location == str(tiny_pipelines["img2img"].resolve())
     assert [f.name for f in result.files] == ["clean-0.png", "protected-0.png"]
     assert store.get(job_id).progress_step == 6
 
@@ -85,7 +85,7 @@ def test_evaluation_with_an_inpainting_edit_scores_uploaded_sets_against_the_cle
                     data={"edit": json.dumps({"mode": "inpaint", "steps": 3})})
     assert r.status_code == 202, r.text
     record = store.get(r.json()["id"])
-    assert record.params.edit.steps == 3 and len(record.inputs_with(InputRole.mask)) == 1
+    assert record.params.edit.steps == 3 and [item.role for item in record.inputs].count(InputRole.mask) == 1
     # The record's VAE is the preset's hub id (not here): run the same job on the bundled VAE.
     job = store.create(JobKind.evaluate, record.params, record.inputs, vae="taef2", perceptual="dssim")
     assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
@@ -107,13 +107,15 @@ def test_an_edit_needs_its_pipeline(fast_store, tiny_pipelines):
     assert fast_store.get(job.id).error.code.value == "model_unavailable"
 
 
-def test_every_job_kind_has_a_registered_task_and_a_handler():
-    from impress.contract import TASKS
-    from worker.jobs import HANDLERS
+def test_every_job_kind_has_a_spec_a_handler_and_the_one_task():
+    from impress.contract import TASK_JOB
+    from impress.jobspec import JOB_SPECS
+    from worker.runner import handler_of
     from worker.tasks import celery_app
 
-    assert set(HANDLERS) == set(JobKind) == set(TASKS)
-    assert set(TASKS.values()) <= set(celery_app.tasks)
+    assert set(JobKind) <= set(JOB_SPECS)
+    assert all(callable(handler_of(spec.handler)) for spec in JOB_SPECS.values())
+    assert TASK_JOB in celery_app.tasks
 
 
 def test_evaluation_matrix_runs_diffusion_methods_and_the_edit_with_a_report(fast_store, tiny_pipelines):

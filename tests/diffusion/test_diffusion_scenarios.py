@@ -219,7 +219,7 @@ def test_matrix_with_diffusion_methods_and_the_editing_scenario_reports_the_wors
     editing = EditingRun(pipelines, EditParams(mode="inpaint", steps=2), dssim, images)
     protections = [parse_choice("photoguard-8:steps=1", "protection"), parse_choice("advdm:steps=1", "protection")]
     purifiers = [parse_choice("jpeg-75", "purifier"), parse_choice("diffpure:steps=10", "purifier")]
-    result = run_matrix(vae, identity.as_dict(), dssim, images, ["a", "b"], protections, purifiers, batch=2,
+    result = run_matrix(vae, identity.model_dump(), dssim, images, ["a", "b"], protections, purifiers, batch=2,
                         pipelines=pipelines, editing=editing)
     assert all(cell.edit is not None and len(cell.edit.psnr_db) == 2 for cell in result.cells)
     assert all(p.edit is not None for p in result.protections.values())

@@ -14,13 +14,13 @@ import functools
 import hashlib
 import os
 import threading
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from impress.contract import OFFLINE_MODEL
+from impress.records import ModelIdentity
 
 from .autoencoder import Autoencoder, KLAutoencoder
 from .tiny_autoencoder import TinyAutoencoder
@@ -49,21 +49,6 @@ TINY_ENCODER_SUFFIX, TINY_DECODER_SUFFIX = "_encoder.pth", "_decoder.pth"
 
 class ModelUnavailable(RuntimeError):
     """The named weights are not on this machine and cannot be fetched."""
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """Which weights produced a result: recorded in every result."""
-
-    name: str
-    source: str          # bundled | folder | hub
-    location: str        # folder path or hub id
-    revision: str        # sha256 prefix of the weights file, or the hub snapshot commit
-    dtype: str
-    device: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def file_sha256(path: Path) -> str:
