@@ -65,6 +65,7 @@ class ErrorCode(str, enum.Enum):
     no_images = "no_images"
     too_many_images = "too_many_images"
     payload_too_large = "payload_too_large"
+    request_timeout = "request_timeout"            # the request body did not arrive within IMPRESS_UPLOAD_TIMEOUT_S
     image_too_many_pixels = "image_too_many_pixels"
     unsupported_image_format = "unsupported_image_format"
     image_decode_failed = "image_decode_failed"
@@ -77,6 +78,8 @@ class ErrorCode(str, enum.Enum):
     unauthorized = "unauthorized"
     rate_limited = "rate_limited"
     too_many_unfinished_jobs = "too_many_unfinished_jobs"
+    storage_quota_exceeded = "storage_quota_exceeded"    # the key's stored input bytes would pass its quota
+    too_many_fetches = "too_many_fetches"        # the key's image URL fetches in progress are at their limit
     idempotency_key_reused = "idempotency_key_reused"
     idempotency_key_in_use = "idempotency_key_in_use"
     # A URL (image_url, webhook) the service refuses to contact: not http(s), or its host resolves to a

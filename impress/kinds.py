@@ -33,6 +33,10 @@ def evaluate_steps(params: EvaluateParams) -> list[StepCount]:
 
 
 def evaluate_check(params: EvaluateParams, counts: dict[InputRole, int], settings: Settings) -> None:
+    for field, methods in (("protections", params.protections), ("purifiers", params.purifiers)):
+        if len(methods) > settings.max_evaluate_methods:   # the matrix runs their product
+            raise ValueError(f"{len(methods)} {field} named; at most {settings.max_evaluate_methods} "
+                             "(IMPRESS_MAX_EVALUATE_METHODS)")
     if not counts.get(InputRole.protected) and not params.protections and not params.purifiers:
         raise ValueError("send protected images, or name protections and/or purifiers to run on the clean images")
     if not counts.get(InputRole.protected):  # the generated matrix runs every method at `size`

@@ -105,6 +105,13 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine"}) if result else {}))
 
 
+class WebhookSecret(BaseModel):
+    """GET /v1/webhook-secret: the secret that signs the caller's webhooks."""
+
+    secret: str = Field(description="whsec_<base64>: verify this key's webhooks with it (Standard Webhooks), "
+                                    "and check that the job id in the body is one of yours")
+
+
 class WebhookPayload(BaseModel):
     """The body of every webhook (Standard Webhooks' type/timestamp/data): `data` is the job as
     `GET /v1/jobs/{id}` shows it at the moment of the event."""
