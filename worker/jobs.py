@@ -79,7 +79,7 @@ def purify_handler(ctx: JobContext) -> JobResult:
 
 
 def detect_handler(ctx: JobContext) -> JobResult:
-    from .engine.detect import consistency_scores, verdicts
+    from .engine.detect import detection_scores, service_thresholds, verdicts
     from .engine.tensors import to_tensor
 
     params = ctx.record.params
@@ -88,12 +88,13 @@ def detect_handler(ctx: JobContext) -> JobResult:
     device = resolve_device(ctx.settings.device)
     vae, identity = load_vae(ctx.record.vae, device)
     t0 = time.perf_counter()
-    scores = consistency_scores(vae, [to_tensor(item.image.rgb).to(device) for item in items],
-                                ctx.settings.batch_size * 4)
-    threshold, low = params.thresholds((ctx.settings.detect_threshold, ctx.settings.detect_low_threshold))
-    detections = [DetectedImage(name=item.meta.name, score=score, verdict=verdict, threshold=threshold,
-                                low_threshold=low, model=identity.name, model_revision=identity.revision)
-                  for item, score, verdict in zip(items, scores, verdicts(scores, threshold, low))]
+    scores = detection_scores(vae, [to_tensor(item.image.rgb).to(device) for item in items], params.score,
+                              ctx.settings.batch_size * 4)
+    pair = params.thresholds(*service_thresholds(ctx.settings, identity.name, identity.revision, params.score))
+    detections = [DetectedImage(name=item.meta.name, score=score, score_name=params.score, verdict=verdict,
+                                threshold=pair.threshold, low_threshold=pair.low_threshold,
+                                thresholds_from=pair.source, model=identity.name, model_revision=identity.revision)
+                  for item, score, verdict in zip(items, scores, verdicts(scores, pair.threshold, pair.low_threshold))]
     return JobResult(detections=detections, model=identity.as_dict(), seconds=round(time.perf_counter() - t0, 3),
                      device=device)
 
