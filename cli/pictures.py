@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from impress.settings import Settings
+from impress.settings import get_settings
 
 from .common import CommandFailed
 
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
 
 
 def cache_of(args: argparse.Namespace) -> Path:
-    return (args.cache or Path(Settings().picture_cache)).expanduser()
+    return (args.cache or Path(get_settings().picture_cache)).expanduser()
 
 
 def run_fetch(args: argparse.Namespace) -> int:

@@ -17,15 +17,16 @@ from pydantic import BaseModel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .contract import ErrorCode, JobKind, JobState, ModelReport
-from .records import (PARAMS_BY_KIND, InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent,
-                      WebhookTarget)
+from . import events
+from .contract import ErrorCode, JobState, ModelReport
+from .jobspec import job_spec
+from .records import InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent, WebhookTarget
 
 
 class Keys:
     """Every key the service writes, under one prefix (a setting; tests use their own).
 
-    {p}:job:{id}            hash   the job record: the scalar fields of contract.JobRecord, and
+    {p}:job:{id}            hash   the job record: the scalar fields of records.JobRecord, and
                                    `params`, `inputs`, `result` as JSON; `error_code`, `error_message`
     {p}:job:{id}:cancel     string set when a running job must stop
     {p}:job:{id}:completed-webhook  string set (NX) by the one sender of the job's `completed` webhook
@@ -214,7 +215,7 @@ class JobStore:
         return self.r.get(self.keys.blob(digest))
 
     # ------------------------------------------------------------ jobs
-    def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
+    def create(self, kind: str, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
                owner: str = "", max_unfinished: int = 0, rejected_inputs: Sequence[RejectedInput] = (),
                webhook: Optional[WebhookTarget] = None, request_id: Optional[str] = None) -> JobRecord:
         """Write a queued job; TooManyUnfinishedJobs when its owner already has `max_unfinished`
@@ -227,7 +228,7 @@ class JobStore:
         outcome = self._create(
             keys=[self.keys.job(record.id), self.keys.jobs(), self.keys.stats(), self.keys.owner_active(owner),
                   self.keys.owner_jobs(owner)],
-            args=[self.ttl_s, max_unfinished, record.id, record.created_at, kind.value, self.keys.job(""), *fields])
+            args=[self.ttl_s, max_unfinished, record.id, record.created_at, record.kind, self.keys.job(""), *fields])
         if outcome != -1:
             raise TooManyUnfinishedJobs(int(outcome))
         return record
@@ -256,6 +257,23 @@ class JobStore:
         for k, v in fields.items():
             args += [k, v]
         return self._transition(keys=[self.keys.job(job_id), self.keys.stats()], args=args) == 1
+
+    def record(self, event: events.JobEvent) -> bool:
+        """Apply what a worker reports, atomically. True when the job goes on as the event says: it
+        runs now (Started), it goes on (Progress: False once it was cancelled or expired), or it
+        reached that final state (Done, Failed, Canceled: False when it had already left `running`)."""
+        match event:
+            case events.Started():
+                return self.start(event.job_id, event.max_attempts)[0]
+            case events.Progress():
+                return not self.progress(event.job_id, event.step, event.total)
+            case events.Done():
+                return self.succeed(event.job_id, event.result)
+            case events.Failed():
+                return self.fail(event.job_id, event.error.code, event.error.message)
+            case events.Canceled():
+                return self.finish_canceled(event.job_id)
+        raise TypeError(f"not a job event: {event!r}")
 
     def start(self, job_id: str, max_attempts: int) -> tuple[bool, int]:
         """queued -> running, counting attempts; a redelivered running job (its worker died) restarts
@@ -354,11 +372,11 @@ def _to_hash(record: JobRecord) -> dict[str, str | int | float]:
 
 
 def _from_hash(raw: dict[str, str]) -> JobRecord:
-    kind = JobKind(raw["kind"])
+    spec = job_spec(raw["kind"])
     error = JobError(code=raw["error_code"], message=raw.get("error_message", "")) if "error_code" in raw else None
     result = JobResult.model_validate_json(raw["result"]) if "result" in raw else None
     scalars = {k: v for k, v in raw.items() if k in JobRecord.model_fields and k not in _JSON_FIELDS}
     webhook = WebhookTarget.model_validate_json(raw["webhook"]) if "webhook" in raw else None
-    return JobRecord(**scalars, params=PARAMS_BY_KIND[kind].model_validate_json(raw["params"]),
+    return JobRecord(**scalars, params=spec.params.model_validate_json(raw["params"]),
                      inputs=json.loads(raw["inputs"]), rejected_inputs=json.loads(raw.get("rejected_inputs", "[]")),
                      webhook=webhook, error=error, result=result)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from .contract import ErrorCode, JobKind, JobState, StopReason
+from .contract import ErrorCode, JobState, StopReason
 from .records import (DetectedImage, InputImage, JobError, JobRecord, MeasuredBudget, RejectedInput, TracePoint,
                       WebhookTarget)
 
@@ -40,7 +40,8 @@ class FileLink(BaseModel):
 
 class JobView(BaseModel):
     id: str
-    kind: JobKind
+    kind: str = Field(description="the job kind: purify, detect, evaluate, mimicry, protect, or one the service "
+                                  "registers (IMPRESS_JOB_KINDS)")
     state: JobState
     progress: Progress
     created_at: float

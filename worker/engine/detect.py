@@ -5,9 +5,9 @@ only what is flagged. The raw consistency error depends on the picture's content
 illustration scores higher when clean than a flat photo does when protected), so the default score
 divides it by that of a copy of the same picture which has lost protective noise but kept its
 content (`SCORES`; measured in bench/results/detection-scores.md). An image is flagged 'protected'
-when its score is above a threshold calibrated on clean images for a target false positive rate. The test can be two-sided: IMPRESS leaves images
-*more* consistent than clean photos (reports/tiny-vae.md), so a score below a lower threshold flags
-an image 'purified'. Thresholds hold only for the model they were calibrated with.
+when its score is above a threshold calibrated on clean images for a target false positive rate.
+The test can be two-sided: IMPRESS leaves images *more* consistent than clean photos, so a score
+below a lower threshold flags an image 'purified'. Thresholds hold only for the model they were calibrated with.
 """
 from __future__ import annotations
 
@@ -21,29 +21,33 @@ import torch
 from pydantic import BaseModel
 
 from impress.contract import DEFAULT_DETECT_SCORE, DetectScore, ThresholdPair
-from impress.settings import Settings
+from impress.progress import SILENT, Reporter
 from impress.records import Verdict
+from impress.settings import Settings
 
+from .autoencoder import Autoencoder
 from .metrics import consistency_error
 from .purifiers import blur, jpeg
-from .purify import vae_multiple
 
 
-def consistency_scores(vae, images: list[torch.Tensor], batch: int = 16) -> list[float]:
+def consistency_scores(vae: Autoencoder, images: list[torch.Tensor], batch: int = 16,
+                       reporter: Reporter = SILENT) -> list[float]:
     """The consistency error of each image (1 x 3 x H x W in [-1, 1], any sizes; same-size images share
     batches). The VAE needs sides divisible by its downsampling factor, so the few rows and columns
-    beyond the last multiple are left out of the score."""
-    m = vae_multiple(vae)
+    beyond the last multiple are left out of the score. The `reporter` counts images scored."""
+    m = vae.downscale
     groups: dict[tuple[int, int], list[int]] = {}
     for i, x in enumerate(images):
         groups.setdefault(tuple(x.shape[-2:]), []).append(i)
-    scores = [0.0] * len(images)
+    scores, done = [0.0] * len(images), 0
     for (h, w), idx in groups.items():
         for k in range(0, len(idx), batch):
             part = idx[k:k + batch]
             x = torch.cat([images[i] for i in part])[..., :h - h % m, :w - w % m]
             for i, s in zip(part, consistency_error(vae, x.to(vae.device, vae.dtype)).tolist()):
                 scores[i] = s
+            done += len(part)
+            reporter.advance(done, len(images))
     return scores
 
 
@@ -56,10 +60,12 @@ REFERENCE_COPIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def detection_scores(vae, images: list[torch.Tensor], score: DetectScore, batch: int = 16) -> list[float]:
+def detection_scores(vae: Autoencoder, images: list[torch.Tensor], score: DetectScore, batch: int = 16,
+                     reporter: Reporter = SILENT) -> list[float]:
     """Each image's detection score: its consistency error ('raw'), or that over the consistency error
-    of its reference copy (`REFERENCE_COPIES`), which costs a second forward pass."""
-    raw = consistency_scores(vae, images, batch)
+    of its reference copy (`REFERENCE_COPIES`), which costs a second forward pass. The `reporter`
+    counts the images of the first pass."""
+    raw = consistency_scores(vae, images, batch, reporter)
     if score == "raw":
         return raw
     copy = REFERENCE_COPIES[score]

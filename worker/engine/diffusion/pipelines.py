@@ -10,11 +10,13 @@ weights are not on this machine, ``ModelUnavailable`` names what to fetch and ho
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
+
+from impress.pipelines import SETTING_OF_KIND
+from impress.records import PipelineIdentity
 
 from ..models import ModelUnavailable, weights_digest
 
@@ -23,9 +25,6 @@ PIPELINE_CLASSES = {
     "inpaint": "StableDiffusionInpaintPipeline",
     "upscale": "StableDiffusionUpscalePipeline",
 }
-# The environment variable (Settings field with prefix IMPRESS_) that names each kind's pipeline.
-SETTING_OF_KIND = {"img2img": "IMPRESS_PIPELINE", "inpaint": "IMPRESS_INPAINT_PIPELINE",
-                   "upscale": "IMPRESS_UPSCALE_PIPELINE"}
 # What each kind is in the papers this project follows (README: "Diffusion scenarios").
 SUGGESTED_WEIGHTS = {
     "img2img": "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -34,31 +33,10 @@ SUGGESTED_WEIGHTS = {
 }
 
 
-@dataclass(frozen=True)
-class PipelineIdentity:
-    """Which pipeline produced a result: recorded in every diffusion result."""
-
-    name: str
-    kind: str            # img2img | inpaint | upscale
-    source: str          # folder | hub
-    location: str        # folder path, or the hub cache snapshot folder
-    revision: str        # hub snapshot commit, or sha256 prefix of the UNet weights
-    dtype: str
-    device: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
 # What `impress models pull` leaves out of a pipeline's hub repo: single-file checkpoints, other
 # frameworks' weights, half-precision variants and the safety checker (never loaded here).
 PULL_IGNORE = ["*.ckpt", "*.bin", "*.pt", "*.pth", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.fp16.*",
                "*non_ema*", "safety_checker/*"]
-
-
-def configured_pipelines(settings) -> dict[str, Optional[str]]:
-    """The pipeline name each kind's setting holds (None: not configured)."""
-    return {kind: getattr(settings, setting.removeprefix("IMPRESS_").lower()) for kind, setting in SETTING_OF_KIND.items()}
 
 
 def pipeline_present(name: str, kind: str) -> bool:
