@@ -94,10 +94,13 @@ class Settings(BaseSettings):
     vae_tiling: bool = Field(False, description="tiled VAE for images larger than its sample size (bounded memory)")
     vae_checkpointing: bool = Field(False, description="recompute VAE activations in the backward pass (less memory, ~1/3 more compute)")
     detect_threshold: Optional[float] = Field(
-        None, ge=0, description="consistency error above which detection flags an image (from `impress calibrate`)")
+        None, ge=0, description="default detection score above which an image is flagged 'protected' (from "
+                                "`impress calibrate`); unset: the thresholds shipped for the model, if any")
     detect_low_threshold: Optional[float] = Field(
-        None, ge=0, description="consistency error below which detection flags an image 'purified' "
+        None, ge=0, description="default detection score below which an image is flagged 'purified' "
                                 "(`impress calibrate --low-fpr`)")
+    picture_cache: str = Field("~/.cache/impress/pictures", description="where `impress pictures fetch` keeps the "
+                               "Debian packages of the evaluation pictures (worker/engine/pictures.py)")
     detect_sync_max_images: int = Field(4, ge=0, description="detect requests up to this many images are answered inline")
     detect_sync_timeout_s: float = Field(10.0, ge=0, description="how long an inline detect request waits for a worker")
 

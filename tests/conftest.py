@@ -18,6 +18,16 @@ from tests.support import (MAX_BYTES, MAX_PIXELS, TEST_REDIS_URL, RecordingQueue
                            free_port, small_vae_config, stop, wait_for)
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Each test reads the environment it set: the process-wide settings cache starts empty."""
+    from impress.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def small_vae_dir(tmp_path_factory) -> Path:
     """A randomly initialised small AutoencoderKL written with save_pretrained (loaded back offline)."""
