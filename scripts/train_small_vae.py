@@ -15,95 +15,23 @@ saves with save_pretrained (safetensors) into worker/models/impress-tiny-vae.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
-import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
 from worker.engine.models import TINY_VAE_CONFIG, TINY_VAE_DIR
 from worker.engine.photos import held_out_photos
+from worker.engine.training_images import load_rgb, photo_files, random_crops
 
-# Photographs only: these packages also ship illustrations and renders, which teach the model
-# flat colour fields instead of the textures of real photos (the first model trained on 9 ukui
-# illustrations among 23 images and generalised poorly). Each name below was checked by eye.
-TRAIN_PHOTOS = {
-    "usr/share/backgrounds/mate/nature": [     # mate-backgrounds (GPL-2+)
-        "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops",
-        "Storm", "TwoWings", "Wood", "YellowFlower"],
-    "usr/share/backgrounds": [                 # lomiri-wallpapers-16.04 and -20.04 (CC-BY(-SA), CC0)
-        "Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly", "Picture_0B_by_freespace",
-        "Picture_1A_by_freespace", "Wine_by_Jakkub_Mede", "aitzgorri_by_Aitzol_Berasategi",
-        "free_by_Peter_Nerlich", "friends_by_Aitzol_Berasategi", "greentock_by_Peter_Nerlich",
-        "life_by_Aitzol_Berasategi", "picosdeeuropa_by_Aitzol_Berasategi",
-        "seeding_by_Clements_Engelhardt", "sunset_by_Aitzol_Berasategi", "Kleiber_by_Lukas_Baubkus"],
-    "usr/share/wallpapers": [                  # plasma-workspace-wallpapers (GPL-2+)
-        "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf",
-        "Grey", "Kite", "OneStandsOut", "Path", "summer_1am"],
-}
-DEBS = ["mate-backgrounds", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04",
-        "plasma-workspace-wallpapers"]
 CROP = 64
 PRELOAD_SHORT_SIDE = 512
 EVAL_EVERY = 500
-
-
-def photo_file(root: Path, folder: str, name: str) -> Path:
-    """A wallpaper by name: a plain .jpg, or a Plasma package whose largest rendition we take."""
-    plain = root / folder / f"{name}.jpg"
-    if plain.exists():
-        return plain
-    sizes = glob.glob(str(root / folder / name / "contents" / "images" / "*"))
-    if not sizes:
-        raise SystemExit(f"training photo {folder}/{name} not found: download the packages {DEBS}")
-    return Path(max(sizes, key=os.path.getsize))
-
-
-def extract_debs(debs_dir: Path, into: Path) -> list[Path]:
-    for package in DEBS:
-        debs = sorted(debs_dir.glob(f"{package}_*.deb"))
-        if not debs:
-            raise SystemExit(f"{package}_*.deb not in {debs_dir}: apt-get download {' '.join(DEBS)}")
-        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(into)], check=True)
-    return [photo_file(into, folder, name) for folder, names in TRAIN_PHOTOS.items() for name in names]
-
-
-def load_rgb(path: Path, short_side: int) -> torch.Tensor:
-    img = Image.open(path).convert("RGB")
-    scale = short_side / min(img.size)
-    if scale < 1:
-        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 127.5 - 1
-
-
-def random_crops(images: list[torch.Tensor], n: int, gen: torch.Generator) -> torch.Tensor:
-    """Crops at log-uniform random scales: a 64-px window shows anything from fine texture to a
-    whole scene, with each octave of scale equally likely (as the service sees images of any size)."""
-    out = []
-    for _ in range(n):
-        img = images[int(torch.randint(len(images), (1,), generator=gen))]
-        short = min(img.shape[1:])
-        u = float(torch.rand(1, generator=gen))
-        target = min(short, round(CROP * (short / CROP) ** u))
-        if target != short:
-            img = F.interpolate(img[None], scale_factor=target / short, mode="bilinear",
-                                antialias=True, align_corners=False)[0]
-        top = int(torch.randint(img.shape[1] - CROP + 1, (1,), generator=gen))
-        left = int(torch.randint(img.shape[2] - CROP + 1, (1,), generator=gen))
-        crop = img[:, top:top + CROP, left:left + CROP]
-        if torch.rand(1, generator=gen) < 0.5:
-            crop = crop.flip(-1)
-        out.append(crop)
-    return torch.stack(out).clamp(-1, 1)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -138,7 +66,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = extract_debs(args.debs, Path(tmp))
+        files = photo_files(args.debs, Path(tmp))
         print(f"training photos: {len(files)}")
         images = [load_rgb(f, PRELOAD_SHORT_SIDE) for f in tqdm(files, desc="decode")]
         # Paths, not bare names: Plasma's wallpapers are all called 1920x1080.jpg inside their folders.
@@ -163,7 +91,7 @@ def main() -> None:
         lr = 1e-5 + 0.5 * (args.lr - 1e-5) * (1 + math.cos(math.pi * state["seconds"] / budget))
         for g in opt.param_groups:
             g["lr"] = lr
-        x = random_crops(images, args.batch, gen)
+        x = random_crops(images, args.batch, gen, CROP)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=gen)).sample
         rec = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
@@ -192,7 +120,7 @@ def main() -> None:
 
     vae.eval()
     with torch.no_grad():
-        train_eval = random_crops(images, 256, torch.Generator().manual_seed(123))
+        train_eval = random_crops(images, 256, torch.Generator().manual_seed(123), CROP)
         # SD scales latents to unit variance for its UNet; we do the same so the config is complete.
         latents = vae.encode(train_eval).latent_dist.mode()
         vae.register_to_config(scaling_factor=round(float(1 / latents.std()), 5))
