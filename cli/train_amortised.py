@@ -10,7 +10,7 @@ from pathlib import Path
 from impress.contract import PERCEPTUALS
 from impress.settings import Settings
 
-from .common import CommandFailed, load_vae_or_fail
+from .common import BarReporter, CommandFailed, load_vae_or_fail
 
 
 def add_parser(sub) -> None:
@@ -70,13 +70,8 @@ def run(args: argparse.Namespace) -> int:
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
     args.out.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=round(recipe.minutes * 60), unit="s", desc="train-amortised") as bar:
-        def progress(state, parts) -> bool:
-            bar.update(min(round(state.seconds), bar.total) - bar.n)
-            bar.set_postfix(step=state.step, loss=f"{parts['loss']:.5f}", pair=f"{parts['pair']:.5f}")
-            return False
-
-        state = train(recipe, images, vae, distance, args.out, progress)
+    with BarReporter("train-amortised", unit="s") as reporter:
+        state = train(recipe, images, vae, distance, args.out, reporter)
     print(f"{state.step} steps in {state.seconds / 60:.1f} min; weights in {args.out} "
           f"(model {identity.name} {identity.revision}); held out: {state.held_out[-1]}")
     return 0

@@ -66,6 +66,12 @@ class ResultImage(BaseModel):
     final: Optional[TracePoint] = None   # at the last step
     trace: list[TracePoint]              # at logged steps
     budget: Optional[MeasuredBudget] = None   # protect: what the protection spent on this image
+    # purify with method amortised or cascade: the stages this image went through, in order
+    # (["amortised"], or ["amortised", "impress"] when the cascade's detection still flagged it),
+    # its seconds, and (cascade) the detection score of the amortised output.
+    path: Optional[list[str]] = None
+    seconds: Optional[float] = None
+    detection_score: Optional[float] = None
 
 
 class Verdict(str, enum.Enum):
@@ -95,6 +101,15 @@ class ResultFile(BaseModel):
     media_type: str
 
 
+class PurifierUsed(BaseModel):
+    """Which purification method ran, and for the amortised network, which weights."""
+
+    method: str = Field(description="impress, amortised or cascade")
+    weights: Optional[str] = Field(None, description="the amortised network's name")
+    weights_sha256: Optional[str] = Field(None, description="sha256:<hex> of its weights file")
+    threshold: Optional[float] = Field(None, description="cascade: the detection threshold its images were judged at")
+
+
 class JobResult(BaseModel):
     images: list[ResultImage] = []   # purify: one purified PNG per input
     detections: list[DetectedImage] = []   # detect: one per input
@@ -105,6 +120,7 @@ class JobResult(BaseModel):
     seconds: float
     device: str
     engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
+    purifier: Optional[PurifierUsed] = None   # purify: the method and, for amortised/cascade, the weights
 
 
 class JobError(BaseModel):

@@ -16,7 +16,8 @@ from impress.contract import (DEFAULT_PRESET, DetectParams, ErrorCode, EvaluateP
                               PurifyParams, StopReason, vae_for)
 from impress.images import DecodedImage, ImageRejected, decode_image, encode_png
 from impress.logs import job_context
-from impress.records import DetectedImage, InputImage, InputRole, JobRecord, JobResult, ResultFile, ResultImage
+from impress.records import (DetectedImage, InputImage, InputRole, JobRecord, JobResult, PurifierUsed, ResultFile,
+                             ResultImage)
 from impress.settings import Settings
 from impress.store import JobStore
 
@@ -24,6 +25,7 @@ from .engine.diffusion.scenario import PipelineSet
 from .engine.models import ModelUnavailable, load_vae, resolve_device
 from .engine.pipeline import EngineOptions, run_purification
 from .engine.purify import NonFiniteLoss
+from .amortised_job import amortised_handler
 from .protect_job import protect_handler
 from .scenario_jobs import editing_run, mimicry_handler
 
@@ -63,6 +65,8 @@ class JobContext:
 def purify_handler(ctx: JobContext) -> JobResult:
     params = ctx.record.params
     assert isinstance(params, PurifyParams)
+    if params.method != "impress":
+        return amortised_handler(ctx)
     items = ctx.role(InputRole.image)
     run = run_purification([item.image for item in items], params, vae=ctx.record.vae,
                            perceptual=ctx.record.perceptual, options=EngineOptions.from_settings(ctx.settings),
@@ -75,7 +79,7 @@ def purify_handler(ctx: JobContext) -> JobResult:
                           final=im.trace[-1] if im.trace else None, trace=im.trace)
               for item, im in zip(items, run.images)]
     return JobResult(images=images, model=run.model, perceptual=run.perceptual, seconds=round(run.seconds, 3),
-                     device=run.device, engine=run.engine)
+                     device=run.device, engine=run.engine, purifier=PurifierUsed(method="impress"))
 
 
 def detect_handler(ctx: JobContext) -> JobResult:

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from impress.contract import PurifyOverrides
+from impress.progress import SILENT, Canceled, Reporter
 
 from ..metrics import encode, psnr
 from ..photos import held_out_photos
@@ -62,6 +63,8 @@ class Recipe:
     channels: tuple[int, ...] = (32, 64, 128)
     blocks: int = 1
     seed: int = 0
+    held_out_crops: int = 8                # held-out crops per protection, for the curve only
+    held_out_steps: int = 40               # steps of the held-out crops' protections
     checkpoint_every: int = 20
     eval_every: int = 50
 
@@ -139,14 +142,11 @@ def finished(recipe: Recipe, state: TrainingState) -> bool:
     return state.seconds >= recipe.minutes * 60 or (recipe.max_steps is not None and state.step >= recipe.max_steps)
 
 
-# Called after every step with (state, the step's loss parts); returning True stops the run (resumable).
-TrainProgress = Callable[[TrainingState, dict], bool]
-
-
 def train(recipe: Recipe, images: TrainingImages, vae, distance, out: Path,
-          progress: Optional[TrainProgress] = None) -> TrainingState:
+          reporter: Reporter = SILENT) -> TrainingState:
     """Train (or resume from out/checkpoint.pt) until the budget is spent; the checkpoint holds
-    the network, the optimiser, the pool, the held-out crops and the curves."""
+    the network, the optimiser, the pool, the held-out crops and the curves. `reporter` counts the
+    budget's seconds; a cancel there stops the run after a checkpoint (rerun to resume)."""
     torch.manual_seed(recipe.seed)
     net = PurifierNet(NetworkConfig(recipe.channels, recipe.blocks))
     opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
@@ -161,7 +161,7 @@ def train(recipe: Recipe, images: TrainingImages, vae, distance, out: Path,
         state, pool, held = TrainingState(**saved["state"]), ProtectedPool.from_state(saved["pool"]), saved["held_out"]
         log.info("resumed at step %d (%.1f min done)", state.step, state.seconds / 60)
     else:
-        held = HeldOut.make(vae, distance)
+        held = HeldOut.make(vae, distance, recipe.held_out_crops, recipe.held_out_steps)
         state.held_out.append({"step": 0, **held.gains(vae, net)})
 
     def save() -> None:
@@ -180,6 +180,7 @@ def train(recipe: Recipe, images: TrainingImages, vae, distance, out: Path,
         log.info("protected a first batch with %s", timed(fill))
         save()
     net.train()
+    budget = round(recipe.minutes * 60)
     while not finished(recipe, state):
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + state.step)
 
@@ -208,8 +209,11 @@ def train(recipe: Recipe, images: TrainingImages, vae, distance, out: Path,
             log.info("held out at step %d: %s", state.step, json.dumps(state.held_out[-1]))
         if state.step % recipe.checkpoint_every == 0:
             save()
-        if progress is not None and progress(state, parts):
-            break
+        try:
+            reporter.advance(min(round(state.seconds), budget), budget, parts["loss"])
+        except Canceled:
+            save()
+            raise
     net.eval()
     if finished(recipe, state) and state.held_out[-1]["step"] != state.step:
         state.held_out.append({"step": state.step, "minutes": round(state.seconds / 60, 2), **held.gains(vae, net)})
