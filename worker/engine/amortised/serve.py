@@ -13,11 +13,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from impress.methods import WEIGHTS_PATTERN
 
+from ..autoencoder import Autoencoder
 from ..models import ModelUnavailable
 from .network import WEIGHTS_FILE, PurifierNet, load_network
 
@@ -90,19 +92,20 @@ def purify_images(net: PurifierNet, images: list[torch.Tensor], batch_pixels: in
     return outputs, seconds
 
 
-class ThroughPurifier(torch.nn.Module):
+class ThroughPurifier(Autoencoder):
     """An autoencoder whose encoder sees f(x): what an adaptive attacker differentiates through.
-    Everything else (decode, config) is the autoencoder's own."""
+    Decoding is the autoencoder's own."""
 
-    def __init__(self, vae, net: PurifierNet):
+    def __init__(self, vae: Autoencoder, net: PurifierNet):
         super().__init__()
         self.vae, self.net = vae, net
+        self.latent_channels, self.downscale = vae.latent_channels, vae.downscale
 
-    def encode(self, x: torch.Tensor):
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(self.net(x))
 
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.vae, name)
+    def sample(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.vae.sample(self.net(x), generator)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z)

@@ -29,7 +29,7 @@ import torch
 from impress.contract import PurifyOverrides
 from impress.progress import SILENT, Canceled, Reporter
 
-from ..metrics import encode, psnr
+from ..metrics import psnr, reconstruction
 from ..photos import held_out_photos
 from ..purify import impress_losses
 from .data import ProtectedPool, TrainingImages, protect_batch, refill
@@ -98,12 +98,6 @@ class Objective:
         return loss, parts
 
 
-def decoded(vae, x: torch.Tensor) -> torch.Tensor:
-    """D(E(x)): what a latent-diffusion model built on this autoencoder sees of x."""
-    with torch.no_grad():
-        return vae.decode(encode(vae, x)).sample.float().clamp(-1, 1)
-
-
 @dataclass
 class HeldOut:
     """Held-out crops (the wheels' photos) protected once by a trained and a never-trained protection."""
@@ -119,12 +113,12 @@ class HeldOut:
 
     def gains(self, vae, net: PurifierNet) -> dict:
         """Decoded-PSNR gain per protection (dB, against D(E(clean))) and the clean crops' PSNR out vs in."""
-        reference = decoded(vae, self.clean)
+        reference = reconstruction(vae, self.clean)
         out = {}
         with torch.no_grad():
             for name, x in self.protected.items():
-                before = psnr(decoded(vae, x), reference).mean()
-                after = psnr(decoded(vae, net(x)), reference).mean()
+                before = psnr(reconstruction(vae, x), reference).mean()
+                after = psnr(reconstruction(vae, net(x)), reference).mean()
                 out[f"gain_db_{name}"] = round(float(after - before), 3)
             out["clean_psnr_db"] = round(float(psnr(net(self.clean), self.clean).mean()), 2)
         return out
