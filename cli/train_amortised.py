@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -33,33 +32,26 @@ def add_parser(sub) -> None:
     tr.set_defaults(func=run)
 
 
-def fetch_debs(folder: Path, packages: list[str]) -> None:
-    """apt-get download the packages whose .deb is not in `folder` yet."""
-    missing = [p for p in packages if not list(folder.glob(f"{p}_*.deb"))]
-    if missing:
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            subprocess.run(["apt-get", "download", *missing], cwd=folder, check=True)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            raise CommandFailed(f"could not download {' '.join(missing)} ({exc}); put their .deb files in {folder}")
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
     from worker.engine.amortised.data import TrainingImages
-    from worker.engine.amortised.training import Recipe, train
+    from worker.engine.amortised.network import load_network
+    from worker.engine.amortised.training import Recipe, calibrate_cascade, train
     from worker.engine.models import ModelUnavailable
     from worker.engine.perceptual import load_perceptual
-    from worker.engine.training_images import (ILLUSTRATION_DEBS, PHOTO_DEBS, illustration_files, load_rgb,
-                                               photo_files)
+    from worker.engine.training_images import (ILLUSTRATION_DEBS, PHOTO_DEBS, fetch_debs, illustration_files,
+                                               load_rgb, photo_files)
 
     torch.set_num_threads(args.threads)
     recipe = dataclasses.replace(Recipe(), model=args.model, minutes=args.minutes, max_steps=args.max_steps,
                                  perceptual=args.perceptual, seed=args.seed)
     debs = args.debs or args.out / "debs"
-    fetch_debs(debs, PHOTO_DEBS + ILLUSTRATION_DEBS)
+    try:
+        fetch_debs(debs, PHOTO_DEBS + ILLUSTRATION_DEBS)
+    except RuntimeError as exc:
+        raise CommandFailed(str(exc)) from exc
     with tempfile.TemporaryDirectory() as tmp:
         photos, illustrations = photo_files(debs, Path(tmp)), illustration_files(debs, Path(tmp))
         decode = lambda files: [load_rgb(f, 512) for f in tqdm(files, desc="decode", unit="image")]  # noqa: E731
@@ -72,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with BarReporter("train-amortised", unit="s") as reporter:
         state = train(recipe, images, vae, distance, args.out, reporter)
+    net, _ = load_network(args.out)
+    calibration = calibrate_cascade(net, vae, images, args.out, args.model)
     print(f"{state.step} steps in {state.seconds / 60:.1f} min; weights in {args.out} "
-          f"(model {identity.name} {identity.revision}); held out: {state.held_out[-1]}")
+          f"(model {identity.name}); held out: {state.held_out[-1]}; cascade threshold {calibration['threshold']:.6f}")
     return 0

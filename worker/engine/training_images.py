@@ -66,6 +66,17 @@ def photo_file(root: Path, folder: str, name: str) -> Path:
     return Path(max(sizes, key=os.path.getsize))
 
 
+def fetch_debs(folder: Path, packages: list[str]) -> None:
+    """apt-get download the packages whose .deb is not in `folder` yet; RuntimeError saying what failed."""
+    missing = [p for p in packages if not list(folder.glob(f"{p}_*.deb"))]
+    if missing:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            subprocess.run(["apt-get", "download", *missing], cwd=folder, check=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise RuntimeError(f"could not download {' '.join(missing)} ({exc}); put their .deb files in {folder}")
+
+
 def extract_debs(debs_dir: Path, into: Path, packages: list[str]) -> None:
     """Unpack the newest .deb of each package found in `debs_dir` into `into`."""
     for package in packages:

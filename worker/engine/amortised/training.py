@@ -51,6 +51,9 @@ class Recipe:
     max_steps: Optional[int] = None        # or a step count, whichever comes first
     batch: int = 8
     clean_per_batch: int = 2               # fresh clean crops in every batch (their target: themselves)
+    impress_per_batch: int = 4             # images of each batch whose IMPRESS terms are computed (a random
+    #                                        subset: an unbiased estimate of the batch's mean at a fraction of
+    #                                        the autoencoder's cost, which dominates a step on a CPU)
     crop: int = 64
     lr: float = 2e-3
     pair_weight: float = 10.0
@@ -87,12 +90,15 @@ class Objective:
     delta: float
     pair_weight: float
 
-    def __call__(self, net: PurifierNet, x: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def __call__(self, net: PurifierNet, x: torch.Tensor, clean: torch.Tensor,
+                 subset: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+        """The batch's loss; the IMPRESS terms on the images `subset` indexes (all when None)."""
         y = net(x)
-        impress, consistency, perceptual = impress_losses(self.vae, self.distance.bind(x), y, self.alpha, self.delta,
-                                                          tuple(x.shape[-2:]))
+        picked = slice(None) if subset is None else subset
+        impress, consistency, perceptual = impress_losses(self.vae, self.distance.bind(x[picked]), y[picked],
+                                                          self.alpha, self.delta, tuple(x.shape[-2:]))
         pair = ((y - clean) ** 2).mean(dim=(1, 2, 3))
-        loss = (impress + self.pair_weight * pair).mean()
+        loss = impress.mean() + self.pair_weight * pair.mean()
         parts = {"loss": loss.item(), "consistency": consistency.mean().item(),
                  "perceptual": perceptual.mean().item(), "pair": pair.mean().item()}
         return loss, parts
@@ -185,7 +191,8 @@ def train(recipe: Recipe, images: TrainingImages, vae, distance, out: Path,
                 group["lr"] = learning_rate(recipe, state)
             clean_x = images.crops(recipe.clean_per_batch, gen, recipe.crop)
             protected, originals = pool.draw(recipe.batch - recipe.clean_per_batch, gen)
-            loss, parts = objective(net, torch.cat([clean_x, protected]), torch.cat([clean_x, originals]))
+            subset = torch.randperm(recipe.batch, generator=gen)[:recipe.impress_per_batch]
+            loss, parts = objective(net, torch.cat([clean_x, protected]), torch.cat([clean_x, originals]), subset)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -218,3 +225,23 @@ def train(recipe: Recipe, images: TrainingImages, vae, distance, out: Path,
          "minutes": round(state.seconds / 60, 2), "finished": finished(recipe, state), "curve": state.curve,
          "held_out": state.held_out}, indent=1) + "\n")
     return state
+
+
+def calibrate_cascade(net: PurifierNet, vae, images: TrainingImages, out: Path, model: str, crops: int = 32,
+                      sides: tuple[int, ...] = (64, 128), target_fpr: float = 0.05, seed: int = 0) -> dict:
+    """The cascade's default detection threshold, written beside the weights (calibration.json): the
+    detection score of the network's outputs on clean training crops, at `target_fpr` of them flagged
+    (detect.calibrate). A service with its own IMPRESS_DETECT_THRESHOLD uses that instead."""
+    from ..detect import calibrate, consistency_scores
+    from .purification import CALIBRATION_FILE
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        outputs = [net(images.crops(crops, gen, side)) for side in sides]
+    scores = [s for batch in outputs for s in consistency_scores(vae, list(batch.split(1)))]
+    calibration = calibrate(scores, target_fpr)
+    record = {"model": model, "score": "consistency_error", "threshold": calibration.threshold,
+              "target_fpr": target_fpr, "fpr": calibration.fpr, "n": calibration.n,
+              "expected_fpr": calibration.expected_fpr.expected, "sides": list(sides)}
+    (out / CALIBRATION_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    return record
