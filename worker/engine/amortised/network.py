@@ -10,7 +10,6 @@ weights file names them in every result.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models import file_sha256
 from ..purify import pad_to_multiple
 
 MULTIPLE = 8          # sides are padded to this (three halvings of headroom for two downsamplings)
@@ -99,14 +99,6 @@ class PurifierNet(nn.Module):
 
 def parameter_count(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_network(net: PurifierNet, folder: Path) -> str:
