@@ -98,10 +98,12 @@ def impress_fast(vae, distance, x: torch.Tensor, start: torch.Tensor | None = No
     return quantize_8bit(out.images), out.iterations, out.seconds
 
 
-def ms_per_iteration(vae, distance, size: int, schedule: str) -> float:
+def ms_per_iteration(vae, distance, size: int) -> float:
+    """One image's ms per IMPRESS iteration (2 timed): the same under either schedule, whose steps differ
+    only in Adam's settings."""
     x = torch.rand(1, 3, size, size) * 2 - 1
-    params = PurifyOverrides(schedule=schedule, iters=3, early_stop=False).resolve(distance.name)
-    return purify(vae, distance, x, params, log_every=3).seconds / 3 * 1000
+    params = PurifyOverrides(iters=2, early_stop=False).resolve(distance.name)
+    return purify(vae, distance, x, params, log_every=2).seconds / 2 * 1000
 
 
 def amortised_ms(net, size: int, repeats: int = 3) -> float:
@@ -135,27 +137,33 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64, help="side of the quality pictures")
     p.add_argument("--attack-steps", type=int, default=50, help="steps of every protection")
     p.add_argument("--impress-on", default="photoguard-16,mist-16", help="protected sets IMPRESS fast runs on")
+    p.add_argument("--impress-iters", type=int, help="cap IMPRESS fast's iterations (default: the schedule's 200, "
+                                                     "early stopping on), here and in the cascade")
     p.add_argument("--work", type=Path, default=Path("runs/bench-amortised"), help="resumable cache")
-    p.add_argument("--baseline-only", action="store_true", help="only what needs no amortised weights")
+    p.add_argument("--only", choices=("baseline", "purifier"),
+                   help="compute only what needs no amortised weights (IMPRESS), or only what needs them; no report "
+                        "(two processes may fill the work folder at once)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     torch.manual_seed(0)
-    steps, iters = (3, 3) if args.quick else (args.attack_steps, None)
+    steps, iters = (3, 3) if args.quick else (args.attack_steps, args.impress_iters)
     work = Work(args.work / ("quick" if args.quick else f"{args.model}-{args.size}-{steps}"))
     vae, identity = load_vae(args.model)
     distance = load_perceptual("dssim")
     names, clean = work.get("pictures", lambda: pictures(args.work, args.size, args.quick))
     protect = lambda name, **extra: quantize_8bit(apply_protection(  # noqa: E731
         choose("protection", name, steps=steps, **extra), vae, clean, distance))
+    # The cascades need photoguard-16 only: the purifier stage leaves the rest to the baseline's process.
     protected = {name: work.get(f"protected-{name}", lambda n=name: protect(n))
-                 for name in TRAINED + HELD_OUT_PROTECTIONS}
-    impress_on = [n for n in args.impress_on.split(",") if n]
-    impress_runs = {name: work.get(f"impress-{name}", lambda n=name: impress_fast(vae, distance, protected[n], iters=iters))
-                    for name in impress_on}
+                 for name in (("photoguard-16",) if args.only == "purifier" else TRAINED + HELD_OUT_PROTECTIONS)}
     sizes = SIZES[:1] if args.quick else SIZES
-    impress_speed = work.get("impress-speed", lambda: {
-        schedule: {size: ms_per_iteration(vae, distance, size, schedule) for size in sizes} for schedule in ("fast", "published")})
-    if args.baseline_only:
+    if args.only != "purifier":
+        impress_runs = {name: work.get(f"impress-{name}-{iters or 'fast'}",
+                                       lambda n=name: impress_fast(vae, distance, protected[n], iters=iters))
+                        for name in args.impress_on.split(",") if name}
+        impress_speed = work.get("impress-ms-per-iteration", lambda: {size: ms_per_iteration(vae, distance, size)
+                                                                      for size in sizes})
+    if args.only == "baseline":
         return
     net, purifier = load_purifier(args.weights)
     work = Work(work.folder / purifier.revision.removeprefix("sha256:")[:16])
@@ -170,9 +178,12 @@ def main() -> None:
             amortised_seconds[name] = (time.perf_counter() - t0) / len(x)
         clean_out = quantize_8bit(net(clean))
     threshold = calibrated_threshold(args.weights, args.model)
-    cascades = {name: work.get(f"cascade-{name}", lambda n=name: cascade(args.model, args.weights, protected[n], iters))
+    cascades = {name: work.get(f"cascade-{name}-{iters or 'fast'}",
+                               lambda n=name: cascade(args.model, args.weights, protected[n], iters))
                 for name in ("photoguard-16", ADAPTIVE)}
-    mixed = work.get("cascade-clean", lambda: cascade(args.model, args.weights, clean, iters))
+    mixed = work.get(f"cascade-clean-{iters or 'fast'}", lambda: cascade(args.model, args.weights, clean, iters))
+    if args.only == "purifier":
+        return
     rows = []
     for name, x in protected.items():
         kind = "adaptive" if name == ADAPTIVE else ("trained" if name in TRAINED else "held out")
@@ -195,7 +206,8 @@ def write_report(args, identity, purifier, names, rows, speed, impress_runs, cle
     from bench.amortised_report import report
 
     meta = {**run_meta("cpu"), "model": identity.as_dict(), "weights": purifier.as_dict(), "pictures": names,
-            "size": args.size, "attack_steps": args.attack_steps, "threshold": threshold,
+            "size": args.size, "attack_steps": args.attack_steps, "impress_iters": args.impress_iters,
+            "threshold": threshold,
             "load_average": list(__import__("os").getloadavg())}
     markdown, summary = report(meta, rows, speed, impress_runs, clean, clean_out, mixed, cascades)
     stem = RESULTS / ("amortised-quick" if args.quick else "amortised")
