@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from worker.engine.amortised.data import TrainingImages
     from worker.engine.amortised.network import load_network
-    from worker.engine.amortised.training import Recipe, calibrate_cascade, train
+    from worker.engine.amortised.training import Recipe, calibrate_cascade, plot_curves, train
     from worker.engine.models import ModelUnavailable
     from worker.engine.perceptual import load_perceptual
     from worker.engine.training_images import (ILLUSTRATION_DEBS, PHOTO_DEBS, fetch_debs, illustration_files,
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         state = train(recipe, images, vae, distance, args.out, reporter)
     net, _ = load_network(args.out)
     calibration = calibrate_cascade(net, vae, images, args.out, args.model)
+    plot_curves(args.out)
     print(f"{state.step} steps in {state.seconds / 60:.1f} min; weights in {args.out} "
           f"(model {identity.name}); held out: {state.held_out[-1]}; cascade threshold {calibration['threshold']:.6f}")
     return 0

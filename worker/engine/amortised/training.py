@@ -245,3 +245,29 @@ def calibrate_cascade(net: PurifierNet, vae, images: TrainingImages, out: Path, 
               "expected_fpr": calibration.expected_fpr.expected, "sides": list(sides)}
     (out / CALIBRATION_FILE).write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def plot_curves(out: Path) -> Path:
+    """training-curves.png beside training.json: the loss terms per step and the held-out gain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    record = json.loads((out / "training.json").read_text())
+    fig, (losses, held) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [point["step"] for point in record["curve"]]
+    for term in ("loss", "consistency", "pair"):
+        losses.plot(steps, [point[term] for point in record["curve"]], label=term)
+    losses.set(xlabel="step", yscale="log", title="training batch (IMPRESS terms on a random half)")
+    losses.legend()
+    points = record["held_out"]
+    for key in [k for k in points[0] if k.startswith("gain_db_")]:
+        held.plot([p["step"] for p in points], [p[key] for p in points], marker="o", label=key.removeprefix("gain_db_"))
+    held.axhline(0, color="grey", lw=0.5)
+    held.set(xlabel="step", ylabel="decoded-PSNR gain, dB", title="held-out crops (never steer training)")
+    held.legend()
+    path = out / "training-curves.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
