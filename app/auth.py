@@ -2,7 +2,7 @@
 
 Once keys are configured (IMPRESS_API_KEYS) every /v1 endpoint needs one; IMPRESS_AUTH=disabled, or
 no keys at all, is an open service (logged loudly at start). A caller is known by its key's id
-(impress.keys): jobs record it as their owner, and every job URL answers 404 to any other key.
+(impress.api_keys): jobs record it as their owner, and every job URL answers 404 to any other key.
 Rate limits are counted in Redis with the `limits` library, so every API replica enforces the same
 numbers; their state goes out as RateLimit-* headers (IETF draft), and past the limit a 429 with
 Retry-After.
@@ -21,7 +21,7 @@ from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from impress.contract import ErrorCode
-from impress.keys import known_key_id, parse_api_keys
+from impress.api_keys import known_key_id, parse_api_keys
 from impress.settings import Settings
 
 from .errors import ApiError
@@ -80,8 +80,11 @@ class Authenticator:
 
 
 def authorize(request: Request) -> Caller:
-    """The /v1 routers' dependency: identify the caller and count the request against its limit."""
+    """The /v1 routers' dependency: the caller (app.guard identified it from the headers, and counted a
+    submission against its limit before its body was read) with this request counted."""
     auth: Authenticator = request.app.state.auth
-    caller = auth.identify(request)
-    request.state.rate_limit_headers = auth.admit(caller)
+    caller = getattr(request.state, "caller", None) or auth.identify(request)
+    request.state.caller = caller
+    if getattr(request.state, "rate_limit_headers", None) is None:
+        request.state.rate_limit_headers = auth.admit(caller)
     return caller

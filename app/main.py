@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Optional
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from impress.contract import ErrorCode
 from impress.images import SUPPORTED_FORMATS, set_pillow_pixel_guard
+from impress.jobspec import load_job_kinds
 from impress.queue import JobQueue
-from impress.settings import Settings
+from impress.settings import Settings, get_settings
 from impress.ssrf import UrlGuards
 from impress.store import JobStore
 from impress.webhooks import WebhookNotifier
@@ -20,11 +19,13 @@ from impress.webhooks import WebhookNotifier
 from .admission import Admission
 from .auth import Authenticator, authorize
 from .console import mount_console
-from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_json, error_responses, http_error_handler,
+from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_responses, http_error_handler,
                      store_unavailable_handler, unhandled_error_handler, validation_error_handler)
-from .metrics import REQUEST_SECONDS
+from .guard import EdgeGuard
+from .readiness import Readiness
 from .request_id import RequestIdMiddleware
-from .routes import detect, evaluate, health, jobs, mimicry, protect, purify
+from .routes import health, jobs, webhook_secret
+from .routes.kinds import submit_router
 
 log = logging.getLogger("impress.api")
 
@@ -45,7 +46,7 @@ Accepted formats: {", ".join(SUPPORTED_FORMATS)}."""
 def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore] = None,
                queue: Optional[JobQueue] = None) -> FastAPI:
     """The app; `store` and `queue` default to the configured Redis and Celery (tests pass fakes)."""
-    settings = settings or Settings()
+    settings = settings or get_settings()
     set_pillow_pixel_guard(settings.max_pixels)
     app = FastAPI(title="IMPRESS service", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings
@@ -55,41 +56,19 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     # A cancel of a queued job is its last transition: the API sends that job's `completed` webhook.
     app.state.store.events = WebhookNotifier(app.state.queue.send_webhook, settings.webhook_progress_every_s)
     app.state.url_guards = UrlGuards.from_settings(settings)
+    app.state.readiness = Readiness(app.state.store, app.state.queue, settings.readiness_cache_s)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     for error in STORE_ERRORS:  # routes, sync ones in the thread pool included
         app.add_exception_handler(error, store_unavailable_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)  # anything else, middleware included
-    # Room for the largest allowed job plus multipart overhead; anything bigger is refused unread.
-    max_body = settings.max_upload_bytes * settings.max_images_per_job + 1024 * 1024
     app.state.admission = admission = Admission(settings.max_inflight_submits)
-
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
-        start = time.perf_counter()
-        length = request.headers.get("content-length")
-        submit = request.method == "POST"
-        if length is not None and length.isdigit() and int(length) > max_body:
-            response = error_json(413, ErrorCode.payload_too_large, f"request body is {length} bytes; "
-                                  f"the limit is {max_body}")
-        elif submit and (refused := admission.try_enter(request)) is not None:
-            response = refused
-        else:
-            try:
-                response = await call_next(request)
-            finally:
-                admission.leave(request)
-            response.headers.update(getattr(request.state, "rate_limit_headers", {}))
-        route = request.scope.get("route")
-        REQUEST_SECONDS.labels(request.method, getattr(route, "path", "unmatched"),
-                               str(response.status_code)).observe(time.perf_counter() - start)
-        return response
-
-    for resource in (purify, protect, detect, evaluate, mimicry, jobs):  # each reads Redis: 503 when it is down
-        app.include_router(resource.router, dependencies=[Depends(authorize)],
-                           responses=error_responses(401, 429, 503))
+    submit_routers = [submit_router(spec) for spec in load_job_kinds(settings.job_kind_modules)]
+    for router in (*submit_routers, jobs.router, webhook_secret.router):  # each reads Redis: 503 when it is down
+        app.include_router(router, dependencies=[Depends(authorize)], responses=error_responses(401, 429, 503))
     app.include_router(health.router)
     mount_console(app)
+    app.add_middleware(EdgeGuard, settings=settings, auth=app.state.auth, admission=admission)
     app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request, the access log's too, has its id
     return app

@@ -37,7 +37,7 @@ def main() -> None:
     net, identity = load_purifier(AMORTISED_WEIGHTS, device)
     rows = [{"batch": batch, "precision": name, "ms_per_image": round(ms_per_image(net, device, batch, dtype), 2)}
             for batch in (1, 8) for name, dtype in (("fp32", None), ("bf16", torch.bfloat16))]
-    meta = {**run_meta(device), "weights": identity.as_dict(), "side": SIDE}
+    meta = {**run_meta(device), "weights": identity.model_dump(), "side": SIDE}
     markdown = [f"# Amortised purifier: ms per {SIDE}x{SIDE} image on {device}", "",
                 "| batch | precision | ms per image |", "|---:|---|---:|",
                 *(f"| {r['batch']} | {r['precision']} | {r['ms_per_image']} |" for r in rows),

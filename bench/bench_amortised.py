@@ -205,7 +205,7 @@ def write_report(args, identity, purifier, names, rows, speed, impress_runs, cle
                  threshold) -> None:
     from bench.amortised_report import report
 
-    meta = {**run_meta("cpu"), "model": identity.as_dict(), "weights": purifier.as_dict(), "pictures": names,
+    meta = {**run_meta("cpu"), "model": identity.model_dump(), "weights": purifier.model_dump(), "pictures": names,
             "size": args.size, "attack_steps": args.attack_steps, "impress_iters": args.impress_iters,
             "threshold": threshold,
             "load_average": list(__import__("os").getloadavg())}

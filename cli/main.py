@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from impress.logs import configure_logging
-from impress.settings import Settings
+from impress.settings import get_settings
 
-from . import bench, detect, mimicry, models, protect, purify, service, train_amortised
+from . import bench, detect, mimicry, models, pictures, protect, purify, service, train_amortised
 from .common import CommandFailed
 
 
@@ -22,13 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     mimicry.add_parser(sub)
     service.add_parsers(sub)
     models.add_parser(sub)
+    pictures.add_parser(sub)
     train_amortised.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(Settings().log_format)
+    configure_logging(get_settings().log_format)
     try:
         return args.func(args)
     except CommandFailed as exc:

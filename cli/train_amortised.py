@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from impress.contract import PERCEPTUALS
-from impress.settings import Settings
+from impress.settings import get_settings
 
 from .common import BarReporter, CommandFailed, load_vae_or_fail
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         photos, illustrations = photo_files(debs, Path(tmp)), illustration_files(debs, Path(tmp))
         decode = lambda files: [load_rgb(f, 512) for f in tqdm(files, desc="decode", unit="image")]  # noqa: E731
         images = TrainingImages(decode(photos), decode(illustrations), recipe.illustration_share)
-    vae, identity = load_vae_or_fail(args.model, args.device, Settings())
+    vae, identity = load_vae_or_fail(args.model, args.device, get_settings())
     try:
         distance = load_perceptual(args.perceptual, identity.device)
     except ModelUnavailable as exc:

@@ -1,39 +1,35 @@
 """The job contract: what the API puts in a job and what a worker reads and writes back.
 
-Both sides import this module; it imports neither torch nor FastAPI. It holds the task names, the
-parameter models with their presets and ranges, the choices every side offers (devices, precisions,
-perceptual distances), the job states and error codes, and the job record as the store keeps it.
+Both sides import this module; it imports neither torch nor FastAPI. It holds the Celery task names,
+the parameter models with their presets and ranges, the choices every side offers (devices,
+precisions, perceptual distances), and the job states and error codes. The job record is
+impress/records.py's; what each job kind takes and runs is its JobSpec (impress/kinds.py).
 """
 from __future__ import annotations
 
 import enum
 import json
+from dataclasses import dataclass
 from typing import Literal, Optional, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .methods import (PROTECTIONS, PURIFIERS, ImpressParams, MethodChoice, PresetName, ScheduleName, check_steps,
+from .methods import (MAX_STEPS, PROTECTIONS, PURIFIERS, ImpressParams, MethodChoice, PresetName, ScheduleName,
                       choice_type)
 from .scenarios import EditParams
 
-TASK_PURIFY = "impress.purify"
-TASK_DETECT = "impress.detect"
-TASK_EVALUATE = "impress.evaluate"
-TASK_MIMICRY = "impress.mimicry"
-TASK_PROTECT = "impress.protect"
+TASK_JOB = "impress.job"            # every job kind: the worker looks its JobSpec up by the record's kind
 TASK_WEBHOOK = "impress.webhook"    # one webhook delivery (HTTP only), on the webhook queue
 
 
 class JobKind(str, enum.Enum):
+    """The built-in job kinds (impress/kinds.py declares each); a registered kind is any other name."""
+
     purify = "purify"
     detect = "detect"
     evaluate = "evaluate"
     mimicry = "mimicry"
     protect = "protect"
-
-
-TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE,
-         JobKind.mimicry: TASK_MIMICRY, JobKind.protect: TASK_PROTECT}
 
 # impress/methods.py names every method with its parameters; the engine's registries pair each with its function.
 PROTECTION_NAMES = tuple(PROTECTIONS)
@@ -70,6 +66,7 @@ class ErrorCode(str, enum.Enum):
     no_images = "no_images"
     too_many_images = "too_many_images"
     payload_too_large = "payload_too_large"
+    request_timeout = "request_timeout"            # the request body did not arrive within IMPRESS_UPLOAD_TIMEOUT_S
     image_too_many_pixels = "image_too_many_pixels"
     unsupported_image_format = "unsupported_image_format"
     image_decode_failed = "image_decode_failed"
@@ -82,6 +79,8 @@ class ErrorCode(str, enum.Enum):
     unauthorized = "unauthorized"
     rate_limited = "rate_limited"
     too_many_unfinished_jobs = "too_many_unfinished_jobs"
+    storage_quota_exceeded = "storage_quota_exceeded"    # the key's stored input bytes would pass its quota
+    too_many_fetches = "too_many_fetches"        # the key's image URL fetches in progress are at their limit
     idempotency_key_reused = "idempotency_key_reused"
     idempotency_key_in_use = "idempotency_key_in_use"
     # A URL (image_url, webhook) the service refuses to contact: not http(s), or its host resolves to a
@@ -149,6 +148,13 @@ class ModelReport(BaseModel):
         return not self.missing
 
 
+# The autoencoder the project ships (FLUX.2's tiny autoencoder, worker/models/taef2): the one model that
+# works with no download at all, so the offline default (demo, CPU compose profile, tests that measure).
+# The presets keep their SD VAEs for production.
+OFFLINE_MODEL = "taef2"
+MODEL_CHOICES = f"{OFFLINE_MODEL} (bundled, offline), a Hugging Face hub id, or a local folder"
+
+
 def vae_for(preset: str, configured: Optional[str]) -> str:
     """The VAE a job uses: the configured one, else its preset's (the authors' SD VAE)."""
     return configured or PRESETS[preset].vae
@@ -158,9 +164,10 @@ def vae_for(preset: str, configured: Optional[str]) -> str:
 # (SSIM 0.95) is a change that is hard to see on photos. Used when the caller gives no delta.
 PERCEPTUAL_DEFAULT_DELTA = {"dssim": 0.05}
 # Likewise the presets' alpha weighs an LPIPS hinge; against 1-SSIM their 0.01-0.1 goes unheeded
-# (measured on the bundled model: the demo's purified photos ended at 1-SSIM 0.17-0.25 to their input
-# against delta 0.05). With alpha 1 they end at 0.047-0.050 (within 1.25 delta; 10 is tighter, 0.04,
-# at more consistency error): README, Demo. Used when the caller gives no alpha.
+# (measured on impress-tiny-vae, the project's former offline model: the demo's purified photos ended at
+# 1-SSIM 0.17-0.25 to their input against delta 0.05; with alpha 1 at 0.047-0.050). On taef2 the test
+# tests/test_evaluation.py::test_offline_distance_default_alpha_keeps_purified_images_in_budget holds it.
+# Used when the caller gives no alpha.
 PERCEPTUAL_DEFAULT_ALPHA = {"dssim": 1.0}
 
 
@@ -248,14 +255,29 @@ def check_thresholds(threshold: Optional[float], low_threshold: Optional[float])
         raise ValueError(f"low_threshold ({low_threshold}) must not be above threshold ({threshold})")
 
 
+# Detection scores (worker/engine/detect.py SCORES computes them; bench/results/detection-scores.md
+# measures them). A ratio divides the consistency error of the image by that of a copy which has lost
+# protective noise but kept the picture's content, so one threshold serves flat and busy pictures.
+DetectScore = Literal["jpeg-ratio", "blur-ratio", "raw"]
+DETECT_SCORES: dict[str, str] = {
+    "jpeg-ratio": "consistency error of the image over that of its JPEG copy at quality 90",
+    "blur-ratio": "consistency error of the image over that of its Gaussian-blurred copy (sigma 0.7 px)",
+    "raw": "consistency error mean((x - D(E(x)))^2), pixels in [-1, 1]",
+}
+DEFAULT_DETECT_SCORE: DetectScore = "jpeg-ratio"
+ThresholdSource = Literal["request", "settings", "shipped", "calibration"]
+
+
 class DetectParams(BaseModel):
-    """Detection: the consistency error of each image, flagged 'protected' above a threshold and,
-    with a lower threshold, 'purified' below it (IMPRESS leaves images over-consistent)."""
+    """Detection: a score of each image, flagged 'protected' above a threshold and, with a lower
+    threshold, 'purified' below it (IMPRESS leaves images over-consistent)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    threshold: Optional[float] = Field(None, ge=0, description="flag scores above this 'protected' "
-                                       "(default: the service's calibrated thresholds, if configured)")
+    score: DetectScore = Field(DEFAULT_DETECT_SCORE, description="; ".join(f"{k}: {v}" for k, v in DETECT_SCORES.items())
+                               + " (the raw score depends on the picture's content)")
+    threshold: Optional[float] = Field(None, ge=0, description="flag scores above this 'protected' (default: the "
+                                       "service's thresholds for this score and model: configured, else shipped)")
     low_threshold: Optional[float] = Field(None, ge=0, description="with threshold: flag scores below this "
                                            "'purified'")
 
@@ -264,10 +286,20 @@ class DetectParams(BaseModel):
         check_thresholds(self.threshold, self.low_threshold)
         return self
 
-    def thresholds(self, default: tuple[Optional[float], Optional[float]]) -> tuple[Optional[float], Optional[float]]:
-        """(threshold, low_threshold): this request's pair when it gives a threshold, else `default`
-        (the service's or a calibration's pair), never one from each."""
-        return (self.threshold, self.low_threshold) if self.threshold is not None else default
+    def thresholds(self, *defaults: "ThresholdPair") -> "ThresholdPair":
+        """This request's pair when it gives a threshold, else the first of `defaults` that has one (the
+        service's settings, then the calibration shipped for the model and score), never one from each."""
+        if self.threshold is not None:
+            return ThresholdPair(self.threshold, self.low_threshold, "request")
+        return next((pair for pair in defaults if pair.threshold is not None), ThresholdPair())
+
+
+@dataclass(frozen=True)
+class ThresholdPair:
+    """Detection thresholds and where they came from (None: no threshold, no verdict)."""
+    threshold: Optional[float] = None
+    low_threshold: Optional[float] = None
+    source: Optional[ThresholdSource] = None
 
 
 ProtectionChoice = choice_type("protection")
@@ -279,17 +311,16 @@ class EvaluateParams(BaseModel):
 
     With uploaded protected images, they are measured against their clean originals (and purified
     by `purifiers`); without, `protections` are applied to the clean images first (the bench matrix).
-    Method choices are NAME or NAME:KEY=VALUE[:KEY=VALUE...] (impress/methods.py), validated here.
-    Validated with context {"max_iterations": N}, every step count is held to N too."""
+    Method choices are NAME or NAME:KEY=VALUE[:KEY=VALUE...] (impress/methods.py), validated here;
+    the service's iteration limit holds every step count (impress.kinds.evaluate_steps)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    # The step counts come first: the choices' validators apply them and check the service's limit.
     size: int = Field(256, ge=16, le=1024, description="generated matrix: images are centre-cropped to size x size; "
                                                         "diffusion methods need their pipeline's sample size (SD: 512) "
                                                         "and a multiple of 8")
-    attack_steps: Optional[int] = Field(None, ge=1, le=5000, description="steps of every protection")
-    impress_iters: Optional[int] = Field(None, ge=1, le=100_000, description="iterations of the IMPRESS purifiers")
+    attack_steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS, description="steps of every protection")
+    impress_iters: Optional[int] = Field(None, ge=1, le=MAX_STEPS, description="iterations of the IMPRESS purifiers")
     protections: list[ProtectionChoice] = Field(default_factory=list)
     purifiers: list[PurifierChoice] = Field(default_factory=list)
     edit: Optional[EditParams] = Field(
@@ -318,24 +349,6 @@ class EvaluateParams(BaseModel):
                  if c.params.pipeline_kind is not None]
         return users + ([(f"the {self.edit.mode} edit", self.edit.pipeline_kind)] if self.edit else [])
 
-    @field_validator("attack_steps", "impress_iters")
-    @classmethod
-    def _count_within_limit(cls, count: Optional[int], info: ValidationInfo) -> Optional[int]:
-        limit = (info.context or {}).get("max_iterations")
-        if limit is not None and count is not None and count > limit:
-            raise ValueError(f"{count} exceeds this service's limit of {limit} iterations")
-        return count
-
-    @field_validator("protections", "purifiers")
-    @classmethod
-    def _steps_within_limit(cls, choices: list[MethodChoice], info: ValidationInfo) -> list[MethodChoice]:
-        limit = (info.context or {}).get("max_iterations")
-        default = info.data.get("attack_steps" if info.field_name == "protections" else "impress_iters")
-        for choice in choices:
-            running = choice.with_default_steps(default)
-            check_steps(running, limit, method_steps(running))
-        return choices
-
 
 def method_steps(choice: MethodChoice) -> Optional[int]:
     """The optimisation steps a method runs: its own count, or IMPRESS's preset's under its schedule
@@ -348,15 +361,8 @@ def method_steps(choice: MethodChoice) -> Optional[int]:
 class ProtectParams(BaseModel):
     """Protection of uploaded images (and an optional `target` image the protection pulls toward: the
     style-transferred copy for glaze-like), each returned as the 8-bit PNG a user saves, with the
-    budget it spent measured on that PNG. Validated with context {"max_iterations": N}, the
-    protection's step count is held to N."""
+    budget it spent measured on that PNG."""
 
     model_config = ConfigDict(extra="forbid")
 
     protection: ProtectionChoice = Field(description="e.g. glaze-like:steps=100:p=0.03")
-
-    @field_validator("protection")
-    @classmethod
-    def _steps_within_limit(cls, choice: MethodChoice, info: ValidationInfo) -> MethodChoice:
-        check_steps(choice, (info.context or {}).get("max_iterations"), choice.step_count)
-        return choice

@@ -18,15 +18,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import events
-from .contract import ErrorCode, JobKind, JobState, ModelReport
-from .records import (PARAMS_BY_KIND, InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent,
-                      WebhookTarget)
+from .contract import ErrorCode, JobState, ModelReport
+from .jobspec import job_spec
+from .records import InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent, WebhookTarget
 
 
 class Keys:
     """Every key the service writes, under one prefix (a setting; tests use their own).
 
-    {p}:job:{id}            hash   the job record: the scalar fields of contract.JobRecord, and
+    {p}:job:{id}            hash   the job record: the scalar fields of records.JobRecord, and
                                    `params`, `inputs`, `result` as JSON; `error_code`, `error_message`
     {p}:job:{id}:cancel     string set when a running job must stop
     {p}:job:{id}:completed-webhook  string set (NX) by the one sender of the job's `completed` webhook
@@ -34,6 +34,8 @@ class Keys:
     {p}:jobs                zset   job ids by creation time (for operators)
     {p}:owner:{key id}:jobs zset   one API key's job ids by creation time (GET /v1/jobs)
     {p}:owner:{key id}:active set  its job ids that were queued or running when last looked at
+    {p}:owner:{key id}:bytes  string  input bytes it has stored that have not expired (its quota)
+    {p}:owner:{key id}:stored zset  "{bytes}:{job id}" by expiry time: what `bytes` gives back then
     {p}:idempotency:{key id}:{idempotency key}  string  "pending:{fingerprint}", then
                                    "{job id}:{fingerprint}" (Idempotency-Key header)
     {p}:celery:*            Celery's keys (queues as lists, unacked messages, bindings)
@@ -41,8 +43,10 @@ class Keys:
                                    into each state, "{kind}:seconds" compute time of succeeded jobs,
                                    "{kind}:image_iterations" their optimisation steps times images
                                    "webhook:{outcome}" delivery attempts by outcome
-    {p}:worker-models       hash   worker name -> its ModelReport at start (JSON), for /readyz
-    Every key but the counters has the result TTL; a job's blobs live as long as the job.
+    {p}:worker-models       hash   worker name -> its ModelReport at start (JSON), for /readyz; its TTL
+                                   is renewed while workers answer readiness
+    Every key but the counters (a fixed set of fields) has the result TTL; a job's blobs live as long
+    as the job; the job lists keep unexpired ids only, the newest MAX_LISTED_JOBS.
     """
 
     def __init__(self, prefix: str):
@@ -71,6 +75,12 @@ class Keys:
 
     def owner_active(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner or '-'}:active"
+
+    def owner_bytes(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner or '-'}:bytes"
+
+    def owner_stored(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner or '-'}:stored"
 
     def idempotency(self, owner: str, key: str) -> str:
         return f"{self.prefix}:idempotency:{owner or '-'}:{key}"
@@ -104,38 +114,66 @@ return 1
 
 
 # KEYS[1] job hash, KEYS[2] all jobs zset, KEYS[3] stats, KEYS[4] owner's active set, KEYS[5] owner's
-# jobs zset; ARGV[1] TTL s, ARGV[2] most unfinished jobs of the owner (0: no limit), ARGV[3] job id,
-# ARGV[4] created_at, ARGV[5] kind, ARGV[6] the job-key prefix, then the record's field/value pairs.
-# Under the limit the job is written at once; at it, the owner's set is pruned of finished or expired
-# jobs and counted again (so the common path is O(1)), all in one step. Returns -1 when created, else
-# the owner's unfinished count.
+# jobs zset, KEYS[6] owner's stored bytes, KEYS[7] owner's stored zset, then one key per input blob;
+# ARGV[1] TTL s, ARGV[2] most unfinished jobs of the owner (0: no limit), ARGV[3] job id, ARGV[4]
+# created_at, ARGV[5] kind, ARGV[6] the job-key prefix, ARGV[7] the owner's stored-bytes quota (0: none),
+# ARGV[8] most jobs listed per owner, ARGV[9] n blobs, then the n blobs' bytes, then the record's
+# field/value pairs. The cap and the quota are checked before anything is written, all in one step:
+# a refused submission stores nothing. At the cap the owner's set is pruned of finished or expired jobs
+# and counted again (so the common path is O(1)). Returns {0, 0} when created, {1, unfinished} at the
+# cap, {2, stored bytes} past the quota. The job lists drop expired ids and keep the newest ARGV[8].
 _CREATE = """
-local ttl, cap, id, created = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local ttl, cap, id, created = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local quota, listed, nblobs = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 if cap > 0 and redis.call('SCARD', KEYS[4]) >= cap then
   local n = 0
   for _, other in ipairs(redis.call('SMEMBERS', KEYS[4])) do
     local state = redis.call('HGET', ARGV[6] .. other, 'state')
     if state == 'queued' or state == 'running' then n = n + 1 else redis.call('SREM', KEYS[4], other) end
   end
-  if n >= cap then return n end
+  if n >= cap then return {1, n} end
 end
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', created)) do
+  redis.call('DECRBY', KEYS[6], tonumber(string.match(gone, '^(%d+):')))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', created)
+local size = 0
+for i = 1, nblobs do size = size + string.len(ARGV[9 + i]) end
+local stored = tonumber(redis.call('GET', KEYS[6]) or '0')
+if quota > 0 and stored + size > quota then return {2, stored} end
+for i = 1, nblobs do redis.call('SET', KEYS[7 + i], ARGV[9 + i], 'EX', ttl) end
+redis.call('INCRBY', KEYS[6], size)
+redis.call('EXPIRE', KEYS[6], ttl)
+redis.call('ZADD', KEYS[7], created + ttl, size .. ':' .. id)
+redis.call('EXPIRE', KEYS[7], ttl)
+for i = 10 + nblobs, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('ZADD', KEYS[2], created, id)
-redis.call('EXPIRE', KEYS[2], ttl)
+for _, list in ipairs({KEYS[2], KEYS[5]}) do
+  redis.call('ZADD', list, created, id)
+  redis.call('ZREMRANGEBYSCORE', list, '-inf', created - ttl)
+  redis.call('ZREMRANGEBYRANK', list, 0, -listed - 1)
+  redis.call('EXPIRE', list, ttl)
+end
 redis.call('HINCRBY', KEYS[3], ARGV[5] .. ':queued', 1)
 redis.call('SADD', KEYS[4], id)
 redis.call('EXPIRE', KEYS[4], ttl)
-redis.call('ZADD', KEYS[5], created, id)
-redis.call('EXPIRE', KEYS[5], ttl)
-return -1
+return {0, 0}
 """
+
+# Jobs each job list keeps (the newest): GET /v1/jobs shows at most 200.
+MAX_LISTED_JOBS = 1000
 
 
 class TooManyUnfinishedJobs(Exception):
     def __init__(self, unfinished: int):
         super().__init__(f"{unfinished} jobs of this key are queued or running")
         self.unfinished = unfinished
+
+
+class StorageQuotaExceeded(Exception):
+    def __init__(self, stored: int, adding: int, quota: int):
+        super().__init__(f"this key stores {stored} bytes; {adding} more would pass its quota of {quota}")
+        self.stored, self.adding, self.quota = stored, adding, quota
 
 
 # KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] max attempts, ARGV[2] TTL s, ARGV[3] now. A queued
@@ -174,6 +212,10 @@ return redis.call('EXISTS', KEYS[2])
 WEBHOOK_STATS = "webhook"   # the stats field prefix of webhook delivery attempts
 
 
+def blob_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def now() -> float:
     return round(time.time(), 3)
 
@@ -206,7 +248,7 @@ class JobStore:
 
     # ------------------------------------------------------------ blobs
     def put_blob(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+        digest = blob_digest(data)
         # Content-addressed: a second upload of the same bytes only refreshes the TTL.
         self.r.set(self.keys.blob(digest), data, ex=self.ttl_s)
         return digest
@@ -215,23 +257,34 @@ class JobStore:
         return self.r.get(self.keys.blob(digest))
 
     # ------------------------------------------------------------ jobs
-    def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
+    def create(self, kind: str, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
                owner: str = "", max_unfinished: int = 0, rejected_inputs: Sequence[RejectedInput] = (),
-               webhook: Optional[WebhookTarget] = None, request_id: Optional[str] = None) -> JobRecord:
-        """Write a queued job; TooManyUnfinishedJobs when its owner already has `max_unfinished`
-        queued or running (0: no limit)."""
+               webhook: Optional[WebhookTarget] = None, request_id: Optional[str] = None,
+               blobs: Sequence[bytes] = (), max_stored_bytes: int = 0) -> JobRecord:
+        """Write a queued job and its input `blobs` (named by blob_digest in `inputs`) in one step;
+        nothing is written when its owner already has `max_unfinished` jobs queued or running
+        (TooManyUnfinishedJobs) or the blobs would take its stored bytes past `max_stored_bytes`
+        (StorageQuotaExceeded); 0: no limit."""
         record = JobRecord(id=uuid.uuid4().hex, kind=kind, state=JobState.queued, params=params, vae=vae,
                            perceptual=perceptual, inputs=inputs, owner=owner,
                            rejected_inputs=list(rejected_inputs), webhook=webhook, request_id=request_id,
                            created_at=now())
         fields = [v for pair in _to_hash(record).items() for v in pair]
-        outcome = self._create(
+        outcome, value = self._create(
             keys=[self.keys.job(record.id), self.keys.jobs(), self.keys.stats(), self.keys.owner_active(owner),
-                  self.keys.owner_jobs(owner)],
-            args=[self.ttl_s, max_unfinished, record.id, record.created_at, kind.value, self.keys.job(""), *fields])
-        if outcome != -1:
-            raise TooManyUnfinishedJobs(int(outcome))
+                  self.keys.owner_jobs(owner), self.keys.owner_bytes(owner), self.keys.owner_stored(owner),
+                  *(self.keys.blob(blob_digest(data)) for data in blobs)],
+            args=[self.ttl_s, max_unfinished, record.id, record.created_at, record.kind, self.keys.job(""),
+                  max_stored_bytes, MAX_LISTED_JOBS, len(blobs), *blobs, *fields])
+        if outcome == 1:
+            raise TooManyUnfinishedJobs(int(value))
+        if outcome == 2:
+            raise StorageQuotaExceeded(int(value), sum(map(len, blobs)), max_stored_bytes)
         return record
+
+    def stored_bytes(self, owner: str) -> int:
+        """Input bytes `owner` stored that may not have expired yet (expired ones leave at its next create)."""
+        return int(self.r.get(self.keys.owner_bytes(owner)) or 0)
 
     def recent(self, owner: str, limit: int) -> list[JobRecord]:
         """The owner's most recent jobs, newest first (expired ones left out)."""
@@ -341,13 +394,19 @@ class JobStore:
         return bool(self.r.exists(self.keys.cancel(job_id)))
 
     def record_worker_models(self, worker: str, report: ModelReport) -> None:
-        self.r.hset(self.keys.worker_models(), worker, report.model_dump_json())
+        with self.r.pipeline() as p:
+            p.hset(self.keys.worker_models(), worker, report.model_dump_json())
+            p.expire(self.keys.worker_models(), self.ttl_s)
+            p.execute()
 
     def worker_models(self, workers: list[str]) -> dict[str, ModelReport]:
         """The model reports of these workers (one that wrote none is left out)."""
         if not workers:
             return {}
-        found = self.r.hmget(self.keys.worker_models(), workers)
+        with self.r.pipeline() as p:
+            p.hmget(self.keys.worker_models(), workers)
+            p.expire(self.keys.worker_models(), self.ttl_s)   # kept while workers answer, gone after
+            found, _ = p.execute()
         return {name: ModelReport.model_validate_json(raw) for name, raw in zip(workers, found) if raw}
 
     def ping(self) -> bool:
@@ -372,11 +431,11 @@ def _to_hash(record: JobRecord) -> dict[str, str | int | float]:
 
 
 def _from_hash(raw: dict[str, str]) -> JobRecord:
-    kind = JobKind(raw["kind"])
+    spec = job_spec(raw["kind"])
     error = JobError(code=raw["error_code"], message=raw.get("error_message", "")) if "error_code" in raw else None
     result = JobResult.model_validate_json(raw["result"]) if "result" in raw else None
     scalars = {k: v for k, v in raw.items() if k in JobRecord.model_fields and k not in _JSON_FIELDS}
     webhook = WebhookTarget.model_validate_json(raw["webhook"]) if "webhook" in raw else None
-    return JobRecord(**scalars, params=PARAMS_BY_KIND[kind].model_validate_json(raw["params"]),
+    return JobRecord(**scalars, params=spec.params.model_validate_json(raw["params"]),
                      inputs=json.loads(raw["inputs"]), rejected_inputs=json.loads(raw.get("rejected_inputs", "[]")),
                      webhook=webhook, error=error, result=result)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from .contract import ErrorCode, JobKind, JobState, StopReason
+from .contract import ErrorCode, JobState, StopReason
 from .records import (DetectedImage, InputImage, JobError, JobRecord, MeasuredBudget, PurifierUsed, RejectedInput,
                       TracePoint, WebhookTarget)
 
@@ -43,7 +43,8 @@ class FileLink(BaseModel):
 
 class JobView(BaseModel):
     id: str
-    kind: JobKind
+    kind: str = Field(description="the job kind: purify, detect, evaluate, mimicry, protect, or one the service "
+                                  "registers (IMPRESS_JOB_KINDS)")
     state: JobState
     progress: Progress
     created_at: float
@@ -107,6 +108,13 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         webhook=record.webhook, error=record.error, results=results, files=files,
         **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine",
                                       "purifier"}) if result else {}))
+
+
+class WebhookSecret(BaseModel):
+    """GET /v1/webhook-secret: the secret that signs the caller's webhooks."""
+
+    secret: str = Field(description="whsec_<base64>: verify this key's webhooks with it (Standard Webhooks), "
+                                    "and check that the job id in the body is one of yours")
 
 
 class WebhookPayload(BaseModel):

@@ -2,15 +2,15 @@
 public API, called by the page's JavaScript with the key the user typed."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from impress.images import IMAGE_SUFFIXES, SUPPORTED_FORMATS
-from impress.settings import Settings
 
-from ..deps import get_settings
+from ..deps import SettingsDep
+from ..security_headers import CONSOLE_HEADERS
 from .forms import kind_forms
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -18,7 +18,9 @@ templates = Jinja2Templates(env=Environment(loader=PackageLoader("app.console"),
 
 
 def page(request: Request, name: str, **context) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"page": name.removesuffix(".html"), **context})
+    response = templates.TemplateResponse(request, name, {"page": name.removesuffix(".html"), **context})
+    response.headers.update(CONSOLE_HEADERS)
+    return response
 
 
 @router.get("")
@@ -27,7 +29,7 @@ def console_home() -> RedirectResponse:
 
 
 @router.get("/try", response_class=HTMLResponse)
-def try_page(request: Request, settings: Settings = Depends(get_settings)) -> HTMLResponse:
+def try_page(request: Request, settings: SettingsDep) -> HTMLResponse:
     return page(request, "try.html", forms=kind_forms(request.app.openapi()), formats=SUPPORTED_FORMATS, accept=",".join(IMAGE_SUFFIXES),
                 settings=settings)
 
@@ -38,5 +40,5 @@ def jobs_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/service", response_class=HTMLResponse)
-def service_page(request: Request, settings: Settings = Depends(get_settings)) -> HTMLResponse:
+def service_page(request: Request, settings: SettingsDep) -> HTMLResponse:
     return page(request, "service.html", settings=settings)

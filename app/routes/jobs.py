@@ -4,16 +4,17 @@ A job belongs to the key that created it: to any other key each of its URLs answ
 for a job that does not exist, so an id leaks nothing."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from impress.contract import ErrorCode, JobState
 from impress.records import JobRecord, JobResult
 from impress.store import JobStore
 
-from ..auth import Caller, authorize
-from ..deps import get_store
+from ..auth import Caller
+from ..deps import CallerDep, StoreDep
 from ..errors import ApiError, error_responses
 from ..schemas import JobList, JobView, job_view
+from ..security_headers import download_headers
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -37,26 +38,26 @@ def blob_response(store: JobStore, blob: str, media_type: str, filename: str) ->
     data = store.get_blob(blob)
     if data is None:
         raise ApiError(404, ErrorCode.result_not_found, "the result has expired")
-    return Response(content=data, media_type=media_type, headers={"Content-Disposition": f'inline; filename="{filename}"'})
+    return Response(content=data, media_type=media_type, headers=download_headers(filename))
 
 
 @router.get("/jobs", response_model=JobList, summary="The caller's most recent jobs, newest first")
-def list_jobs(request: Request, limit: int = Query(20, ge=1, le=200), store: JobStore = Depends(get_store),
-              caller: Caller = Depends(authorize)) -> JobList:
+def list_jobs(request: Request, store: StoreDep, caller: CallerDep,
+              limit: int = Query(20, ge=1, le=200)) -> JobList:
     return JobList(jobs=[job_view(record, str(request.url_for("get_job", job_id=record.id)))
                          for record in store.recent(caller.owner, limit)])
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses=error_responses(404), summary="Poll a job")
-def get_job(request: Request, job_id: str, store: JobStore = Depends(get_store),
-            caller: Caller = Depends(authorize)) -> JobView:
+def get_job(request: Request, job_id: str, store: StoreDep,
+            caller: CallerDep) -> JobView:
     return job_view(load_job(store, job_id, caller), str(request.url_for("get_job", job_id=job_id)))
 
 
 @router.get("/jobs/{job_id}/results/{index}", responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409)},
             response_class=Response, summary="A purified image as PNG")
-def get_result(job_id: str, index: int, store: JobStore = Depends(get_store),
-               caller: Caller = Depends(authorize)) -> Response:
+def get_result(job_id: str, index: int, store: StoreDep,
+               caller: CallerDep) -> Response:
     images = finished_result(store, job_id, caller).images
     if not 0 <= index < len(images):
         raise ApiError(404, ErrorCode.result_not_found, f"job {job_id} has {len(images)} result images")
@@ -66,8 +67,8 @@ def get_result(job_id: str, index: int, store: JobStore = Depends(get_store),
 @router.get("/jobs/{job_id}/files/{name}", responses={200: {"content": {"text/html": {}, "text/markdown": {}}},
                                                        **error_responses(404, 409)},
             response_class=Response, summary="A report file of an evaluation job")
-def get_file(job_id: str, name: str, store: JobStore = Depends(get_store),
-             caller: Caller = Depends(authorize)) -> Response:
+def get_file(job_id: str, name: str, store: StoreDep,
+             caller: CallerDep) -> Response:
     files = {f.name: f for f in finished_result(store, job_id, caller).files}
     if name not in files:
         raise ApiError(404, ErrorCode.result_not_found, f"job {job_id} has files: {', '.join(files) or 'none'}")
@@ -76,8 +77,8 @@ def get_file(job_id: str, name: str, store: JobStore = Depends(get_store),
 
 @router.delete("/jobs/{job_id}", response_model=JobView, responses=error_responses(404, 409),
                summary="Cancel a job: a queued job never runs, a running one stops within a few steps")
-def cancel_job(request: Request, job_id: str, store: JobStore = Depends(get_store),
-               caller: Caller = Depends(authorize)) -> JobView:
+def cancel_job(request: Request, job_id: str, store: StoreDep,
+               caller: CallerDep) -> JobView:
     record = load_job(store, job_id, caller)
     if record.state.finished:
         raise ApiError(409, ErrorCode.job_already_finished, f"job {job_id} already {record.state.value}")

@@ -92,13 +92,14 @@ def test_advdm_raises_the_denoising_loss_that_sds_minus_lowers(img2img, images):
 
 
 def test_photoguard_diffusion_attack_is_l2_bounded_and_only_outside_the_mask(inpaint, images):
-    """eps is stated per 512 x 512 image: on 32 px images (1/16 of the side) 64 is an L2 norm of 4."""
+    """eps is stated per 512 x 512 image: on 32 px images (1/16 of the side) PhotoGuard's 16 is an L2 norm
+    of 1, and a step of 32 (2 here) reaches it at once."""
     pipe, _ = inpaint
     mask = editing.centre_keep_mask(2, 32, 32)
-    adv = attacks.photoguard_diffusion(pipe, images, mask=mask, eps=64.0, step=16.0, steps=3, grad_reps=2,
+    adv = attacks.photoguard_diffusion(pipe, images, mask=mask, eps=16.0, step=32.0, steps=2, grad_reps=2,
                                        inference_steps=2)
     change = adv - images
-    assert 3.0 < change.flatten(1).norm(dim=1).max() <= 4.0 + 1e-4
+    assert 0.5 < change.flatten(1).norm(dim=1).min() and change.flatten(1).norm(dim=1).max() <= 1.0 + 1e-4
     assert change[(mask == 1).expand_as(change)].abs().max() == 0   # the regenerated region is untouched
 
 
@@ -194,14 +195,16 @@ def test_mimicry_scores_every_set_on_clean_works_none_of_them_trained_on(img2img
 
 
 def test_pipeline_sample_size_of_the_tiny_pipelines_is_read_from_their_folders(tiny_pipelines):
-    from impress.pipelines import check_size, sample_size
+    from impress.pipelines import check_size, configured_pipelines, sample_size
     from impress.settings import Settings
 
     assert sample_size(str(tiny_pipelines["img2img"]), "img2img") == 32   # 8 latent px through the x4 VAE
-    settings = Settings(_env_file=None, pipeline=str(tiny_pipelines["img2img"]))
-    check_size(32, [("advdm", "img2img")], settings)
-    with pytest.raises(ValueError, match="below it"):
-        check_size(24, [("advdm", "img2img")], settings)
+    names = configured_pipelines(Settings(_env_file=None, pipeline=str(tiny_pipelines["img2img"])))
+    check_size(32, 40, [("advdm", "img2img")], names)
+    with pytest.raises(ValueError, match="size 24x40 is below it"):
+        check_size(24, 40, [("advdm", "img2img")], names)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        check_size(36, 36, [("advdm", "img2img")], names)
 
 
 def test_matrix_with_diffusion_methods_and_the_editing_scenario_reports_the_worst_case(tiny_pipelines, images):
@@ -212,13 +215,13 @@ def test_matrix_with_diffusion_methods_and_the_editing_scenario_reports_the_wors
     from worker.engine.models import load_vae
     from worker.engine.report import html_report, markdown_report
 
-    vae, identity = load_vae("impress-tiny-vae")
+    vae, identity = load_vae("taef2")
     dssim = load_perceptual("dssim")
     pipelines = PipelineSet({kind: str(folder) for kind, folder in tiny_pipelines.items()})
     editing = EditingRun(pipelines, EditParams(mode="inpaint", steps=2), dssim, images)
     protections = [parse_choice("photoguard-8:steps=1", "protection"), parse_choice("advdm:steps=1", "protection")]
     purifiers = [parse_choice("jpeg-75", "purifier"), parse_choice("diffpure:steps=10", "purifier")]
-    result = run_matrix(vae, identity.as_dict(), dssim, images, ["a", "b"], protections, purifiers, batch=2,
+    result = run_matrix(vae, identity.model_dump(), dssim, images, ["a", "b"], protections, purifiers, batch=2,
                         pipelines=pipelines, editing=editing)
     assert all(cell.edit is not None and len(cell.edit.psnr_db) == 2 for cell in result.cells)
     assert all(p.edit is not None for p in result.protections.values())

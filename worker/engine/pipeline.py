@@ -5,7 +5,7 @@ The one entry point that the CLI, the Celery task and the tests share.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -13,10 +13,12 @@ import torch
 
 from impress.contract import PurifyParams, StopReason, vae_for
 from impress.images import DecodedImage
+from impress.progress import SILENT, Reporter, Span
+from impress.records import EngineReport, ModelIdentity, PerceptualIdentity
 
 from .models import load_vae, resolve_device
 from .perceptual import PerceptualDistance, load_perceptual
-from .purify import Precision, ProgressFn, PurifyOutcome, autocast_dtype, precision_name, purify
+from .purify import Precision, PurifyOutcome, autocast_dtype, precision_name, purify
 from .tensors import to_tensor, to_uint8
 
 log = logging.getLogger("impress.engine")
@@ -24,10 +26,9 @@ log = logging.getLogger("impress.engine")
 
 @dataclass
 class PurifiedImage:
-    """One input's outcome. `rgb` is None when a cancel came before its batch started; an image whose
-    batch was canceled midway has the pixels it had reached and stop_reason canceled."""
+    """One input's outcome."""
 
-    rgb: Optional[np.ndarray]        # uint8 H x W x 3, the input's size; storage formats are the caller's
+    rgb: np.ndarray                  # uint8 H x W x 3, the input's size; storage formats are the caller's
     stop_reason: StopReason
     iterations: int
     trace: list[dict]
@@ -50,19 +51,22 @@ class EngineOptions:
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "EngineOptions":
-        fields = {f: getattr(settings, f) for f in ("device", "batch_size", "compile", "precision", "vae_tiling",
-                                                    "vae_checkpointing", "memory_headroom", "cpu_batch_pixels")}
-        return cls(**{**fields, **{k: v for k, v in overrides.items() if v is not None}})
+        """The service's options, with the given overrides (None: the setting's)."""
+        options = cls(device=settings.device, batch_size=settings.batch_size, compile=settings.compile,
+                      precision=settings.precision, vae_tiling=settings.vae_tiling,
+                      vae_checkpointing=settings.vae_checkpointing, memory_headroom=settings.memory_headroom,
+                      cpu_batch_pixels=settings.cpu_batch_pixels)
+        return replace(options, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass
 class PurificationRun:
     images: list[PurifiedImage]
-    model: dict
-    perceptual: dict
+    model: ModelIdentity
+    perceptual: PerceptualIdentity
     seconds: float
     device: str
-    engine: dict                     # batch sizes, compiled or not, precision, memory options, OOM retries
+    engine: EngineReport
 
 
 def fitting_batch_size(per_image_bytes: int, free_bytes: int, limit: int, headroom: float) -> int:
@@ -90,13 +94,12 @@ class _Run:
     params: PurifyParams
     options: EngineOptions
     device: str
-    progress: Optional[ProgressFn]
+    reporter: Reporter
     report_every: int
     total: int                        # image-iterations of the whole run
     done: int = 0
     seconds: float = 0.0
     compiled: bool = False
-    canceled: bool = False
     oom_splits: int = 0
     starts: Optional[list[torch.Tensor]] = None   # per image: where its optimisation starts (a warm start)
 
@@ -114,23 +117,20 @@ class _Run:
         return fitting_batch_size(step_bytes, free, self.options.batch_size, self.options.memory_headroom)
 
     def purify_batch(self, x: torch.Tensor, start: Optional[torch.Tensor] = None) -> PurifyOutcome:
-        def batch_progress(step, _total, losses, offset=self.done, n=x.shape[0]):
-            return self.progress is not None and self.progress(offset + step * n, self.total, losses)
-
-        outcome = purify(self.vae, self.distance, x, self.params, device=self.device, progress=batch_progress,
+        batch = Span(self.reporter, self.done, self.params.iters * x.shape[0], self.total)
+        outcome = purify(self.vae, self.distance, x, self.params, device=self.device, reporter=batch,
                          report_every=self.report_every, compile=self.options.compile,
                          precision=self.options.precision, start=start)
         self.seconds += outcome.seconds
         self.compiled = self.compiled or outcome.compiled
         self.done += self.params.iters * x.shape[0]
-        self.canceled = outcome.stop_reason == StopReason.canceled
         return outcome
 
     def run_group(self, images: list[DecodedImage], indices: list[int], size: int,
-                  results: list[PurifiedImage]) -> None:
+                  results: list[Optional[PurifiedImage]]) -> None:
         """Purify same-size images in batches of `size`; a batch that runs out of memory is split in two."""
         pending = [indices[k:k + size] for k in range(0, len(indices), size)]
-        while pending and not self.canceled:
+        while pending:
             batch = pending.pop(0)
             try:
                 start = None if self.starts is None else torch.cat([self.starts[i] for i in batch])
@@ -154,12 +154,11 @@ class _Run:
 
 
 def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: Optional[str], perceptual: str,
-                     options: EngineOptions = EngineOptions(), progress: Optional[ProgressFn] = None,
+                     options: EngineOptions = EngineOptions(), reporter: Reporter = SILENT,
                      report_every: int = 10, starts: Optional[list[torch.Tensor]] = None) -> PurificationRun:
     """Purify `images` (any sizes; same-size images share batches): one result per input, in order.
 
-    `progress(done, total, losses)` counts image-iterations over the whole run; returning True
-    cancels the rest (the images never started come back without pixels). On CUDA the batch size of
+    The `reporter` counts image-iterations over the whole run (a cancel raises out of it). On CUDA the batch size of
     each image size comes from a one-step memory probe and the free memory; a batch that still runs
     out of memory is split in two and retried. On CPU a batch holds at most `options.cpu_batch_pixels`
     pixels (at least one image). `starts` (1 x 3 x H x W per image) warm-starts each image's optimisation.
@@ -168,21 +167,20 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
     vae_model, identity = load_vae(vae_for(params.preset, vae), device, tiling=options.vae_tiling,
                                    checkpointing=options.vae_checkpointing)
     run = _Run(vae=vae_model, distance=load_perceptual(perceptual, device), params=params, options=options,
-               device=device, progress=progress, report_every=report_every, total=params.iters * len(images),
+               device=device, reporter=reporter, report_every=report_every, total=params.iters * len(images),
                starts=starts)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
         groups.setdefault((im.height, im.width), []).append(i)
-    results = [PurifiedImage(rgb=None, stop_reason=StopReason.canceled, iterations=0, trace=[]) for _ in images]
+    results: list[Optional[PurifiedImage]] = [None] * len(images)
     batch_sizes: dict[str, int] = {}
     for (height, width), indices in groups.items():
-        if run.canceled:
-            break
         size = batch_sizes[f"{width}x{height}"] = run.batch_size(images, indices)
         run.run_group(images, indices, size, results)
-    engine = {"batch_sizes": batch_sizes, "compiled": run.compiled,
-              "precision": precision_name(autocast_dtype(device, options.precision)),
-              "vae_tiling": options.vae_tiling, "vae_checkpointing": options.vae_checkpointing,
-              "oom_splits": run.oom_splits}
-    return PurificationRun(images=results, model=identity.as_dict(), perceptual={"name": run.distance.name},
-                           seconds=run.seconds, device=device, engine=engine)
+    engine = EngineReport(batch_sizes=batch_sizes, compiled=run.compiled,
+                          precision=precision_name(autocast_dtype(device, options.precision)),
+                          vae_tiling=options.vae_tiling, vae_checkpointing=options.vae_checkpointing,
+                          oom_splits=run.oom_splits)
+    return PurificationRun(images=[image for image in results if image is not None], model=identity,
+                           perceptual=PerceptualIdentity(name=run.distance.name), seconds=run.seconds, device=device,
+                           engine=engine)

@@ -1,7 +1,7 @@
 """Training pictures that Debian packages ship, disjoint from every evaluation set.
 
-The photographs train both the bundled autoencoder (scripts/train_small_vae.py) and the amortised
-purifier; the illustrations only the purifier. Evaluation uses other sources (the photographs that
+Photographs (first chosen, by eye, for the retired impress-tiny-vae) and illustrations train the
+amortised purifier. Evaluation uses other sources (the photographs that
 Python wheels ship, worker/engine/photos.py; sway-backgrounds, openclipart, tuxpaint stamps), so
 no evaluated picture is ever trained on.
 
@@ -22,9 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-# Photographs only: these packages also ship illustrations and renders, which teach an autoencoder
-# flat colour fields instead of the textures of real photos (the first model trained on 9 ukui
-# illustrations among 23 images and generalised poorly). Each name below was checked by eye.
+# Photographs only: these packages also ship illustrations and renders. Each name was checked by eye.
 TRAIN_PHOTOS = {
     "usr/share/backgrounds/mate/nature": [     # mate-backgrounds (GPL-2+)
         "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops",

@@ -17,13 +17,14 @@ import numpy as np
 
 from impress.contract import PurifyParams, StopReason, vae_for
 from impress.images import DecodedImage
+from impress.progress import SILENT, Reporter
+from impress.records import EngineReport, ModelIdentity, PerceptualIdentity
 
 from ..detect import consistency_scores
 from ..models import ModelUnavailable, load_vae, resolve_device
 from ..pipeline import EngineOptions, run_purification
-from ..purify import ProgressFn
 from ..tensors import to_tensor, to_uint8
-from .serve import PurifierIdentity, load_purifier, resolve_weights
+from .serve import load_purifier, resolve_weights
 
 CALIBRATION_FILE = "calibration.json"
 AMORTISED, IMPRESS = "amortised", "impress"
@@ -33,7 +34,7 @@ AMORTISED, IMPRESS = "amortised", "impress"
 class MethodImage:
     """One input's outcome: its pixels, the stages it went through, and their seconds."""
 
-    rgb: Optional[np.ndarray]          # uint8 H x W x 3; None when a cancel came before its IMPRESS batch
+    rgb: np.ndarray                    # uint8 H x W x 3, the input's size
     path: list[str]
     seconds: float
     score: Optional[float] = None      # cascade: the detection score of the amortised output
@@ -45,13 +46,13 @@ class MethodImage:
 @dataclass
 class MethodRun:
     images: list[MethodImage]
-    purifier: PurifierIdentity
-    model: dict                        # the VAE of the cascade; the network's identity for amortised alone
-    perceptual: Optional[dict]
+    purifier: ModelIdentity             # the network: revision is sha256:<hex> of its weights
+    model: ModelIdentity               # the VAE of the cascade; the network's identity for amortised alone
+    perceptual: Optional[PerceptualIdentity]
     threshold: Optional[float]         # cascade: the detection threshold its images were judged at
     seconds: float
     device: str
-    engine: dict
+    engine: Optional[EngineReport]     # cascade: how IMPRESS ran on the flagged images (None when none was)
 
 
 def amortised_pass(images: list[DecodedImage], weights: str, options: EngineOptions):
@@ -69,8 +70,8 @@ def run_amortised(images: list[DecodedImage], *, weights: str, options: EngineOp
     outputs, seconds, identity = amortised_pass(images, weights, options)
     return MethodRun(images=[MethodImage(rgb=to_uint8(out), path=[AMORTISED], seconds=s)
                              for out, s in zip(outputs, seconds)],
-                     purifier=identity, model=identity.as_dict(), perceptual=None, threshold=None,
-                     seconds=sum(seconds), device=identity.device, engine={})
+                     purifier=identity, model=identity, perceptual=None, threshold=None,
+                     seconds=sum(seconds), device=identity.device, engine=None)
 
 
 def calibrated_threshold(weights: str, model: str) -> float:
@@ -88,7 +89,7 @@ def calibrated_threshold(weights: str, model: str) -> float:
 
 def run_cascade(images: list[DecodedImage], params: PurifyParams, *, weights: str, vae: Optional[str],
                 perceptual: str, threshold: Optional[float], options: EngineOptions = EngineOptions(),
-                progress: Optional[ProgressFn] = None, report_every: int = 10) -> MethodRun:
+                reporter: Reporter = SILENT, report_every: int = 10) -> MethodRun:
     """The cascade over `images`; `threshold` is the detection threshold (the service's), else the one
     calibrated beside the weights."""
     vae_name = vae_for(params.preset, vae)
@@ -102,16 +103,15 @@ def run_cascade(images: list[DecodedImage], params: PurifyParams, *, weights: st
     results = [MethodImage(rgb=to_uint8(out), path=[AMORTISED], seconds=s + score_share, score=score)
                for out, s, score in zip(outputs, seconds, scores)]
     flagged = [i for i, score in enumerate(scores) if score > threshold]
-    engine: dict = {"flagged": len(flagged)}
-    perceptual_record = None
+    engine, perceptual_record = None, None
     if flagged:
         run = run_purification([images[i] for i in flagged], params, vae=vae, perceptual=perceptual, options=options,
-                               progress=progress, report_every=report_every, starts=[outputs[i] for i in flagged])
+                               reporter=reporter, report_every=report_every, starts=[outputs[i] for i in flagged])
         share = run.seconds / len(flagged)
         for i, done in zip(flagged, run.images):
             image = results[i]
             image.rgb, image.path, image.seconds = done.rgb, [AMORTISED, IMPRESS], image.seconds + share
             image.iterations, image.stop_reason, image.trace = done.iterations, done.stop_reason, done.trace
-        engine, perceptual_record = {**engine, **run.engine}, run.perceptual
-    return MethodRun(images=results, purifier=identity, model=vae_identity.as_dict(), perceptual=perceptual_record,
+        engine, perceptual_record = run.engine, run.perceptual
+    return MethodRun(images=results, purifier=identity, model=vae_identity, perceptual=perceptual_record,
                      threshold=threshold, seconds=sum(image.seconds for image in results), device=device, engine=engine)

@@ -11,33 +11,19 @@ import functools
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from impress.methods import WEIGHTS_PATTERN
+from impress.records import ModelIdentity
 
 from ..autoencoder import Autoencoder
 from ..models import ModelUnavailable
 from .network import WEIGHTS_FILE, PurifierNet, load_network
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "models"
-
-
-@dataclass(frozen=True)
-class PurifierIdentity:
-    """Which network purified: recorded in every result (the shape of models.ModelIdentity)."""
-
-    name: str
-    source: str          # bundled | folder
-    location: str
-    revision: str        # sha256:<hex> of the weights file
-    device: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def resolve_weights(name: str) -> tuple[str, Path]:
@@ -53,18 +39,19 @@ def resolve_weights(name: str) -> tuple[str, Path]:
 _LOADING = threading.Lock()
 
 
-def load_purifier(name: str, device: str = "cpu") -> tuple[PurifierNet, PurifierIdentity]:
-    """The network and its identity, loaded once per process and device."""
+def load_purifier(name: str, device: str = "cpu") -> tuple[PurifierNet, ModelIdentity]:
+    """The network and its identity (revision: sha256:<hex> of the weights file), loaded once per process
+    and device."""
     with _LOADING:
         return _load_cached(name, device)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str, device: str) -> tuple[PurifierNet, PurifierIdentity]:
+def _load_cached(name: str, device: str) -> tuple[PurifierNet, ModelIdentity]:
     source, folder = resolve_weights(name)
     net, sha = load_network(folder, device)
-    return net, PurifierIdentity(name=name, source=source, location=str(folder.resolve()), revision=f"sha256:{sha}",
-                                 device=device)
+    return net, ModelIdentity(name=name, source=source, location=str(folder.resolve()), revision=f"sha256:{sha}",
+                              dtype="float32", device=device)
 
 
 @torch.no_grad()
