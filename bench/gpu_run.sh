@@ -4,7 +4,8 @@
 # pydantic, which travel as wheels in .whl/).
 #   bench/gpu_run.sh fetch      # here, with the package index: download the wheels into .whl/
 #   bench/gpu_run.sh            # there (device tool: carry [".whl"]): install them, run gpu_check.py,
-#                               # copy bench/results/{gpu-check.json,speed-cuda.*} to $OUT
+#                               # and amortised_speed.py (the amortised purifier's ms per 512x512 image),
+#                               # copy bench/results/{gpu-check.json,speed-cuda.*,amortised-speed-cuda.*} to $OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS="diffusers==0.42.1 lpips==0.1.4 pydantic==2.14.4 pydantic_core==2.50.5 pydantic-settings==2.16.3
@@ -25,4 +26,6 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 python3 -m bench.gpu_check
-cp bench/results/gpu-check.json bench/results/speed-cuda.* "${OUT:?OUT is the device tool's output folder}/"
+python3 -m bench.amortised_speed
+cp bench/results/gpu-check.json bench/results/speed-cuda.* bench/results/amortised-speed-cuda.* \
+  "${OUT:?OUT is the device tool's output folder}/"

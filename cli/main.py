@@ -8,7 +8,7 @@ import sys
 from impress.logs import configure_logging
 from impress.settings import get_settings
 
-from . import bench, detect, mimicry, models, pictures, protect, purify, service
+from . import bench, detect, mimicry, models, pictures, protect, purify, service, train_amortised
 from .common import CommandFailed
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_parsers(sub)
     models.add_parser(sub)
     pictures.add_parser(sub)
+    train_amortised.add_parser(sub)
     return parser
 
 

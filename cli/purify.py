@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from impress.contract import DEVICES, MODEL_CHOICES, OFFLINE_MODEL, PERCEPTUALS, PRECISIONS, PurifyOverrides, vae_for
+from impress.methods import AMORTISED_WEIGHTS
 from impress.images import encode_png
 from impress.settings import get_settings
 
@@ -48,7 +49,8 @@ def overrides_from(args: argparse.Namespace, model: type[BaseModel] = PurifyOver
 
 
 def add_parser(sub) -> None:
-    pur = sub.add_parser("purify", help="purify images with IMPRESS, in this process")
+    pur = sub.add_parser("purify", help="purify images with IMPRESS (or the amortised network, or the cascade), "
+                                        "in this process")
     pur.add_argument("images", nargs="+", help="image files")
     pur.add_argument("-o", "--output", required=True, help="folder for one PNG per input (same stem)")
     add_override_flags(pur)
@@ -60,6 +62,8 @@ def add_parser(sub) -> None:
     pur.add_argument("--compile", action="store_true", help="torch.compile the step (eager if it fails)")
     pur.add_argument("--precision", choices=PRECISIONS,
                      help="forward-pass autocast (default IMPRESS_PRECISION, auto: bf16 on CUDA, fp32 on CPU)")
+    pur.add_argument("--weights", default=AMORTISED_WEIGHTS,
+                     help="methods amortised and cascade: a bundled network's name or a folder from train-amortised")
     pur.add_argument("--report-every", type=int, default=10, help=argparse.SUPPRESS)
     pur.set_defaults(func=run)
 
@@ -78,10 +82,14 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     options = EngineOptions.from_settings(settings, device=args.device, batch_size=args.batch_size,
                                           compile=args.compile or None, precision=args.precision)
+    if params.method == "amortised":
+        return run_amortised_method(args, images, options, out)
     try:  # a missing model fails here, before any progress bar (and without minutes of hub retries)
         require(vae_for(params.preset, args.model or settings.vae), perceptual)
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
+    if params.method == "cascade":
+        return run_cascade_method(args, images, params, options, out, perceptual, settings)
     with BarReporter("purify") as reporter:
         try:
             run = run_purification(images, params, vae=args.model or settings.vae, perceptual=perceptual,
@@ -99,4 +107,46 @@ def run(args: argparse.Namespace) -> int:
     (out / "purify.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"model {run.model.name} ({run.model.revision}), perceptual {run.perceptual.name}, "
           f"{run.seconds:.1f}s on {run.device}; details in {out / 'purify.json'}")
+    return 0
+
+
+def run_amortised_method(args, images, options, out: Path) -> int:
+    from worker.engine.amortised.purification import run_amortised
+    from worker.engine.models import ModelUnavailable
+
+    try:
+        run = run_amortised(images, weights=args.weights, options=options)
+    except ModelUnavailable as exc:
+        raise CommandFailed(str(exc), 3) from exc
+    return write_method_run(args, images, run, out, {"method": "amortised"})
+
+
+def run_cascade_method(args, images, params, options, out: Path, perceptual: str, settings) -> int:
+    from worker.engine.amortised.purification import run_cascade
+    from worker.engine.models import ModelUnavailable
+
+    with BarReporter("cascade: impress on the flagged images") as reporter:
+        try:
+            run = run_cascade(images, params, weights=args.weights, vae=args.model or settings.vae, perceptual=perceptual,
+                              threshold=settings.detect_threshold, options=options, reporter=reporter,
+                              report_every=args.report_every)
+        except ModelUnavailable as exc:
+            raise CommandFailed(str(exc), 3) from exc
+    return write_method_run(args, images, run, out, {"method": "cascade", "params": params.model_dump()})
+
+
+def write_method_run(args, images, run, out: Path, summary: dict) -> int:
+    """One PNG per input and purify.json: the weights (sha256), each image's path and seconds."""
+    summary = {**summary, "weights": run.purifier.model_dump(), "model": run.model.model_dump(), "threshold": run.threshold,
+               "device": run.device, "seconds": round(run.seconds, 3), "images": []}
+    for path, decoded, im in zip(args.images, images, run.images):
+        target = out / (Path(path).stem + ".png")
+        target.write_bytes(encode_png(im.rgb, decoded.alpha))
+        summary["images"].append({"input": str(path), "output": str(target), "path": im.path,
+                                  "seconds": round(im.seconds, 4), "detection_score": im.score,
+                                  "iterations": im.iterations})
+        print(f"{path} -> {target} ({' then '.join(im.path)}, {im.seconds * 1000:.0f} ms)")
+    (out / "purify.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"purifier {run.purifier.name} ({run.purifier.revision[:19]}), {run.seconds:.2f}s on {run.device}; "
+          f"details in {out / 'purify.json'}")
     return 0

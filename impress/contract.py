@@ -195,9 +195,19 @@ SCHEDULES: dict[str, Schedule] = {
 }
 
 
+# How a purify job purifies: IMPRESS's optimisation, one pass of the amortised network, or the cascade
+# (the network, then IMPRESS warm-started from its output for the images the detection still flags).
+PurifyMethod = Literal["impress", "amortised", "cascade"]
+PURIFY_METHODS: tuple[str, ...] = get_args(PurifyMethod)
+
+
 class PurifyOverrides(ImpressParams):
     """What a caller may set; anything left out comes from the preset. Ranges are hard limits.
     IMPRESS's parameters are those of the `impress` purifier (impress/methods.py), plus the plateau rule."""
+
+    method: PurifyMethod = Field("impress", description="impress: IMPRESS's optimisation; amortised: one pass of "
+                                 "the amortised network (docs/amortised.md); cascade: the network, then IMPRESS "
+                                 "warm-started from its output for the images the detection score still flags")
 
     plateau_window: int = Field(100, ge=10, le=10_000, description="steps over which improvement is judged")
     plateau_rel_tol: float = Field(1e-3, ge=0, le=1, description="relative loss improvement below which a run stops")
@@ -213,7 +223,7 @@ class PurifyOverrides(ImpressParams):
             lr=pick(self.lr, p.lr * s.lr_scale), beta1=pick(self.beta1, s.beta1), beta2=pick(self.beta2, s.beta2),
             alpha=pick(self.alpha, PERCEPTUAL_DEFAULT_ALPHA.get(perceptual, p.alpha)), delta=delta, noise=pick(self.noise, p.noise),
             seed=self.seed, early_stop=pick(self.early_stop, s.early_stop), plateau_window=self.plateau_window,
-            plateau_rel_tol=self.plateau_rel_tol)
+            plateau_rel_tol=self.plateau_rel_tol, method=self.method)
 
 
 class PurifyParams(BaseModel):
@@ -234,6 +244,7 @@ class PurifyParams(BaseModel):
     schedule: str = "published"
     beta1: float = 0.9   # Adam's; defaults are the published loop's (torch's)
     beta2: float = 0.999
+    method: PurifyMethod = "impress"
 
 
 def check_thresholds(threshold: Optional[float], low_threshold: Optional[float]) -> None:

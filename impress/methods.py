@@ -23,6 +23,11 @@ ScheduleName = Literal["fast", "published"]
 Kind = Literal["protection", "purifier"]
 
 
+# The amortised purifier's bundled weights (worker/models/<name>): the network trained against taef2.
+AMORTISED_WEIGHTS = "amortised-taef2"
+WEIGHTS_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"   # a bundled name, never a path
+
+
 def seed_field():
     return Field(0, ge=0, le=2**31 - 1, description="seed of the method's random draws")
 
@@ -73,6 +78,14 @@ class GlazeLikeParams(MethodParams):
     seed: int = seed_field()
 
 
+class PhotoguardAdaptiveParams(PhotoguardParams):
+    """PhotoGuard's encoder attack aimed through the amortised purifier f: PGD pulling E(f(x + d))
+    toward the grey image's latent (white box: the attacker differentiates through f)."""
+
+    eps: float = Field(16 / 255, gt=0, le=1, description="L-inf budget in [0, 1] pixel units")
+    weights: str = Field(AMORTISED_WEIGHTS, pattern=WEIGHTS_PATTERN, description="the purifier attacked through")
+
+
 class MistParams(MethodParams):
     """Mist's textural loss: L-inf PGD with constant steps toward a generated texture."""
 
@@ -109,6 +122,13 @@ class ResizeParams(MethodParams):
     """Down to a short side and back up."""
 
     size: int = Field(256, ge=8, le=8192, description="short side of the downscaled image, in pixels")
+
+
+class AmortisedParams(MethodParams):
+    """The amortised purifier: one pass of a network trained on IMPRESS's objective (docs/amortised.md)."""
+
+    weights: str = Field(AMORTISED_WEIGHTS, pattern=WEIGHTS_PATTERN,
+                         description="the network: a purifier bundled in worker/models")
 
 
 class ImpressParams(MethodParams):
@@ -256,6 +276,8 @@ PROTECTIONS: dict[str, Method] = {
     "photoguard-16-200steps": Method(PhotoguardParams, {"eps": 16 / 255, "steps": 200}),
     "glaze-like": Method(GlazeLikeParams),
     "mist-16": Method(MistParams),
+    # White box through the amortised purifier: what an attacker who knows the purifier does.
+    "photoguard-adaptive": Method(PhotoguardAdaptiveParams),
     # Through the UNet of a configured pipeline (docs/diffusion.md).
     "advdm": Method(AdvdmParams),
     "sds-minus": Method(SdsMinusParams),
@@ -278,6 +300,7 @@ PURIFIERS: dict[str, Method] = {
     # Hönig et al.'s IMPRESS++ preprocessing as their released data describe it: Gaussian noise, then
     # IMPRESS (docs/diffusion.md: what is not included). Their setting is style mimicry: the glaze preset.
     "impress++": Method(NoiseImpressParams, {"preset": "glaze"}),
+    "amortised": Method(AmortisedParams),
     # Through a configured pipeline (docs/diffusion.md).
     "diffpure": Method(DiffpureParams),
     "gridpure": Method(GridpureParams),

@@ -65,6 +65,12 @@ class ResultImage(BaseModel):
     final: Optional[TracePoint] = None   # at the last step
     trace: list[TracePoint]              # at logged steps
     budget: Optional[MeasuredBudget] = None   # protect: what the protection spent on this image
+    # purify with method amortised or cascade: the stages this image went through, in order
+    # (["amortised"], or ["amortised", "impress"] when the cascade's detection still flagged it),
+    # its seconds, and (cascade) the detection score of the amortised output.
+    path: Optional[list[str]] = None
+    seconds: Optional[float] = None
+    detection_score: Optional[float] = None
 
 
 class Verdict(str, enum.Enum):
@@ -130,6 +136,15 @@ class EngineReport(BaseModel):
     oom_splits: int                  # batches split in two after running out of memory
 
 
+class PurifierUsed(BaseModel):
+    """Which purification method ran, and for the amortised network, which weights."""
+
+    method: str = Field(description="impress, amortised or cascade")
+    weights: Optional[str] = Field(None, description="the amortised network's name")
+    weights_sha256: Optional[str] = Field(None, description="sha256:<hex> of its weights file")
+    threshold: Optional[float] = Field(None, description="cascade: the detection threshold its images were judged at")
+
+
 class JobResult(BaseModel):
     images: list[ResultImage] = []   # purify, protect: one PNG per input
     detections: list[DetectedImage] = []   # detect: one per input
@@ -140,6 +155,7 @@ class JobResult(BaseModel):
     seconds: float
     device: str
     engine: Optional[EngineReport] = None
+    purifier: Optional[PurifierUsed] = None   # purify: the method and, for amortised/cascade, the weights
 
 
 class JobError(BaseModel):

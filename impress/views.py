@@ -9,8 +9,8 @@ from typing import Any, Optional
 from pydantic import BaseModel, Field
 
 from .contract import ErrorCode, JobState, StopReason
-from .records import (DetectedImage, InputImage, JobError, JobRecord, MeasuredBudget, RejectedInput, TracePoint,
-                      WebhookTarget)
+from .records import (DetectedImage, InputImage, JobError, JobRecord, MeasuredBudget, PurifierUsed, RejectedInput,
+                      TracePoint, WebhookTarget)
 
 
 class Progress(BaseModel):
@@ -30,6 +30,9 @@ class ResultLink(BaseModel):
     final: Optional[TracePoint] = None
     trace: list[TracePoint]
     budget: Optional[MeasuredBudget] = None   # protect: what the protection spent, on the 8-bit result
+    path: Optional[list[str]] = None          # purify amortised/cascade: ["amortised"] or ["amortised", "impress"]
+    seconds: Optional[float] = None           # purify amortised/cascade: this image's seconds
+    detection_score: Optional[float] = None   # cascade: the detection score of the amortised output
 
 
 class FileLink(BaseModel):
@@ -63,6 +66,7 @@ class JobView(BaseModel):
     seconds: Optional[float] = None
     device: Optional[str] = None
     engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
+    purifier: Optional[PurifierUsed] = None   # purify: which method ran and, for the amortised network, its weights
 
 
 class JobList(BaseModel):
@@ -102,7 +106,8 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         attempts=record.attempts, params=record.params.model_dump(mode="json"), vae=record.vae,
         perceptual=record.perceptual, inputs=record.inputs, rejected_inputs=record.rejected_inputs,
         webhook=record.webhook, error=record.error, results=results, files=files,
-        **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine"}) if result else {}))
+        **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine",
+                                      "purifier"}) if result else {}))
 
 
 class WebhookSecret(BaseModel):

@@ -100,8 +100,9 @@ def test_evaluate_params_travel_as_text_and_run_with_their_step_counts():
     assert schema["type"] == "array" and schema["items"]["type"] == "string"
 
 
-def test_purify_overrides_are_the_impress_purifier_parameters_plus_the_plateau_rule():
-    assert set(PurifyOverrides.model_fields) == set(ImpressParams.model_fields) | {"plateau_window", "plateau_rel_tol"}
+def test_purify_overrides_are_the_impress_purifier_parameters_plus_the_plateau_rule_and_the_method():
+    assert set(PurifyOverrides.model_fields) == set(ImpressParams.model_fields) | {"plateau_window", "plateau_rel_tol",
+                                                                                   "method"}
     chosen = choose("purifier", "noise-impress", iters=5).params
     assert chosen.impress_fields() == ImpressParams(iters=5).model_dump() and chosen.sigma == 0.05
 

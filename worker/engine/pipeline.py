@@ -101,6 +101,7 @@ class _Run:
     seconds: float = 0.0
     compiled: bool = False
     oom_splits: int = 0
+    starts: Optional[list[torch.Tensor]] = None   # per image: where its optimisation starts (a warm start)
 
     def batch_size(self, images: list[DecodedImage], indices: list[int]) -> int:
         """Images per batch of this size: on CUDA from a one-step memory probe and the free memory,
@@ -115,11 +116,11 @@ class _Run:
                                         self.device, self.options.precision)
         return fitting_batch_size(step_bytes, free, self.options.batch_size, self.options.memory_headroom)
 
-    def purify_batch(self, x: torch.Tensor) -> PurifyOutcome:
+    def purify_batch(self, x: torch.Tensor, start: Optional[torch.Tensor] = None) -> PurifyOutcome:
         batch = Span(self.reporter, self.done, self.params.iters * x.shape[0], self.total)
         outcome = purify(self.vae, self.distance, x, self.params, device=self.device, reporter=batch,
                          report_every=self.report_every, compile=self.options.compile,
-                         precision=self.options.precision)
+                         precision=self.options.precision, start=start)
         self.seconds += outcome.seconds
         self.compiled = self.compiled or outcome.compiled
         self.done += self.params.iters * x.shape[0]
@@ -132,7 +133,8 @@ class _Run:
         while pending:
             batch = pending.pop(0)
             try:
-                outcome = self.purify_batch(torch.cat([to_tensor(images[i].rgb) for i in batch]))
+                start = None if self.starts is None else torch.cat([self.starts[i] for i in batch])
+                outcome = self.purify_batch(torch.cat([to_tensor(images[i].rgb) for i in batch]), start)
             except torch.OutOfMemoryError:
                 if len(batch) == 1:
                     raise
@@ -153,19 +155,20 @@ class _Run:
 
 def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: Optional[str], perceptual: str,
                      options: EngineOptions = EngineOptions(), reporter: Reporter = SILENT,
-                     report_every: int = 10) -> PurificationRun:
+                     report_every: int = 10, starts: Optional[list[torch.Tensor]] = None) -> PurificationRun:
     """Purify `images` (any sizes; same-size images share batches): one result per input, in order.
 
     The `reporter` counts image-iterations over the whole run (a cancel raises out of it). On CUDA the batch size of
     each image size comes from a one-step memory probe and the free memory; a batch that still runs
     out of memory is split in two and retried. On CPU a batch holds at most `options.cpu_batch_pixels`
-    pixels (at least one image).
+    pixels (at least one image). `starts` (1 x 3 x H x W per image) warm-starts each image's optimisation.
     """
     device = resolve_device(options.device)
     vae_model, identity = load_vae(vae_for(params.preset, vae), device, tiling=options.vae_tiling,
                                    checkpointing=options.vae_checkpointing)
     run = _Run(vae=vae_model, distance=load_perceptual(perceptual, device), params=params, options=options,
-               device=device, reporter=reporter, report_every=report_every, total=params.iters * len(images))
+               device=device, reporter=reporter, report_every=report_every, total=params.iters * len(images),
+               starts=starts)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
         groups.setdefault((im.height, im.width), []).append(i)

@@ -31,9 +31,11 @@ from typing import Callable
 import torch
 
 from impress.methods import (PHOTOGUARD_STEP_OF_EPS, AdvdmParams, GlazeLikeParams, MethodChoice, MethodParams,
-                             MistParams, PhotoguardDiffusionParams, PhotoguardParams, SdsMinusParams, l2_budget_scale)
+                             MistParams, PhotoguardAdaptiveParams, PhotoguardDiffusionParams, PhotoguardParams,
+                             SdsMinusParams, l2_budget_scale)
 from impress.progress import SILENT, Reporter
 
+from .amortised.serve import ThroughPurifier, load_purifier
 from .diffusion.attacks import advdm, photoguard_diffusion, sds_minus
 from .autoencoder import Autoencoder
 from .metrics import encode, pair_metrics
@@ -177,6 +179,15 @@ def photoguard(vae, x: torch.Tensor, target: torch.Tensor | None = None, **param
     return encoder_attack(vae, x, target.to(x).expand_as(x), **params)
 
 
+def photoguard_adaptive(vae, x: torch.Tensor, target: torch.Tensor | None = None, *, weights: str,
+                        **params) -> torch.Tensor:
+    """PhotoGuard's encoder attack aimed through the amortised purifier f (white box): PGD on d pulling
+    E(f(x + d)) toward E(f(target)), so that what survives purification is what the attack wants.
+    f of the mid-grey target is mid-grey within a grey level, so the target latent is PhotoGuard's."""
+    net, _ = load_purifier(weights, str(x.device))
+    return photoguard(ThroughPurifier(vae, net), x, target, **params)
+
+
 def glaze_like(vae, distance, x: torch.Tensor, target: torch.Tensor | None = None, **params) -> torch.Tensor:
     """The glaze-like cloak toward `target`, or the stand-in `default_glaze_target` when none is given."""
     target = default_glaze_target(*x.shape[-2:]) if target is None else target
@@ -211,6 +222,7 @@ class Protection:
 # The function of each protection's parameter model (impress/methods.py names them and holds the defaults).
 PROTECTION_FUNCTIONS: dict[type[MethodParams], Protection] = {
     PhotoguardParams: Protection(photoguard),
+    PhotoguardAdaptiveParams: Protection(photoguard_adaptive),
     GlazeLikeParams: Protection(glaze_like, needs_distance=True, perceptual_budget="p"),
     MistParams: Protection(mist_textural),
     AdvdmParams: Protection(advdm),

@@ -21,9 +21,10 @@ from torchvision.transforms.v2.functional import gaussian_blur
 
 from impress.contract import PurifyOverrides
 from impress.progress import SILENT, Reporter
-from impress.methods import (BlurParams, DiffpureParams, GridpureParams, ImpressParams, JpegParams, MethodChoice,
-                             MethodParams, NoiseImpressParams, NoiseParams, NoisyUpscaleParams, ResizeParams)
+from impress.methods import (AmortisedParams, BlurParams, DiffpureParams, GridpureParams, ImpressParams, JpegParams,
+                             MethodChoice, MethodParams, NoiseImpressParams, NoiseParams, NoisyUpscaleParams, ResizeParams)
 
+from .amortised.serve import load_purifier
 from .diffusion.purifiers import diffpure, gridpure, noisy_upscale
 from .photos import resize_short_side
 from .purify import purify
@@ -69,6 +70,13 @@ def noise_impress(x: torch.Tensor, params: NoiseImpressParams, *, vae, distance,
     return impress(gaussian_noise(x, params.sigma, params.seed), params, vae=vae, distance=distance, reporter=reporter)
 
 
+def amortised(x: torch.Tensor, params: AmortisedParams, *, vae, distance, reporter: Reporter = SILENT) -> torch.Tensor:
+    """One pass of the amortised network (amortised/serve.py); its VAE and distance are fixed by its training."""
+    net, _ = load_purifier(params.weights, str(x.device))
+    with torch.no_grad():
+        return net(x).to(x)
+
+
 @dataclass(frozen=True)
 class Purifier:
     fn: Callable[..., torch.Tensor]   # (x, **params), or with needs_models (x, params, vae=, distance=, reporter=),
@@ -84,6 +92,7 @@ PURIFIER_FUNCTIONS: dict[type[MethodParams], Purifier] = {
     ResizeParams: Purifier(resize),
     ImpressParams: Purifier(impress, needs_models=True),
     NoiseImpressParams: Purifier(noise_impress, needs_models=True),
+    AmortisedParams: Purifier(amortised, needs_models=True),
     DiffpureParams: Purifier(diffpure),
     GridpureParams: Purifier(gridpure),
     NoisyUpscaleParams: Purifier(noisy_upscale),

@@ -1,0 +1,35 @@
+"""The purify job with method amortised or cascade (docs/amortised.md): one pass of the amortised
+network, and for the cascade IMPRESS warm-started from it for the images the detection still flags.
+The result names the method, the network's weights (sha256) and each image's path and seconds."""
+from __future__ import annotations
+
+from impress.contract import PurifyParams
+from impress.methods import AMORTISED_WEIGHTS
+from impress.records import InputRole, JobResult, PurifierUsed, ResultImage
+
+from ..engine.pipeline import EngineOptions
+from ..runner import JobContext
+from . import png_name
+
+
+def amortised(ctx: JobContext[PurifyParams]) -> JobResult:
+    from ..engine.amortised.purification import run_amortised, run_cascade
+
+    items = ctx.role(InputRole.image)
+    decoded = [item.image for item in items]
+    options = EngineOptions.from_settings(ctx.settings)
+    if ctx.params.method == "cascade":
+        run = run_cascade(decoded, ctx.params, weights=AMORTISED_WEIGHTS, vae=ctx.record.vae,
+                          perceptual=ctx.record.perceptual, threshold=ctx.settings.detect_threshold, options=options,
+                          reporter=ctx.reporter, report_every=ctx.settings.progress_every)
+    else:
+        run = run_amortised(decoded, weights=AMORTISED_WEIGHTS, options=options)
+    images = [ResultImage(name=png_name(item.meta.name), blob=ctx.put_png(im.rgb, item.image.alpha),
+                          width=item.image.width, height=item.image.height, iterations=im.iterations,
+                          stop_reason=im.stop_reason, final=im.trace[-1] if im.trace else None, trace=im.trace,
+                          path=im.path, seconds=round(im.seconds, 4), detection_score=im.score)
+              for item, im in zip(items, run.images)]
+    used = PurifierUsed(method=ctx.params.method, weights=run.purifier.name, weights_sha256=run.purifier.revision,
+                        threshold=run.threshold)
+    return JobResult(images=images, model=run.model, perceptual=run.perceptual, seconds=round(run.seconds, 3),
+                     device=run.device, engine=run.engine, purifier=used)
