@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     vae, identity = load_vae_or_fail(args.model or vae_for(DEFAULT_PRESET, settings.vae), args.device, settings)
     device = identity.device
     try:
-        distance = load_perceptual(args.perceptual or settings.perceptual, device)
+        distance = load_perceptual(args.perceptual or settings.perceptual_for(identity.name), device)
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
     names = [p.name for p in paths]

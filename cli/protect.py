@@ -44,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device or settings.device)
+    model = args.model or vae_for(DEFAULT_PRESET, settings.vae)
     try:
         with BarReporter("protect") as reporter:
-            run = run_protection(images, protection, vae=args.model or vae_for(DEFAULT_PRESET, settings.vae),
-                                 perceptual=args.perceptual or settings.perceptual,
+            run = run_protection(images, protection, vae=model, perceptual=args.perceptual or settings.perceptual_for(model),
                                  device=device, target=target, batch_size=args.batch_size,
                                  pipelines=PipelineSet.from_settings(settings, device), reporter=reporter)
     except ModelUnavailable as exc:

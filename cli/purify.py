@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from impress.contract import DEVICES, MODEL_CHOICES, PERCEPTUALS, PRECISIONS, PurifyOverrides, vae_for
+from impress.contract import DEVICES, MODEL_CHOICES, OFFLINE_MODEL, PERCEPTUALS, PRECISIONS, PurifyOverrides, vae_for
 from impress.methods import AMORTISED_WEIGHTS
 from impress.images import encode_png
 from impress.settings import get_settings
@@ -55,7 +55,8 @@ def add_parser(sub) -> None:
     pur.add_argument("-o", "--output", required=True, help="folder for one PNG per input (same stem)")
     add_override_flags(pur)
     pur.add_argument("--model", help=f"autoencoder: {MODEL_CHOICES} (default: the configured one, else the preset's)")
-    pur.add_argument("--perceptual", choices=PERCEPTUALS, help="perceptual distance of the hinge")
+    pur.add_argument("--perceptual", choices=PERCEPTUALS, help="perceptual distance of the hinge (default: "
+                     f"IMPRESS_PERCEPTUAL; unset, dssim on {OFFLINE_MODEL}, else lpips-vgg)")
     pur.add_argument("--device", choices=DEVICES)
     pur.add_argument("--batch-size", type=int)
     pur.add_argument("--compile", action="store_true", help="torch.compile the step (eager if it fails)")
@@ -73,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.pipeline import EngineOptions, run_purification
 
     settings = get_settings()
-    perceptual = args.perceptual or settings.perceptual
-    params = overrides_from(args).resolve(perceptual, settings.schedule)
+    overrides = overrides_from(args)
+    perceptual = args.perceptual or settings.perceptual_for(vae_for(overrides.preset, args.model or settings.vae))
+    params = overrides.resolve(perceptual, settings.schedule)
     images = decode_files(args.images, settings)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

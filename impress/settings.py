@@ -9,7 +9,7 @@ import standardwebhooks
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .contract import MODEL_CHOICES, Device, Perceptual, Precision, ScheduleName, check_thresholds
+from .contract import MODEL_CHOICES, OFFLINE_MODEL, Device, Perceptual, Precision, ScheduleName, check_thresholds
 from .api_keys import parse_api_keys, parse_key_secrets
 from .logs import LogFormat
 
@@ -78,7 +78,8 @@ class Settings(BaseSettings):
                                                               "edits, PhotoGuard's diffusion attack")
     upscale_pipeline: Optional[str] = Field(None, description="SD x4 upscaler pipeline: Noisy Upscaling")
     perceptual: Perceptual = Field(
-        "lpips-vgg", description="perceptual distance of the hinge: LPIPS-VGG, or 1-SSIM offline")
+        "lpips-vgg", description="perceptual distance of the hinge: LPIPS-VGG, or 1-SSIM offline (the default of "
+                                 f"commands run on {OFFLINE_MODEL} when this is not set)")
     device: Device = "auto"
     batch_size: int = Field(4, ge=1, description="most images optimised together in one step (CUDA: fewer if memory is short)")
     cpu_batch_pixels: int = Field(8 * 64 * 64, ge=1, description="on CPU, the most pixels one step holds "
@@ -147,6 +148,13 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+
+    def perceptual_for(self, model: str) -> Perceptual:
+        """The distance a command runs with on `model` when none is asked for: the configured one; unset,
+        1 - SSIM on the offline model (which then needs no download at all), else LPIPS-VGG."""
+        if "perceptual" not in self.model_fields_set and model == OFFLINE_MODEL:
+            return "dssim"
+        return self.perceptual
 
     @property
     def broker(self) -> str:

@@ -74,7 +74,8 @@ def stages(vae: Autoencoder, paths: dict[str, Path]) -> list[Stage]:
 
 def table(rows: dict[str, list[Stage]], detections: dict[str, DetectedImage], paths: dict[str, dict[str, Path]]
           ) -> list[str]:
-    lines = ["| image | stage | detection score | verdict | latent distance to clean | decoded PSNR | "
+    score_name = next(iter(detections.values())).score_name
+    lines = [f"| image | stage | detection score ({score_name}) | verdict | latent distance to clean | decoded PSNR | "
              "PSNR to clean | SSIM to clean | 1 − SSIM to its input |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for stem, stems_stages in rows.items():
         for s in stems_stages:
@@ -112,10 +113,10 @@ def side_by_side(rows: dict[str, list[Stage]], out: Path) -> None:
     for k, (stem, stem_stages) in enumerate(rows.items()):
         for col, s in enumerate(stem_stages):
             for row, (picture, title) in enumerate(((s.image, f"{stem}: {s.name}"),
-                                                    (s.decoded, f"decoded latent, {'' if s.name == 'clean' else f'{s.decoded_psnr_db:.1f} dB'}"))):
+                                                    (s.decoded, "decoded latent" + ("" if s.name == "clean" else f", {s.decoded_psnr_db:.1f} dB")))):
                 ax = axes[2 * k + row][col]
                 ax.imshow(to_uint8(picture), interpolation="nearest")
-                ax.set_title(title.rstrip(", "), fontsize=10)
+                ax.set_title(title, fontsize=10)
                 ax.axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=100)

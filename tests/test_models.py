@@ -56,6 +56,15 @@ def test_check_names_the_bundled_model_with_model_and_verifies_its_checksums(tmp
     assert capsys.readouterr().out.splitlines() == [f"MISSING  vae taef2 ({damaged})"]
 
 
+def test_commands_on_the_offline_model_default_to_the_offline_distance(monkeypatch):
+    from impress.settings import Settings
+
+    monkeypatch.delenv("IMPRESS_PERCEPTUAL", raising=False)
+    unset = Settings(_env_file=None)
+    assert unset.perceptual_for("taef2") == "dssim" and unset.perceptual_for(MISSING_HUB_ID) == "lpips-vgg"
+    assert Settings(_env_file=None, perceptual="lpips-vgg").perceptual_for("taef2") == "lpips-vgg"
+
+
 def test_check_missing_names_each_model_and_fails(offline_cache, monkeypatch, capsys):
     monkeypatch.setenv("IMPRESS_VAE", MISSING_HUB_ID)
     monkeypatch.setenv("IMPRESS_PERCEPTUAL", "lpips-vgg")
