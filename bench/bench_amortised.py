@@ -177,7 +177,7 @@ def main() -> None:
             amortised[name] = quantize_8bit(net(x))
             amortised_seconds[name] = (time.perf_counter() - t0) / len(x)
         clean_out = quantize_8bit(net(clean))
-    threshold = calibrated_threshold(args.weights, args.model)
+    threshold = calibrated_threshold(args.weights, identity)
     cascades = {name: work.get(f"cascade-{name}-{iters or 'fast'}",
                                lambda n=name: cascade(args.model, args.weights, protected[n], iters))
                 for name in ("photoguard-16", ADAPTIVE)}
