@@ -71,7 +71,7 @@ def test_bench_refuses_a_size_below_the_pipelines_sample_size_before_running(tmp
     monkeypatch.setenv("IMPRESS_PIPELINE", str(tiny_pipelines["img2img"]))
     images = image_folder(tmp_path / "in", [0])
     args = ["bench", "--images", str(images), "-o", str(tmp_path / "out"), "--protections", "advdm:steps=1",
-            "--purifiers", "jpeg-75", "--model", "impress-tiny-vae", "--perceptual", "dssim", "--device", "cpu"]
+            "--purifiers", "jpeg-75", "--model", "taef2", "--perceptual", "dssim", "--device", "cpu"]
     assert main([*args, "--size", "24"]) != 0
     assert "sample size is 32 px: size 24 is below it" in capsys.readouterr().err
     assert main([*args, "--size", "36"]) != 0

@@ -155,7 +155,7 @@ def test_a_diffusion_protection_refuses_an_image_below_its_pipelines_sample_size
     small = ("s.png", png_bytes(photo(24, 24)), "image/png")
     r = client.post("/v1/protect", files=[("images", PNG), ("images", small)], data={"protection": "advdm:steps=1"})
     record = store.get(r.json()["id"])
-    job = store.create(JobKind.protect, record.params, record.inputs, vae="impress-tiny-vae", perceptual="dssim")
+    job = store.create(JobKind.protect, record.params, record.inputs, vae="taef2", perceptual="dssim")
     assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "failed"
     error = store.get(job.id).error
     assert error.code.value == "invalid_parameter" and "image 2" in error.message and "sample size is 32" in error.message
