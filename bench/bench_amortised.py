@@ -164,7 +164,7 @@ def main() -> None:
         impress_speed = work.get("impress-ms-per-iteration", lambda: {size: ms_per_iteration(vae, distance, size)
                                                                       for size in sizes})
     protected = {name: work.get(f"protected-{name}", lambda n=name: protect(n))
-                 for name in (("photoguard-16",) if args.only == "purifier" else args.protections.split(","))}
+                 for name in (("photoguard-16",) if args.only == "purifier" else args.protections.split(",")) if name}
     protected = {name: x for name, x in protected.items() if x is not None}
     if args.only != "purifier":
         impress_runs = {name: work.get(f"impress-{name}-{iters or 'fast'}",
