@@ -145,7 +145,7 @@ def main() -> None:
     p.add_argument("--impress-iters", type=int, help="cap IMPRESS fast's iterations (default: the schedule's 200, "
                                                      "early stopping on), here and in the cascade")
     p.add_argument("--work", type=Path, default=Path("runs/bench-amortised"), help="resumable cache")
-    p.add_argument("--only", choices=("baseline", "purifier", "report"),
+    p.add_argument("--only", choices=("baseline", "purifier", "speed", "report"),
                    help="compute only what needs no amortised weights (IMPRESS), or only what needs them (two "
                         "processes may fill the work folder at once), or report what the work folder holds")
     p.add_argument("--quick", action="store_true")
@@ -163,6 +163,11 @@ def main() -> None:
     if args.only != "purifier":
         impress_speed = work.get("impress-ms-per-iteration", lambda: {size: ms_per_iteration(vae, distance, size)
                                                                       for size in sizes})
+    if args.only == "speed":
+        net, purifier = load_purifier(args.weights)
+        Work(work.folder / purifier.revision.removeprefix("sha256:")[:16]).get(
+            "amortised-ms", lambda: {size: amortised_ms(net, size) for size in sizes})
+        return
     protected = {name: work.get(f"protected-{name}", lambda n=name: protect(n))
                  for name in (("photoguard-16",) if args.only == "purifier" else args.protections.split(",")) if name}
     protected = {name: x for name, x in protected.items() if x is not None}
@@ -207,7 +212,8 @@ def main() -> None:
             c = cascades[name]
             rows.append({"protection": name, "kind": kind, "purifier": "cascade", "flagged": c["flagged"],
                          "seconds_per_image": c["seconds_per_image"], **quality(vae, clean, x, c["out"])})
-    speed = {"amortised": {size: amortised_ms(net, size) for size in sizes}, "impress_ms_per_iteration": impress_speed}
+    speed = {"amortised": work.get("amortised-ms", lambda: {size: amortised_ms(net, size) for size in sizes}),
+             "impress_ms_per_iteration": impress_speed}
     write_report(args, identity, purifier, names, rows, speed, impress_runs, clean, clean_out, mixed, cascades, threshold)
 
 
