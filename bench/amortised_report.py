@@ -33,7 +33,9 @@ def report(meta: dict, rows: list[dict], speed: dict, impress_runs: dict, clean:
     summary: dict = {"fast_iterations": fast_iters}
     if speed["impress_ms_per_iteration"] is None:
         md.append("| (IMPRESS's ms per iteration were not measured in this run) | | | | | |")
-    for size, ms in speed["amortised"].items():
+    if speed["amortised"] is None:
+        md.append("| (the network's ms per image were not measured in this run) | | | | | |")
+    for size, ms in (speed["amortised"] or {}).items():
         if speed["impress_ms_per_iteration"] is None:
             md.append(f"| {size} | {ms:.1f} | - | - | - | - |")
             continue
