@@ -26,7 +26,9 @@ def report(meta: dict, rows: list[dict], speed: dict, impress_runs: dict, clean:
           f"`{meta['model']['name']}`, perceptual distance 1-SSIM (offline). Held-out pictures ({len(meta['pictures'])}, "
           f"{meta['size']} px): {', '.join(meta['pictures'])}. Protections at {meta['attack_steps']} steps. "
           f"Load average during the run: {', '.join(f'{v:.1f}' for v in meta['load_average'])} on 2 shared cores, "
-          "so every time below is inflated by the other jobs of the machine, IMPRESS's and the network's alike.", "",
+          "so every time below is inflated by the other jobs of the machine, IMPRESS's and the network's alike."
+          + (" The work folder was filled by stage runs of the same command in parallel processes (`--only baseline`, "
+             "`--only purifier`, `--only speed`); this report is what it held." if meta.get("stages") else ""), "",
           "## Speed per image (CPU)", "",
           "| side | amortised ms | IMPRESS fast ms | IMPRESS published ms | faster than fast | faster than published |",
           "|---:|---:|---:|---:|---:|---:|"]

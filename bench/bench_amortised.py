@@ -224,7 +224,7 @@ def write_report(args, identity, purifier, names, rows, speed, impress_runs, cle
     meta = {**run_meta("cpu"), "model": identity.model_dump(), "weights": purifier.model_dump(), "pictures": names,
             "size": args.size, "attack_steps": args.attack_steps, "impress_iters": args.impress_iters,
             "threshold": threshold,
-            "load_average": list(__import__("os").getloadavg())}
+            "load_average": list(__import__("os").getloadavg()), "stages": args.only == "report"}
     markdown, summary = report(meta, rows, speed, impress_runs, clean, clean_out, mixed, cascades)
     stem = RESULTS / ("amortised-quick" if args.quick else "amortised")
     write_results(stem, {**meta, "speed": speed, "summary": summary}, rows, markdown)
