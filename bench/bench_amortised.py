@@ -50,16 +50,20 @@ SIZES = (128, 256, 512)
 
 
 class Work:
-    """Results kept in a folder by name: computed once, loaded on a rerun."""
+    """Results kept in a folder by name: computed once, loaded on a rerun; with `compute` off, what is
+    missing stays missing (None) and the report says so."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, compute: bool = True):
+        self.folder, self.compute = folder, compute
         folder.mkdir(parents=True, exist_ok=True)
 
     def get(self, name: str, compute: Callable[[], object]):
         path = self.folder / f"{name}.pt"
         if path.exists():
             return torch.load(path, weights_only=False)
+        if not self.compute:
+            print(f"missing {name}: not in this report", flush=True)
+            return None
         print(f"computing {name}", flush=True)
         value = compute()
         torch.save(value, path)
@@ -136,40 +140,50 @@ def main() -> None:
     p.add_argument("--weights", default=AMORTISED_WEIGHTS)
     p.add_argument("--size", type=int, default=64, help="side of the quality pictures")
     p.add_argument("--attack-steps", type=int, default=50, help="steps of every protection")
+    p.add_argument("--protections", default=",".join(TRAINED + HELD_OUT_PROTECTIONS), help="protected sets")
     p.add_argument("--impress-on", default="photoguard-16,mist-16", help="protected sets IMPRESS fast runs on")
     p.add_argument("--impress-iters", type=int, help="cap IMPRESS fast's iterations (default: the schedule's 200, "
                                                      "early stopping on), here and in the cascade")
     p.add_argument("--work", type=Path, default=Path("runs/bench-amortised"), help="resumable cache")
-    p.add_argument("--only", choices=("baseline", "purifier"),
-                   help="compute only what needs no amortised weights (IMPRESS), or only what needs them; no report "
-                        "(two processes may fill the work folder at once)")
+    p.add_argument("--only", choices=("baseline", "purifier", "speed", "report"),
+                   help="compute only what needs no amortised weights (IMPRESS), or only what needs them (two "
+                        "processes may fill the work folder at once), or report what the work folder holds")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     torch.manual_seed(0)
     steps, iters = (3, 3) if args.quick else (args.attack_steps, args.impress_iters)
-    work = Work(args.work / ("quick" if args.quick else f"{args.model}-{args.size}-{steps}"))
+    work = Work(args.work / ("quick" if args.quick else f"{args.model}-{args.size}-{steps}"), args.only != "report")
     vae, identity = load_vae(args.model)
     distance = load_perceptual("dssim")
     names, clean = work.get("pictures", lambda: pictures(args.work, args.size, args.quick))
     protect = lambda name, **extra: quantize_8bit(apply_protection(  # noqa: E731
         choose("protection", name, steps=steps, **extra), vae, clean, distance))
     # The cascades need photoguard-16 only: the purifier stage leaves the rest to the baseline's process.
-    protected = {name: work.get(f"protected-{name}", lambda n=name: protect(n))
-                 for name in (("photoguard-16",) if args.only == "purifier" else TRAINED + HELD_OUT_PROTECTIONS)}
     sizes = SIZES[:1] if args.quick else SIZES
+    if args.only != "purifier":
+        impress_speed = work.get("impress-ms-per-iteration", lambda: {size: ms_per_iteration(vae, distance, size)
+                                                                      for size in sizes})
+    if args.only == "speed":
+        net, purifier = load_purifier(args.weights)
+        Work(work.folder / purifier.revision.removeprefix("sha256:")[:16]).get(
+            "amortised-ms", lambda: {size: amortised_ms(net, size) for size in sizes})
+        return
+    protected = {name: work.get(f"protected-{name}", lambda n=name: protect(n))
+                 for name in (("photoguard-16",) if args.only == "purifier" else args.protections.split(",")) if name}
+    protected = {name: x for name, x in protected.items() if x is not None}
     if args.only != "purifier":
         impress_runs = {name: work.get(f"impress-{name}-{iters or 'fast'}",
                                        lambda n=name: impress_fast(vae, distance, protected[n], iters=iters))
-                        for name in args.impress_on.split(",") if name}
-        impress_speed = work.get("impress-ms-per-iteration", lambda: {size: ms_per_iteration(vae, distance, size)
-                                                                      for size in sizes})
+                        for name in args.impress_on.split(",") if name in protected}
+        impress_runs = {name: run for name, run in impress_runs.items() if run is not None}
     if args.only == "baseline":
         return
     net, purifier = load_purifier(args.weights)
-    work = Work(work.folder / purifier.revision.removeprefix("sha256:")[:16])
+    work = Work(work.folder / purifier.revision.removeprefix("sha256:")[:16], work.compute)
     adaptive = work.get("protected-adaptive", lambda: quantize_8bit(apply_protection(
         choose("protection", ADAPTIVE, steps=steps, weights=args.weights), vae, clean, distance)))
-    protected[ADAPTIVE] = adaptive
+    if adaptive is not None:
+        protected[ADAPTIVE] = adaptive
     amortised, amortised_seconds = {}, {}
     with torch.no_grad():
         for name, x in protected.items():
@@ -177,10 +191,11 @@ def main() -> None:
             amortised[name] = quantize_8bit(net(x))
             amortised_seconds[name] = (time.perf_counter() - t0) / len(x)
         clean_out = quantize_8bit(net(clean))
-    threshold = calibrated_threshold(args.weights, args.model)
+    threshold = calibrated_threshold(args.weights, identity)
     cascades = {name: work.get(f"cascade-{name}-{iters or 'fast'}",
                                lambda n=name: cascade(args.model, args.weights, protected[n], iters))
-                for name in ("photoguard-16", ADAPTIVE)}
+                for name in ("photoguard-16", ADAPTIVE) if name in protected}
+    cascades = {name: run for name, run in cascades.items() if run is not None}
     mixed = work.get(f"cascade-clean-{iters or 'fast'}", lambda: cascade(args.model, args.weights, clean, iters))
     if args.only == "purifier":
         return
@@ -197,7 +212,8 @@ def main() -> None:
             c = cascades[name]
             rows.append({"protection": name, "kind": kind, "purifier": "cascade", "flagged": c["flagged"],
                          "seconds_per_image": c["seconds_per_image"], **quality(vae, clean, x, c["out"])})
-    speed = {"amortised": {size: amortised_ms(net, size) for size in sizes}, "impress_ms_per_iteration": impress_speed}
+    speed = {"amortised": work.get("amortised-ms", lambda: {size: amortised_ms(net, size) for size in sizes}),
+             "impress_ms_per_iteration": impress_speed}
     write_report(args, identity, purifier, names, rows, speed, impress_runs, clean, clean_out, mixed, cascades, threshold)
 
 
@@ -208,7 +224,7 @@ def write_report(args, identity, purifier, names, rows, speed, impress_runs, cle
     meta = {**run_meta("cpu"), "model": identity.model_dump(), "weights": purifier.model_dump(), "pictures": names,
             "size": args.size, "attack_steps": args.attack_steps, "impress_iters": args.impress_iters,
             "threshold": threshold,
-            "load_average": list(__import__("os").getloadavg())}
+            "load_average": list(__import__("os").getloadavg()), "stages": args.only == "report"}
     markdown, summary = report(meta, rows, speed, impress_runs, clean, clean_out, mixed, cascades)
     stem = RESULTS / ("amortised-quick" if args.quick else "amortised")
     write_results(stem, {**meta, "speed": speed, "summary": summary}, rows, markdown)

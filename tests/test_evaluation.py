@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from cli.main import main
-from impress.contract import DetectParams, PurifyOverrides
+from impress.contract import DetectParams, PurifyOverrides, ThresholdPair
 from tests.support import photo
 from worker.engine.detect import ScoreCalibration, calibrate, consistency_scores, verdicts
 from worker.engine.metrics import encode, linf_255
@@ -111,8 +111,9 @@ def test_calibrated_threshold_holds_its_fpr_on_held_out_clean_scores():
     for alone_or_crossed in (dict(low_threshold=0.1), dict(threshold=0.1, low_threshold=0.2)):
         with pytest.raises(ValueError, match="low_threshold"):
             DetectParams(**alone_or_crossed)
-    assert DetectParams().thresholds((3.0, 2.0)) == (3.0, 2.0)  # the service's pair, never mixed
-    assert DetectParams(threshold=4.0).thresholds((3.0, 2.0)) == (4.0, None)
+    service = ThresholdPair(3.0, 2.0, "settings")
+    assert DetectParams().thresholds(service) == service  # the service's pair, never mixed
+    assert DetectParams(threshold=4.0).thresholds(service) == ThresholdPair(4.0, None, "request")
 
 
 def test_calibration_reports_the_out_of_sample_rate_and_warns_when_too_few():

@@ -9,17 +9,16 @@ import torch
 from skimage.metrics import structural_similarity
 from sklearn.metrics import roc_auc_score
 
-from impress.contract import PurifyParams
 from impress.images import decode_image
 from impress.methods import choose
 from tests.support import photo, png_bytes
 from worker.engine.metrics import encode, linf_255, psnr, roc_auc, roc_curve, ssim
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
-from worker.engine.premise import premise_report
+from worker.engine.premise import FIGURES, figures_against_clean
 from worker.engine.protect import encoder_attack, grey_target
 from worker.engine.protect_images import run_protection
-from worker.engine.tensors import to_tensor
+from worker.engine.tensors import quantize_8bit, to_tensor
 
 
 def clean_batch(n=3, size=32):
@@ -72,15 +71,13 @@ def test_roc_auc_matches_scikit_learn_and_its_curve():
     assert roc_auc([0.01], [0.01 + 1e-11]) == roc_auc_score([0, 1], [0.01, 0.01 + 1e-11]) == 1.0
 
 
-def test_premise_report_is_reproducible(small_vae_dir):
+def test_premise_figures_of_the_clean_pictures_against_themselves(small_vae_dir):
     vae, _ = load_vae(str(small_vae_dir))
-    params = PurifyParams(preset="photoguard", iters=5, lr=0.005, alpha=0.01, delta=0.05, noise=0.05, early_stop=False)
-    runs = [premise_report(vae, load_perceptual("dssim"), clean_batch(), eps_255=(8,), attack_steps=5, impress=params)
-            for _ in range(2)]
-    assert runs[0] == runs[1]
-    attack = runs[0]["attacks"][0]
-    assert attack["budget"]["linf_255"] <= 8 + 1e-3
-    assert attack["purified"]["impress_objective_last"] < attack["purified"]["impress_objective_first"]
+    x = quantize_8bit(clean_batch())
+    figures = figures_against_clean(vae, x, x)
+    assert set(figures) == set(FIGURES) and all(len(v) == 3 for v in figures.values())
+    assert figures["latent_distance_to_clean"] == [0.0] * 3 and min(figures["decoded_psnr_db"]) > 100
+    assert figures["ssim_to_clean"] == pytest.approx([1.0] * 3) and min(figures["consistency_error"]) > 0
 
 
 def test_run_protection_returns_each_image_as_saved_with_its_measured_budget(small_vae_dir):

@@ -52,7 +52,8 @@ def test_tenant_call_stays_fast_during_a_readyz_flood(keyed_api):
             latency = time.monotonic() - start
         flooding.join(30)
     assert listed.status_code == 200
-    # Bound: the tenant's call does not wait for the probes (before: 240 probes x 1 s over 40 threads).
-    assert latency < PING_S, latency
+    # Bound: the tenant's call does not wait for the probes (before: 240 probes x PING_S over 40 threads,
+    # 12 s); the margin over one ping is for a loaded 2-core machine.
+    assert latency < 3 * PING_S, latency
     assert len(statuses) == 240 and set(statuses) <= {200, 503}
     assert queue.pings <= 3    # one shared check at a time, cached for IMPRESS_READINESS_CACHE_S

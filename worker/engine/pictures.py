@@ -167,9 +167,14 @@ def picture_path(picture: Picture, cache: Path) -> Path:
 
 
 def load_picture(picture: Picture, cache: Path) -> np.ndarray:
-    """The picture as uint8 H x W x 3, transparency laid on white."""
-    with Image.open(picture_path(picture, cache)) as img:
-        rgba = img.convert("RGBA")
+    """The picture as uint8 H x W x 3, transparency laid on white. These are trusted package files, so
+    the decompression-bomb guard (set low for uploads, impress/images.py) is lifted while reading."""
+    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(picture_path(picture, cache)) as img:
+            rgba = img.convert("RGBA")
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
     return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB"))
 
 

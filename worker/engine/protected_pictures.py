@@ -1,4 +1,4 @@
-"""Protected copies of the evaluation pictures, kept as 8-bit PNGs so a long run resumes where it stopped.
+"""Protected (and purified) copies of the evaluation pictures, kept as 8-bit PNGs so a long run resumes.
 
 Protections cost hundreds of autoencoder gradient steps per picture; the detection bench and the
 premise report measure the same protected pictures, so both read them from one folder keyed by the
@@ -22,24 +22,35 @@ from .tensors import to_tensor, to_uint8
 
 
 def protection_key(choice: MethodChoice) -> str:
-    """A folder name that changes whenever the protection's parameters do."""
+    """A folder name that changes whenever the method's parameters do (a protection or a purifier)."""
     params = json.dumps(choice.params.model_dump(), sort_keys=True)
     return f"{choice.name}-{hashlib.sha256(params.encode()).hexdigest()[:10]}"
 
 
-def protected_pictures(vae, distance, clean: torch.Tensor, names: list[str], choice: MethodChoice, folder: Path,
-                       batch: int = 4, done: Optional[Callable[[int], None]] = None) -> torch.Tensor:
-    """`clean` (B x 3 x H x W in [-1, 1]) protected by `choice`: each picture read from folder/NAME.png
-    when an earlier run wrote it, else protected (in batches of `batch`) and written there. `done` is
-    told how many pictures each batch finished."""
+def cached_pictures(folder: Path, names: list[str], compute: Callable[[list[int]], torch.Tensor], batch: int = 4,
+                    done: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """Pictures read from folder/NAME.png when an earlier run wrote them, else made by `compute` (given the
+    indices of up to `batch` missing names) and written there, 8-bit. `done` is told how many each
+    batch finished. B x 3 x H x W in [-1, 1]."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png" for name in names]
     missing = [i for i, p in enumerate(paths) if not p.is_file()]
     for k in range(0, len(missing), batch):
         part = missing[k:k + batch]
-        protected = apply_protection(choice, vae, clean[part], distance)
-        for i, image in zip(part, protected):
+        for i, image in zip(part, compute(part)):
             Image.fromarray(to_uint8(image)).save(paths[i])
         if done is not None:
             done(len(part))
-    return torch.cat([to_tensor(np.asarray(Image.open(p).convert("RGB"))) for p in paths]).to(clean)
+    return torch.cat([to_tensor(np.asarray(Image.open(p).convert("RGB"))) for p in paths])
+
+
+def cached_names(folder: Path, names: list[str]) -> list[str]:
+    """Those of `names` an earlier run wrote into `folder`."""
+    return [name for name in names if (folder / f"{name}.png").is_file()]
+
+
+def protected_pictures(vae, distance, clean: torch.Tensor, names: list[str], choice: MethodChoice, folder: Path,
+                       batch: int = 4, done: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """`clean` (B x 3 x H x W in [-1, 1]) protected by `choice`, through `cached_pictures`."""
+    return cached_pictures(folder, names, lambda part: apply_protection(choice, vae, clean[part], distance), batch,
+                           done).to(clean)

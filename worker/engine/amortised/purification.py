@@ -15,12 +15,12 @@ from typing import Optional
 
 import numpy as np
 
-from impress.contract import PurifyParams, StopReason, vae_for
+from impress.contract import DEFAULT_DETECT_SCORE, PurifyParams, StopReason, vae_for
 from impress.images import DecodedImage
 from impress.progress import SILENT, Reporter
 from impress.records import EngineReport, ModelIdentity, PerceptualIdentity
 
-from ..detect import consistency_scores
+from ..detect import detection_scores, shipped_calibrations
 from ..models import ModelUnavailable, load_vae, resolve_device
 from ..pipeline import EngineOptions, run_purification
 from ..tensors import to_tensor, to_uint8
@@ -74,31 +74,34 @@ def run_amortised(images: list[DecodedImage], *, weights: str, options: EngineOp
                      seconds=sum(seconds), device=identity.device, engine=None)
 
 
-def calibrated_threshold(weights: str, model: str) -> float:
-    """The detection threshold recorded beside the weights (calibrated on clean training pictures for
-    the autoencoder it names); ModelUnavailable when there is none for `model`."""
+def calibrated_threshold(weights: str, model: ModelIdentity) -> float:
+    """The default detection score's threshold for `model`: the one shipped with the service for these
+    weights (detect.shipped_calibrations), else the one calibrated beside the purifier's weights (on clean
+    training pictures after the amortised pass); ModelUnavailable when there is neither."""
+    shipped = shipped_calibrations().find(model.name, model.revision or "", DEFAULT_DETECT_SCORE)
+    if shipped is not None:
+        return shipped.calibration.threshold
     _, folder = resolve_weights(weights)
     path = folder / CALIBRATION_FILE
     calibration = json.loads(path.read_text()) if path.exists() else {}
-    if calibration.get("model") != model:
-        raise ModelUnavailable(f"the cascade needs a detection threshold for {model!r}: set IMPRESS_DETECT_THRESHOLD "
-                               f"(`impress calibrate`); the purifier {weights!r} carries one for "
-                               f"{calibration.get('model', 'no model')!r} only")
+    if (calibration.get("model"), calibration.get("score")) != (model.name, DEFAULT_DETECT_SCORE):
+        raise ModelUnavailable(f"the cascade needs a {DEFAULT_DETECT_SCORE} detection threshold for {model.name!r}: set "
+                               f"IMPRESS_DETECT_THRESHOLD (`impress calibrate`); the purifier {weights!r} carries one "
+                               f"for {calibration.get('model', 'no model')!r} ({calibration.get('score', 'no score')})")
     return float(calibration["threshold"])
 
 
 def run_cascade(images: list[DecodedImage], params: PurifyParams, *, weights: str, vae: Optional[str],
                 perceptual: str, threshold: Optional[float], options: EngineOptions = EngineOptions(),
                 reporter: Reporter = SILENT, report_every: int = 10) -> MethodRun:
-    """The cascade over `images`; `threshold` is the detection threshold (the service's), else the one
-    calibrated beside the weights."""
-    vae_name = vae_for(params.preset, vae)
-    threshold = threshold if threshold is not None else calibrated_threshold(weights, vae_name)
-    outputs, seconds, identity = amortised_pass(images, weights, options)
+    """The cascade over `images`, judged by the default detection score; `threshold` is the service's
+    threshold for it (IMPRESS_DETECT_THRESHOLD), else `calibrated_threshold`'s."""
     device = resolve_device(options.device)
-    vae_model, vae_identity = load_vae(vae_name, device)
+    vae_model, vae_identity = load_vae(vae_for(params.preset, vae), device)
+    threshold = threshold if threshold is not None else calibrated_threshold(weights, vae_identity)
+    outputs, seconds, identity = amortised_pass(images, weights, options)
     t0 = time.perf_counter()
-    scores = consistency_scores(vae_model, [out.to(device) for out in outputs])
+    scores = detection_scores(vae_model, [out.to(device) for out in outputs], DEFAULT_DETECT_SCORE)
     score_share = (time.perf_counter() - t0) / max(len(images), 1)
     results = [MethodImage(rgb=to_uint8(out), path=[AMORTISED], seconds=s + score_share, score=score)
                for out, s, score in zip(outputs, seconds, scores)]

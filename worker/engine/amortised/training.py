@@ -229,18 +229,20 @@ def train(recipe: Recipe, images: TrainingImages, vae, distance, out: Path,
 
 def calibrate_cascade(net: PurifierNet, vae, images: TrainingImages, out: Path, model: str, crops: int = 32,
                       sides: tuple[int, ...] = (64, 128), target_fpr: float = 0.05, seed: int = 0) -> dict:
-    """The cascade's default detection threshold, written beside the weights (calibration.json): the
-    detection score of the network's outputs on clean training crops, at `target_fpr` of them flagged
-    (detect.calibrate). A service with its own IMPRESS_DETECT_THRESHOLD uses that instead."""
-    from ..detect import calibrate, consistency_scores
+    """The cascade's fallback detection threshold, written beside the weights (calibration.json): the
+    default detection score of the network's outputs on clean training crops, at `target_fpr` of them
+    flagged (detect.calibrate). A configured or shipped threshold comes first (purification.py)."""
+    from impress.contract import DEFAULT_DETECT_SCORE
+
+    from ..detect import calibrate, detection_scores
     from .purification import CALIBRATION_FILE
 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         outputs = [net(images.crops(crops, gen, side)) for side in sides]
-    scores = [s for batch in outputs for s in consistency_scores(vae, list(batch.split(1)))]
+    scores = [s for batch in outputs for s in detection_scores(vae, list(batch.split(1)), DEFAULT_DETECT_SCORE)]
     calibration = calibrate(scores, target_fpr)
-    record = {"model": model, "score": "consistency_error", "threshold": calibration.threshold,
+    record = {"model": model, "score": DEFAULT_DETECT_SCORE, "threshold": calibration.threshold,
               "target_fpr": target_fpr, "fpr": calibration.fpr, "n": calibration.n,
               "expected_fpr": calibration.expected_fpr.expected, "sides": list(sides)}
     (out / CALIBRATION_FILE).write_text(json.dumps(record, indent=1) + "\n")

@@ -96,10 +96,11 @@ def gridpure(pipe, x: torch.Tensor, *, crop: int = 256, stride: int = 128, stren
 def noisy_upscale(pipe, x: torch.Tensor, *, sigma: float = 0.1, noise_level: int = 320, prompt: str = "",
                   steps: int = 75, guidance: float = 9.0, seed: int = 0, reporter: Reporter = SILENT) -> torch.Tensor:
     """Noisy Upscaling (module docstring). `steps` and `guidance` are diffusers' upscaler defaults, which
-    the authors kept; their per-image BLIP caption is the prompt, here one caller-given prompt."""
+    the authors kept; their per-image BLIP caption is the prompt, here one caller-given prompt. (diffusers'
+    upscaler takes only the older per-step `callback`, not `callback_on_step_end`.)"""
     noisy = quantize_8bit(gaussian_noise(x, sigma, seed))  # saved as 8 bits, as the authors' noise.py does
     out = pipe(prompt=[prompt] * len(x), image=to_pipeline(noisy), noise_level=noise_level,
                num_inference_steps=steps, guidance_scale=guidance, generator=generators(seed, len(x)),
-               output_type="pt", callback_on_step_end=step_reporter(reporter))
+               output_type="pt", callback=lambda step, _t, _latents: reporter.advance(step + 1, steps), callback_steps=1)
     big = from_pipeline(out.images, x)
     return F.interpolate(big, size=x.shape[-2:], mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
