@@ -3,7 +3,7 @@
     python -m bench.bench_time_to_quality                # bundled model, held-out photos, CPU, ~25 min
     python -m bench.bench_time_to_quality --scale 0.04   # a smoke run: every N scaled down
 
-On the project's own model (`impress-tiny-vae`, which really reconstructs photos) and real
+On the project's offline model (`taef2`; the recorded results are from impress-tiny-vae, retired since) and real
 protections, in four cases (a draw of held-out tiles, a protection, a preset, N: the PhotoGuard encoder attack
 at 16/255 and at 8/255 with the photoguard preset, the glaze-like cloak with the glaze preset, and
 the glaze preset at N = 1000 on PhotoGuard-protected tiles, where its hinge binds), the reference
