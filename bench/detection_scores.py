@@ -4,7 +4,7 @@
     python -m bench.detection_scores --write-thresholds   # also the shipped thresholds (worker/engine/detect_thresholds.json)
 
 On taef2 (or --model), on the evaluation pictures (worker/engine/pictures.py: photographs and
-illustrations) at each --sizes: every score of `DETECT_SCORES` and a few more candidates, the ROC
+illustrations) at each --sizes: every score of `DETECT_SCORES`, the ROC
 AUC of clean against protected per protection and over all of them, and each score's threshold
 calibrated on the CALIBRATION pictures (clean, both sizes pooled, disjoint from the evaluation) at
 --fpr, with its out-of-sample FPR and interval and the rates it really has on the evaluation set.
@@ -35,13 +35,10 @@ from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
 from worker.engine.pictures import CALIBRATION, EVALUATION, Picture, available, picture_batch
 from worker.engine.protected_pictures import cached_names, protected_pictures, protection_key
-from worker.engine.purifiers import jpeg
 
 from .results_io import RESULTS
 
-# Candidates measured here but not offered by the service (they did no better; see the results).
-EXTRA_COPIES = {"jpeg75-ratio": lambda x: jpeg(x, 75)}
-CANDIDATES = [*DETECT_SCORES, *EXTRA_COPIES]
+CANDIDATES = list(DETECT_SCORES)
 
 
 def evaluated_protections(steps: int) -> list[MethodChoice]:
@@ -64,7 +61,7 @@ def candidate_scores(vae, x: torch.Tensor) -> dict[str, list[float]]:
     images = list(x.split(1))
     raw = consistency_scores(vae, images)
     out = {"raw": raw}
-    for name, copy in {**REFERENCE_COPIES, **EXTRA_COPIES}.items():
+    for name, copy in REFERENCE_COPIES.items():
         reference = consistency_scores(vae, [copy(im) for im in images])
         out[name] = [r / max(f, 1e-12) for r, f in zip(raw, reference)]
     return out
