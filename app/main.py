@@ -14,7 +14,7 @@ from impress.images import SUPPORTED_FORMATS, set_pillow_pixel_guard
 from impress.queue import JobQueue
 from impress.settings import Settings
 from impress.ssrf import UrlGuards
-from impress.store import JobStore
+from impress.store import JobStore, Retention
 from impress.webhooks import WebhookNotifier
 
 from .admission import Admission
@@ -49,7 +49,7 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     set_pillow_pixel_guard(settings.max_pixels)
     app = FastAPI(title="IMPRESS service", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings
-    app.state.store = store or JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s)
+    app.state.store = store or JobStore.from_url(settings.redis_url, settings.key_prefix, Retention.from_settings(settings))
     app.state.queue = queue or JobQueue(settings)
     app.state.auth = Authenticator(settings, app.state.store.r)
     # A cancel of a queued job is its last transition: the API sends that job's `completed` webhook.

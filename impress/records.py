@@ -162,6 +162,9 @@ class JobRecord(BaseModel):
     progress_step: int = 0
     progress_total: int = 0
     attempts: int = 0
+    ttl_s: int = 0                   # kept this long after each change (expires_in; 0: written before it existed)
+    expires_at: Optional[float] = None   # when the job and its data go, unless it changes again first
+    data_deleted_at: Optional[float] = None   # DELETE /v1/jobs/{id}/data: inputs and results gone since
     error: Optional[JobError] = None
     result: Optional[JobResult] = None
 

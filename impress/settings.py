@@ -25,7 +25,16 @@ class Settings(BaseSettings):
                               "served by a cheap CPU or GPU worker so it never waits behind a purification")
     log_format: LogFormat = Field("text", description="log lines: text, or json (one object a line); both carry "
                                   "the request id and job id")
-    result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept")
+    result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept after "
+                              "their last change: the most a request's expires_in may ask, and its default")
+    tombstone_ttl_s: int = Field(7 * 24 * 3600, ge=0, description="how long an expired job's id is remembered "
+                                 "(its owner only), so its URLs answer 410 gone rather than 404")
+    max_job_events: int = Field(1000, ge=10, description="entries kept on a job's event stream (older ones are "
+                                "trimmed; GET /v1/jobs/{id}/events replays what is left)")
+    prefer_wait_max_s: float = Field(60.0, ge=0, description="the longest `Prefer: wait=N` a job POST may wait "
+                                     "for its job to finish (200) before answering 202")
+    events_heartbeat_s: float = Field(15.0, gt=0, description="seconds between heartbeats (comment lines) of an "
+                                      "idle event stream")
 
     # Tenants: who may call /v1, and how much each key may ask of the service.
     api_keys: str = Field("", description="comma-separated API keys, or their hashes as sha256:<hex>; once any "

@@ -10,13 +10,16 @@ import hashlib
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
 import redis
+import redis.asyncio
 from pydantic import BaseModel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import store_scripts
 from .contract import ErrorCode, JobKind, JobState, ModelReport
 from .records import (PARAMS_BY_KIND, InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent,
                       WebhookTarget)
@@ -28,8 +31,11 @@ class Keys:
     {p}:job:{id}            hash   the job record: the scalar fields of contract.JobRecord, and
                                    `params`, `inputs`, `result` as JSON; `error_code`, `error_message`
     {p}:job:{id}:cancel     string set when a running job must stop
+    {p}:job:{id}:events     stream the hash after each change (state, progress): GET /v1/jobs/{id}/events
+    {p}:job:{id}:gone       string the owner's key id, kept `tombstone_ttl_s` past the job: 410 after expiry
     {p}:job:{id}:completed-webhook  string set (NX) by the one sender of the job's `completed` webhook
     {p}:blob:{sha256}       bytes  an input or result image, content-addressed
+    {p}:blob:{sha256}:jobs  set    the jobs holding it: it lives as long as the longest-lived one
     {p}:jobs                zset   job ids by creation time (for operators)
     {p}:owner:{key id}:jobs zset   one API key's job ids by creation time (GET /v1/jobs)
     {p}:owner:{key id}:active set  its job ids that were queued or running when last looked at
@@ -41,7 +47,8 @@ class Keys:
                                    "{kind}:image_iterations" their optimisation steps times images
                                    "webhook:{outcome}" delivery attempts by outcome
     {p}:worker-models       hash   worker name -> its ModelReport at start (JSON), for /readyz
-    Every key but the counters has the result TTL; a job's blobs live as long as the job.
+    A job's keys have its own TTL (expires_in, at most the result TTL), counted from its last change;
+    its blobs live as long as their longest-lived job; indexes have the result TTL, counters none.
     """
 
     def __init__(self, prefix: str):
@@ -52,6 +59,12 @@ class Keys:
 
     def cancel(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:cancel"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def tombstone(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:gone"
 
     def completed_webhook(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:completed-webhook"
@@ -81,93 +94,10 @@ class Keys:
         return f"{self.prefix}:worker-models"
 
 
-# KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] allowed current states (comma list); ARGV[2] new
-# state; ARGV[3] TTL s; ARGV[4] n, then n counter/amount pairs, then field/value pairs. Counts the
-# transition under "{kind}:{state}" and adds each amount under "{kind}:{counter}", in the same step
-# as the state change, so /metrics never lags a finished job. Returns 1 when the transition
-# happened, 0 otherwise.
-_TRANSITION = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return -1 end
-local allowed = ',' .. ARGV[1] .. ','
-if not string.find(allowed, ',' .. state .. ',', 1, true) then return 0 end
-local fields_from = 5 + 2 * tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'state', ARGV[2])
-for i = fields_from, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-local kind = redis.call('HGET', KEYS[1], 'kind')
-redis.call('HINCRBY', KEYS[2], kind .. ':' .. ARGV[2], 1)
-for i = 5, fields_from - 1, 2 do redis.call('HINCRBYFLOAT', KEYS[2], kind .. ':' .. ARGV[i], ARGV[i + 1]) end
-return 1
-"""
-
-
-# KEYS[1] job hash, KEYS[2] all jobs zset, KEYS[3] stats, KEYS[4] owner's active set, KEYS[5] owner's
-# jobs zset; ARGV[1] TTL s, ARGV[2] most unfinished jobs of the owner (0: no limit), ARGV[3] job id,
-# ARGV[4] created_at, ARGV[5] kind, ARGV[6] the job-key prefix, then the record's field/value pairs.
-# Under the limit the job is written at once; at it, the owner's set is pruned of finished or expired
-# jobs and counted again (so the common path is O(1)), all in one step. Returns -1 when created, else
-# the owner's unfinished count.
-_CREATE = """
-local ttl, cap, id, created = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
-if cap > 0 and redis.call('SCARD', KEYS[4]) >= cap then
-  local n = 0
-  for _, other in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-    local state = redis.call('HGET', ARGV[6] .. other, 'state')
-    if state == 'queued' or state == 'running' then n = n + 1 else redis.call('SREM', KEYS[4], other) end
-  end
-  if n >= cap then return n end
-end
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('ZADD', KEYS[2], created, id)
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('HINCRBY', KEYS[3], ARGV[5] .. ':queued', 1)
-redis.call('SADD', KEYS[4], id)
-redis.call('EXPIRE', KEYS[4], ttl)
-redis.call('ZADD', KEYS[5], created, id)
-redis.call('EXPIRE', KEYS[5], ttl)
-return -1
-"""
-
-
 class TooManyUnfinishedJobs(Exception):
     def __init__(self, unfinished: int):
         super().__init__(f"{unfinished} jobs of this key are queued or running")
         self.unfinished = unfinished
-
-
-# KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] max attempts, ARGV[2] TTL s, ARGV[3] now. A queued
-# job, or a running one redelivered after its worker died, counts one more attempt and runs, unless
-# the attempts are spent (then it fails: worker_lost). Returns {outcome, attempt}: outcome 1 started,
-# 2 failed now (worker_lost), 0 not started (already finished), -1 no such job.
-_START = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return {-1, 0} end
-if state ~= 'queued' and state ~= 'running' then
-  return {0, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
-end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local kind = redis.call('HGET', KEYS[1], 'kind')
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-if attempt > tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[3], 'error_code', 'worker_lost',
-             'error_message', 'the worker running this job died ' .. (attempt - 1) .. ' times')
-  redis.call('HINCRBY', KEYS[2], kind .. ':failed', 1)
-  return {2, attempt}
-end
-redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[3], 'progress_step', 0)
-redis.call('HINCRBY', KEYS[2], kind .. ':running', 1)
-return {1, attempt}
-"""
-
-# KEYS[1] job hash, KEYS[2] cancel flag; ARGV[1] step, ARGV[2] total. Writes progress only to a job
-# that still exists and runs. Returns 1 when the job must stop (cancel requested, or gone).
-_PROGRESS = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 1 end
-redis.call('HSET', KEYS[1], 'progress_step', ARGV[1], 'progress_total', ARGV[2])
-return redis.call('EXISTS', KEYS[2])
-"""
 
 
 WEBHOOK_STATS = "webhook"   # the stats field prefix of webhook delivery attempts
@@ -183,25 +113,51 @@ class JobEvents(Protocol):
     def __call__(self, store: "JobStore", job_id: str, event: WebhookEvent) -> None: ...
 
 
-class JobStore:
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int, events: Optional[JobEvents] = None):
-        self.r = client
-        self.keys = Keys(prefix)
-        self.ttl_s = ttl_s
-        self.events = events
-        self._transition = client.register_script(_TRANSITION)
-        self._start = client.register_script(_START)
-        self._create = client.register_script(_CREATE)
-        self._progress = client.register_script(_PROGRESS)
+@dataclass(frozen=True)
+class Retention:
+    """How long the store keeps things: jobs at most `ttl_s` (each its own expires_in), their tombstones
+    `tombstone_ttl_s` longer, at most `max_events` entries on a job's event stream."""
+
+    ttl_s: int
+    tombstone_ttl_s: int = 7 * 24 * 3600
+    max_events: int = 1000
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, ttl_s: int, events: Optional[JobEvents] = None) -> "JobStore":
+    def from_settings(cls, settings) -> "Retention":
+        return cls(settings.result_ttl_s, settings.tombstone_ttl_s, settings.max_job_events)
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, prefix: str, retention: Retention | int,
+                 events: Optional[JobEvents] = None, aio: Optional[redis.asyncio.Redis] = None):
+        self.r = client
+        self.aio = aio     # the same Redis for async readers (event streams, Prefer: wait)
+        self.keys = Keys(prefix)
+        self.retention = retention if isinstance(retention, Retention) else Retention(retention)
+        self.ttl_s = self.retention.ttl_s
+        self.events = events
+        self._transition = client.register_script(store_scripts.TRANSITION)
+        self._start = client.register_script(store_scripts.START)
+        self._create = client.register_script(store_scripts.CREATE)
+        self._progress = client.register_script(store_scripts.PROGRESS)
+        self._hold = client.register_script(store_scripts.HOLD)
+        self._delete_data = client.register_script(store_scripts.DELETE_DATA)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, retention: Retention | int,
+                 events: Optional[JobEvents] = None) -> "JobStore":
         # After Redis restarts, pooled connections are dead: one quick retry on a fresh connection
         # hides that, while a Redis that is down still fails fast (connection refused) and the API
         # answers 503. Timeouts are not retried: they already took their time.
         retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
-                                        retry=retry), prefix, ttl_s, events)
+        options = dict(socket_connect_timeout=2, health_check_interval=30, retry=retry)
+        # The async client's reads block up to a heartbeat (XREAD BLOCK): no short socket timeout there.
+        return cls(redis.Redis.from_url(url, socket_timeout=5, **options), prefix, retention, events,
+                   aio=redis.asyncio.Redis.from_url(url, **options))
+
+    def _touch_args(self, at: Optional[float] = None) -> list:
+        """ARGV[1..4] of every script that changes a job (impress/store_scripts.py)."""
+        return [at or now(), self.ttl_s, self.retention.tombstone_ttl_s, self.retention.max_events]
 
     # ------------------------------------------------------------ blobs
     def put_blob(self, data: bytes) -> str:
@@ -216,21 +172,46 @@ class JobStore:
     # ------------------------------------------------------------ jobs
     def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
                owner: str = "", max_unfinished: int = 0, rejected_inputs: Sequence[RejectedInput] = (),
-               webhook: Optional[WebhookTarget] = None, request_id: Optional[str] = None) -> JobRecord:
-        """Write a queued job; TooManyUnfinishedJobs when its owner already has `max_unfinished`
-        queued or running (0: no limit)."""
+               webhook: Optional[WebhookTarget] = None, request_id: Optional[str] = None,
+               expires_in: Optional[int] = None) -> JobRecord:
+        """Write a queued job, kept `expires_in` seconds after each change (at most, and by default, the
+        store's TTL); TooManyUnfinishedJobs when its owner already has `max_unfinished` queued or running
+        (0: no limit)."""
+        ttl = min(expires_in or self.ttl_s, self.ttl_s)
         record = JobRecord(id=uuid.uuid4().hex, kind=kind, state=JobState.queued, params=params, vae=vae,
                            perceptual=perceptual, inputs=inputs, owner=owner,
                            rejected_inputs=list(rejected_inputs), webhook=webhook, request_id=request_id,
-                           created_at=now())
+                           created_at=now(), ttl_s=ttl)
         fields = [v for pair in _to_hash(record).items() for v in pair]
         outcome = self._create(
             keys=[self.keys.job(record.id), self.keys.jobs(), self.keys.stats(), self.keys.owner_active(owner),
                   self.keys.owner_jobs(owner)],
-            args=[self.ttl_s, max_unfinished, record.id, record.created_at, kind.value, self.keys.job(""), *fields])
+            args=[*self._touch_args(record.created_at), self.ttl_s, max_unfinished, record.id, record.created_at, kind.value,
+                  self.keys.job(""), *fields])
         if outcome != -1:
             raise TooManyUnfinishedJobs(int(outcome))
-        return record
+        self.hold_blobs(record.id, ttl, [item.blob for item in inputs])
+        return record.model_copy(update={"expires_at": record.created_at + ttl})
+
+    def hold_blobs(self, job_id: str, ttl_s: int, blobs: Sequence[str]) -> None:
+        """The job holds these blobs: each lives as long as the longest-lived job holding it."""
+        if blobs:
+            self._hold(keys=[self.keys.blob(b) for b in dict.fromkeys(blobs)], args=[job_id, ttl_s, self.keys.job("")])
+
+    def delete_data(self, record: JobRecord) -> bool:
+        """A finished job's inputs, results and event stream deleted now (bytes another live job holds
+        stay for it); the record keeps its metadata and `data_deleted_at`. False: not finished yet."""
+        blobs = [item.blob for item in record.inputs]
+        if record.result is not None:
+            blobs += [im.blob for im in record.result.images] + [f.blob for f in record.result.files]
+        outcome = self._delete_data(keys=[self.keys.job(record.id)],
+                                    args=[record.id, self.keys.job(""), now(), *map(self.keys.blob, blobs)])
+        return outcome == 1
+
+    def owner_of_gone(self, job_id: str) -> Optional[str]:
+        """The owner of a job that existed and expired (its tombstone), else None."""
+        owner = self.r.get(self.keys.tombstone(job_id))
+        return owner.decode() if owner is not None else None
 
     def recent(self, owner: str, limit: int) -> list[JobRecord]:
         """The owner's most recent jobs, newest first (expired ones left out)."""
@@ -250,7 +231,7 @@ class JobStore:
         """Move the job to `to` if it is in one of `allowed`, writing `fields` and adding `counters`
         to the service-wide stats, all in one atomic step."""
         counters = counters or {}
-        args = [",".join(s.value for s in allowed), to.value, self.ttl_s, len(counters)]
+        args = [*self._touch_args(), ",".join(s.value for s in allowed), to.value, len(counters)]
         for k, v in counters.items():
             args += [k, v]
         for k, v in fields.items():
@@ -261,22 +242,27 @@ class JobStore:
         """queued -> running, counting attempts; a redelivered running job (its worker died) restarts
         until max_attempts. Returns (started, attempt); a job that expired is (False, 0)."""
         outcome, attempt = self._start(keys=[self.keys.job(job_id), self.keys.stats()],
-                                       args=[max_attempts, self.ttl_s, now()])
+                                       args=[*self._touch_args(), max_attempts])
         if outcome in (1, 2):   # running, or failed just now (worker_lost)
             self.emit(job_id, WebhookEvent.start if outcome == 1 else WebhookEvent.completed)
         return outcome == 1, int(attempt)
 
     def progress(self, job_id: str, step: int, total: int) -> bool:
         """Record progress; True when the job must stop (cancel requested, or the job is gone)."""
-        stop = self._progress(keys=[self.keys.job(job_id), self.keys.cancel(job_id)], args=[step, total]) != 0
+        stop = self._progress(keys=[self.keys.job(job_id), self.keys.cancel(job_id)],
+                              args=[*self._touch_args(), step, total]) != 0
         if not stop:
             self.emit(job_id, WebhookEvent.progress)
         return stop
 
     def succeed(self, job_id: str, result: JobResult) -> bool:
         counters = {"seconds": result.seconds, "image_iterations": sum(im.iterations for im in result.images)}
-        return self.finished(job_id, self.transition(job_id, (JobState.running,), JobState.succeeded, counters=counters,
-                                                     finished_at=now(), result=result.model_dump_json()))
+        moved = self.transition(job_id, (JobState.running,), JobState.succeeded, counters=counters,
+                                finished_at=now(), result=result.model_dump_json())
+        if moved and (record := self.get(job_id)) is not None:
+            self.hold_blobs(job_id, record.ttl_s or self.ttl_s,
+                            [im.blob for im in result.images] + [f.blob for f in result.files])
+        return self.finished(job_id, moved)
 
     def finished(self, job_id: str, moved: bool) -> bool:
         """After a transition into a final state: the `completed` event when it happened."""
