@@ -24,7 +24,7 @@ from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_json, erro
                      store_unavailable_handler, unhandled_error_handler, validation_error_handler)
 from .metrics import REQUEST_SECONDS
 from .request_id import RequestIdMiddleware
-from .routes import detect, evaluate, health, jobs, mimicry, protect, purify
+from .routes import detect, evaluate, events, health, jobs, mimicry, protect, purify
 
 log = logging.getLogger("impress.api")
 
@@ -86,7 +86,7 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
                                str(response.status_code)).observe(time.perf_counter() - start)
         return response
 
-    for resource in (purify, protect, detect, evaluate, mimicry, jobs):  # each reads Redis: 503 when it is down
+    for resource in (purify, protect, detect, evaluate, mimicry, jobs, events):  # each reads Redis: 503 when it is down
         app.include_router(resource.router, dependencies=[Depends(authorize)],
                            responses=error_responses(401, 429, 503))
     app.include_router(health.router)

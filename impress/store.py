@@ -16,6 +16,7 @@ from typing import Optional, Protocol, Sequence
 import redis
 import redis.asyncio
 from pydantic import BaseModel
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -150,10 +151,10 @@ class JobStore:
         # hides that, while a Redis that is down still fails fast (connection refused) and the API
         # answers 503. Timeouts are not retried: they already took their time.
         retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-        options = dict(socket_connect_timeout=2, health_check_interval=30, retry=retry)
+        options = dict(socket_connect_timeout=2, health_check_interval=30)
         # The async client's reads block up to a heartbeat (XREAD BLOCK): no short socket timeout there.
-        return cls(redis.Redis.from_url(url, socket_timeout=5, **options), prefix, retention, events,
-                   aio=redis.asyncio.Redis.from_url(url, **options))
+        return cls(redis.Redis.from_url(url, socket_timeout=5, retry=retry, **options), prefix, retention, events,
+                   aio=redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 1), **options))
 
     def _touch_args(self, at: Optional[float] = None) -> list:
         """ARGV[1..4] of every script that changes a job (impress/store_scripts.py)."""
@@ -220,11 +221,11 @@ class JobStore:
             for job_id in ids:
                 p.hgetall(self.keys.job(job_id))
             raws = p.execute()
-        return [_from_hash({k.decode(): v.decode() for k, v in raw.items()}) for raw in raws if raw]
+        return [record_from_hash({k.decode(): v.decode() for k, v in raw.items()}) for raw in raws if raw]
 
     def get(self, job_id: str) -> Optional[JobRecord]:
         raw = self.r.hgetall(self.keys.job(job_id))
-        return _from_hash({k.decode(): v.decode() for k, v in raw.items()}) if raw else None
+        return record_from_hash({k.decode(): v.decode() for k, v in raw.items()}) if raw else None
 
     def transition(self, job_id: str, allowed: tuple[JobState, ...], to: JobState,
                    counters: Optional[dict[str, float]] = None, **fields) -> bool:
@@ -339,7 +340,8 @@ def _to_hash(record: JobRecord) -> dict[str, str | int | float]:
     return data
 
 
-def _from_hash(raw: dict[str, str]) -> JobRecord:
+def record_from_hash(raw: dict[str, str]) -> JobRecord:
+    """A record from its hash (or from an entry of its event stream, which copies the hash)."""
     kind = JobKind(raw["kind"])
     error = JobError(code=raw["error_code"], message=raw.get("error_message", "")) if "error_code" in raw else None
     result = JobResult.model_validate_json(raw["result"]) if "result" in raw else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .contract import ErrorCode, JobKind, JobState, StopReason
 from .records import (DetectedImage, InputImage, JobError, JobRecord, MeasuredBudget, RejectedInput, TracePoint,
@@ -47,6 +47,10 @@ class JobView(BaseModel):
     started_at: Optional[float] = None
     finished_at: Optional[float] = None
     attempts: int
+    expires_at: Optional[float] = Field(None, description="when the job and its data are deleted (unix seconds): "
+                                        "expires_in (default: the service's TTL) after its last change")
+    data_deleted_at: Optional[float] = Field(None, description="when DELETE /v1/jobs/{id}/data removed its inputs "
+                                             "and results (their URLs answer 410 gone since)")
     params: dict
     vae: str
     perceptual: str
@@ -98,7 +102,7 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         id=record.id, kind=record.kind, state=record.state,
         progress=Progress(step=step, total=total, fraction=round(step / total, 4) if total else 0.0),
         created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
-        attempts=record.attempts, params=record.params.model_dump(mode="json"), vae=record.vae,
+        attempts=record.attempts, expires_at=record.expires_at, data_deleted_at=record.data_deleted_at, params=record.params.model_dump(mode="json"), vae=record.vae,
         perceptual=record.perceptual, inputs=record.inputs, rejected_inputs=record.rejected_inputs,
         webhook=record.webhook, error=record.error, results=results, files=files,
         **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine"}) if result else {}))

@@ -11,16 +11,16 @@ from impress.records import InputRole
 from impress.settings import Settings
 
 from ..deps import get_settings
-from ..errors import ApiError, error_responses
+from ..errors import ApiError
 from ..schemas import Accepted
-from ..submit import (SubmitOptions, Submitter, accepted_response, form_model, form_part, get_submitter,
+from ..submit import (SUBMIT_RESPONSES, SubmitOptions, Submitter, form_model, form_part, get_submitter,
                       refuse_unknown_fields)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 EvaluateForm = form_model(EvaluateParams, SubmitOptions)
 
 
-@router.post("/evaluate", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
+@router.post("/evaluate", status_code=202, response_model=Accepted, responses=SUBMIT_RESPONSES,
              summary="Queue an evaluation: clean (+ protected, + purified) images, or clean images and the "
                      "protections x purifiers matrix to run")
 async def submit_evaluate(
@@ -50,4 +50,4 @@ async def submit_evaluate(
                InputRole.mask: mask}
     accepted = await run_in_threadpool(submitter.enqueue, JobKind.evaluate, uploads, checked,
                                        options=form_part(params, SubmitOptions))
-    return accepted_response(accepted)
+    return await submitter.respond(request, accepted)

@@ -10,16 +10,15 @@ from impress.contract import JobKind
 from impress.records import InputRole
 from impress.scenarios import MimicryParams
 
-from ..errors import error_responses
 from ..schemas import Accepted
-from ..submit import (SubmitOptions, Submitter, accepted_response, form_model, form_part, get_submitter,
+from ..submit import (SUBMIT_RESPONSES, SubmitOptions, Submitter, form_model, form_part, get_submitter,
                       refuse_unknown_fields)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 MimicryForm = form_model(MimicryParams, SubmitOptions)
 
 
-@router.post("/mimicry", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
+@router.post("/mimicry", status_code=202, response_model=Accepted, responses=SUBMIT_RESPONSES,
              summary="Queue style mimicry: LoRA fine-tuning on the clean, protected and purified sets (a heavy "
                      "job: minutes per set on a GPU), scored on what each taught of the clean images")
 async def submit_mimicry(
@@ -34,4 +33,4 @@ async def submit_mimicry(
     uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified}
     accepted = await run_in_threadpool(submitter.enqueue, JobKind.mimicry, uploads, form_part(params, MimicryParams),
                                        options=form_part(params, SubmitOptions))
-    return accepted_response(accepted)
+    return await submitter.respond(request, accepted)

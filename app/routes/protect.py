@@ -11,15 +11,15 @@ from impress.contract import ErrorCode, JobKind, ProtectParams
 from impress.images import SUPPORTED_FORMATS
 from impress.records import InputRole
 
-from ..errors import ApiError, error_responses
+from ..errors import ApiError
 from ..schemas import Accepted
-from ..submit import SubmitOptions, Submitter, accepted_response, form_model, form_part, get_submitter, refuse_unknown_fields
+from ..submit import SUBMIT_RESPONSES, SubmitOptions, Submitter, form_model, form_part, get_submitter, refuse_unknown_fields
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 ProtectForm = form_model(ProtectParams, SubmitOptions)
 
 
-@router.post("/protect", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
+@router.post("/protect", status_code=202, response_model=Accepted, responses=SUBMIT_RESPONSES,
              summary="Queue a protection (PhotoGuard's encoder attack, glaze-like, Mist's textural loss) of one or "
                      "more images: protected PNGs, each with its budget measured on the 8-bit result")
 async def submit_protect(
@@ -38,4 +38,4 @@ async def submit_protect(
     checked = form_part(params, ProtectParams, max_iterations=submitter.settings.max_iterations)
     accepted = await run_in_threadpool(submitter.enqueue, JobKind.protect, uploads, checked,
                                        options=form_part(params, SubmitOptions))
-    return accepted_response(accepted)
+    return await submitter.respond(request, accepted)

@@ -12,16 +12,16 @@ from impress.records import InputRole
 from impress.settings import Settings
 
 from ..deps import get_settings
-from ..errors import ApiError, error_responses
+from ..errors import ApiError
 from ..schemas import Accepted
-from ..submit import (SubmitOptions, Submitter, UrlInputs, accepted_response, form_model, form_part, get_submitter,
+from ..submit import (SUBMIT_RESPONSES, SubmitOptions, Submitter, UrlInputs, form_model, form_part, get_submitter,
                       refuse_unknown_fields)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 PurifyForm = form_model(PurifyOverrides, UrlInputs, SubmitOptions)
 
 
-@router.post("/purify", status_code=202, response_model=Accepted, responses=error_responses(413, 415, 422, 503),
+@router.post("/purify", status_code=202, response_model=Accepted, responses=SUBMIT_RESPONSES,
              summary="Queue IMPRESS purification of one or more images")
 async def submit_purify(
     request: Request,
@@ -39,4 +39,4 @@ async def submit_purify(
     accepted = await run_in_threadpool(submitter.enqueue, JobKind.purify, {InputRole.image: images}, resolved,
                                        resolved.preset, options=form_part(params, SubmitOptions),
                                        image_urls=params.image_url)
-    return accepted_response(accepted)
+    return await submitter.respond(request, accepted)
