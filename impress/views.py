@@ -68,6 +68,13 @@ class JobView(BaseModel):
     engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
 
 
+class JobEventView(BaseModel):
+    """One server-sent event of GET /v1/jobs/{id}/events, as the client yields it."""
+
+    id: Optional[str] = None    # send back as Last-Event-ID to resume after this event
+    job: JobView                # the job as GET /v1/jobs/{id} showed it at that moment
+
+
 class JobList(BaseModel):
     jobs: list[JobView]
 

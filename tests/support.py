@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import threading
 import time
 
 import numpy as np
@@ -95,3 +96,21 @@ class RecordingQueue:
 
     def workers(self, timeout_s: float = 1.0) -> list[str]:
         return self.workers_seen
+
+
+def run_job_later(store, job_id: str, delay_s: float = 0.3) -> threading.Thread:
+    """What a worker does: start, two progress writes, success."""
+    from impress.contract import StopReason
+    from impress.records import JobResult, ResultImage
+
+    def work():
+        time.sleep(delay_s)
+        store.start(job_id, 2)
+        for step in (5, 10):
+            store.progress(job_id, step, 10)
+        image = ResultImage(name="a.png", blob=store.put_blob(b"png"), width=48, height=40, iterations=10,
+                            stop_reason=StopReason.completed, trace=[])
+        store.succeed(job_id, JobResult(images=[image], model={"name": "m"}, seconds=0.1, device="cpu"))
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread

@@ -6,26 +6,9 @@ import json
 import threading
 import time
 
-from impress.contract import StopReason
-from impress.records import JobResult, ResultImage
-from tests.support import photo, png_bytes
+from tests.support import photo, png_bytes, run_job_later
 
 PNG = ("a.png", png_bytes(photo()), "image/png")
-
-
-def run_job_later(store, job_id: str, delay_s: float = 0.3) -> threading.Thread:
-    """What a worker does: start, two progress writes, success."""
-    def work():
-        time.sleep(delay_s)
-        store.start(job_id, 2)
-        for step in (5, 10):
-            store.progress(job_id, step, 10)
-        image = ResultImage(name="a.png", blob=store.put_blob(b"png"), width=48, height=40, iterations=10,
-                            stop_reason=StopReason.completed, trace=[])
-        store.succeed(job_id, JobResult(images=[image], model={"name": "m"}, seconds=0.1, device="cpu"))
-    thread = threading.Thread(target=work)
-    thread.start()
-    return thread
 
 
 def sse_events(response) -> list[dict]:
