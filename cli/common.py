@@ -1,8 +1,11 @@
-"""What several commands share: settings, decoding image files, loading the VAE, printing errors."""
+"""What several commands share: settings, decoding image files, loading the VAE, printing errors, the
+progress bar long work reports to."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
+
+from tqdm import tqdm
 
 from impress.images import DecodedImage, ImageRejected, decode_image, set_pillow_pixel_guard
 from impress.settings import Settings
@@ -37,3 +40,23 @@ def load_vae_or_fail(name: str, device: Optional[str], settings: Settings):
         return load_vae(name, resolve_device(device or settings.device))
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
+
+
+class BarReporter:
+    """The engine's progress reporter (impress.progress.Reporter) as a tqdm bar: `with BarReporter("purify")
+    as reporter: run(..., reporter=reporter)`. Never cancels (Ctrl-C stops the command)."""
+
+    def __init__(self, desc: str, unit: str = "step"):
+        self.bar = tqdm(total=0, desc=desc, unit=unit)
+
+    def advance(self, step: int, total: int, loss: Optional[float] = None) -> None:
+        self.bar.total = total
+        self.bar.update(step - self.bar.n)
+        if loss is not None:
+            self.bar.set_postfix(loss=f"{loss:.5f}")
+
+    def __enter__(self) -> "BarReporter":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.bar.close()

@@ -19,15 +19,15 @@ from .store import JobStore, record_from_hash
 EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")   # a stream entry id: milliseconds-sequence
 
 
-class JobEvent(BaseModel):
+class JobSnapshot(BaseModel):
     id: Optional[str]       # the stream entry id; None for the current record of a job without a stream
     record: JobRecord
 
 
-async def read_events(store: JobStore, job_id: str, after: str, block_s: float) -> list[JobEvent]:
+async def read_events(store: JobStore, job_id: str, after: str, block_s: float) -> list[JobSnapshot]:
     """Entries after `after` ("0-0": from the first kept), waiting up to `block_s` for one."""
     answer = await store.aio.xread({store.keys.events(job_id): after}, block=max(1, int(block_s * 1000)))
-    return [JobEvent(id=entry_id.decode(), record=record_from_hash({k.decode(): v.decode() for k, v in fields.items()}))
+    return [JobSnapshot(id=entry_id.decode(), record=record_from_hash({k.decode(): v.decode() for k, v in fields.items()}))
             for _, entries in answer for entry_id, fields in entries]
 
 
@@ -37,7 +37,7 @@ async def current(store: JobStore, job_id: str) -> Optional[JobRecord]:
 
 
 async def follow(store: JobStore, job_id: str, after: Optional[str] = None,
-                 block_s: float = 15.0) -> AsyncIterator[Optional[JobEvent]]:
+                 block_s: float = 15.0) -> AsyncIterator[Optional[JobSnapshot]]:
     """The job's events after entry `after` (all kept ones when None), in order; None after every
     `block_s` without one (a heartbeat's moment). Ends after the event of a final state, or when the
     job is gone; a job without a stream (its data deleted) yields its current record once."""
@@ -45,7 +45,7 @@ async def follow(store: JobStore, job_id: str, after: Optional[str] = None,
         record = await current(store, job_id)
         if record is None:
             return
-        yield JobEvent(id=None, record=record)
+        yield JobSnapshot(id=None, record=record)
         if record.state.finished:
             return
     cursor = after or "0-0"

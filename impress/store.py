@@ -20,7 +20,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import store_scripts
+from . import events, store_scripts
 from .contract import ErrorCode, JobKind, JobState, ModelReport
 from .records import (PARAMS_BY_KIND, InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent,
                       WebhookTarget)
@@ -238,6 +238,23 @@ class JobStore:
         for k, v in fields.items():
             args += [k, v]
         return self._transition(keys=[self.keys.job(job_id), self.keys.stats()], args=args) == 1
+
+    def record(self, event: events.JobEvent) -> bool:
+        """Apply what a worker reports, atomically. True when the job goes on as the event says: it
+        runs now (Started), it goes on (Progress: False once it was cancelled or expired), or it
+        reached that final state (Done, Failed, Canceled: False when it had already left `running`)."""
+        match event:
+            case events.Started():
+                return self.start(event.job_id, event.max_attempts)[0]
+            case events.Progress():
+                return not self.progress(event.job_id, event.step, event.total)
+            case events.Done():
+                return self.succeed(event.job_id, event.result)
+            case events.Failed():
+                return self.fail(event.job_id, event.error.code, event.error.message)
+            case events.Canceled():
+                return self.finish_canceled(event.job_id)
+        raise TypeError(f"not a job event: {event!r}")
 
     def start(self, job_id: str, max_attempts: int) -> tuple[bool, int]:
         """queued -> running, counting attempts; a redelivered running job (its worker died) restarts
