@@ -23,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.reference_impress import sd_vae_architecture
+from worker.engine.autoencoder import KLAutoencoder
 from bench.results_io import RESULTS, run_meta, write_results
 
 IMPRESS_PFLOP_PER_1000 = 10.9            # README / DESIGN: one IMPRESS iteration at 512 px ~10.9 TFLOP
@@ -61,7 +62,7 @@ def components(size: int) -> dict[str, float]:
     with torch.device("meta"):
         unet = UNet2DConditionModel(in_channels=4, **SD15_UNET).requires_grad_(False)
         unet9 = UNet2DConditionModel(in_channels=9, **SD15_UNET).requires_grad_(False)
-        vae = sd_vae_architecture().requires_grad_(False)
+        vae = KLAutoencoder(sd_vae_architecture()).requires_grad_(False)
         up_unet = UNet2DConditionModel(**UPSCALER_UNET).requires_grad_(False)
         up_vae = AutoencoderKL(**UPSCALER_VAE).requires_grad_(False)
         text, up_text = torch.zeros(2, 77, 768), torch.zeros(2, 77, 1024)
@@ -77,8 +78,7 @@ def components(size: int) -> dict[str, float]:
             out[name] = count(fn, x, backward=False)
             out[name + "+bwd"] = count(fn, x, backward=True)
         image, half = torch.zeros(1, 3, size, size), torch.zeros(1, 3, size // 2, size // 2)
-        encode = lambda x: vae.encode(x).latent_dist.mean  # noqa: E731
-        decode = lambda z: vae.decode(z).sample  # noqa: E731
+        encode, decode = vae.encode, vae.decode
         out["vae.encode"], out["vae.encode+bwd"] = (count(encode, image, backward=b) for b in (False, True))
         out["vae.decode"], out["vae.decode+bwd"] = (count(decode, torch.zeros(1, 4, lat, lat), backward=b)
                                                     for b in (False, True))

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageOps
 
 from bench.results_io import RESULTS, run_meta, write_results
-from worker.engine.metrics import encode, psnr
+from worker.engine.metrics import psnr, reconstruction
 from worker.engine.models import TINY_VAE_NAME, load_vae
 from worker.engine.photos import HELD_OUT, held_out_paths
 from worker.engine.tensors import to_tensor
@@ -34,7 +34,7 @@ def skimage_photos() -> list[tuple[str, str]]:
 @torch.no_grad()
 def reconstruction_psnr(vae, path: str, size: int) -> float:
     x = to_tensor(np.array(ImageOps.fit(Image.open(path).convert("RGB"), (size, size), Image.LANCZOS)))
-    return round(float(psnr(vae.decode(encode(vae, x)).sample.clamp(-1, 1), x)), 2)
+    return round(float(psnr(reconstruction(vae, x), x)), 2)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from bench.reference_impress import reference_purify, sd_vae_architecture
 from bench.results_io import RESULTS, run_meta, write_results
 
 from impress.contract import PurifyParams
+from worker.engine.autoencoder import KLAutoencoder
 from worker.engine.perceptual import load_perceptual
 from worker.engine.purify import impress_losses, purify
 
@@ -119,7 +120,7 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     dev = args.device
-    vae = sd_vae_architecture().to(dev).eval().requires_grad_(False)
+    vae = KLAutoencoder(sd_vae_architecture()).to(dev).eval().requires_grad_(False)
     lp = load_perceptual("lpips-vgg-random-backbone", dev)
     rows = []
 

@@ -234,21 +234,21 @@ def test_dssim_stays_fp32_under_autocast():
 
 def test_vae_attention_runs_through_sdpa(small_vae_dir):
     vae, _ = load_vae(str(small_vae_dir))
-    assert {type(p).__name__ for p in vae.attn_processors.values()} == {"AttnProcessor2_0"}
+    assert {type(p).__name__ for p in vae.model.attn_processors.values()} == {"AttnProcessor2_0"}
 
 
 def test_checkpointing_changes_memory_not_results(small_vae_dir, random_lpips):
     x = to_tensor(photo(32, 32, seed=4))
     plain = purify(load_vae(str(small_vae_dir))[0], random_lpips, x, params(iters=3))
     vae, _ = load_vae(str(small_vae_dir), checkpointing=True)
-    assert vae.encoder.gradient_checkpointing and vae.decoder.gradient_checkpointing
+    assert vae.model.encoder.gradient_checkpointing and vae.model.decoder.gradient_checkpointing
     torch.testing.assert_close(purify(vae, random_lpips, x, params(iters=3)).images, plain.images,
                                atol=1e-5, rtol=0)
 
 
 def test_tiling_runs_large_images_in_tiles(small_vae_dir, random_lpips):
     vae, _ = load_vae(str(small_vae_dir), tiling=True)
-    big = vae.config.sample_size + 32  # above the sample size: diffusers encodes and decodes in tiles
+    big = vae.model.config.sample_size + 32  # above the sample size: diffusers encodes and decodes in tiles
     x = to_tensor(photo(big, big, seed=5))
     out = purify(vae, random_lpips, x, params(iters=4, lr=0.005), log_every=1)
     assert out.images.shape == x.shape and torch.isfinite(out.images).all()

@@ -16,15 +16,15 @@ import torch
 
 from impress.records import Verdict
 
+from .autoencoder import Autoencoder
 from .metrics import consistency_error
-from .purify import vae_multiple
 
 
-def consistency_scores(vae, images: list[torch.Tensor], batch: int = 16) -> list[float]:
+def consistency_scores(vae: Autoencoder, images: list[torch.Tensor], batch: int = 16) -> list[float]:
     """The consistency error of each image (1 x 3 x H x W in [-1, 1], any sizes; same-size images share
     batches). The VAE needs sides divisible by its downsampling factor, so the few rows and columns
     beyond the last multiple are left out of the score."""
-    m = vae_multiple(vae)
+    m = vae.downscale
     groups: dict[tuple[int, int], list[int]] = {}
     for i, x in enumerate(images):
         groups.setdefault(tuple(x.shape[-2:]), []).append(i)

@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from .autoencoder import Autoencoder
 from .perceptual import SsimDistance
 
 
@@ -37,17 +38,24 @@ def l2_255(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode(vae, x: torch.Tensor) -> torch.Tensor:
-    return vae.encode(x).latent_dist.mode()
+def encode(vae: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+    """The deterministic latent E(x), without gradients."""
+    return vae.encode(x)
 
 
 @torch.no_grad()
-def consistency_error(vae, x: torch.Tensor) -> torch.Tensor:
+def reconstruction(vae: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+    """D(E(x)) clamped to the pixel range, without gradients: what an editing model sees of x."""
+    return vae.reconstruct(x).clamp(-1, 1)
+
+
+@torch.no_grad()
+def consistency_error(vae: Autoencoder, x: torch.Tensor) -> torch.Tensor:
     """mean((x - D(E(x)))^2) per image: IMPRESS's signal, and a detector of protective noise."""
-    return ((vae.decode(encode(vae, x)).sample.float() - x.float()) ** 2).mean(dim=(1, 2, 3))
+    return ((vae.reconstruct(x).float() - x.float()) ** 2).mean(dim=(1, 2, 3))
 
 
-def latent_distance(vae, x: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
+def latent_distance(vae: Autoencoder, x: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
     """RMS distance between E(x) and E(x_ref), per image."""
     return ((encode(vae, x) - encode(vae, x_ref)) ** 2).mean(dim=(1, 2, 3)).sqrt()
 

@@ -15,7 +15,8 @@ from typing import Callable, Iterable, Literal
 from impress.contract import ModelReport, vae_for
 
 from .diffusion.pipelines import pipeline_present, pull_pipeline
-from .models import HUB_SUBFOLDER, HUB_VAE_FILES, ModelUnavailable, hub_vae_cached, hub_vae_local_only, resolve_vae
+from .models import (HUB_SUBFOLDER, HUB_VAE_FILES, ModelUnavailable, hub_vae_cached, hub_vae_local_only, resolve_vae,
+                     weights_present)
 from .perceptual import require_vgg16, vgg16_cache_file
 
 
@@ -66,8 +67,7 @@ def present(need: ModelNeed) -> bool:
         return False
     if source == "hub":
         return hub_vae_cached(location)
-    folder = Path(location) / (subfolder or "")
-    return (folder / "config.json").exists() and any(folder.glob("*.safetensors"))
+    return weights_present(Path(location) / (subfolder or ""))
 
 
 def check(presets: Iterable[str], vae: str | None, perceptual: str,
@@ -84,7 +84,8 @@ def require(vae: str, perceptual: str) -> None:
     if source == "hub":
         hub_vae_local_only(location)
     elif not present(ModelNeed("vae", vae, location)):
-        raise ModelUnavailable(f"VAE {vae!r}: no config.json and safetensors weights in {location}")
+        raise ModelUnavailable(f"VAE {vae!r}: no autoencoder weights in {location} (config.json and safetensors, "
+                               "or NAME_encoder.pth and NAME_decoder.pth)")
     if perceptual == "lpips-vgg":
         require_vgg16()
 

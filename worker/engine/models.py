@@ -1,10 +1,12 @@
-"""Loading the VAE and the perceptual distance: once per process, always with a recorded identity.
+"""Loading the autoencoder and the perceptual distance: once per process, always with a recorded identity.
 
-A VAE is named by one string: a hub id (``stabilityai/stable-diffusion-2-1-base``, loaded from its
-``vae`` subfolder), a local folder written by ``save_pretrained``, or the short name of the model
-this project trains and ships (``impress-tiny-vae``). All three go through the same diffusers
-``AutoencoderKL.from_pretrained`` path. When weights cannot be had, ``ModelUnavailable`` says what
-is missing and how to provide it; nothing is ever substituted.
+An autoencoder is named by one string: a hub id (``stabilityai/stable-diffusion-2-1-base``, loaded
+from its ``vae`` subfolder), a local folder, or the short name of a model the project ships
+(``taef2``, FLUX.2's tiny autoencoder, worker/models/taef2). A folder holds either a diffusers
+AutoencoderKL written by ``save_pretrained`` (config.json and safetensors weights) or a tiny
+autoencoder in TAESD's layout (``NAME_encoder.pth`` and ``NAME_decoder.pth`` state dicts). Whatever
+the family, `load_vae` returns the engine's one `Autoencoder` type. When weights cannot be had,
+``ModelUnavailable`` says what is missing and how to provide it; nothing is ever substituted.
 """
 from __future__ import annotations
 
@@ -14,11 +16,17 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
+from .autoencoder import Autoencoder, KLAutoencoder
+from .tiny_autoencoder import TinyAutoencoder
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+TAEF2_NAME = "taef2"
 TINY_VAE_NAME = "impress-tiny-vae"
-TINY_VAE_DIR = Path(__file__).resolve().parent.parent / "models" / TINY_VAE_NAME
+TINY_VAE_DIR = MODELS_DIR / TINY_VAE_NAME
 # SD's VAE layout scaled down: x4 downsampling (3 blocks), 4 latent channels, ~1.5M parameters.
 TINY_VAE_CONFIG = dict(
     in_channels=3, out_channels=3,
@@ -26,10 +34,18 @@ TINY_VAE_CONFIG = dict(
     block_out_channels=[24, 48, 96], layers_per_block=1, latent_channels=4,
     norm_num_groups=8, sample_size=64,
 )
-BUNDLED = {TINY_VAE_NAME: TINY_VAE_DIR}
+BUNDLED = {TAEF2_NAME: MODELS_DIR / TAEF2_NAME, TINY_VAE_NAME: TINY_VAE_DIR}
+# The bundled files as published (worker/models/taef2/README.md): a load that finds others refuses.
+BUNDLED_SHA256 = {TAEF2_NAME: {
+    "taef2_encoder.pth": "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6",
+    "taef2_decoder.pth": "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5"}}
+# The model that works with no network at all: what error messages point at.
+OFFLINE_MODEL = TAEF2_NAME
 
 # Hub repos hold the VAE in a subfolder; a folder written by save_pretrained holds it at its root.
 HUB_SUBFOLDER = "vae"
+# A tiny autoencoder's two state dicts: NAME_encoder.pth and NAME_decoder.pth.
+TINY_ENCODER_SUFFIX, TINY_DECODER_SUFFIX = "_encoder.pth", "_decoder.pth"
 
 
 class ModelUnavailable(RuntimeError):
@@ -51,15 +67,32 @@ class ModelIdentity:
         return asdict(self)
 
 
-def weights_digest(folder: Path) -> str:
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    if not files:
-        return "unknown"
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(files[0], "rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return "sha256:" + h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def weights_digest(folder: Path) -> str:
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    return "sha256:" + file_sha256(files[0])[:16] if files else "unknown"
+
+
+def tiny_weights(folder: Path) -> Optional[tuple[Path, Path]]:
+    """(encoder, decoder) state-dict files of a tiny autoencoder in `folder`, or None."""
+    for encoder in sorted(folder.glob(f"*{TINY_ENCODER_SUFFIX}")):
+        decoder = encoder.with_name(encoder.name.removesuffix(TINY_ENCODER_SUFFIX) + TINY_DECODER_SUFFIX)
+        if decoder.is_file():
+            return encoder, decoder
+    return None
+
+
+def weights_present(folder: Path) -> bool:
+    """Offline: does `folder` hold an autoencoder of either family?"""
+    kl = (folder / "config.json").exists() and any(folder.glob("*.safetensors"))
+    return kl or tiny_weights(folder) is not None
 
 
 def resolve_vae(name: str) -> tuple[str, str, str | None]:
@@ -76,14 +109,15 @@ def resolve_vae(name: str) -> tuple[str, str, str | None]:
 
 
 def load_vae(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, *,
-             tiling: bool = False, checkpointing: bool = False):
-    """The VAE named `name`, in eval mode with frozen weights, and its identity. Cached per process.
+             tiling: bool = False, checkpointing: bool = False) -> tuple[Autoencoder, "ModelIdentity"]:
+    """The autoencoder named `name`, in eval mode with frozen weights, and its identity. Cached per process.
 
     Memory options for large images: `tiling` encodes and decodes images larger than the VAE's
-    sample size in overlapping tiles (diffusers' tiled VAE; the blend changes results slightly);
-    `checkpointing` recomputes the VAE's activations during the backward pass instead of keeping
-    them (about a third more compute, far less memory). diffusers' batch slicing is not offered: under
-    autograd every slice's activations are kept for the backward pass, so it bounds nothing here.
+    sample size in overlapping tiles (diffusers' tiled VAE; the blend changes results slightly; a tiny
+    autoencoder has no attention and needs none); `checkpointing` recomputes the activations during
+    the backward pass instead of keeping them (about a third more compute, far less memory). diffusers'
+    batch slicing is not offered: under autograd every slice's activations are kept for the backward
+    pass, so it bounds nothing here.
     """
     with _LOADING:
         return _load_vae_cached(name, device, dtype, tiling, checkpointing)
@@ -97,13 +131,45 @@ _LOADING = threading.Lock()
 
 @functools.lru_cache(maxsize=4)
 def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, checkpointing: bool):
+    source, location, subfolder = resolve_vae(name)
+    folder = Path(location) / (subfolder or "")
+    if source == "bundled" and not weights_present(folder):
+        raise ModelUnavailable(f"bundled autoencoder {name!r} is missing from {location}")
+    tiny = tiny_weights(folder) if source != "hub" else None
+    if tiny is not None:
+        model, revision = _load_tiny(name, *tiny, checkpointing)
+    else:
+        model, revision = _load_kl(name, source, location, subfolder, dtype, tiling, checkpointing)
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if device.startswith("cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    identity = ModelIdentity(name=name, source=source, location=location, revision=revision,
+                             dtype=str(dtype).removeprefix("torch."), device=device)
+    return model, identity
+
+
+def _load_tiny(name: str, encoder: Path, decoder: Path, checkpointing: bool) -> tuple[Autoencoder, str]:
+    """A tiny autoencoder and its revision (the sha256 of both files); a bundled one must match the
+    published checksums."""
+    digests = {path.name: file_sha256(path) for path in (encoder, decoder)}
+    expected = BUNDLED_SHA256.get(name)
+    if expected is not None and digests != expected:
+        raise ModelUnavailable(f"bundled autoencoder {name!r} in {encoder.parent} does not match its published "
+                               f"sha256 (found {digests}, expected {expected}): restore the files from the repository")
+    try:
+        model = TinyAutoencoder.from_files(encoder, decoder, checkpointing=checkpointing)
+    except (OSError, RuntimeError, KeyError) as exc:  # unreadable, or a state dict of another layout
+        raise ModelUnavailable(f"tiny autoencoder {name!r} could not be loaded from {encoder.parent} "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    return model, " ".join(f"{file} sha256:{digest}" for file, digest in digests.items())
+
+
+def _load_kl(name: str, source: str, location: str, subfolder: Optional[str], dtype: torch.dtype, tiling: bool,
+             checkpointing: bool) -> tuple[Autoencoder, str]:
+    """diffusers' AutoencoderKL from the hub (cache) or a folder, and its revision."""
     from diffusers import AutoencoderKL
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    source, location, subfolder = resolve_vae(name)
-    if source == "bundled" and not (Path(location) / "config.json").exists():
-        raise ModelUnavailable(f"bundled VAE {name!r} is missing from {location}: "
-                               "train it with scripts/train_small_vae.py (see its docstring)")
     try:
         # low_cpu_mem_usage needs `accelerate`, which a VAE of at most ~80 MB does not justify.
         # A hub VAE in the local cache loads from it with no network; one that is not there fails
@@ -116,14 +182,11 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, c
             f"VAE {name!r} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
             f"Provide it: on a connected machine run `huggingface-cli download {name}` to fill the "
             "Hugging Face cache (HF_HOME), or save it with save_pretrained to a folder and set "
-            "IMPRESS_VAE to that folder; the bundled offline model is 'impress-tiny-vae'.") from exc
+            f"IMPRESS_VAE to that folder; the bundled offline model is {OFFLINE_MODEL!r}.") from exc
     if source == "hub":
         revision = _hub_revision(vae) or hub_vae_snapshot(location) or "unknown"
     else:
         revision = weights_digest(Path(location) / (subfolder or ""))
-    vae = vae.to(device=device).eval().requires_grad_(False)
-    if device.startswith("cuda"):
-        vae = vae.to(memory_format=torch.channels_last)
     # torch's scaled_dot_product_attention: flash / memory-efficient kernels on CUDA (diffusers'
     # default today; set explicitly so a changed default cannot bring back the quadratic-memory path).
     vae.set_attn_processor(AttnProcessor2_0())
@@ -131,9 +194,7 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, c
         vae.enable_tiling()
     if checkpointing:
         vae.enable_gradient_checkpointing()
-    identity = ModelIdentity(name=name, source=source, location=location, revision=revision,
-                             dtype=str(dtype).removeprefix("torch."), device=device)
-    return vae, identity
+    return KLAutoencoder(vae), revision
 
 
 HUB_VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
@@ -180,7 +241,7 @@ def hub_vae_local_only(repo_id: str) -> bool:
             f"VAE {repo_id!r} is not in the model cache (HF_HOME={constants.HF_HOME}) and the hub cannot be "
             f"reached. On a connected machine run `impress models pull` (or `huggingface-cli download "
             f"{repo_id} --include 'vae/*'`) with the same HF_HOME, or set IMPRESS_VAE to a local folder; the "
-            "bundled offline model is 'impress-tiny-vae'.")
+            f"bundled offline model is {OFFLINE_MODEL!r}.")
     return False
 
 

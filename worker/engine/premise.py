@@ -6,7 +6,8 @@ import torch
 
 from impress.contract import PurifyParams
 
-from .metrics import consistency_error, encode, latent_distance, pair_metrics, psnr, roc_auc, rounded_mean
+from .metrics import (consistency_error, encode, latent_distance, pair_metrics, psnr, reconstruction, roc_auc,
+                      rounded_mean)
 from .protect import encoder_attack, grey_target
 from .purify import purify
 from .tensors import quantize_8bit
@@ -29,8 +30,7 @@ def premise_report(vae, distance, clean: torch.Tensor, *, eps_255: tuple[int, ..
     """The figures of reports/tiny-vae.md, deterministic for a given input and seed."""
     out: dict = {"images": int(clean.shape[0]), "size": list(clean.shape[-2:])}
     recon_err = consistency_error(vae, clean)
-    with torch.no_grad():
-        recon = vae.decode(encode(vae, clean)).sample.clamp(-1, 1)
+    recon = reconstruction(vae, clean)
     out["clean"] = {"reconstruction_psnr_db": rounded_mean(psnr(recon, clean).tolist()),
                     "consistency_error": rounded_mean(recon_err.tolist()),
                     "consistency_error_median": round(float(recon_err.median()), 6)}

@@ -31,6 +31,7 @@ from impress.methods import (AdvdmParams, GlazeLikeParams, MethodChoice, MethodP
                              PhotoguardDiffusionParams, PhotoguardParams, SdsMinusParams)
 
 from .diffusion.attacks import advdm, photoguard_diffusion, sds_minus
+from .autoencoder import Autoencoder
 from .metrics import encode, pair_metrics
 from .perceptual import Scorer
 from .tensors import quantize_8bit
@@ -41,7 +42,7 @@ def grey_target(x: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x)
 
 
-def encoder_attack(vae, x: torch.Tensor, target: torch.Tensor, *, eps: float = 8 / 255,
+def encoder_attack(vae: Autoencoder, x: torch.Tensor, target: torch.Tensor, *, eps: float = 8 / 255,
                    step: float | None = None, steps: int = 200, seed: int = 0,
                    decay: bool = True) -> torch.Tensor:
     """PhotoGuard's encoder attack: L-inf PGD pulling E(x + d) toward E(target), |d| <= eps.
@@ -56,7 +57,7 @@ def encoder_attack(vae, x: torch.Tensor, target: torch.Tensor, *, eps: float = 8
     delta = ((torch.rand(x.shape, generator=gen) * 2 - 1) * eps2).to(x)
     for i in range(steps):
         delta.requires_grad_(True)
-        z = vae.encode((x + delta).clamp(-1, 1)).latent_dist.mode()
+        z = vae.encode((x + delta).clamp(-1, 1))
         loss = ((z - z_target) ** 2).sum()
         (grad,) = torch.autograd.grad(loss, delta)
         size = step2 - (step2 - step2 / 100) * i / steps if decay else step2
@@ -92,7 +93,7 @@ def default_glaze_target(h: int, w: int) -> torch.Tensor:
 ALPHA_GROWTH = 1.1
 
 
-def glaze_like_cloak(vae, distance, x: torch.Tensor, target: torch.Tensor, *, p: float = 0.05,
+def glaze_like_cloak(vae: Autoencoder, distance, x: torch.Tensor, target: torch.Tensor, *, p: float = 0.05,
                      eps: float = 16 / 255, alpha: float = 30, steps: int = 500, lr: float = 0.01,
                      seed: int = 0) -> torch.Tensor:
     """Glaze-like style cloak (Glaze itself is closed), after the IMPRESS authors' glaze.py: Adam on d
@@ -114,7 +115,7 @@ def glaze_like_cloak(vae, distance, x: torch.Tensor, target: torch.Tensor, *, p:
     opt = torch.optim.Adam([delta], lr=lr)
     for _ in range(steps):
         adv = x + delta
-        latent = ((vae.encode(adv).latent_dist.mode() - z_target) ** 2).mean(dim=(1, 2, 3))
+        latent = ((vae.encode(adv) - z_target) ** 2).mean(dim=(1, 2, 3))
         excess = perceptual(adv).float() - p
         loss = latent + weight * excess.clamp_min(0)
         opt.zero_grad(set_to_none=True)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from impress.contract import Precision, PurifyParams, StopReason
 
+from .autoencoder import Autoencoder
 from .perceptual import Scorer
 
 log = logging.getLogger("impress.engine")
@@ -52,10 +53,6 @@ def starting_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randn((1, *shape[1:]), generator=torch.Generator(device="cpu").manual_seed(seed))
 
 
-def vae_multiple(vae) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
@@ -84,11 +81,11 @@ def autocast_dtype(device: str, precision: Precision = "auto") -> Optional[torch
     return torch.bfloat16
 
 
-def impress_losses(vae, scorer: Scorer, x: torch.Tensor, alpha: float, delta: float, hw: tuple[int, int]):
+def impress_losses(vae: Autoencoder, scorer: Scorer, x: torch.Tensor, alpha: float, delta: float, hw: tuple[int, int]):
     """Per-image (loss, consistency, perceptual) on the image region (padding excluded); `scorer`
     is the perceptual distance bound to the protected images (`PerceptualDistance.bind`)."""
     h, w = hw
-    recon = vae.decode(vae.encode(x).latent_dist.mode()).sample[..., :h, :w]
+    recon = vae.reconstruct(x)[..., :h, :w]
     xc = x[..., :h, :w]
     consistency = ((recon.float() - xc.float()) ** 2).mean(dim=(1, 2, 3))
     perceptual = scorer(xc).float()
@@ -102,7 +99,7 @@ def compiled_losses():
     return torch.compile(impress_losses, dynamic=False)
 
 
-def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: str = "cpu",
+def purify(vae: Autoencoder, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: str = "cpu",
            progress: Optional[ProgressFn] = None, report_every: int = 10, log_every: int = 50,
            compile: bool = False, precision: Precision = "auto") -> PurifyOutcome:
     """Purify a batch of same-size images x_ptb (B x 3 x H x W, [-1, 1]). Pure function of its inputs.
@@ -165,13 +162,13 @@ def purify(vae, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: 
                          precision=precision_name(amp_dtype))
 
 
-def starting_image(vae, x_ptb: torch.Tensor, params: PurifyParams, device: str) -> torch.Tensor:
+def starting_image(vae: Autoencoder, x_ptb: torch.Tensor, params: PurifyParams, device: str) -> torch.Tensor:
     """x_ptb + sigma * N(0, 1), each image from its own seeded draw, padded to the VAE's multiple; the
     optimised leaf. Not clamped: the authors clamp each step's result, not the start."""
     noise = torch.cat([starting_noise(x_ptb.shape, params.seed) for _ in range(x_ptb.shape[0])]).to(device)
     # channels_last feeds cuDNN's fastest convolutions; on CPU (oneDNN here) it measured ~20% slower.
     memory_format = torch.channels_last if device.startswith("cuda") else torch.contiguous_format
-    x = pad_to_multiple(x_ptb + params.noise * noise, vae_multiple(vae)).detach().contiguous(memory_format=memory_format)
+    x = pad_to_multiple(x_ptb + params.noise * noise, vae.downscale).detach().contiguous(memory_format=memory_format)
     return x.requires_grad_(True)
 
 
