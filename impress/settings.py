@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     precision: Precision = Field(
         "auto", description="forward-pass autocast: auto = bf16 on CUDA (fp16 without bf16), fp32 on CPU; "
                             "bf16 = also on CPU (about 2x faster on CPUs with bf16 units)")
+    tile_above: int = Field(1024, ge=64, description="pictures with a longer side are purified as overlapping tiles "
+                            "(bounded memory at any size; bench/results/tiling.md)")
+    tile_size: int = Field(512, ge=32, description="side of a purification tile, at most")
+    tile_overlap: int = Field(64, ge=0, description="pixels neighbouring tiles share, blended with linear ramps")
     vae_tiling: bool = Field(False, description="tiled VAE for images larger than its sample size (bounded memory)")
     vae_checkpointing: bool = Field(False, description="recompute VAE activations in the backward pass (less memory, ~1/3 more compute)")
     detect_threshold: Optional[float] = Field(
@@ -117,6 +121,12 @@ class Settings(BaseSettings):
     def broker_is_store(self) -> bool:
         """The broker's queues live in the job store's Redis (queue lengths can be read there)."""
         return self.broker == self.redis_url
+
+    @model_validator(mode="after")
+    def _tiles_overlap_less_than_their_side(self) -> "Settings":
+        if self.tile_overlap >= self.tile_size:
+            raise ValueError(f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})")
+        return self
 
     @model_validator(mode="after")
     def _detect_thresholds_ordered(self) -> "Settings":

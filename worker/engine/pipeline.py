@@ -1,4 +1,5 @@
-"""Purify decoded images end to end: pick the models, group by size, batch, run.
+"""Purify decoded images end to end: pick the models, cut large pictures into tiles, group by size,
+batch, run, blend the tiles back.
 
 The one entry point that the CLI, the Celery task and the tests share.
 """
@@ -18,6 +19,7 @@ from .models import load_vae, resolve_device
 from .perceptual import PerceptualDistance, load_perceptual
 from .purify import Precision, ProgressFn, PurifyOutcome, autocast_dtype, precision_name, purify
 from .tensors import to_tensor, to_uint8
+from .tiling import Tile, Tiling, blend, cut, tiles_of
 
 log = logging.getLogger("impress.engine")
 
@@ -47,11 +49,14 @@ class EngineOptions:
     # On CPU batching amortises per-step overhead on small images but spills the caches on large
     # ones (bench/results/speed-cpu.md: batch 8 helps at 64², costs up to 21% at 128²): a pixel budget.
     cpu_batch_pixels: int = 8 * 64 * 64
+    # Pictures larger than a side of `tiling.above` are purified as overlapping tiles (engine.tiling).
+    tiling: Optional[Tiling] = Tiling()
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "EngineOptions":
         fields = {f: getattr(settings, f) for f in ("device", "batch_size", "compile", "precision", "vae_tiling",
                                                     "vae_checkpointing", "memory_headroom", "cpu_batch_pixels")}
+        fields["tiling"] = Tiling(settings.tile_size, settings.tile_overlap, settings.tile_above)
         return cls(**{**fields, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -151,10 +156,27 @@ class _Run:
                                            iterations=outcome.iterations, trace=outcome.traces[j])
 
 
+def assembled(pieces: list[PurifiedImage], tiles: list[Tile], height: int, width: int) -> PurifiedImage:
+    """One picture from its purified tiles: pixels blended, the trace the tiles' mean at each logged step."""
+    if any(piece.rgb is None for piece in pieces):
+        return PurifiedImage(rgb=None, stop_reason=StopReason.canceled, iterations=0, trace=[])
+    reasons = {piece.stop_reason for piece in pieces}
+    reason = next(r for r in (StopReason.canceled, StopReason.completed, StopReason.plateau) if r in reasons)
+    by_step: dict[int, list[dict]] = {}
+    for piece in pieces:
+        for point in piece.trace:
+            by_step.setdefault(point["step"], []).append(point)
+    trace = [{"step": step, **{k: sum(p[k] for p in points) / len(points) for k in ("loss", "consistency", "perceptual")}}
+             for step, points in sorted(by_step.items())]
+    return PurifiedImage(rgb=blend([piece.rgb for piece in pieces], tiles, height, width), stop_reason=reason,
+                         iterations=max(piece.iterations for piece in pieces), trace=trace)
+
+
 def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: Optional[str], perceptual: str,
                      options: EngineOptions = EngineOptions(), progress: Optional[ProgressFn] = None,
                      report_every: int = 10) -> PurificationRun:
     """Purify `images` (any sizes; same-size images share batches): one result per input, in order.
+    Pictures beyond `options.tiling` are purified as overlapping tiles and blended back.
 
     `progress(done, total, losses)` counts image-iterations over the whole run; returning True
     cancels the rest (the images never started come back without pixels). On CUDA the batch size of
@@ -165,19 +187,28 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
     device = resolve_device(options.device)
     vae_model, identity = load_vae(vae_for(params.preset, vae), device, tiling=options.vae_tiling,
                                    checkpointing=options.vae_checkpointing)
+    tiled = {i: tiles_of(im.height, im.width, options.tiling) for i, im in enumerate(images)
+             if options.tiling is not None and options.tiling.applies(im.height, im.width)}
+    units = [piece for i, im in enumerate(images) for piece in (cut(im, tiled[i]) if i in tiled else [im])]
     run = _Run(vae=vae_model, distance=load_perceptual(perceptual, device), params=params, options=options,
-               device=device, progress=progress, report_every=report_every, total=params.iters * len(images))
+               device=device, progress=progress, report_every=report_every, total=params.iters * len(units))
     groups: dict[tuple[int, int], list[int]] = {}
-    for i, im in enumerate(images):
+    for i, im in enumerate(units):
         groups.setdefault((im.height, im.width), []).append(i)
-    results = [PurifiedImage(rgb=None, stop_reason=StopReason.canceled, iterations=0, trace=[]) for _ in images]
+    done = [PurifiedImage(rgb=None, stop_reason=StopReason.canceled, iterations=0, trace=[]) for _ in units]
     batch_sizes: dict[str, int] = {}
     for (height, width), indices in groups.items():
         if run.canceled:
             break
-        size = batch_sizes[f"{width}x{height}"] = run.batch_size(images, indices)
-        run.run_group(images, indices, size, results)
+        size = batch_sizes[f"{width}x{height}"] = run.batch_size(units, indices)
+        run.run_group(units, indices, size, done)
+    results, at = [], 0
+    for i, im in enumerate(images):
+        count = len(tiled.get(i, [None]))
+        results.append(assembled(done[at:at + count], tiled[i], im.height, im.width) if i in tiled else done[at])
+        at += count
     engine = {"batch_sizes": batch_sizes, "compiled": run.compiled,
+              "tiles": {str(i): len(tiles) for i, tiles in tiled.items()},
               "precision": precision_name(autocast_dtype(device, options.precision)),
               "vae_tiling": options.vae_tiling, "vae_checkpointing": options.vae_checkpointing,
               "oom_splits": run.oom_splits}
