@@ -192,7 +192,7 @@ def sign_png(png: bytes, manifest: ImageManifest, source: bytes, source_format: 
                 {"action": "c2pa.opened", "parameters": {"ingredientIds": ["input"]}},
                 {"action": "c2pa.edited", "softwareAgent": {"name": "impress", "version": manifest.software.version},
                  "description": f"{manifest.method.kind}: {manifest.method.name}"}]}},
-            {"label": ASSERTION, "data": json.loads(manifest.model_dump_json(exclude={"signature"}))}]}
+            {"label": ASSERTION, "data": json.loads(manifest.model_dump_json())}]}
     signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, credentials.chain.encode(),
                                                        credentials.key.encode(), None))
     builder = c2pa.Builder(definition)

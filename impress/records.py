@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .contract import (DetectParams, ErrorCode, EvaluateParams, JobKind, JobState, ProtectParams, PurifyParams,
                        StopReason)
+from .manifest import ImageManifest
 from .scenarios import MimicryParams
 
 class InputRole(str, enum.Enum):
@@ -66,6 +67,7 @@ class ResultImage(BaseModel):
     final: Optional[TracePoint] = None   # at the last step
     trace: list[TracePoint]              # at logged steps
     budget: Optional[MeasuredBudget] = None   # protect: what the protection spent on this image
+    manifest: Optional[ImageManifest] = None  # what was done, by what, to what, with what effect (signed in the PNG)
 
 
 class Verdict(str, enum.Enum):

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     url_fetch_timeout_s: float = Field(10.0, gt=0, description="time limit of fetching one image_url "
                                        "(a slower body is cut off)")
 
+    # Manifests (impress/manifest.py): C2PA-signed into every purified or protected PNG.
+    signing_cert: Optional[str] = Field(None, description="PEM certificate chain (signer first) that signs result "
+                                        "manifests; without it a development certificate, marked as such, is made")
+    signing_key: Optional[str] = Field(None, description="PEM private key (ES256) of signing_cert")
+
     # Worker behaviour.
     progress_every: int = Field(10, ge=1, description="steps between progress writes / cancel checks")
     soft_time_limit_s: int = Field(3 * 3600, ge=10)

@@ -48,6 +48,8 @@ class Keys:
                                    "{kind}:image_iterations" their optimisation steps times images
                                    "webhook:{outcome}" delivery attempts by outcome
     {p}:worker-models       hash   worker name -> its ModelReport at start (JSON), for /readyz
+    {p}:development-signer  string the development certificate chain and key that sign manifests (JSON)
+                                   when no IMPRESS_SIGNING_CERT is set; made once, kept
     A job's keys have its own TTL (expires_in, at most the result TTL), counted from its last change;
     its blobs live as long as their longest-lived job; indexes have the result TTL, counters none.
     """
@@ -93,6 +95,9 @@ class Keys:
 
     def worker_models(self) -> str:
         return f"{self.prefix}:worker-models"
+
+    def development_signer(self) -> str:
+        return f"{self.prefix}:development-signer"
 
 
 class TooManyUnfinishedJobs(Exception):

@@ -30,6 +30,7 @@ class ResultLink(BaseModel):
     final: Optional[TracePoint] = None
     trace: list[TracePoint]
     budget: Optional[MeasuredBudget] = None   # protect: what the protection spent, on the 8-bit result
+    manifest_url: Optional[str] = Field(None, description="its signed manifest as JSON (also embedded in the PNG, C2PA)")
 
 
 class FileLink(BaseModel):
@@ -101,6 +102,7 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
     step, total = record.progress_step, record.progress_total
     result = record.result
     results = [ResultLink(index=i, url=f"{base_url}/results/{i}",
+                          manifest_url=f"{base_url}/results/{i}/manifest" if im.manifest else None,
                           **im.model_dump(include=set(ResultLink.model_fields)))
                for i, im in enumerate(result.images)] if result else []
     files = [FileLink(name=f.name, url=f"{base_url}/files/{f.name}", media_type=f.media_type)

@@ -14,8 +14,9 @@ import torch
 
 from impress.contract import (DEFAULT_PRESET, DetectParams, ErrorCode, EvaluateParams, JobKind, JobState,
                               PurifyParams, StopReason, vae_for)
-from impress.images import DecodedImage, ImageRejected, decode_image, encode_png
+from impress.images import DecodedImage, ImageRejected, decode_image
 from impress.logs import job_context
+from impress.manifest import ManifestMethod
 from impress.records import DetectedImage, InputImage, InputRole, JobRecord, JobResult, ResultFile, ResultImage
 from impress.settings import Settings
 from impress.store import JobStore
@@ -25,6 +26,7 @@ from .engine.models import ModelUnavailable, load_vae, resolve_device
 from .engine.pipeline import EngineOptions, run_purification
 from .engine.purify import NonFiniteLoss
 from .protect_job import protect_handler
+from .provenance import Made, Making, signed_results
 from .scenario_jobs import editing_run, mimicry_handler
 
 log = logging.getLogger("impress.worker")
@@ -69,11 +71,16 @@ def purify_handler(ctx: JobContext) -> JobResult:
                            progress=ctx.progress, report_every=ctx.settings.progress_every)
     if any(im.stop_reason == StopReason.canceled for im in run.images):
         raise Canceled
-    images = [ResultImage(name=item.meta.name.rsplit(".", 1)[0] + ".png",
-                          blob=ctx.store.put_blob(encode_png(im.rgb, item.image.alpha)), width=item.image.width,
+    options = EngineOptions.from_settings(ctx.settings)
+    making = Making(ctx.record.id, ManifestMethod(kind="purify", name="impress", parameters=params.model_dump(mode="json"),
+                                                  schedule=params.schedule),
+                    run.model, run.perceptual["name"], run.device)
+    signed = signed_results(ctx.store, ctx.settings, making, [
+        Made(item.meta, item.image.rgb, im.rgb, item.image.alpha) for item, im in zip(items, run.images)], options.tiling)
+    images = [ResultImage(name=manifest.output["name"], blob=ctx.store.put_blob(png), width=item.image.width,
                           height=item.image.height, iterations=im.iterations, stop_reason=im.stop_reason,
-                          final=im.trace[-1] if im.trace else None, trace=im.trace)
-              for item, im in zip(items, run.images)]
+                          final=im.trace[-1] if im.trace else None, trace=im.trace, manifest=manifest)
+              for item, im, (png, manifest) in zip(items, run.images, signed)]
     return JobResult(images=images, model=run.model, perceptual=run.perceptual, seconds=round(run.seconds, 3),
                      device=run.device, engine=run.engine)
 

@@ -3,10 +3,11 @@ and store each 8-bit result with its measured budget."""
 from __future__ import annotations
 
 from impress.contract import ProtectParams, StopReason
-from impress.images import encode_png
+from impress.manifest import ManifestMethod
 from impress.records import InputRole, JobResult, ResultImage
 
 from .engine.models import resolve_device
+from .provenance import Made, Making, signed_results
 
 
 def protect_handler(ctx) -> JobResult:
@@ -21,11 +22,14 @@ def protect_handler(ctx) -> JobResult:
     run = run_protection([item.image for item in items], spec, vae=ctx.record.vae, perceptual=ctx.record.perceptual,
                          device=device, target=targets[0].image if targets else None,
                          batch_size=ctx.settings.batch_size, pipelines=PipelineSet.from_settings(ctx.settings, device))
-    images = [ResultImage(name=item.meta.name.rsplit(".", 1)[0] + ".png",
-                          blob=ctx.store.put_blob(encode_png(im.rgb, im.alpha)), width=item.image.width,
+    making = Making(ctx.record.id, ManifestMethod(kind="protect", name=spec.name, parameters=spec.params.model_dump(
+        mode="json")), run.model, run.perceptual["name"], run.device)
+    signed = signed_results(ctx.store, ctx.settings, making,
+                            [Made(item.meta, item.image.rgb, im.rgb, im.alpha) for item, im in zip(items, run.images)])
+    images = [ResultImage(name=manifest.output["name"], blob=ctx.store.put_blob(png), width=item.image.width,
                           height=item.image.height, iterations=spec.step_count or 0,
-                          stop_reason=StopReason.completed, trace=[], budget=im.budget)
-              for item, im in zip(items, run.images)]
+                          stop_reason=StopReason.completed, trace=[], budget=im.budget, manifest=manifest)
+              for item, im, (png, manifest) in zip(items, run.images, signed)]
     metrics = {"protection": {"name": spec.name, "params": spec.params.model_dump()}, "stated": run.stated,
                "target": targets[0].meta.name if targets else None, "pipelines": run.pipelines}
     return JobResult(images=images, metrics=metrics, model=run.model, perceptual=run.perceptual, seconds=run.seconds,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from impress.contract import ErrorCode, JobState
+from impress.manifest import ImageManifest
 from impress.records import JobRecord, JobResult
 from impress.store import JobStore
 
@@ -67,6 +68,21 @@ def get_result(job_id: str, index: int, store: JobStore = Depends(get_store),
     if not 0 <= index < len(images):
         raise ApiError(404, ErrorCode.result_not_found, f"job {job_id} has {len(images)} result images")
     return blob_response(store, images[index].blob, "image/png", images[index].name)
+
+
+@router.get("/jobs/{job_id}/results/{index}/manifest", response_model=ImageManifest,
+            responses=error_responses(404, 409, 410),
+            summary="A result's manifest: what was done, by what, to what, with what effect, when (signed in the PNG)")
+def get_result_manifest(job_id: str, index: int, store: JobStore = Depends(get_store),
+                        caller: Caller = Depends(authorize)) -> ImageManifest:
+    """The same manifest is embedded in the result PNG as a C2PA manifest, signed (`impress verify FILE`
+    checks it); `signature.development` is true while the service signs with its development certificate."""
+    images = finished_result(store, job_id, caller).images
+    if not 0 <= index < len(images):
+        raise ApiError(404, ErrorCode.result_not_found, f"job {job_id} has {len(images)} result images")
+    if images[index].manifest is None:
+        raise ApiError(404, ErrorCode.result_not_found, f"result {index} of job {job_id} has no manifest")
+    return images[index].manifest
 
 
 @router.get("/jobs/{job_id}/files/{name}", responses={200: {"content": {"text/html": {}, "text/markdown": {}}},
