@@ -101,6 +101,14 @@ async def refuse_unknown_fields(request: Request, model: type[BaseModel], files:
                        [{"field": f, "message": "not a parameter of this endpoint"} for f in unknown])
 
 
+def require_one_per_clean(clean: Sequence, **sets: Sequence) -> None:
+    """422 unless each non-empty set has one image per clean image (the i-th is the i-th clean one's)."""
+    for role, files in sets.items():
+        if files and len(files) != len(clean):
+            raise ApiError(422, ErrorCode.invalid_parameter, f"{len(files)} {role} images for {len(clean)} clean ones: "
+                           "send one per clean image, in the same order")
+
+
 def read_upload(upload: UploadFile, role: InputRole, settings: Settings) -> tuple[bytes, InputImage]:
     data = upload.file.read(settings.max_upload_bytes + 1)
     name = upload.filename or "image"

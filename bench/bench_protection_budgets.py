@@ -28,7 +28,7 @@ from worker.engine.tensors import to_tensor
 
 
 # The diffusion protections need a pipeline (tests/diffusion measures theirs on tiny ones).
-VAE_PROTECTIONS = [name for name, method in PROTECTIONS.items() if PROTECTION_FUNCTIONS[method.model].pipeline is None]
+VAE_PROTECTIONS = [name for name, method in PROTECTIONS.items() if method.model.pipeline_kind is None]
 
 
 def held_out_squares(count: int, size: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, EvaluateParams, vae_for
 from impress.images import IMAGE_SUFFIXES
+from impress.pipelines import check_size
 from impress.settings import Settings
 
 from .common import CommandFailed, decode_files, load_vae_or_fail
@@ -21,9 +22,10 @@ def add_parser(sub) -> None:
     ben.add_argument("--purifiers", default="jpeg-15,jpeg-75,noise-0.05,noise-0.1,blur,resize,impress,noise-impress",
                      help="comma-separated NAME[:KEY=VALUE...] (impress/methods.py PURIFIERS)")
     ben.add_argument("-o", "--output", required=True, help="folder for results and the resumable cell cache")
-    ben.add_argument("--model", help="VAE (default: the configured one, else the photoguard preset's)")
+    ben.add_argument("--model", help="VAE of every measurement and of IMPRESS (default: the configured one, else the "
+                                     "photoguard preset's, and IMPRESS on its own preset's)")
     ben.add_argument("--perceptual", choices=PERCEPTUALS)
-    ben.add_argument("--size", type=int, default=64, help="square side the images are brought to")
+    ben.add_argument("--size", type=int, default=256, help="square side the images are brought to")
     ben.add_argument("--limit", type=int, help="first N images of the folder")
     ben.add_argument("--impress-iters", type=int, help="iterations of the IMPRESS purifiers")
     ben.add_argument("--attack-steps", type=int, help="optimisation steps of every protection")
@@ -53,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
                                 edit=args.edit)
     except ValidationError as exc:
         raise CommandFailed("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
+    try:
+        check_size(chosen.size, chosen.pipeline_users(), settings)
+    except ValueError as exc:
+        raise CommandFailed(str(exc)) from exc
     images = decode_files(paths, settings)
     vae, identity = load_vae_or_fail(args.model or vae_for(DEFAULT_PRESET, settings.vae), args.device, settings)
     device = identity.device
@@ -71,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
         editing = EditingRun(pipelines, chosen.edit, distance, clean, batch=args.batch_size) if chosen.edit else None
         result = run_matrix(vae, identity.as_dict(), distance, clean, names, chosen.protection_choices(),
                             chosen.purifier_choices(), batch=args.batch_size, cache=folder, progress=True,
-                            pipelines=pipelines, editing=editing)
+                            pipelines=pipelines, editing=editing,
+                            impress_vae=lambda preset: load_vae_or_fail(args.model or vae_for(preset, settings.vae),
+                                                                        args.device, settings)[0])
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
     folder.write_reports(result)

@@ -57,15 +57,19 @@ def run(args: argparse.Namespace) -> int:
     sets = {name: square_images(folder_images(folder, settings), params.size).to(device)
             for name, folder in (("clean", args.clean), ("protected", args.protected), ("purified", args.purified))
             if folder}
-    results = mimicry(pipe, sets["clean"], sets, params,
+    try:
+        run = mimicry(pipe, sets["clean"], sets, params,
                       progress=lambda done, total: print(f"\rtraining step {done}/{total}", end="", flush=True))
+    except ValueError as exc:
+        raise CommandFailed(str(exc)) from exc
+    results = run.sets
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     for name, result in results.items():
         for i, sample in enumerate(result.samples):
             (out / f"{name}-{i}.png").write_bytes(encode_png(to_uint8(sample)))
     (out / "results.json").write_text(json.dumps({"pipeline": pipelines.used()["img2img"], "params": params.model_dump(),
-                                                  "sets": {n: r.as_dict() for n, r in results.items()}}, indent=2))
+                                                  **run.metrics()}, indent=2))
     print()
     for name, result in results.items():
         print(f"{name}: clean-image loss {result.clean_loss_base:.5f} -> {result.clean_loss_tuned:.5f}, "

@@ -275,7 +275,9 @@ class EvaluateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # The step counts come first: the choices' validators apply them and check the service's limit.
-    size: int = Field(64, ge=16, le=1024, description="generated matrix: images are centre-cropped to size x size")
+    size: int = Field(256, ge=16, le=1024, description="generated matrix: images are centre-cropped to size x size; "
+                                                        "diffusion methods need their pipeline's sample size (SD: 512) "
+                                                        "and a multiple of 8")
     attack_steps: Optional[int] = Field(None, ge=1, le=5000, description="steps of every protection")
     impress_iters: Optional[int] = Field(None, ge=1, le=100_000, description="iterations of the IMPRESS purifiers")
     protections: list[ProtectionChoice] = Field(default_factory=list)
@@ -299,6 +301,12 @@ class EvaluateParams(BaseModel):
     def purifier_choices(self) -> list[MethodChoice]:
         """The purifiers as they run: `impress_iters` iterations where a choice sets no count of its own."""
         return [choice.with_default_steps(self.impress_iters) for choice in self.purifiers]
+
+    def pipeline_users(self) -> list[tuple[str, str]]:
+        """(what, pipeline kind) of each method and scenario that runs on a diffusion pipeline."""
+        users = [(f"{c.kind} {c.label!r}", c.params.pipeline_kind) for c in [*self.protections, *self.purifiers]
+                 if c.params.pipeline_kind is not None]
+        return users + ([(f"the {self.edit.mode} edit", self.edit.pipeline_kind)] if self.edit else [])
 
     @field_validator("attack_steps", "impress_iters")
     @classmethod

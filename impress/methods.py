@@ -27,11 +27,13 @@ def seed_field():
 
 
 class MethodParams(BaseModel):
-    """A method's parameters; `steps_field` names the one that counts optimisation steps, if any."""
+    """A method's parameters; `steps_field` names the one that counts optimisation steps, if any, and
+    `pipeline_kind` the diffusion pipeline the method runs on, if any (impress/pipelines.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
     steps_field: ClassVar[Optional[str]] = None
+    pipeline_kind: ClassVar[Optional[str]] = None
 
     @property
     def step_count(self) -> Optional[int]:
@@ -41,12 +43,20 @@ class MethodParams(BaseModel):
 
 # ---------------------------------------------------------------- protections
 
+# PhotoGuard's encoder attack as its authors run it (MadryLab/photoguard, notebooks: `pgd`, 1000 iterations,
+# step 0.02 for eps 0.06 in [-1, 1] units in the img2img demo: a third of eps, decaying linearly to 1/100).
+PHOTOGUARD_STEPS = 1000
+PHOTOGUARD_STEP_OF_EPS = 1 / 3
+
+
 class PhotoguardParams(MethodParams):
-    """PhotoGuard's encoder attack toward a grey image: L-inf PGD with a decaying step."""
+    """PhotoGuard's encoder attack toward a grey image: L-inf PGD with a linearly decaying step."""
 
     steps_field: ClassVar[Optional[str]] = "steps"
     eps: float = Field(8 / 255, gt=0, le=1, description="L-inf budget in [0, 1] pixel units (8/255 = 0.0314)")
-    steps: int = Field(200, ge=1, le=MAX_STEPS, description="PGD steps")
+    steps: int = Field(PHOTOGUARD_STEPS, ge=1, le=MAX_STEPS, description="PGD steps (PhotoGuard's: 1000)")
+    step: Optional[float] = Field(None, gt=0, le=1, description="first PGD step in [0, 1] pixel units, decaying "
+                                  "linearly to 1/100 of it; default eps/3, as PhotoGuard's demo (0.02 for eps 0.06)")
     seed: int = seed_field()
 
 
@@ -81,9 +91,10 @@ class JpegParams(MethodParams):
 
 
 class NoiseParams(MethodParams):
-    """Additive Gaussian noise."""
+    """Additive Gaussian noise, clipped to the pixel range (Hönig et al.'s noise.py: skimage's random_noise)."""
 
-    sigma: float = Field(0.05, ge=0, le=2, description="standard deviation in [-1, 1] pixel units")
+    sigma: float = Field(0.05, ge=0, le=1, description="standard deviation in [0, 1] pixel units, as Hönig et al. "
+                                                       "state it (their Gaussian noising: 0.05)")
     seed: int = seed_field()
 
 
@@ -127,9 +138,9 @@ class ImpressParams(MethodParams):
 
 
 class NoiseImpressParams(ImpressParams):
-    """IMPRESS++-style: Gaussian noise first, then IMPRESS on the noised image."""
+    """Gaussian noise first, then IMPRESS on the noised image (IMPRESS++'s preprocessing)."""
 
-    sigma: float = Field(0.1, ge=0, le=2, description="standard deviation of the noise, [-1, 1] units")
+    sigma: float = Field(0.05, ge=0, le=1, description="standard deviation of the noise in [0, 1] pixel units")
 
 
 # ---------------------------------------------------------------- diffusion methods (docs/diffusion.md)
@@ -139,6 +150,7 @@ class UnetAttackParams(MethodParams):
     """L-inf PGD on the UNet's denoising loss (Mist's budget and schedule)."""
 
     steps_field: ClassVar[Optional[str]] = "steps"
+    pipeline_kind: ClassVar[Optional[str]] = "img2img"
     eps: float = Field(16 / 255, gt=0, le=1, description="L-inf budget in [0, 1] pixel units")
     step: float = Field(1 / 255, gt=0, le=1, description="PGD step size in [0, 1] pixel units")
     steps: int = Field(100, ge=1, le=MAX_STEPS, description="PGD steps")
@@ -154,24 +166,41 @@ class SdsMinusParams(UnetAttackParams):
     """SDS(-): descend the score-distillation gradient (no backward through the UNet)."""
 
 
+# PhotoGuard states its diffusion attack's L2 budget on 512 x 512 images; the engine scales eps and step by
+# sqrt(H W) / 512, so a smaller image gets the same change per pixel (RMS), not a stronger one.
+L2_REFERENCE_SIDE = 512
+
+
+def l2_budget_scale(height: int, width: int) -> float:
+    """The factor an L2 budget stated per 512 x 512 image (and its step) is multiplied by on this size."""
+    return (height * width) ** 0.5 / L2_REFERENCE_SIDE
+
+
 class PhotoguardDiffusionParams(MethodParams):
     """PhotoGuard's diffusion attack on an inpainting pipeline: L2 PGD through a differentiable
     few-step inpainting run toward the zero image; only pixels outside the (centre-keep) mask move."""
 
     steps_field: ClassVar[Optional[str]] = "steps"
-    eps: float = Field(16.0, gt=0, le=1000, description="L2 budget per image in [-1, 1] pixel units (PhotoGuard's)")
-    step: float = Field(1.0, gt=0, le=100, description="L2 step per image, [-1, 1] units")
+    pipeline_kind: ClassVar[Optional[str]] = "inpaint"
+    eps: float = Field(16.0, gt=0, le=1000, description="L2 budget per 512 x 512 image in [-1, 1] pixel units "
+                                                        "(PhotoGuard's 16), scaled by sqrt(H W) / 512 for other sizes")
+    step: float = Field(1.0, gt=0, le=100, description="L2 step per 512 x 512 image, [-1, 1] units, scaled as eps")
     steps: int = Field(200, ge=1, le=MAX_STEPS, description="PGD steps")
     grad_reps: int = Field(10, ge=1, le=100, description="gradient draws averaged per step")
     inference_steps: int = Field(4, ge=1, le=50, description="steps of the differentiated inpainting run")
     guidance: float = Field(7.5, ge=0, le=30, description="classifier-free guidance of that run")
     eta: float = Field(1.0, ge=0, le=1, description="DDIM eta of that run")
+    masked_weight: float = Field(0.0, ge=0, le=1000, description="weight of ||x_masked - edit|| added to "
+                                 "||edit - target||: 0 in PhotoGuard's notebook, 10 in the IMPRESS authors' "
+                                 "pg_mask_diff_helen.py (the protection photoguard-diffusion-impress)")
     prompt: str = Field("", max_length=300)
     seed: int = seed_field()
 
 
 class DiffpureParams(MethodParams):
     """DiffPure as SDEdit: noise to `strength` of the schedule, denoise unconditionally."""
+
+    pipeline_kind: ClassVar[Optional[str]] = "img2img"
 
     strength: float = Field(0.1, gt=0, le=1, description="fraction of the noise schedule (0.1 = 100 of 1000 steps)")
     steps: int = Field(1000, ge=1, le=1000, description="sampler steps of the full schedule")
@@ -198,6 +227,8 @@ class GridpureParams(DiffpureParams):
 class NoisyUpscaleParams(MethodParams):
     """Noisy Upscaling: Gaussian noise (8-bit), then the x4 diffusion upscaler, resized back."""
 
+    pipeline_kind: ClassVar[Optional[str]] = "upscale"
+
     sigma: float = Field(0.1, ge=0, le=1, description="noise std in [0, 1] pixel units")
     noise_level: int = Field(320, ge=0, le=350, description="the upscaler's noise level")
     prompt: str = Field("", max_length=300)
@@ -217,27 +248,35 @@ class Method:
 
 
 PROTECTIONS: dict[str, Method] = {
+    # PhotoGuard's own schedule (1000 steps); the -200steps variants are the cheaper ones, named so.
     "photoguard-8": Method(PhotoguardParams),
     "photoguard-16": Method(PhotoguardParams, {"eps": 16 / 255}),
+    "photoguard-8-200steps": Method(PhotoguardParams, {"steps": 200}),
+    "photoguard-16-200steps": Method(PhotoguardParams, {"eps": 16 / 255, "steps": 200}),
     "glaze-like": Method(GlazeLikeParams),
     "mist-16": Method(MistParams),
     # Through the UNet of a configured pipeline (docs/diffusion.md).
     "advdm": Method(AdvdmParams),
     "sds-minus": Method(SdsMinusParams),
     "photoguard-diffusion": Method(PhotoguardDiffusionParams),
+    "photoguard-diffusion-impress": Method(PhotoguardDiffusionParams, {"masked_weight": 10.0}),
 }
 PURIFIERS: dict[str, Method] = {
     "jpeg": Method(JpegParams),
     "jpeg-15": Method(JpegParams, {"quality": 15}),
     "jpeg-75": Method(JpegParams),
+    # sigma in [0, 1] pixel units, as Hönig et al. state it (before: [-1, 1] units, half as strong).
     "noise": Method(NoiseParams),
     "noise-0.05": Method(NoiseParams),
     "noise-0.1": Method(NoiseParams, {"sigma": 0.1}),
     "blur": Method(BlurParams),
     "resize": Method(ResizeParams),
-    # As a purifier in the matrix, IMPRESS stops on a plateau under either schedule unless told otherwise.
-    "impress": Method(ImpressParams, {"early_stop": True}),
-    "noise-impress": Method(NoiseImpressParams, {"early_stop": True}),
+    # As a purifier in the matrix, IMPRESS runs its schedule's count (published: the full one) unless asked.
+    "impress": Method(ImpressParams),
+    "noise-impress": Method(NoiseImpressParams),
+    # Hönig et al.'s IMPRESS++ preprocessing as their released data describe it: Gaussian noise, then
+    # IMPRESS (docs/diffusion.md: what is not included). Their setting is style mimicry: the glaze preset.
+    "impress++": Method(NoiseImpressParams, {"preset": "glaze"}),
     # Through a configured pipeline (docs/diffusion.md).
     "diffpure": Method(DiffpureParams),
     "gridpure": Method(GridpureParams),

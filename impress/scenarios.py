@@ -38,9 +38,10 @@ class EditParams(BaseModel):
 
 
 class MimicryParams(BaseModel):
-    """Style mimicry: LoRA fine-tuning on each uploaded set (clean, protected, purified) and a score of
-    what each taught about the clean images. Defaults: GrIDPure's LoRA setting (rank 4, lr 1e-4,
-    200 steps, batch 1). A heavy job: docs/diffusion.md gives its cost."""
+    """Style mimicry: LoRA fine-tuning on each uploaded set (clean, protected, purified; the i-th image of
+    each is the same work) and a score of what each taught about held-out clean works. Defaults:
+    GrIDPure's LoRA setting (rank 4, lr 1e-4, 200 steps, batch 1). A heavy job: docs/diffusion.md gives
+    its cost."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,6 +53,8 @@ class MimicryParams(BaseModel):
                         description="instance prompt: a rare token (sks) names the style")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     eval_samples: int = Field(8, ge=1, le=256, description="(timestep, noise) draws per clean image in the score")
+    held_out: float = Field(0.25, gt=0, lt=1, description="fraction of the works (at least one, seeded) no set "
+                                                          "trains on; the score is measured on their clean images")
     generate: int = Field(2, ge=0, le=16, description="samples generated from the prompt after each training")
     generate_steps: int = Field(50, ge=1, le=500)
     size: int = Field(512, ge=16, le=1024, description="images are centre-cropped and resized to size x size")

@@ -40,7 +40,7 @@ def vae(small_vae_dir):
 
 
 # The diffusion purifiers need a pipeline; tests/diffusion runs them on tiny ones.
-@pytest.mark.parametrize("name", sorted(n for n, m in PURIFIERS.items() if PURIFIER_FUNCTIONS[m.model].pipeline is None))
+@pytest.mark.parametrize("name", sorted(n for n, m in PURIFIERS.items() if m.model.pipeline_kind is None))
 def test_every_purifier_keeps_size_and_range(name, vae):
     x = clean_batch(2, 32)[..., :24]  # not square, so size mix-ups show
     overrides = {"iters": 2} if "iters" in PURIFIERS[name].model.model_fields else {}

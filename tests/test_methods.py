@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from impress.contract import PROTECTION_NAMES, PURIFIER_NAMES, EvaluateParams, PurifyOverrides
-from impress.methods import PROTECTIONS, PURIFIERS, ImpressParams, JpegParams, PhotoguardParams, choose, parse_choice
+from impress.contract import PROTECTION_NAMES, PURIFIER_NAMES, EvaluateParams, PurifyOverrides, method_steps
+from impress.methods import (PHOTOGUARD_STEP_OF_EPS, PROTECTIONS, PURIFIERS, ImpressParams, JpegParams, NoiseImpressParams,
+                             NoiseParams, PhotoguardParams, choose, l2_budget_scale, parse_choice)
 from tests.support import photo, png_bytes
 
 
@@ -16,8 +17,40 @@ def test_a_choice_is_its_model_with_the_named_defaults_and_the_given_values():
     assert parse_choice("jpeg-15", "purifier").params == JpegParams(quality=15)
     impress = parse_choice("impress:preset=glaze:early_stop=false:lr=0.02", "purifier").params
     assert impress == ImpressParams(preset="glaze", early_stop=False, lr=0.02) and impress.step_count is None
-    assert parse_choice("impress", "purifier").params.early_stop is True  # the matrix stops IMPRESS on a plateau
     assert (PROTECTION_NAMES, PURIFIER_NAMES) == (tuple(PROTECTIONS), tuple(PURIFIERS))
+
+
+def test_impress_in_the_matrix_runs_the_full_published_count_unless_asked():
+    for name in ("impress", "noise-impress", "impress++"):
+        chosen = parse_choice(name, "purifier")
+        assert chosen.params.early_stop is None and method_steps(chosen) == 1000 * (3 if name == "impress++" else 1)
+    resolved = PurifyOverrides(**parse_choice("impress", "purifier").params.impress_fields()).resolve("dssim")
+    assert (resolved.schedule, resolved.iters, resolved.early_stop) == ("published", 1000, False)
+
+
+def test_photoguard_follows_photoguards_own_schedule_and_the_cheaper_variant_says_so():
+    """MadryLab/photoguard's notebooks run `pgd` for 1000 iterations with a first step of eps/3 (0.02 for
+    eps 0.06); the 200-step variants carry their count in their names."""
+    for eps in (8, 16):
+        full = choose("protection", f"photoguard-{eps}").params
+        assert (full.eps, full.steps, full.step) == (eps / 255, 1000, None)  # None: eps/3 (PHOTOGUARD_STEP_OF_EPS)
+        short = choose("protection", f"photoguard-{eps}-200steps").params
+        assert short.model_dump() == {**full.model_dump(), "steps": 200}
+    assert PHOTOGUARD_STEP_OF_EPS == pytest.approx(0.02 / 0.06)
+
+
+def test_noise_is_stated_in_0_1_pixel_units_and_impress_plus_plus_is_noise_then_impress():
+    assert choose("purifier", "noise-0.05").params.sigma == 0.05 and choose("purifier", "noise-0.1").params.sigma == 0.1
+    assert "[0, 1] pixel units" in NoiseParams.model_fields["sigma"].description
+    plus = choose("purifier", "impress++").params
+    assert isinstance(plus, NoiseImpressParams) and plus.sigma == 0.05 and plus.preset == "glaze"
+
+
+def test_the_l2_budget_is_stated_per_512_and_scales_with_the_side():
+    assert l2_budget_scale(512, 512) == 1 and l2_budget_scale(64, 64) == pytest.approx(1 / 8)
+    assert l2_budget_scale(256, 1024) == pytest.approx(1.0)
+    assert choose("protection", "photoguard-diffusion").params.masked_weight == 0
+    assert choose("protection", "photoguard-diffusion-impress").params.masked_weight == 10
 
 
 @pytest.mark.parametrize("text, kind, message", [
@@ -69,7 +102,7 @@ def test_evaluate_params_travel_as_text_and_run_with_their_step_counts():
 def test_purify_overrides_are_the_impress_purifier_parameters_plus_the_plateau_rule():
     assert set(PurifyOverrides.model_fields) == set(ImpressParams.model_fields) | {"plateau_window", "plateau_rel_tol"}
     chosen = choose("purifier", "noise-impress", iters=5).params
-    assert chosen.impress_fields() == ImpressParams(iters=5, early_stop=True).model_dump() and chosen.sigma == 0.1
+    assert chosen.impress_fields() == ImpressParams(iters=5).model_dump() and chosen.sigma == 0.05
 
 
 @pytest.mark.parametrize("form", [
@@ -95,7 +128,7 @@ def test_the_api_queues_a_valid_matrix_with_typed_choices(make_fast_api):
     assert r.status_code == 202, r.text
     params = store.get(r.json()["id"]).params
     assert isinstance(params, EvaluateParams) and params.protections[0].step_count == 5
-    assert params.purifiers[0].params == ImpressParams(preset="glaze", schedule="fast", early_stop=True)
+    assert params.purifiers[0].params == ImpressParams(preset="glaze", schedule="fast")
     assert len(queue.sent) == 1
 
 
@@ -111,3 +144,38 @@ def test_the_protect_route_holds_its_choice_to_the_same_rules(make_fast_api, pro
         assert store.get(r.json()["id"]).params.protection.params == PhotoguardParams(eps=16 / 255, steps=2000)
     else:
         assert r.json()["error"]["code"] == "invalid_parameter" and queue.sent == []
+
+
+def test_evaluation_defaults_to_256_px():
+    assert EvaluateParams().size == 256
+
+
+@pytest.mark.parametrize("form, message", [
+    ({"protections": ["advdm:steps=1"], "size": "64"}, "sample size is 512 px: size 64 is below it"),
+    ({"purifiers": ["diffpure"], "size": "516"}, "size 516 must be a multiple of 8"),
+    ({"purifiers": ["noisy-upscale"], "size": "64"}, "sample size is 128 px"),
+    ({"purifiers": ["jpeg"], "edit": "inpaint", "size": "256"}, "the inpaint edit runs on the inpaint pipeline"),
+])
+def test_diffusion_methods_refuse_sizes_their_pipeline_cannot_work_at_before_queueing(make_fast_api, form, message):
+    client, _, queue, _ = make_fast_api()
+    r = client.post("/v1/evaluate", files=[("clean", ("c.png", png_bytes(photo()), "image/png"))], data=form)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_parameter", r.text
+    assert message in r.json()["error"]["message"] and queue.sent == []
+    ok = client.post("/v1/evaluate", files=[("clean", ("c.png", png_bytes(photo()), "image/png"))],
+                     data={**form, "size": "512"})
+    assert ok.status_code == 202, ok.text
+
+
+def test_the_sample_size_is_read_from_a_pipeline_folder(tmp_path):
+    import json
+
+    from impress.pipelines import sample_size
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "unet" / "config.json").write_text(json.dumps({"sample_size": 8}))
+    (tmp_path / "vae" / "config.json").write_text(json.dumps({"block_out_channels": [8, 16, 32]}))
+    assert sample_size(str(tmp_path), "img2img") == 32 and sample_size(str(tmp_path), "upscale") == 8
+    assert sample_size("stable-diffusion-v1-5/stable-diffusion-v1-5", "img2img") == 512
+    assert sample_size(None, "inpaint") == 512
+

@@ -119,6 +119,7 @@ def evaluate_handler(ctx: JobContext) -> JobResult:
     protections, purifiers = params.protection_choices(), params.purifier_choices()
     clean = ctx.role(InputRole.clean)
     pipelines = PipelineSet.from_settings(ctx.settings, device)  # loaded only by what uses them
+    impress_vae = lambda preset: load_vae(vae_for(preset, ctx.settings.vae), device)[0]  # noqa: E731
     t0 = time.perf_counter()
     files = []
     if ctx.role(InputRole.protected):
@@ -127,12 +128,14 @@ def evaluate_handler(ctx: JobContext) -> JobResult:
         editing = editing_run(ctx, params.edit, pipelines, distance, clean_x, None)
         metrics = measure_uploaded(vae, identity.as_dict(), distance, clean_x, stack(InputRole.protected),
                                    stack(InputRole.purified) if ctx.role(InputRole.purified) else None, purifiers,
-                                   ctx.settings.batch_size, pipelines=pipelines, editing=editing).model_dump(mode="json")
+                                   ctx.settings.batch_size, pipelines=pipelines, editing=editing,
+                                   impress_vae=impress_vae).model_dump(mode="json")
     else:
         clean_x = square_images([item.image for item in clean], params.size).to(device)
         editing = editing_run(ctx, params.edit, pipelines, distance, clean_x, params.size)
         result = run_matrix(vae, identity.as_dict(), distance, clean_x, [item.meta.name for item in clean],
-                            protections, purifiers, batch=ctx.settings.batch_size, pipelines=pipelines, editing=editing)
+                            protections, purifiers, batch=ctx.settings.batch_size, pipelines=pipelines, editing=editing,
+                            impress_vae=impress_vae)
         metrics = result.model_dump(mode="json")
         files = [ctx.put_file("report.html", html_report(result).encode(), "text/html"),
                  ctx.put_file("results.md", markdown_report(result).encode(), "text/markdown")]

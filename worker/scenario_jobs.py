@@ -56,11 +56,10 @@ def mimicry_handler(ctx) -> JobResult:
             raise Canceled
 
     t0 = time.perf_counter()
-    results = mimicry(pipe, sets["clean"], sets, params, progress=progress)
+    run = mimicry(pipe, sets["clean"], sets, params, progress=progress)
     files = [ResultFile(name=f"{name}-{i}.png", blob=ctx.store.put_blob(encode_png(to_uint8(sample))),
                         media_type="image/png")
-             for name, result in results.items() for i, sample in enumerate(result.samples)]
-    return JobResult(metrics={"pipeline": pipelines.used()["img2img"], "params": params.model_dump(),
-                              "sets": {name: r.as_dict() for name, r in results.items()}},
+             for name, result in run.sets.items() for i, sample in enumerate(result.samples)]
+    return JobResult(metrics={"pipeline": pipelines.used()["img2img"], "params": params.model_dump(), **run.metrics()},
                      files=files, model=pipelines.used()["img2img"], seconds=round(time.perf_counter() - t0, 3),
                      device=device)

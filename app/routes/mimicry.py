@@ -6,13 +6,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from impress.contract import JobKind
+from impress.contract import ErrorCode, JobKind
 from impress.records import InputRole
 from impress.scenarios import MimicryParams
 
+from ..errors import ApiError
 from ..schemas import Accepted
 from ..submit import (SUBMIT_RESPONSES, SubmitOptions, Submitter, form_model, form_part, get_submitter,
-                      refuse_unknown_fields)
+                      refuse_unknown_fields, require_one_per_clean)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 MimicryForm = form_model(MimicryParams, SubmitOptions)
@@ -30,6 +31,10 @@ async def submit_mimicry(
     submitter: Submitter = Depends(get_submitter),
 ):
     await refuse_unknown_fields(request, MimicryForm, {"clean", "protected", "purified"})
+    if len(clean) < 2:
+        raise ApiError(422, ErrorCode.invalid_parameter, f"{len(clean)} clean image sent: mimicry needs at least 2, "
+                       "one to train on and one held out to score on")
+    require_one_per_clean(clean, protected=protected, purified=purified)
     uploads = {InputRole.clean: clean, InputRole.protected: protected, InputRole.purified: purified}
     accepted = await run_in_threadpool(submitter.enqueue, JobKind.mimicry, uploads, form_part(params, MimicryParams),
                                        options=form_part(params, SubmitOptions))

@@ -25,6 +25,7 @@ def test_mimicry_command_writes_scores_and_samples(tmp_path, tiny_pipelines, cap
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["sets"]) == {"clean", "protected"} and results["params"]["steps"] == 2
+    assert sorted(results["split"]["train"] + results["split"]["held_out"]) == [0, 1]
     assert results["pipeline"]["kind"] == "img2img"
     assert (out / "clean-0.png").exists() and (out / "protected-0.png").exists()
     assert "relative gain" in capsys.readouterr().out

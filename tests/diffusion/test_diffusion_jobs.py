@@ -30,7 +30,7 @@ def put_inputs(store, roles: dict[InputRole, list[bytes]]) -> list[InputImage]:
 
 def test_mimicry_is_queued_with_typed_params_and_runs_to_a_scored_result(fast_api, tiny_pipelines):
     client, store, queue, _ = fast_api
-    r = client.post("/v1/mimicry", files=[("clean", PNG), ("protected", PNG)],
+    r = client.post("/v1/mimicry", files=[("clean", PNG), ("clean", PNG), ("protected", PNG), ("protected", PNG)],
                     data={"steps": "3", "size": "32", "eval_samples": "1", "generate": "1", "generate_steps": "2",
                           "learning_rate": "0.01"})
     assert r.status_code == 202, r.text
@@ -39,16 +39,25 @@ def test_mimicry_is_queued_with_typed_params_and_runs_to_a_scored_result(fast_ap
     assert isinstance(store.get(job_id).params, MimicryParams)
     assert run_job(store, worker_settings(tiny_pipelines), job_id, TimeoutError) == "succeeded"
     result = store.get(job_id).result
-    assert set(result.metrics["sets"]) == {"clean", "protected"}
+    assert set(result.metrics["sets"]) == {"clean", "protected"} and result.metrics["split"] == {"train": [1],
+                                                                                                  "held_out": [0]}
     assert result.metrics["sets"]["clean"]["relative_gain"] in (1.0, None)
     assert result.model["kind"] == "img2img" and result.model["location"] == str(tiny_pipelines["img2img"].resolve())
     assert [f.name for f in result.files] == ["clean-0.png", "protected-0.png"]
     assert store.get(job_id).progress_step == 6
 
 
+def test_mimicry_needs_a_held_out_work_and_one_image_per_work(fast_api):
+    client, _, queue, _ = fast_api
+    for files in ([("clean", PNG)], [("clean", PNG), ("clean", PNG), ("protected", PNG)]):
+        r = client.post("/v1/mimicry", files=files, data={"steps": "1"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_parameter", r.text
+    assert queue.sent == []
+
+
 def test_mimicry_without_a_configured_pipeline_fails_model_unavailable(fast_api):
     client, store, _, settings = fast_api
-    job_id = client.post("/v1/mimicry", files=[("clean", PNG)], data={"steps": "1"}).json()["id"]
+    job_id = client.post("/v1/mimicry", files=[("clean", PNG), ("clean", PNG)], data={"steps": "1"}).json()["id"]
     assert run_job(store, settings, job_id, TimeoutError) == "failed"
     error = store.get(job_id).error
     assert error.code.value == "model_unavailable" and "IMPRESS_PIPELINE" in error.message
@@ -127,12 +136,13 @@ def test_protect_job_runs_photoguards_diffusion_attack_toward_an_uploaded_target
     client, store, _, _ = fast_api
     r = client.post("/v1/protect", files=[("images", PNG), ("target", ("t.png", png_bytes(photo(32, 32, 7)),
                                                                          "image/png"))],
-                    data={"protection": "photoguard-diffusion:steps=2:grad_reps=1:inference_steps=2:eps=4"})
+                    data={"protection": "photoguard-diffusion:steps=2:grad_reps=1:inference_steps=2:eps=64"})
     assert r.status_code == 202, r.text
     record = store.get(r.json()["id"])
     job = store.create(JobKind.protect, record.params, record.inputs, vae="impress-tiny-vae", perceptual="dssim")
     assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
     result = store.get(job.id).result
     assert result.metrics["pipelines"]["inpaint"]["kind"] == "inpaint"
-    assert result.metrics["stated"] == {"l2_255": 4 * 127.5}
+    # eps 64 per 512 x 512 is an L2 norm of 4 on the 32 x 32 upload
+    assert result.metrics["stated"] == {"l2_255_per_512x512": 64 * 127.5, "l2_255": 4 * 127.5}
     assert result.images[0].budget.l2_255 <= 4 * 127.5 + 1e-3

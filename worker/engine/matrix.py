@@ -4,8 +4,10 @@ For each cell (protection x purifier, plus a 'none' protection row of clean imag
 purified image against the clean one (PSNR, SSIM, L-inf, L2, perceptual distance), the consistency
 error of clean, protected and purified images, the latent distance to E(clean) before and after
 purification and the fraction of the protection's latent shift removed. Per protection: the measured
-budget and the detection ROC AUC of the consistency error (clean vs protected). A cache (the CLI's
-resumable folder, matrix_cache.py) may hand back protected images and cells computed before.
+budget and the detection ROC AUC of the consistency error (clean vs protected). Purified images are
+scored as saved, 8-bit, like protected ones. IMPRESS purifiers run on their preset's model when the
+caller names one per preset (`impress_vae`), else on the matrix's. A cache (the CLI's resumable
+folder, matrix_cache.py) may hand back protected images and cells computed before.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pydantic import BaseModel, Field
 from tqdm import tqdm
 
 from impress.images import encode_png
-from impress.methods import MethodChoice
+from impress.methods import ImpressParams, MethodChoice
 
 from .detect import consistency_scores
 from .diffusion.editing import EditComparison
@@ -26,7 +28,7 @@ from .diffusion.worst_case import WorstCase
 from .metrics import latent_distance, rounded_mean, roc_auc
 from .protect import apply_protection, budget
 from .purifiers import apply_purifier
-from .tensors import to_uint8
+from .tensors import quantize_8bit, to_uint8
 
 NONE = "none"  # the protection row of clean images: what each purifier costs an unprotected image
 UPLOADED = "uploaded"  # protected or purified images made elsewhere
@@ -167,13 +169,19 @@ def measure_purified(vae, distance, clean: torch.Tensor, protected: torch.Tensor
                 edit=editing.score(purified) if editing else None, thumbnail=thumbnail(purified), **cell)
 
 
+ImpressVae = Callable[[str], object]  # preset name -> the VAE an IMPRESS purifier of that preset runs on
+
+
 def purify_cell(vae, distance, clean: torch.Tensor, protected: torch.Tensor, clean_scores: list[float],
                 protected_scores: list[float], purifier: MethodChoice, batch: int,
                 protection: Optional[str] = None, pipelines: Optional[PipelineSet] = None,
-                editing: Optional[EditingRun] = None) -> Cell:
-    """Run `purifier` on the protected images (timed) and measure the result."""
+                editing: Optional[EditingRun] = None, impress_vae: Optional[ImpressVae] = None) -> Cell:
+    """Run `purifier` on the protected images (timed; an IMPRESS purifier on `impress_vae(its preset)` when
+    given) and measure the result, saved as 8 bits, with the matrix's `vae`."""
+    runs_on = impress_vae(purifier.params.preset) if impress_vae and isinstance(purifier.params, ImpressParams) else vae
     t0 = time.perf_counter()
-    purified = _chunked(lambda part: apply_purifier(purifier, part, vae, distance, pipelines), protected, batch)
+    purified = quantize_8bit(_chunked(lambda part: apply_purifier(purifier, part, runs_on, distance, pipelines),
+                                      protected, batch))
     seconds = round(time.perf_counter() - t0, 3)
     return measure_purified(vae, distance, clean, protected, purified, clean_scores, protected_scores, batch, editing,
                             protection=protection, purifier=purifier.label, params=purifier.params.model_dump(),
@@ -183,9 +191,10 @@ def purify_cell(vae, distance, clean: torch.Tensor, protected: torch.Tensor, cle
 def run_matrix(vae, identity: dict, distance, clean: torch.Tensor, names: list[str],
                protections: list[MethodChoice], purifiers: list[MethodChoice], *, batch: int = 8,
                cache: MatrixCache = Recompute(), progress: bool = False, pipelines: Optional[PipelineSet] = None,
-               editing: Optional[EditingRun] = None) -> MatrixResult:
+               editing: Optional[EditingRun] = None, impress_vae: Optional[ImpressVae] = None) -> MatrixResult:
     """The matrix over `clean` (N x 3 x S x S in [-1, 1], on the VAE's device). Diffusion protections and
-    purifiers run on `pipelines`; `editing` adds the editing scenario to every row and cell."""
+    purifiers run on `pipelines`; `editing` adds the editing scenario to every row and cell; IMPRESS
+    purifiers run on `impress_vae(preset)` when given."""
     clean_scores = consistency_scores(vae, list(clean.split(1)), batch)
     rows: list[tuple[str, Optional[MethodChoice]]] = [(NONE, None), *((p.label, p) for p in protections)]
     summaries: dict[str, ProtectionSummary] = {}
@@ -206,7 +215,7 @@ def run_matrix(vae, identity: dict, distance, clean: torch.Tensor, names: list[s
             bar.set_postfix_str(f"{label} / {purifier.label}")
             cells.append(cache.cell(label, choice, purifier, lambda q=purifier: purify_cell(
                 vae, distance, clean, protected, clean_scores, summary.consistency_error, q, batch, label, pipelines,
-                editing)))
+                editing, impress_vae)))
             bar.update()
     bar.close()
     return MatrixResult(model=identity, perceptual=distance.name, size=clean.shape[-1], images=names,
@@ -218,7 +227,8 @@ def run_matrix(vae, identity: dict, distance, clean: torch.Tensor, names: list[s
 
 def measure_uploaded(vae, identity: dict, distance, clean: torch.Tensor, protected: torch.Tensor,
                      purified: Optional[torch.Tensor], purifiers: list[MethodChoice], batch: int = 8, *,
-                     pipelines: Optional[PipelineSet] = None, editing: Optional[EditingRun] = None) -> UploadedResult:
+                     pipelines: Optional[PipelineSet] = None, editing: Optional[EditingRun] = None,
+                     impress_vae: Optional[ImpressVae] = None) -> UploadedResult:
     """The "upload your own" path: protections made elsewhere (real Glaze/Mist outputs), measured
     against their clean originals; an uploaded purified set and each named purifier are measured too."""
     clean_scores = consistency_scores(vae, list(clean.split(1)), batch)
@@ -226,7 +236,7 @@ def measure_uploaded(vae, identity: dict, distance, clean: torch.Tensor, protect
     cells = [] if purified is None else [measure_purified(vae, distance, clean, protected, purified, clean_scores,
                                                           summary.consistency_error, batch, editing, purifier=UPLOADED)]
     cells += [purify_cell(vae, distance, clean, protected, clean_scores, summary.consistency_error, q, batch,
-                          pipelines=pipelines, editing=editing) for q in purifiers]
+                          pipelines=pipelines, editing=editing, impress_vae=impress_vae) for q in purifiers]
     return UploadedResult(model=identity, perceptual=distance.name, clean=CleanSummary(consistency_error=clean_scores),
                           protection=summary, cells=cells, pipelines=pipelines.used() if pipelines else {},
                           editing=editing_summary(editing, cells) if editing else None)

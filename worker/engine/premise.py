@@ -46,7 +46,7 @@ def premise_report(vae, distance, clean: torch.Tensor, *, eps_255: tuple[int, ..
         prot_err = consistency_error(vae, protected)
         outcomes = [purify(vae, distance, protected[i:i + batch], impress, log_every=impress.iters)
                     for i in range(0, clean.shape[0], batch)]
-        purified = torch.cat([o.images for o in outcomes])
+        purified = quantize_8bit(torch.cat([o.images for o in outcomes]))  # scored as saved, like the protected
         pur_err = consistency_error(vae, purified)
         out["attacks"].append({
             "attack": f"photoguard-encoder eps {eps}/255, {attack_steps} PGD steps toward E(grey)",

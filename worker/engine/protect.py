@@ -1,23 +1,26 @@
 """Protections to evaluate against, each named for what it runs (docs/algorithm.md).
 
-- ``photoguard-8`` / ``photoguard-16``: PhotoGuard's L-inf *encoder* attack (MadryLab/photoguard's
-  `pgd`: PGD, step decaying linearly to 1/100, random start in the box) with eps 8/255 or 16/255,
-  200 steps, pulling E(x + d) toward the latent of a mid-grey image (pixels 0 in [-1, 1]). PhotoGuard's
-  img2img demo pulls toward the zero latent instead, its inpainting demo toward a chosen image's;
-  a caller may pass a target image. The IMPRESS paper evaluated PhotoGuard's *diffusion* attack
-  (L2 eps 16, 200 steps through the diffusion model), which is not this one: it belongs with the
-  diffusion scenario.
+- ``photoguard-8`` / ``photoguard-16``: PhotoGuard's L-inf *encoder* attack as its authors run it
+  (MadryLab/photoguard, notebooks' `pgd`: 1000 iterations, step eps/3 (0.02 for eps 0.06 in [-1, 1]
+  units) decaying linearly to 1/100 of it, random start in the box, projection onto the box and
+  [-1, 1] after each step) with eps 8/255 or 16/255, pulling E(x + d) toward the latent of a mid-grey
+  image (pixels 0 in [-1, 1]). ``photoguard-8-200steps`` / ``photoguard-16-200steps`` are the cheaper
+  variants: the same schedule over 200 steps. PhotoGuard's img2img demo pulls toward the zero latent
+  instead, its inpainting demo toward a chosen image's; a caller may pass a target image. The IMPRESS
+  paper evaluated PhotoGuard's *diffusion* attack (L2 eps 16, 200 steps through the diffusion model),
+  which is not this one: it belongs with the diffusion scenario.
 - ``glaze-like``: a cloak after the IMPRESS authors' glaze.py (Glaze itself is closed): latent toward
   E(target) under a perceptual budget p, here also an L-inf box, with a budget that holds.
 - ``mist-16``: Mist's *textural* loss only (Mist's mode 1), L-inf 16/255, 100 constant steps of
-  1/255 toward E(target). Mist's default (mode 2) fuses it with a semantic loss through the diffusion
-  model and encodes with a posterior sample; that is not this.
+  1/255 toward E(target), each latent a seeded posterior sample as Mist's get_first_stage_encoding
+  draws in every mode (a deterministic encoder's sample is its encoding). Mist's default (mode 2)
+  fuses it with a semantic loss through the diffusion model; that is not this.
 
 Budgets are given in [0, 1] pixel units as the papers state them (8/255, 16/255); the engine works
 in [-1, 1], so an L-inf budget eps becomes 2*eps there. Parameters, defaults and names are models in
-impress/methods.py; `PROTECTION_FUNCTIONS` pairs each with its function. `apply_protection` returns
-images quantised to 8 bits, as saved; `Protection.stated_budget` says what a preset promises and
-`budget` measures what it spent.
+impress/methods.py (with the pipeline kind of a diffusion protection); `PROTECTION_FUNCTIONS` pairs
+each with its function. `apply_protection` returns images quantised to 8 bits, as saved;
+`Protection.stated_budget` says what a preset promises and `budget` measures what it spent.
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ from typing import Callable
 
 import torch
 
-from impress.methods import (AdvdmParams, GlazeLikeParams, MethodChoice, MethodParams, MistParams,
-                             PhotoguardDiffusionParams, PhotoguardParams, SdsMinusParams)
+from impress.methods import (PHOTOGUARD_STEP_OF_EPS, AdvdmParams, GlazeLikeParams, MethodChoice, MethodParams,
+                             MistParams, l2_budget_scale, PhotoguardDiffusionParams, PhotoguardParams, SdsMinusParams)
 
 from .diffusion.attacks import advdm, photoguard_diffusion, sds_minus
 from .autoencoder import Autoencoder
@@ -43,21 +46,29 @@ def grey_target(x: torch.Tensor) -> torch.Tensor:
 
 
 def encoder_attack(vae: Autoencoder, x: torch.Tensor, target: torch.Tensor, *, eps: float = 8 / 255,
-                   step: float | None = None, steps: int = 200, seed: int = 0,
-                   decay: bool = True) -> torch.Tensor:
+                   step: float | None = None, steps: int = 1000, seed: int = 0,
+                   decay: bool = True, sample: bool = False) -> torch.Tensor:
     """PhotoGuard's encoder attack: L-inf PGD pulling E(x + d) toward E(target), |d| <= eps.
 
-    Signed gradient steps whose size decays linearly from `step` to step/100 (PhotoGuard's schedule;
-    constant with decay=False), projected onto the budget and the valid pixel range after every step.
+    Signed gradient steps whose size decays linearly from `step` (default eps/3) to step/100
+    (PhotoGuard's schedule; constant with decay=False), projected onto the budget and the valid pixel
+    range after every step. Latents are the posterior's mode, or with `sample` a fresh seeded
+    posterior draw of both images at every step (Mist's encoding).
     """
     eps2 = 2 * eps
-    step2 = 2 * (step if step is not None else eps / 4)
-    z_target = encode(vae, target)
+    step2 = 2 * (step if step is not None else eps * PHOTOGUARD_STEP_OF_EPS)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     delta = ((torch.rand(x.shape, generator=gen) * 2 - 1) * eps2).to(x)
+    z_target = None if sample else encode(vae, target)
     for i in range(steps):
         delta.requires_grad_(True)
-        z = vae.encode((x + delta).clamp(-1, 1))
+        adv = (x + delta).clamp(-1, 1)
+        if sample:
+            z = vae.sample(adv, gen)
+            with torch.no_grad():
+                z_target = vae.sample(target, gen)
+        else:
+            z = vae.encode(adv)
         loss = ((z - z_target) ** 2).sum()
         (grad,) = torch.autograd.grad(loss, delta)
         size = step2 - (step2 - step2 / 100) * i / steps if decay else step2
@@ -149,12 +160,12 @@ def fit_perceptual_budget(perceptual: Scorer, x: torch.Tensor, delta: torch.Tens
 def mist_textural(vae, x: torch.Tensor, target: torch.Tensor | None = None, *, eps: float = 16 / 255,
                   steps: int = 100, step: float = 1 / 255, seed: int = 0) -> torch.Tensor:
     """Mist's textural loss alone (Mist's mode 1): L-inf PGD with constant steps pulling E(x + d) toward
-    E(target), `default_mist_pattern` when none is given (Mist ships its own MIST.png). Mist's default
-    mode 2 also maximises the diffusion model's semantic loss and encodes with a posterior sample;
-    neither is here (the semantic loss needs a diffusion model)."""
+    E(target), `default_mist_pattern` when none is given (Mist ships its own MIST.png), both encoded
+    by a seeded posterior sample at every step, as Mist encodes in every mode. Mist's default mode 2
+    also maximises the diffusion model's semantic loss; that is not here (it needs a diffusion model)."""
     target = default_mist_pattern(*x.shape[-2:]) if target is None else target
     return encoder_attack(vae, x, target.to(x).expand_as(x), eps=eps, step=step, steps=steps, seed=seed,
-                          decay=False)
+                          decay=False, sample=True)
 
 
 def photoguard(vae, x: torch.Tensor, target: torch.Tensor | None = None, **params) -> torch.Tensor:
@@ -171,19 +182,26 @@ def glaze_like(vae, distance, x: torch.Tensor, target: torch.Tensor | None = Non
 
 @dataclass(frozen=True)
 class Protection:
-    fn: Callable[..., torch.Tensor]   # (vae, [distance,] x, target, **params) -> protected x; with a
-    #                                   pipeline kind: (pipe, x, target, **params) on that pipeline
+    fn: Callable[..., torch.Tensor]   # (vae, [distance,] x, target, **params) -> protected x; for a diffusion
+    #                                   protection (its params' pipeline_kind): (pipe, x, target, **params)
     needs_distance: bool = False
     perceptual_budget: str | None = None  # the parameter bounding the perceptual distance, if any
-    pipeline: str | None = None           # diffusion protections: the pipeline kind they run on
-    l2_budget: bool = False               # eps is an L2 norm in [-1, 1] units (PhotoGuard's diffusion attack)
+    l2_budget: bool = False               # eps is an L2 norm per 512 x 512 image in [-1, 1] units (PhotoGuard's
+    #                                       diffusion attack), scaled to each image's size
 
-    def stated_budget(self, params: dict, distance_name: str | None = None) -> dict[str, float]:
-        """What this protection promises, keyed as `budget` reports it: L-inf (or L2) in /255 units and,
-        for one with a perceptual bound, the distance under its name."""
-        stated = {"l2_255": params["eps"] * 127.5} if self.l2_budget else {"linf_255": params["eps"] * 255}
+    def stated_budget(self, params: MethodParams, distance_name: str | None = None,
+                      size: tuple[int, int] | None = None) -> dict[str, float]:
+        """What this protection promises, keyed as `budget` reports it: L-inf in /255 units or, for an L2
+        budget, the L2 norm per 512 x 512 image (`l2_255_per_512x512`) and, given the images' `size`,
+        the L2 norm on them (`l2_255`); for one with a perceptual bound, the distance under its name."""
+        if self.l2_budget:
+            stated = {"l2_255_per_512x512": params.eps * 127.5}
+            if size is not None:
+                stated["l2_255"] = params.eps * l2_budget_scale(*size) * 127.5
+        else:
+            stated = {"linf_255": params.eps * 255}
         if self.perceptual_budget is not None and distance_name is not None:
-            stated[distance_name] = params[self.perceptual_budget]
+            stated[distance_name] = getattr(params, self.perceptual_budget)
         return stated
 
 
@@ -192,15 +210,16 @@ PROTECTION_FUNCTIONS: dict[type[MethodParams], Protection] = {
     PhotoguardParams: Protection(photoguard),
     GlazeLikeParams: Protection(glaze_like, needs_distance=True, perceptual_budget="p"),
     MistParams: Protection(mist_textural),
-    AdvdmParams: Protection(advdm, pipeline="img2img"),
-    SdsMinusParams: Protection(sds_minus, pipeline="img2img"),
-    PhotoguardDiffusionParams: Protection(photoguard_diffusion, pipeline="inpaint", l2_budget=True),
+    AdvdmParams: Protection(advdm),
+    SdsMinusParams: Protection(sds_minus),
+    PhotoguardDiffusionParams: Protection(photoguard_diffusion, l2_budget=True),
 }
 
 
-def stated_budget(choice: MethodChoice, distance_name: str | None = None) -> dict[str, float]:
-    """What the chosen protection promises (`Protection.stated_budget`)."""
-    return PROTECTION_FUNCTIONS[type(choice.params)].stated_budget(choice.params.model_dump(), distance_name)
+def stated_budget(choice: MethodChoice, distance_name: str | None = None,
+                  size: tuple[int, int] | None = None) -> dict[str, float]:
+    """What the chosen protection promises on images of `size` (`Protection.stated_budget`)."""
+    return PROTECTION_FUNCTIONS[type(choice.params)].stated_budget(choice.params, distance_name, size)
 
 
 def apply_protection(choice: MethodChoice, vae, x: torch.Tensor, distance=None,
@@ -209,11 +228,11 @@ def apply_protection(choice: MethodChoice, vae, x: torch.Tensor, distance=None,
     default when None) and return it as saved: quantised to 8 bits, since that is what a user keeps,
     what budgets are measured on, and what detection and purification see. `distance` is required
     by the protections that use one, `pipelines` (diffusion.scenario.PipelineSet) by diffusion ones."""
-    entry = PROTECTION_FUNCTIONS[type(choice.params)]
-    if entry.pipeline is not None:
+    entry, kind = PROTECTION_FUNCTIONS[type(choice.params)], choice.params.pipeline_kind
+    if kind is not None:
         if pipelines is None:
             raise ValueError(f"protection {choice.name!r} needs a diffusion pipeline")
-        return quantize_8bit(entry.fn(pipelines.get(entry.pipeline), x, target, **choice.params.model_dump()))
+        return quantize_8bit(entry.fn(pipelines.get(kind), x, target, **choice.params.model_dump()))
     if not entry.needs_distance:
         return quantize_8bit(entry.fn(vae, x, target, **choice.params.model_dump()))
     if distance is None:

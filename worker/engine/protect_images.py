@@ -31,7 +31,8 @@ class ProtectedImage:
 class ProtectionRun:
     images: list[ProtectedImage]    # one per input, in order
     protection: MethodChoice
-    stated: dict[str, float]        # what the protection promises (Protection.stated_budget)
+    stated: dict[str, float]        # what the protection promises (Protection.stated_budget; an L2 budget
+    #                                 on the images' size when they share one)
     model: dict
     perceptual: dict
     seconds: float
@@ -65,7 +66,7 @@ def run_protection(images: list[DecodedImage], spec: MethodChoice, *, vae: str, 
                                           psnr_db=spent["psnr_db"][j], ssim=spent["ssim"][j],
                                           perceptual=spent[distance.name][j]))
     return ProtectionRun(images=results, protection=spec,
-                         stated=stated_budget(spec, distance.name),
+                         stated=stated_budget(spec, distance.name, next(iter(groups)) if len(groups) == 1 else None),
                          model=identity.as_dict(), perceptual={"name": distance.name},
                          seconds=round(time.perf_counter() - t0, 3), device=device,
                          pipelines=pipelines.used() if pipelines else {})

@@ -26,7 +26,7 @@ from impress.methods import (BlurParams, DiffpureParams, GridpureParams, Impress
 from .diffusion.purifiers import diffpure, gridpure, noisy_upscale
 from .photos import resize_short_side
 from .purify import purify
-from .tensors import to_tensor, to_uint8
+from .tensors import gaussian_noise, to_tensor, to_uint8
 
 
 def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
@@ -37,12 +37,6 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
         Image.fromarray(to_uint8(img), "RGB").save(buf, format="JPEG", quality=int(quality))
         out.append(to_tensor(np.array(Image.open(buf).convert("RGB"))))
     return torch.cat(out).to(x)
-
-
-def gaussian_noise(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
-    """Additive Gaussian noise, sigma in [-1, 1] units, from a seeded CPU generator (reproducible anywhere)."""
-    noise = torch.randn(x.shape, generator=torch.Generator(device="cpu").manual_seed(seed))
-    return (x + sigma * noise.to(x)).clamp(-1, 1)
 
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -66,17 +60,17 @@ def impress(x: torch.Tensor, params: ImpressParams, *, vae, distance) -> torch.T
 
 
 def noise_impress(x: torch.Tensor, params: NoiseImpressParams, *, vae, distance) -> torch.Tensor:
-    """IMPRESS++-style: Gaussian noise first, then IMPRESS on the noised image (whose hinge is then
-    measured against the noised image, as in any chain of purifiers)."""
+    """Gaussian noise first, then IMPRESS on the noised image (whose hinge is then measured against the
+    noised image, as in any chain of purifiers): `noise-impress`, and `impress++` with the glaze preset
+    (Hönig et al.'s IMPRESS++ preprocessing, docs/diffusion.md)."""
     return impress(gaussian_noise(x, params.sigma, params.seed), params, vae=vae, distance=distance)
 
 
 @dataclass(frozen=True)
 class Purifier:
     fn: Callable[..., torch.Tensor]   # (x, **params), or with needs_models (x, params, vae=, distance=),
-    #                                   or with a pipeline kind (pipe, x, **params) on that pipeline
+    #                                   or for a diffusion purifier (its params' pipeline_kind) (pipe, x, **params)
     needs_models: bool = False
-    pipeline: str | None = None       # diffusion purifiers: the pipeline kind they run on
 
 
 # The function of each purifier's parameter model (impress/methods.py names them and holds the defaults).
@@ -87,20 +81,20 @@ PURIFIER_FUNCTIONS: dict[type[MethodParams], Purifier] = {
     ResizeParams: Purifier(resize),
     ImpressParams: Purifier(impress, needs_models=True),
     NoiseImpressParams: Purifier(noise_impress, needs_models=True),
-    DiffpureParams: Purifier(diffpure, pipeline="img2img"),
-    GridpureParams: Purifier(gridpure, pipeline="img2img"),
-    NoisyUpscaleParams: Purifier(noisy_upscale, pipeline="upscale"),
+    DiffpureParams: Purifier(diffpure),
+    GridpureParams: Purifier(gridpure),
+    NoisyUpscaleParams: Purifier(noisy_upscale),
 }
 
 
 def apply_purifier(choice: MethodChoice, x: torch.Tensor, vae=None, distance=None, pipelines=None) -> torch.Tensor:
     """Purify a batch as `choice` says; `vae` and `distance` are required by the purifiers that use them,
     `pipelines` (diffusion.scenario.PipelineSet) by the diffusion ones."""
-    entry = PURIFIER_FUNCTIONS[type(choice.params)]
-    if entry.pipeline is not None:
+    entry, kind = PURIFIER_FUNCTIONS[type(choice.params)], choice.params.pipeline_kind
+    if kind is not None:
         if pipelines is None:
             raise ValueError(f"purifier {choice.name!r} needs a diffusion pipeline")
-        return entry.fn(pipelines.get(entry.pipeline), x, **choice.params.model_dump())
+        return entry.fn(pipelines.get(kind), x, **choice.params.model_dump())
     if not entry.needs_models:
         return entry.fn(x, **choice.params.model_dump())
     if vae is None or distance is None:

@@ -25,6 +25,14 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
+def gaussian_noise(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    """Additive Gaussian noise of std `sigma` in [0, 1] pixel units (2 sigma in the engine's [-1, 1]), as
+    Hönig et al. state it (skimage's random_noise on [0, 1] images), clipped to the pixel range; drawn
+    from a seeded CPU generator, so the same anywhere."""
+    noise = torch.randn(x.shape, generator=torch.Generator(device="cpu").manual_seed(seed))
+    return (x + 2 * sigma * noise.to(x)).clamp(-1, 1)
+
+
 def fitted(image: DecodedImage, height: int, width: int) -> torch.Tensor:
     """The image centre-cropped to the aspect ratio of height x width and resized to it (Lanczos), in [-1, 1]."""
     return to_tensor(np.array(ImageOps.fit(Image.fromarray(image.rgb), (width, height), Image.LANCZOS)))

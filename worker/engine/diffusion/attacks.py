@@ -11,8 +11,10 @@ Budgets are in [0, 1] pixel units as the papers state them; the engine works in 
 - PhotoGuard's diffusion attack (Salman et al. 2023, the one the IMPRESS paper evaluated): L2 PGD on
   the inpainting pipeline's *masked* image, pulling the output of a differentiable 4-step inpainting
   run (guidance 7.5, eta 1, empty prompt) toward a target (the zero image), gradients averaged over
-  10 draws, normalised steps of 1, eps 16 (in [-1, 1] units, PhotoGuard's own), 200 steps; only
-  pixels outside the mask change (the kept subject), as in their notebook.
+  10 draws, normalised steps of 1, eps 16 (in [-1, 1] units on PhotoGuard's 512 x 512 images; both
+  scaled by sqrt(H W) / 512 on other sizes, so the change per pixel stays PhotoGuard's), 200 steps;
+  only pixels outside the mask change (the kept subject), as in their notebook. `masked_weight` adds
+  the IMPRESS authors' term (pg_mask_diff_helen.py: + 10 ||x_masked - edit||); PhotoGuard's has none.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import inspect
 from typing import Optional
 
 import torch
+
+from impress.methods import l2_budget_scale
 
 from ..tensors import quantize_8bit
 from .common import denoising_error, latents, randn, random_timesteps, text_embeddings, training_scheduler
@@ -116,11 +120,15 @@ def differentiable_inpaint(pipe, masked: torch.Tensor, mask: torch.Tensor, cond:
 def photoguard_diffusion(pipe, x: torch.Tensor, target: Optional[torch.Tensor] = None,
                          mask: Optional[torch.Tensor] = None, *, eps: float = 16.0, step: float = 1.0,
                          steps: int = 200, grad_reps: int = 10, inference_steps: int = 4, guidance: float = 7.5,
-                         eta: float = 1.0, prompt: str = "", seed: int = 0) -> torch.Tensor:
+                         eta: float = 1.0, masked_weight: float = 0.0, prompt: str = "",
+                         seed: int = 0) -> torch.Tensor:
     """PhotoGuard's diffusion attack on an inpainting pipeline (module docstring), pulling the edit toward
-    `target` (1 or B images; the zero image, PhotoGuard's default, when None). `eps` and `step` are L2
-    norms in [-1, 1] pixel units per image, as PhotoGuard states them; `mask` 1 = regenerated (default
-    `centre_keep_mask`). Returns the clean pixels inside the mask and the attacked ones outside."""
+    `target` (1 or B images; the zero image, PhotoGuard's default, when None), plus `masked_weight` times
+    the edit's distance to the attacked masked image. `eps` and `step` are L2 norms in [-1, 1] pixel
+    units per 512 x 512 image, as PhotoGuard states them, scaled to x's size; `mask` 1 = regenerated
+    (default `centre_keep_mask`). Returns the clean pixels inside the mask and the attacked ones outside."""
+    scale = l2_budget_scale(*x.shape[-2:])
+    eps, step = eps * scale, step * scale
     mask = (centre_keep_mask(len(x), *x.shape[-2:]) if mask is None else mask).to(x)
     keep = (mask < 0.5).to(x)
     masked = x * keep
@@ -134,7 +142,9 @@ def photoguard_diffusion(pipe, x: torch.Tensor, target: Optional[torch.Tensor] =
             adv_r = adv.clone().requires_grad_(True)
             out = differentiable_inpaint(pipe, adv_r, mask, cond, steps=inference_steps, guidance=guidance,
                                          eta=eta, seed=seed + i * grad_reps + r)
-            loss = (out.float() - target).flatten(1).norm(dim=1).sum()  # per image, as batch of one
+            out = out.float()
+            loss = ((out - target).flatten(1).norm(dim=1)  # per image, as a batch of one
+                    + masked_weight * (adv_r - out).flatten(1).norm(dim=1)).sum()
             grad += torch.autograd.grad(loss, adv_r)[0] * keep
         with torch.no_grad():
             norm = grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)

@@ -7,8 +7,10 @@ LoRA adapters go on the UNet's attention projections through diffusers' PEFT int
 the UNet (the cached pipeline is never changed).
 
 The style score needs no extra model: how much a fine-tuned UNet learned of the *clean* artworks,
-measured as the drop of its denoising loss on the clean images (fixed timesteps and noise) against the
-untuned UNet. A protection works when training on its images teaches less than training on the clean
+measured as the drop of its denoising loss on held-out clean images (fixed timesteps and noise) against
+the untuned UNet. The clean images are split once (seeded): every training set (clean, protected,
+purified: the i-th image of each is the i-th work) is trained on the same works, and all are scored on
+the clean works none of them saw, so the clean reference is not scored on its own training images. A protection works when training on its images teaches less than training on the clean
 ones (`relative_gain` well below 1); a purifier undoes it when training on purified images brings the
 gain back near 1. Generated samples are returned too, for the eye (and for any external scorer).
 
@@ -39,7 +41,7 @@ LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # diffusers' LoRA training 
 class MimicryResult:
     training_set: str
     final_losses: list[float]                 # training loss over the last steps
-    clean_loss_base: float                    # denoising loss of the untuned UNet on the clean images
+    clean_loss_base: float                    # denoising loss of the untuned UNet on the held-out clean images
     clean_loss_tuned: float                   # ... of the fine-tuned UNet
     gain: float                               # base - tuned: what training taught about the clean images
     relative_gain: float | None = None        # gain / gain of training on the clean images
@@ -47,6 +49,32 @@ class MimicryResult:
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "samples"}
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which works (indices into the uploaded sets) every LoRA trained on, and which clean ones scored it."""
+
+    train: list[int]
+    held_out: list[int]
+
+
+def held_out_split(n: int, fraction: float, seed: int) -> Split:
+    """A seeded split of n works: round(n * fraction) of them, at least one and at most n - 1, held out."""
+    if n < 2:
+        raise ValueError(f"mimicry needs at least 2 clean images (one to train on, one held out to score), got {n}")
+    k = min(n - 1, max(1, round(n * fraction)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return Split(train=sorted(order[k:]), held_out=sorted(order[:k]))
+
+
+@dataclass
+class MimicryRun:
+    split: Split
+    sets: dict[str, MimicryResult]
+
+    def metrics(self) -> dict:
+        return {"split": asdict(self.split), "sets": {name: r.as_dict() for name, r in self.sets.items()}}
 
 
 def train_lora(pipe, images: torch.Tensor, settings: MimicryParams, progress: Optional[Progress] = None):
@@ -111,19 +139,26 @@ def generate(pipe, unet, settings: MimicryParams, size: int) -> torch.Tensor:
 
 
 def mimicry(pipe, clean: torch.Tensor, training_sets: dict[str, torch.Tensor], settings: MimicryParams,
-            progress: Optional[Progress] = None) -> dict[str, MimicryResult]:
-    """Fine-tune on each training set (name -> images; include "clean" for the reference gain) and score
-    each against the clean images. `progress(done, total)` counts training steps over all sets."""
-    base = clean_loss(pipe, pipe.unet, clean, settings)
+            progress: Optional[Progress] = None) -> MimicryRun:
+    """Fine-tune on the training part of each set (name -> images aligned with `clean`; include "clean"
+    for the reference gain) and score each on the held-out clean images (`held_out_split`).
+    `progress(done, total)` counts training steps over all sets."""
+    split = held_out_split(len(clean), settings.held_out, settings.seed)
+    for name, images in training_sets.items():
+        if len(images) != len(clean):
+            raise ValueError(f"set {name!r} has {len(images)} images for {len(clean)} clean ones: one per work")
+    scored = clean[split.held_out]
+    training_sets = {name: images[split.train] for name, images in training_sets.items()}
+    base = clean_loss(pipe, pipe.unet, scored, settings)
     results = {}
     total = settings.steps * len(training_sets)
     for k, (name, images) in enumerate(training_sets.items()):
         overall = None if progress is None else (lambda step, _n, done=k * settings.steps: progress(done + step, total))
         unet, losses = train_lora(pipe, images, settings, overall)
-        tuned = clean_loss(pipe, unet, clean, settings)
+        tuned = clean_loss(pipe, unet, scored, settings)
         samples = generate(pipe, unet, settings, clean.shape[-1]) if settings.generate else []
         results[name] = MimicryResult(name, losses[-10:], base, tuned, base - tuned, samples=samples)
     if "clean" in results and results["clean"].gain > 0:
         for result in results.values():
             result.relative_gain = result.gain / results["clean"].gain
-    return results
+    return MimicryRun(split, results)

@@ -16,6 +16,8 @@ from typing import Optional
 
 import torch
 
+from impress.pipelines import SETTING_OF_KIND, configured_pipelines  # noqa: F401 (configured_pipelines: callers' import)
+
 from ..models import ModelUnavailable, weights_digest
 
 PIPELINE_CLASSES = {
@@ -23,9 +25,6 @@ PIPELINE_CLASSES = {
     "inpaint": "StableDiffusionInpaintPipeline",
     "upscale": "StableDiffusionUpscalePipeline",
 }
-# The environment variable (Settings field with prefix IMPRESS_) that names each kind's pipeline.
-SETTING_OF_KIND = {"img2img": "IMPRESS_PIPELINE", "inpaint": "IMPRESS_INPAINT_PIPELINE",
-                   "upscale": "IMPRESS_UPSCALE_PIPELINE"}
 # What each kind is in the papers this project follows (README: "Diffusion scenarios").
 SUGGESTED_WEIGHTS = {
     "img2img": "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -54,11 +53,6 @@ class PipelineIdentity:
 # frameworks' weights, half-precision variants and the safety checker (never loaded here).
 PULL_IGNORE = ["*.ckpt", "*.bin", "*.pt", "*.pth", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.fp16.*",
                "*non_ema*", "safety_checker/*"]
-
-
-def configured_pipelines(settings) -> dict[str, Optional[str]]:
-    """The pipeline name each kind's setting holds (None: not configured)."""
-    return {kind: getattr(settings, setting.removeprefix("IMPRESS_").lower()) for kind, setting in SETTING_OF_KIND.items()}
 
 
 def pipeline_present(name: str, kind: str) -> bool:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..tensors import quantize_8bit
-from .common import from_pipeline, generators, randn, to_pipeline
+from ..tensors import gaussian_noise, quantize_8bit
+from .common import from_pipeline, generators, to_pipeline
 
 
 @torch.no_grad()
@@ -76,17 +76,12 @@ def gridpure(pipe, x: torch.Tensor, *, crop: int = 256, stride: int = 128, stren
     return x
 
 
-def gaussian_noise_8bit(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
-    """Gaussian noise of std sigma in [0, 1] units, clipped, saved as 8 bits (what the upscaler reads)."""
-    return quantize_8bit(x + 2 * sigma * randn(x.shape, seed, x))
-
-
 @torch.no_grad()
 def noisy_upscale(pipe, x: torch.Tensor, *, sigma: float = 0.1, noise_level: int = 320, prompt: str = "",
                   steps: int = 75, guidance: float = 9.0, seed: int = 0) -> torch.Tensor:
     """Noisy Upscaling (module docstring). `steps` and `guidance` are diffusers' upscaler defaults, which
     the authors kept; their per-image BLIP caption is the prompt, here one caller-given prompt."""
-    noisy = gaussian_noise_8bit(x, sigma, seed)
+    noisy = quantize_8bit(gaussian_noise(x, sigma, seed))  # saved as 8 bits, as the authors' noise.py does
     out = pipe(prompt=[prompt] * len(x), image=to_pipeline(noisy), noise_level=noise_level,
                num_inference_steps=steps, guidance_scale=guidance, generator=generators(seed, len(x)),
                output_type="pt")
