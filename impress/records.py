@@ -68,6 +68,7 @@ class ResultImage(BaseModel):
     trace: list[TracePoint]              # at logged steps
     budget: Optional[MeasuredBudget] = None   # protect: what the protection spent on this image
     manifest: Optional[ImageManifest] = None  # what was done, by what, to what, with what effect (signed in the PNG)
+    input_index: Optional[int] = None   # which image input it came from (None: the same position)
 
 
 class Verdict(str, enum.Enum):
@@ -97,8 +98,22 @@ class ResultFile(BaseModel):
     media_type: str
 
 
+class JobError(BaseModel):
+    code: ErrorCode
+    message: str
+
+
+class ImageFailure(BaseModel):
+    """An input image that failed on its own while the job's other images succeeded."""
+
+    input_index: int
+    name: str
+    error: JobError
+
+
 class JobResult(BaseModel):
-    images: list[ResultImage] = []   # purify: one purified PNG per input
+    images: list[ResultImage] = []   # purify: one purified PNG per input (per input that succeeded)
+    failed_images: list[ImageFailure] = []   # the inputs that failed on their own, with their codes
     detections: list[DetectedImage] = []   # detect: one per input
     metrics: Optional[dict] = None   # evaluate: the figures
     files: list[ResultFile] = []     # evaluate: report.html, results.md
@@ -107,11 +122,6 @@ class JobResult(BaseModel):
     seconds: float
     device: str
     engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
-
-
-class JobError(BaseModel):
-    code: ErrorCode
-    message: str
 
 
 class RejectedInput(BaseModel):

@@ -9,8 +9,8 @@ from typing import Any, Optional
 from pydantic import BaseModel, Field
 
 from .contract import ErrorCode, JobKind, JobState, StopReason
-from .records import (DetectedImage, InputImage, JobError, JobRecord, MeasuredBudget, RejectedInput, TracePoint,
-                      WebhookTarget)
+from .records import (DetectedImage, InputImage, InputRole, JobError, JobRecord, MeasuredBudget, RejectedInput,
+                      TracePoint, WebhookTarget)
 
 
 class Progress(BaseModel):
@@ -31,6 +31,18 @@ class ResultLink(BaseModel):
     trace: list[TracePoint]
     budget: Optional[MeasuredBudget] = None   # protect: what the protection spent, on the 8-bit result
     manifest_url: Optional[str] = Field(None, description="its signed manifest as JSON (also embedded in the PNG, C2PA)")
+
+
+class ImageStatus(BaseModel):
+    """One input image of the job: its own state, error and result, so a pipeline can act on the images
+    that succeeded when another failed."""
+
+    index: int = Field(description="its position among the job's image inputs")
+    name: str
+    state: JobState = Field(description="succeeded, failed (on its own, or with the job), or the job's state")
+    error: Optional[JobError] = None
+    result_url: Optional[str] = Field(None, description="its result PNG (purify, protect)")
+    manifest_url: Optional[str] = None
 
 
 class FileLink(BaseModel):
@@ -60,6 +72,7 @@ class JobView(BaseModel):
     webhook: Optional[WebhookTarget] = None
     error: Optional[JobError] = None
     results: list[ResultLink] = []
+    images: list[ImageStatus] = Field([], description="each image input's own state, error code and result link")
     detections: list[DetectedImage] = []   # detect: score, verdict, thresholds and model of each image
     metrics: Optional[dict] = None
     files: list[FileLink] = []
@@ -108,6 +121,7 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
     files = [FileLink(name=f.name, url=f"{base_url}/files/{f.name}", media_type=f.media_type)
              for f in result.files] if result else []
     return JobView(
+        images=image_statuses(record, results),
         id=record.id, kind=record.kind, state=record.state,
         progress=Progress(step=step, total=total, fraction=round(step / total, 4) if total else 0.0),
         created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
@@ -115,6 +129,22 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         perceptual=record.perceptual, inputs=record.inputs, rejected_inputs=record.rejected_inputs,
         webhook=record.webhook, error=record.error, results=results, files=files,
         **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine"}) if result else {}))
+
+
+def image_statuses(record: JobRecord, results: list[ResultLink]) -> list[ImageStatus]:
+    inputs = record.inputs_with(InputRole.image)
+    result = record.result
+    linked = {(im.input_index if im.input_index is not None else i): link
+              for i, (im, link) in enumerate(zip(result.images, results))} if result else {}
+    failed = {f.input_index: f.error for f in result.failed_images} if result else {}
+    statuses = []
+    for i, item in enumerate(inputs):
+        state = JobState.succeeded if i in linked else JobState.failed if i in failed else record.state
+        statuses.append(ImageStatus(index=i, name=item.name, state=state,
+                                    error=failed.get(i, record.error if state == JobState.failed else None),
+                                    result_url=linked[i].url if i in linked else None,
+                                    manifest_url=linked[i].manifest_url if i in linked else None))
+    return statuses
 
 
 class WebhookPayload(BaseModel):

@@ -17,7 +17,8 @@ from impress.contract import (DEFAULT_PRESET, DetectParams, ErrorCode, EvaluateP
 from impress.images import DecodedImage, ImageRejected, decode_image
 from impress.logs import job_context
 from impress.manifest import ManifestMethod
-from impress.records import DetectedImage, InputImage, InputRole, JobRecord, JobResult, ResultFile, ResultImage
+from impress.records import (DetectedImage, ImageFailure, InputImage, InputRole, JobError, JobRecord, JobResult,
+                             ResultFile, ResultImage)
 from impress.settings import Settings
 from impress.store import JobStore
 
@@ -34,6 +35,14 @@ log = logging.getLogger("impress.worker")
 
 class Canceled(Exception):
     pass
+
+
+class ImagesFailed(Exception):
+    """Every image of the job failed on its own: the job fails with the first one's error."""
+
+    def __init__(self, error: JobError):
+        super().__init__(error.message)
+        self.error = error
 
 
 @dataclass
@@ -69,19 +78,24 @@ def purify_handler(ctx: JobContext) -> JobResult:
     run = run_purification([item.image for item in items], params, vae=ctx.record.vae,
                            perceptual=ctx.record.perceptual, options=EngineOptions.from_settings(ctx.settings),
                            progress=ctx.progress, report_every=ctx.settings.progress_every)
-    if any(im.stop_reason == StopReason.canceled for im in run.images):
+    if any(im.stop_reason == StopReason.canceled and im.error is None for im in run.images):
         raise Canceled
+    failed = [ImageFailure(input_index=i, name=item.meta.name, error=im.error)
+              for i, (item, im) in enumerate(zip(items, run.images)) if im.error is not None]
+    if len(failed) == len(items):
+        raise ImagesFailed(failed[0].error)
+    done = [(i, item, im) for i, (item, im) in enumerate(zip(items, run.images)) if im.error is None]
     options = EngineOptions.from_settings(ctx.settings)
     making = Making(ctx.record.id, ManifestMethod(kind="purify", name="impress", parameters=params.model_dump(mode="json"),
                                                   schedule=params.schedule),
                     run.model, run.perceptual["name"], run.device)
     signed = signed_results(ctx.store, ctx.settings, making, [
-        Made(item.meta, item.image.rgb, im.rgb, item.image.alpha) for item, im in zip(items, run.images)], options.tiling)
+        Made(item.meta, item.image.rgb, im.rgb, item.image.alpha) for _, item, im in done], options.tiling)
     images = [ResultImage(name=manifest.output["name"], blob=ctx.store.put_blob(png), width=item.image.width,
                           height=item.image.height, iterations=im.iterations, stop_reason=im.stop_reason,
-                          final=im.trace[-1] if im.trace else None, trace=im.trace, manifest=manifest)
-              for item, im, (png, manifest) in zip(items, run.images, signed)]
-    return JobResult(images=images, model=run.model, perceptual=run.perceptual, seconds=round(run.seconds, 3),
+                          final=im.trace[-1] if im.trace else None, trace=im.trace, manifest=manifest, input_index=i)
+              for (i, item, im), (png, manifest) in zip(done, signed)]
+    return JobResult(images=images, failed_images=failed, model=run.model, perceptual=run.perceptual, seconds=round(run.seconds, 3),
                      device=run.device, engine=run.engine)
 
 
@@ -216,6 +230,8 @@ def run_started(store: JobStore, settings: Settings, record: JobRecord, on_time_
         store.fail(job_id, ErrorCode.model_unavailable, str(exc))
     except ImageRejected as exc:
         store.fail(job_id, exc.code, exc.message)
+    except ImagesFailed as exc:
+        store.fail(job_id, exc.error.code, exc.error.message)
     except NonFiniteLoss as exc:
         store.fail(job_id, ErrorCode.numerical_error, str(exc))
     except (torch.OutOfMemoryError, MemoryError) as exc:  # larger batches were split already (engine.pipeline)

@@ -12,12 +12,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from impress.contract import PurifyParams, StopReason, vae_for
+from impress.contract import ErrorCode, PurifyParams, StopReason, vae_for
 from impress.images import DecodedImage
+from impress.records import JobError
 
 from .models import load_vae, resolve_device
 from .perceptual import PerceptualDistance, load_perceptual
-from .purify import Precision, ProgressFn, PurifyOutcome, autocast_dtype, precision_name, purify
+from .purify import NonFiniteLoss, Precision, ProgressFn, PurifyOutcome, autocast_dtype, precision_name, purify
 from .tensors import to_tensor, to_uint8
 from .tiling import Tile, Tiling, blend, cut, tiles_of
 
@@ -26,13 +27,16 @@ log = logging.getLogger("impress.engine")
 
 @dataclass
 class PurifiedImage:
-    """One input's outcome. `rgb` is None when a cancel came before its batch started; an image whose
-    batch was canceled midway has the pixels it had reached and stop_reason canceled."""
+    """One input's outcome. `rgb` is None when a cancel came before its batch started, or when the
+    image failed on its own (`error`: its loss was not finite, or it ran out of memory alone) while
+    the others went on; an image whose batch was canceled midway has the pixels it had reached and
+    stop_reason canceled."""
 
     rgb: Optional[np.ndarray]        # uint8 H x W x 3, the input's size; storage formats are the caller's
     stop_reason: StopReason
     iterations: int
     trace: list[dict]
+    error: Optional[JobError] = None
 
 
 @dataclass(frozen=True)
@@ -132,21 +136,29 @@ class _Run:
 
     def run_group(self, images: list[DecodedImage], indices: list[int], size: int,
                   results: list[PurifiedImage]) -> None:
-        """Purify same-size images in batches of `size`; a batch that runs out of memory is split in two."""
+        """Purify same-size images in batches of `size`; a batch that runs out of memory, or whose loss is
+        not finite, is split in two; one image that fails alone is recorded with its error, and the
+        others go on."""
         pending = [indices[k:k + size] for k in range(0, len(indices), size)]
         while pending and not self.canceled:
             batch = pending.pop(0)
+            failure: Optional[JobError] = None
             try:
                 outcome = self.purify_batch(torch.cat([to_tensor(images[i].rgb) for i in batch]))
-            except torch.OutOfMemoryError:
-                if len(batch) == 1:
-                    raise
-                outcome = None
+            except torch.OutOfMemoryError as exc:
+                outcome, failure = None, JobError(code=ErrorCode.out_of_memory, message=f"out of memory alone: {exc}")
+            except NonFiniteLoss as exc:
+                outcome, failure = None, JobError(code=ErrorCode.numerical_error, message=str(exc))
+            if outcome is None and len(batch) == 1:
+                log.warning("image %d failed alone (%s); the others go on", batch[0], failure.code.value)
+                results[batch[0]] = PurifiedImage(rgb=None, stop_reason=StopReason.completed, iterations=0, trace=[],
+                                                  error=failure)
+                continue
             if outcome is None:  # out of the except block, so the failed batch's tensors are freed
                 half = len(batch) // 2
-                log.warning("out of memory on a batch of %d %dx%d images; retrying as %d + %d", len(batch),
+                log.warning("%s on a batch of %d %dx%d images; retrying as %d + %d", failure.code.value, len(batch),
                             images[batch[0]].width, images[batch[0]].height, half, len(batch) - half)
-                self.oom_splits += 1
+                self.oom_splits += failure.code == ErrorCode.out_of_memory
                 if self.device.startswith("cuda"):
                     torch.cuda.empty_cache()
                 pending[:0] = [batch[:half], batch[half:]]
@@ -158,6 +170,9 @@ class _Run:
 
 def assembled(pieces: list[PurifiedImage], tiles: list[Tile], height: int, width: int) -> PurifiedImage:
     """One picture from its purified tiles: pixels blended, the trace the tiles' mean at each logged step."""
+    failed = next((piece for piece in pieces if piece.error is not None), None)
+    if failed is not None:
+        return failed
     if any(piece.rgb is None for piece in pieces):
         return PurifiedImage(rgb=None, stop_reason=StopReason.canceled, iterations=0, trace=[])
     reasons = {piece.stop_reason for piece in pieces}
