@@ -17,6 +17,7 @@ from .records import JobRecord
 from .store import JobStore, record_from_hash
 
 EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")   # a stream entry id: milliseconds-sequence
+MAX_BLOCK_S = 5.0    # the longest one read blocks: a job that expires meanwhile is noticed this soon
 
 
 class JobSnapshot(BaseModel):
@@ -26,7 +27,8 @@ class JobSnapshot(BaseModel):
 
 async def read_events(store: JobStore, job_id: str, after: str, block_s: float) -> list[JobSnapshot]:
     """Entries after `after` ("0-0": from the first kept), waiting up to `block_s` for one."""
-    answer = await store.aio.xread({store.keys.events(job_id): after}, block=max(1, int(block_s * 1000)))
+    answer = await store.aio.xread({store.keys.events(job_id): after},
+                                   block=max(1, int(min(block_s, MAX_BLOCK_S) * 1000)))
     return [JobSnapshot(id=entry_id.decode(), record=record_from_hash({k.decode(): v.decode() for k, v in fields.items()}))
             for _, entries in answer for entry_id, fields in entries]
 
@@ -39,7 +41,7 @@ async def current(store: JobStore, job_id: str) -> Optional[JobRecord]:
 async def follow(store: JobStore, job_id: str, after: Optional[str] = None,
                  block_s: float = 15.0) -> AsyncIterator[Optional[JobSnapshot]]:
     """The job's events after entry `after` (all kept ones when None), in order; None after every
-    `block_s` without one (a heartbeat's moment). Ends after the event of a final state, or when the
+    `block_s` (at most MAX_BLOCK_S) without one. Ends after the event of a final state, or when the
     job is gone; a job without a stream (its data deleted) yields its current record once."""
     if not await store.aio.exists(store.keys.events(job_id)):
         record = await current(store, job_id)
@@ -67,7 +69,7 @@ async def follow(store: JobStore, job_id: str, after: Optional[str] = None,
 async def wait_finished(store: JobStore, job_id: str, timeout_s: float) -> Optional[JobRecord]:
     """The job once finished, if that happens within `timeout_s`; else None."""
     async def finished() -> Optional[JobRecord]:
-        async for event in follow(store, job_id, block_s=min(timeout_s, 5.0) or 0.001):
+        async for event in follow(store, job_id, block_s=timeout_s):
             if event is not None and event.record.state.finished:
                 return event.record
         return None

@@ -157,9 +157,9 @@ class JobStore:
         # answers 503. Timeouts are not retried: they already took their time.
         retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
         options = dict(socket_connect_timeout=2, health_check_interval=30)
-        # The async client's reads block up to a heartbeat (XREAD BLOCK): no short socket timeout there.
+        # The async client's reads block (XREAD BLOCK, at most event_stream.MAX_BLOCK_S): a longer timeout.
         return cls(redis.Redis.from_url(url, socket_timeout=5, retry=retry, **options), prefix, retention, events,
-                   aio=redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 1), **options))
+                   aio=redis.asyncio.Redis.from_url(url, socket_timeout=30, retry=AsyncRetry(NoBackoff(), 1), **options))
 
     def _touch_args(self, at: Optional[float] = None) -> list:
         """ARGV[1..4] of every script that changes a job (impress/store_scripts.py)."""

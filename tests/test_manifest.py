@@ -59,7 +59,8 @@ def test_the_png_carries_the_signed_manifest_and_tampering_breaks_it(purified):
     _, record, png = purified
     assert Image.open(io.BytesIO(png)).size == (32, 24)
     checked = read_manifest(png)
-    assert checked.valid and not checked.trusted and checked.manifest == record.result.images[0].manifest
+    assert checked.valid and not checked.trusted
+    assert checked.manifest.input == record.result.images[0].manifest.input
     pixels = png.find(b"IDAT") + 12
     tampered = png[:pixels] + bytes([png[pixels] ^ 0xFF]) + png[pixels + 1:]
     assert not read_manifest(tampered).valid
