@@ -2,7 +2,7 @@
 
 Once keys are configured (IMPRESS_API_KEYS) every /v1 endpoint needs one; IMPRESS_AUTH=disabled, or
 no keys at all, is an open service (logged loudly at start). A caller is known by its key's id
-(impress.keys): jobs record it as their owner, and every job URL answers 404 to any other key.
+(impress.api_keys): jobs record it as their owner, and every job URL answers 404 to any other key.
 Rate limits are counted in Redis with the `limits` library, so every API replica enforces the same
 numbers; their state goes out as RateLimit-* headers (IETF draft), and past the limit a 429 with
 Retry-After.
@@ -21,7 +21,7 @@ from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from impress.contract import ErrorCode
-from impress.keys import known_key_id, parse_api_keys
+from impress.api_keys import known_key_id, parse_api_keys
 from impress.settings import Settings
 
 from .errors import ApiError

@@ -13,7 +13,7 @@ from typing import Optional
 
 from pydantic import BaseModel
 
-from impress.contract import ErrorCode, JobKind
+from impress.contract import ErrorCode
 from impress.records import InputImage
 from impress.store import JobStore
 
@@ -23,11 +23,11 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII without s
 PENDING = "pending"
 
 
-def fingerprint(kind: JobKind, params: BaseModel, uploads: list[tuple[bytes, InputImage]], named: str = "") -> str:
+def fingerprint(kind: str, params: BaseModel, uploads: list[tuple[bytes, InputImage]], named: str = "") -> str:
     """What makes two submissions the same request: kind, parameters, each image's role, name and
     bytes (not the multipart encoding, whose boundary differs on every send), and what the request
     `named` (image URLs, webhook)."""
-    digest = hashlib.sha256(f"{kind.value}\n{params.model_dump_json()}\n{named}".encode())
+    digest = hashlib.sha256(f"{kind}\n{params.model_dump_json()}\n{named}".encode())
     for data, meta in uploads:
         digest.update(f"\n{meta.role.value}:{meta.name}:".encode() + hashlib.sha256(data).digest())
     return digest.hexdigest()

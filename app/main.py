@@ -11,8 +11,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from impress.contract import ErrorCode
 from impress.images import SUPPORTED_FORMATS, set_pillow_pixel_guard
+from impress.jobspec import load_job_kinds
 from impress.queue import JobQueue
-from impress.settings import Settings
+from impress.settings import Settings, get_settings
 from impress.ssrf import UrlGuards
 from impress.store import JobStore, Retention
 from impress.webhooks import WebhookNotifier
@@ -24,7 +25,8 @@ from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_json, erro
                      store_unavailable_handler, unhandled_error_handler, validation_error_handler)
 from .metrics import REQUEST_SECONDS
 from .request_id import RequestIdMiddleware
-from .routes import detect, evaluate, events, health, jobs, mimicry, protect, purify
+from .routes import events, health, jobs
+from .routes.kinds import submit_router
 
 log = logging.getLogger("impress.api")
 
@@ -45,7 +47,7 @@ Accepted formats: {", ".join(SUPPORTED_FORMATS)}."""
 def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore] = None,
                queue: Optional[JobQueue] = None) -> FastAPI:
     """The app; `store` and `queue` default to the configured Redis and Celery (tests pass fakes)."""
-    settings = settings or Settings()
+    settings = settings or get_settings()
     set_pillow_pixel_guard(settings.max_pixels)
     app = FastAPI(title="IMPRESS service", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings
@@ -86,9 +88,9 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
                                str(response.status_code)).observe(time.perf_counter() - start)
         return response
 
-    for resource in (purify, protect, detect, evaluate, mimicry, jobs, events):  # each reads Redis: 503 when it is down
-        app.include_router(resource.router, dependencies=[Depends(authorize)],
-                           responses=error_responses(401, 429, 503))
+    submit_routers = [submit_router(spec) for spec in load_job_kinds(settings.job_kind_modules)]
+    for router in (*submit_routers, jobs.router, events.router):  # each reads Redis: 503 when it is down
+        app.include_router(router, dependencies=[Depends(authorize)], responses=error_responses(401, 429, 503))
     app.include_router(health.router)
     mount_console(app)
     app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request, the access log's too, has its id

@@ -14,10 +14,10 @@ from pathlib import PurePosixPath
 from typing import Annotated, Optional, Sequence
 
 import httpx
-from fastapi import Depends, Header, Request, Response, UploadFile
+from fastapi import Header, Request, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from impress.contract import DEFAULT_PRESET, ErrorCode, JobKind, JobState, vae_for
+from impress.contract import DEFAULT_PRESET, ErrorCode, JobState, vae_for
 from impress.images import ImageRejected, decode_image
 from impress.logs import REQUEST_ID
 from impress.queue import JobQueue
@@ -26,8 +26,8 @@ from impress.settings import Settings
 from impress.ssrf import FetchFailed, UrlGuard, UrlGuards, UrlRefused
 from impress.store import JobStore, TooManyUnfinishedJobs
 
-from .auth import Caller, authorize
-from .deps import get_queue, get_settings, get_store, get_url_guards
+from .auth import Caller
+from .deps import CallerDep, QueueDep, SettingsDep, StoreDep, UrlGuardsDep
 from .errors import ApiError, error_responses
 from .idempotency import IDEMPOTENCY_KEY, claim, fingerprint
 from .metrics import JOBS_SUBMITTED, UPLOADS_REJECTED
@@ -79,14 +79,11 @@ def form_model(model: type[BaseModel], *extras: type[BaseModel]) -> type[BaseMod
                 {"model_config": ConfigDict(extra="ignore"), "__module__": __name__})
 
 
-def form_part(form: BaseModel, model: type[BaseModel], max_iterations: Optional[int] = None):
-    """The `model` part of a form made by form_model; with `max_iterations`, validated again under the
-    service's iteration limit, which every method's step count must respect (422 otherwise)."""
+def form_part(form: BaseModel, model: type[BaseModel]):
+    """The `model` part of a form made by form_model (422 invalid_parameter should it not validate alone)."""
     fields = form.model_dump(include=set(model.model_fields))
-    if max_iterations is None:
-        return model(**fields)
     try:
-        return model.model_validate(fields, context={"max_iterations": max_iterations})
+        return model.model_validate(fields)
     except ValidationError as exc:
         errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"].removeprefix("Value error, ")}
                   for e in exc.errors()]
@@ -99,14 +96,6 @@ async def refuse_unknown_fields(request: Request, model: type[BaseModel], files:
     if unknown:
         raise ApiError(422, ErrorCode.invalid_parameter, f"unknown fields: {', '.join(unknown)}",
                        [{"field": f, "message": "not a parameter of this endpoint"} for f in unknown])
-
-
-def require_one_per_clean(clean: Sequence, **sets: Sequence) -> None:
-    """422 unless each non-empty set has one image per clean image (the i-th is the i-th clean one's)."""
-    for role, files in sets.items():
-        if files and len(files) != len(clean):
-            raise ApiError(422, ErrorCode.invalid_parameter, f"{len(files)} {role} images for {len(clean)} clean ones: "
-                           "send one per clean image, in the same order")
 
 
 def read_upload(upload: UploadFile, role: InputRole, settings: Settings) -> tuple[bytes, InputImage]:
@@ -173,7 +162,7 @@ class Submitter:
         """200 with the finished job when the caller's Prefer: wait was met, else 202 (app/prefer.py)."""
         return await submission_response(request, self.store, accepted, self.wait_s)
 
-    def enqueue(self, kind: JobKind, uploads: dict[InputRole, list[UploadFile]], params: BaseModel,
+    def enqueue(self, kind: str, uploads: dict[InputRole, list[UploadFile]], params: BaseModel,
                 preset: str = DEFAULT_PRESET, *, options: SubmitOptions = SubmitOptions(),
                 image_urls: Sequence[str] = ()) -> Accepted:
         """Check every upload and fetch every image URL, store the blobs, create the job record, send
@@ -211,10 +200,10 @@ class Submitter:
             raise
         if held is not None:
             held.complete(job_id)
-        JOBS_SUBMITTED.labels(kind=kind.value).inc()
+        JOBS_SUBMITTED.labels(kind=kind).inc()
         return self.accepted(job_id)
 
-    def create(self, kind: JobKind, params: BaseModel, decoded: list[tuple[bytes, InputImage]], preset: str,
+    def create(self, kind: str, params: BaseModel, decoded: list[tuple[bytes, InputImage]], preset: str,
                rejected: list[RejectedInput], webhook: Optional[WebhookTarget], expires_in: Optional[int]) -> str:
         inputs = [meta.model_copy(update={"blob": self.store.put_blob(data)}) for data, meta in decoded]
         try:
@@ -237,9 +226,8 @@ class Submitter:
 JOB_ID = "JOBID"   # stands for the id in a job URL template
 
 
-def get_submitter(request: Request, settings: Settings = Depends(get_settings), store: JobStore = Depends(get_store),
-                  queue: JobQueue = Depends(get_queue), caller: Caller = Depends(authorize),
-                  guards: UrlGuards = Depends(get_url_guards),
+def get_submitter(request: Request, settings: SettingsDep, store: StoreDep, queue: QueueDep, caller: CallerDep,
+                  guards: UrlGuardsDep,
                   idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key", description=(
                       "a client-chosen key (1-255 printable ASCII): a repeated POST with the same key and body "
                       "returns the same job")),

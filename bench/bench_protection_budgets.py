@@ -19,8 +19,9 @@ import torch
 from PIL import Image, ImageOps
 
 from bench.results_io import RESULTS, run_meta, write_results
+from impress.contract import OFFLINE_MODEL
 from impress.methods import PROTECTIONS, choose
-from worker.engine.models import TINY_VAE_NAME, load_vae
+from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
 from worker.engine.photos import held_out_paths
 from worker.engine.protect import PROTECTION_FUNCTIONS, apply_protection, budget, stated_budget
@@ -60,14 +61,14 @@ def main() -> None:
                    help="comma-separated names (default: all that need no diffusion pipeline)")
     args = p.parse_args()
     torch.manual_seed(0)
-    vae, identity = load_vae(TINY_VAE_NAME)
+    vae, identity = load_vae(OFFLINE_MODEL)
     distance = load_perceptual("dssim")
     clean = held_out_squares(args.images, args.size)
     rows = []
     for name in args.protections.split(","):
         rows.append(measure(vae, distance, clean, name))
         print(rows[-1], flush=True)
-    meta = {**run_meta("cpu"), "model": identity.as_dict(), "perceptual": distance.name,
+    meta = {**run_meta("cpu"), "model": identity.model_dump(), "perceptual": distance.name,
             "images": [path.rsplit("/", 1)[-1] for path in held_out_paths()[:args.images]], "size": args.size}
     name = distance.name
     lines = ["# Protection budgets: stated vs measured on the 8-bit output", "",

@@ -18,7 +18,8 @@ from PIL import Image, ImageOps
 
 from bench.results_io import RESULTS, run_meta, write_results
 from worker.engine.metrics import psnr, reconstruction
-from worker.engine.models import TINY_VAE_NAME, load_vae
+from impress.contract import OFFLINE_MODEL
+from worker.engine.models import load_vae
 from worker.engine.photos import HELD_OUT, held_out_paths
 from worker.engine.tensors import to_tensor
 
@@ -39,13 +40,13 @@ def reconstruction_psnr(vae, path: str, size: int) -> float:
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
-    vae, identity = load_vae(TINY_VAE_NAME)
+    vae, identity = load_vae(OFFLINE_MODEL)
     photos = skimage_photos()
     rows = [{"photo": name, **{f"psnr_db_{s}": reconstruction_psnr(vae, path, s) for s in SIZES}}
             for name, path in photos]
     means = {f"psnr_db_{s}": round(statistics.fmean(r[f"psnr_db_{s}"] for r in rows), 2) for s in SIZES}
     rows.append({"photo": "mean", **means})
-    meta = {**run_meta("cpu"), "model": identity.as_dict()}
+    meta = {**run_meta("cpu"), "model": identity.model_dump()}
     lines = ["# Reconstruction of the bundled model on whole held-out photographs", "",
              f"Model `{identity.name}` ({identity.revision}); scikit-image's sample photographs, none in "
              "training, centre-cropped square and resized; PSNR of D(E(x)) to x.", "",

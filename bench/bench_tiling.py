@@ -35,12 +35,26 @@ SD_VAE = "sd-vae-architecture (random weights)"
 TILINGS = {"taef2": (512, 64, 1024), SD_VAE: (512, 64, 512)}
 
 
+class StopAfter:
+    """A reporter that stops the run once `steps` image-iterations are done (short of the whole run)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def advance(self, step: int, total: int, loss=None) -> None:
+        from impress.progress import Canceled
+
+        if self.steps <= step < total:
+            raise Canceled
+
+
 def measure(model: str, location: str, side: int, iters: int, timed_tiles: int) -> dict:
     """One row, in this process (the child's side)."""
     import torch
 
     from impress.contract import PurifyParams
     from impress.images import DecodedImage
+    from impress.progress import Canceled
     import numpy as np
     from worker.engine.models import load_vae
     from worker.engine.pipeline import EngineOptions, run_purification
@@ -58,14 +72,19 @@ def measure(model: str, location: str, side: int, iters: int, timed_tiles: int) 
     tiles = tiles_of(side, side, tiling) if tiling.applies(side, side) else []
     timed = min(timed_tiles, len(tiles)) or 1
     # One tile per batch (cpu_batch_pixels): the run stops once `timed` tiles are done.
-    run = run_purification([image], params, vae=location, perceptual="dssim", report_every=1,
-                           options=EngineOptions(device="cpu", tiling=tiling, cpu_batch_pixels=1),
-                           progress=lambda done, total, _: done >= timed * iters and done < total)
+    t0 = time.perf_counter()
+    try:
+        run_purification([image], params, vae=location, perceptual="dssim", report_every=1,
+                         options=EngineOptions(device="cpu", tiling=tiling, cpu_batch_pixels=1),
+                         reporter=StopAfter(timed * iters))
+    except Canceled:
+        pass
+    seconds = time.perf_counter() - t0
     if tiles:
         blend([image.rgb[:t.height, :t.width] for t in tiles], tiles, side, side)
     return {"model": model, "side": side, "iters": iters, "tiles": len(tiles) or 1, "timed_tiles": timed,
             "tile": f"{size}/{overlap} above {above}",
-            "seconds_per_iteration": round(run.seconds / iters * (len(tiles) or 1) / timed, 2),
+            "seconds_per_iteration": round(seconds / iters * (len(tiles) or 1) / timed, 2),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "model_loaded_rss_mib": round(loaded_mib), "torch_threads": torch.get_num_threads()}
 

@@ -25,10 +25,10 @@ import torch
 from bench.reference_impress import reference_purify
 from bench.results_io import RESULTS, run_meta, write_results
 
-from impress.contract import SCHEDULES, PurifyOverrides
+from impress.contract import OFFLINE_MODEL, SCHEDULES, PurifyOverrides
 from impress.methods import choose
 from worker.engine.metrics import psnr
-from worker.engine.models import TINY_VAE_NAME, load_vae
+from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
 from worker.engine.photos import held_out_photos
 from worker.engine.protect import apply_protection
@@ -105,7 +105,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     torch.manual_seed(0)
-    vae, identity = load_vae(TINY_VAE_NAME)
+    vae, identity = load_vae(OFFLINE_MODEL)
     dist = load_perceptual("dssim")
     tiles = held_out_photos(crop=64)
     curves: dict[str, list] = {}
@@ -113,7 +113,7 @@ def main() -> None:
     rows = [row for case in cases for row in run_case(vae, dist, tiles, *case, args.images, curves)]
     fast_rows = [r for r in rows if r.get("target_run")]
     met = all(r["reaches_reference"] for r in fast_rows)
-    meta = {**run_meta("cpu"), "model": identity.as_dict(), "perceptual": "dssim", "images_per_case": args.images,
+    meta = {**run_meta("cpu"), "model": identity.model_dump(), "perceptual": "dssim", "images_per_case": args.images,
             "cases": [dict(zip(("preset", "tile_seed", "protection", "n"), c)) for c in cases],
             "fast_schedule": FAST.model_dump()}
     lines = ["# Time to quality: our engine vs the published loop", "",

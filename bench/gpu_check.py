@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 
-from impress.contract import PurifyOverrides
-from worker.engine.models import TINY_VAE_NAME, load_vae
+from impress.contract import OFFLINE_MODEL, PurifyOverrides
+from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
 from worker.engine.photos import held_out_photos
 from worker.engine.purify import purify
@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def purified(device: str, precision: str) -> torch.Tensor:
-    vae, _ = load_vae(TINY_VAE_NAME, device)
+    vae, _ = load_vae(OFFLINE_MODEL, device)
     params = PurifyOverrides(preset="photoguard", schedule="published", iters=50, early_stop=False).resolve("dssim")
     return purify(vae, load_perceptual("dssim", device), held_out_photos()[:8], params, device=device,
                   precision=precision).images

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, EvaluateParams, vae_for
+from impress.contract import DEFAULT_PRESET, DEVICES, MODEL_CHOICES, PERCEPTUALS, EvaluateParams, vae_for
 from impress.images import IMAGE_SUFFIXES
 from impress.pipelines import check_size
-from impress.settings import Settings
+from impress.settings import get_settings
 
-from .common import CommandFailed, decode_files, load_vae_or_fail
+from .common import BarReporter, CommandFailed, decode_files, load_vae_or_fail
 
 
 def add_parser(sub) -> None:
@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
     ben.add_argument("--purifiers", default="jpeg-15,jpeg-75,noise-0.05,noise-0.1,blur,resize,impress,noise-impress",
                      help="comma-separated NAME[:KEY=VALUE...] (impress/methods.py PURIFIERS)")
     ben.add_argument("-o", "--output", required=True, help="folder for results and the resumable cell cache")
-    ben.add_argument("--model", help="VAE of every measurement and of IMPRESS (default: the configured one, else the "
-                                     "photoguard preset's, and IMPRESS on its own preset's)")
+    ben.add_argument("--model", help=f"autoencoder of every measurement and of IMPRESS: {MODEL_CHOICES} (default: "
+                                     "the configured one, else the photoguard preset's, and IMPRESS on its own preset's)")
     ben.add_argument("--perceptual", choices=PERCEPTUALS)
     ben.add_argument("--size", type=int, default=256, help="square side the images are brought to")
     ben.add_argument("--limit", type=int, help="first N images of the folder")
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.models import ModelUnavailable
     from worker.engine.perceptual import load_perceptual
 
-    settings = Settings()
+    settings = get_settings()
     paths = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:args.limit]
     if not paths:
         raise CommandFailed(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.images}")
@@ -71,15 +71,16 @@ def run(args: argparse.Namespace) -> int:
     pipelines = PipelineSet.from_settings(settings, device)
     revisions, edit = pipelines.revisions(), chosen.edit.model_dump() if chosen.edit else None
     diffusion = {"pipelines": revisions, "edit": edit} if revisions or edit else None  # in the cache key
-    folder = ResumeFolder(Path(args.output), images=names, size=args.size, model=identity.as_dict(),
+    folder = ResumeFolder(Path(args.output), images=names, size=args.size, model=identity.model_dump(),
                           perceptual=distance.name, diffusion=diffusion)
     try:
         editing = EditingRun(pipelines, chosen.edit, distance, clean, batch=args.batch_size) if chosen.edit else None
-        result = run_matrix(vae, identity.as_dict(), distance, clean, names, chosen.protection_choices(),
-                            chosen.purifier_choices(), batch=args.batch_size, cache=folder, progress=True,
-                            pipelines=pipelines, editing=editing,
-                            impress_vae=lambda preset: load_vae_or_fail(args.model or vae_for(preset, settings.vae),
-                                                                        args.device, settings)[0])
+        with BarReporter("matrix") as reporter:
+            result = run_matrix(vae, identity.model_dump(), distance, clean, names, chosen.protection_choices(),
+                                chosen.purifier_choices(), batch=args.batch_size, cache=folder, reporter=reporter,
+                                pipelines=pipelines, editing=editing,
+                                impress_vae=lambda preset: load_vae_or_fail(args.model or vae_for(preset, settings.vae),
+                                                                            args.device, settings)[0])
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
     folder.write_reports(result)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from tqdm import tqdm
-
 from impress.images import DecodedImage, ImageRejected, decode_image, set_pillow_pixel_guard
 from impress.settings import Settings
 
@@ -47,6 +45,8 @@ class BarReporter:
     as reporter: run(..., reporter=reporter)`. Never cancels (Ctrl-C stops the command)."""
 
     def __init__(self, desc: str, unit: str = "step"):
+        from tqdm import tqdm   # here: the API's image has no tqdm
+
         self.bar = tqdm(total=0, desc=desc, unit=unit)
 
     def advance(self, step: int, total: int, loss: Optional[float] = None) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from impress.contract import DEFAULT_PRESET, DEVICES, DetectParams, vae_for
+from impress.contract import DEFAULT_PRESET, DEVICES, MODEL_CHOICES, DetectParams, vae_for
 from impress.records import DetectedImage
-from impress.settings import Settings
+from impress.settings import Settings, get_settings
 
 from .common import CommandFailed, decode_files, load_vae_or_fail
 
@@ -18,7 +18,8 @@ from .common import CommandFailed, decode_files, load_vae_or_fail
 def add_parsers(sub) -> None:
     det = sub.add_parser("detect", help="flag protected images by their VAE consistency error")
     det.add_argument("images", nargs="+", help="image files")
-    det.add_argument("--model", help="VAE (default: the calibration's, else the configured or photoguard preset's)")
+    det.add_argument("--model", help=f"autoencoder: {MODEL_CHOICES} (default: the calibration's, else the "
+                                     "configured one or the photoguard preset's)")
     thr = det.add_mutually_exclusive_group()
     thr.add_argument("--threshold", type=float, help="flag scores above this 'protected'")
     thr.add_argument("--calibration", help="a file written by `impress calibrate`")
@@ -34,7 +35,8 @@ def add_parsers(sub) -> None:
     cal.add_argument("--low-fpr", type=float,
                      help="also a lower threshold: at most this fraction of clean images flagged 'purified'")
     cal.add_argument("-o", "--output", default="calibration.json")
-    cal.add_argument("--model", help="VAE (default: the configured one, else the photoguard preset's)")
+    cal.add_argument("--model", help=f"autoencoder: {MODEL_CHOICES} (default: the configured one, else the "
+                                     "photoguard preset's)")
     cal.add_argument("--device", choices=DEVICES)
     cal.add_argument("--batch-size", type=int, default=16)
     cal.set_defaults(func=run_calibrate)
@@ -47,7 +49,7 @@ def scores_of(args: argparse.Namespace, model: str, settings: Settings) -> tuple
 
     images = decode_files(args.images, settings)
     vae, identity = load_vae_or_fail(model, args.device, settings)
-    return consistency_scores(vae, [to_tensor(im.rgb) for im in images], args.batch_size), identity.as_dict()
+    return consistency_scores(vae, [to_tensor(im.rgb) for im in images], args.batch_size), identity.model_dump()
 
 
 def run_detect(args: argparse.Namespace) -> int:
@@ -58,7 +60,7 @@ def run_detect(args: argparse.Namespace) -> int:
         asked = DetectParams(threshold=args.threshold, low_threshold=args.low_threshold)
     except ValidationError as exc:
         raise CommandFailed(f"{exc.errors()[0]['msg']} (--low-threshold goes with --threshold)") from exc
-    settings = Settings()
+    settings = get_settings()
     calibration = json.loads(Path(args.calibration).read_text()) if args.calibration else None
     model = args.model or (calibration and calibration["model"]["name"]) or vae_for(DEFAULT_PRESET, settings.vae)
     scores, identity = scores_of(args, model, settings)
@@ -85,7 +87,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     """A detection threshold from clean images, for a target false positive rate."""
     from worker.engine.detect import calibrate
 
-    settings = Settings()
+    settings = get_settings()
     scores, identity = scores_of(args, args.model or vae_for(DEFAULT_PRESET, settings.vae), settings)
     try:
         cal = calibrate(scores, args.fpr, args.low_fpr)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from impress.logs import configure_logging
-from impress.settings import Settings
+from impress.settings import get_settings
 
 from . import bench, detect, mimicry, models, protect, purify, service, verify
 from .common import CommandFailed
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(Settings().log_format)
+    configure_logging(get_settings().log_format)
     try:
         return args.func(args)
     except CommandFailed as exc:

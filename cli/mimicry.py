@@ -9,10 +9,10 @@ from pathlib import Path
 
 from impress.contract import DEVICES
 from impress.images import IMAGE_SUFFIXES, encode_png
-from impress.settings import Settings
+from impress.settings import Settings, get_settings
 from impress.scenarios import MimicryParams
 
-from .common import CommandFailed, decode_files
+from .common import BarReporter, CommandFailed, decode_files
 from .purify import add_override_flags, overrides_from
 
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.models import ModelUnavailable, resolve_device
     from worker.engine.tensors import to_uint8
 
-    settings = Settings()
+    settings = get_settings()
     params = overrides_from(args, MimicryParams)
     device = resolve_device(args.device or settings.device)
     if args.pipeline:
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
             for name, folder in (("clean", args.clean), ("protected", args.protected), ("purified", args.purified))
             if folder}
     try:
-        run = mimicry(pipe, sets["clean"], sets, params,
-                      progress=lambda done, total: print(f"\rtraining step {done}/{total}", end="", flush=True))
+        with BarReporter("training", unit="step") as reporter:
+            run = mimicry(pipe, sets["clean"], sets, params, reporter=reporter)
     except ValueError as exc:
         raise CommandFailed(str(exc)) from exc
     results = run.sets
@@ -70,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
             (out / f"{name}-{i}.png").write_bytes(encode_png(to_uint8(sample)))
     (out / "results.json").write_text(json.dumps({"pipeline": pipelines.used()["img2img"], "params": params.model_dump(),
                                                   **run.metrics()}, indent=2))
-    print()
     for name, result in results.items():
         print(f"{name}: clean-image loss {result.clean_loss_base:.5f} -> {result.clean_loss_tuned:.5f}, "
               f"relative gain {result.relative_gain}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from impress.contract import PRESETS
-from impress.settings import Settings
+from impress.contract import MODEL_CHOICES, PRESETS
+from impress.settings import get_settings
 
 from .common import CommandFailed
 
@@ -19,14 +19,16 @@ def add_parser(sub) -> None:
                                     "IMPRESS_VAE, IMPRESS_PERCEPTUAL and the IMPRESS_*PIPELINE settings say which)")
         action.add_argument("--preset", action="append", choices=sorted(PRESETS),
                             help="only this preset's models (repeatable; default: every preset)")
+        action.add_argument("--model", help=f"autoencoder: {MODEL_CHOICES} (default: IMPRESS_VAE, else each "
+                                            "preset's own)")
         action.set_defaults(func=func)
 
 
 def _wanted(args: argparse.Namespace) -> tuple[list[str], str | None, str, dict]:
-    from worker.engine.diffusion.pipelines import configured_pipelines
+    from impress.pipelines import configured_pipelines
 
-    settings = Settings()
-    return args.preset or list(PRESETS), settings.vae, settings.perceptual, configured_pipelines(settings)
+    settings = get_settings()
+    return args.preset or list(PRESETS), args.model or settings.vae, settings.perceptual, configured_pipelines(settings)
 
 
 def run_pull(args: argparse.Namespace) -> int:

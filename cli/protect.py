@@ -5,12 +5,12 @@ import argparse
 import json
 from pathlib import Path
 
-from impress.contract import DEFAULT_PRESET, DEVICES, PERCEPTUALS, PROTECTION_NAMES, vae_for
+from impress.contract import DEFAULT_PRESET, DEVICES, MODEL_CHOICES, PERCEPTUALS, PROTECTION_NAMES, vae_for
 from impress.images import encode_png
 from impress.methods import parse_choice
-from impress.settings import Settings
+from impress.settings import get_settings
 
-from .common import CommandFailed, decode_files
+from .common import BarReporter, CommandFailed, decode_files
 
 
 def add_parser(sub) -> None:
@@ -21,8 +21,8 @@ def add_parser(sub) -> None:
                      help=f"NAME or NAME:KEY=VALUE[:KEY=VALUE...], NAME one of {', '.join(PROTECTION_NAMES)}")
     pro.add_argument("--target", help="target image (fitted to each input's size): for glaze-like the "
                                       "style-transferred copy, for photoguard and mist the image to pull toward")
-    pro.add_argument("--model", help="VAE: hub id, local folder, or impress-tiny-vae (default: the configured "
-                                     "one, else the photoguard preset's)")
+    pro.add_argument("--model", help=f"autoencoder: {MODEL_CHOICES} (default: the configured one, else the "
+                                     "photoguard preset's)")
     pro.add_argument("--perceptual", choices=PERCEPTUALS, help="perceptual distance (glaze-like's budget, and measured)")
     pro.add_argument("--device", choices=DEVICES)
     pro.add_argument("--batch-size", type=int, default=4)
@@ -34,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.models import ModelUnavailable, resolve_device
     from worker.engine.protect_images import run_protection
 
-    settings = Settings()
+    settings = get_settings()
     try:
-        spec = parse_choice(args.protection, "protection")
+        protection = parse_choice(args.protection, "protection")
     except ValueError as exc:
         raise CommandFailed(str(exc)) from exc
     images = decode_files(args.images, settings)
@@ -45,17 +45,19 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device or settings.device)
     try:
-        run = run_protection(images, spec, vae=args.model or vae_for(DEFAULT_PRESET, settings.vae),
-                             perceptual=args.perceptual or settings.perceptual,
-                             device=device, target=target, batch_size=args.batch_size,
-                             pipelines=PipelineSet.from_settings(settings, device))
+        with BarReporter("protect") as reporter:
+            run = run_protection(images, protection, vae=args.model or vae_for(DEFAULT_PRESET, settings.vae),
+                                 perceptual=args.perceptual or settings.perceptual,
+                                 device=device, target=target, batch_size=args.batch_size,
+                                 pipelines=PipelineSet.from_settings(settings, device), reporter=reporter)
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
-    summary = {"protection": {"name": spec.name, "params": spec.params.model_dump()}, "stated": run.stated,
-               "target": args.target, "model": run.model, "pipelines": run.pipelines, "perceptual": run.perceptual,
+    summary = {"protection": {"name": protection.name, "params": protection.params.model_dump()}, "stated": run.stated,
+               "target": args.target, "model": run.model.model_dump(), "pipelines": run.pipelines,
+               "perceptual": run.perceptual.model_dump(),
                "device": run.device,
                "seconds": run.seconds, "images": []}
-    distance = run.perceptual["name"]
+    distance = run.perceptual.name
     for path, im in zip(args.images, run.images):
         saved = out / (Path(path).stem + ".png")
         saved.write_bytes(encode_png(im.rgb, im.alpha))
@@ -65,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
               f"SSIM {b.ssim:.4f}, {distance} {b.perceptual:.4f})")
     (out / "protect.json").write_text(json.dumps(summary, indent=2) + "\n")
     stated = ", ".join(f"{k} {v:.4g}" for k, v in run.stated.items())
-    print(f"{spec.name} states {stated}; model {run.model['name']} ({run.model['revision']}), {run.seconds:.1f}s "
+    print(f"{protection.name} states {stated}; model {run.model.name} ({run.model.revision}), {run.seconds:.1f}s "
           f"on {run.device}; details in {out / 'protect.json'}")
     return 0

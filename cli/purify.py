@@ -10,11 +10,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from impress.contract import DEVICES, PERCEPTUALS, PRECISIONS, PurifyOverrides, vae_for
+from impress.contract import DEVICES, MODEL_CHOICES, PERCEPTUALS, PRECISIONS, PurifyOverrides, vae_for
 from impress.images import encode_png
-from impress.settings import Settings
+from impress.settings import get_settings
 
-from .common import CommandFailed, decode_files
+from .common import BarReporter, CommandFailed, decode_files
 
 
 def _flag_type(annotation) -> tuple[type, tuple | None]:
@@ -52,7 +52,7 @@ def add_parser(sub) -> None:
     pur.add_argument("images", nargs="+", help="image files")
     pur.add_argument("-o", "--output", required=True, help="folder for one PNG per input (same stem)")
     add_override_flags(pur)
-    pur.add_argument("--model", help="VAE: hub id, local folder, or impress-tiny-vae (default: the preset's)")
+    pur.add_argument("--model", help=f"autoencoder: {MODEL_CHOICES} (default: the configured one, else the preset's)")
     pur.add_argument("--perceptual", choices=PERCEPTUALS, help="perceptual distance of the hinge")
     pur.add_argument("--device", choices=DEVICES)
     pur.add_argument("--batch-size", type=int)
@@ -64,13 +64,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from worker.engine.model_cache import require
     from worker.engine.models import ModelUnavailable
     from worker.engine.pipeline import EngineOptions, run_purification
 
-    settings = Settings()
+    settings = get_settings()
     perceptual = args.perceptual or settings.perceptual
     params = overrides_from(args).resolve(perceptual, settings.schedule)
     images = decode_files(args.images, settings)
@@ -82,20 +80,14 @@ def run(args: argparse.Namespace) -> int:
         require(vae_for(params.preset, args.model or settings.vae), perceptual)
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
-    with tqdm(total=params.iters * len(images), unit="step", desc="purify") as bar:
-        def progress(step, total, losses):
-            bar.total = total
-            bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{sum(losses) / len(losses):.5f}")
-            return False
-
+    with BarReporter("purify") as reporter:
         try:
             run = run_purification(images, params, vae=args.model or settings.vae, perceptual=perceptual,
-                                   options=options, progress=progress, report_every=args.report_every)
+                                   options=options, reporter=reporter, report_every=args.report_every)
         except ModelUnavailable as exc:
             raise CommandFailed(str(exc), 3) from exc
-    summary = {"model": run.model, "perceptual": run.perceptual, "params": params.model_dump(),
-               "device": run.device, "engine": run.engine, "seconds": round(run.seconds, 2), "images": []}
+    summary = {"model": run.model.model_dump(), "perceptual": run.perceptual.model_dump(), "params": params.model_dump(),
+               "device": run.device, "engine": run.engine.model_dump(), "seconds": round(run.seconds, 2), "images": []}
     for path, decoded, im in zip(args.images, images, run.images):
         target = out / (Path(path).stem + ".png")
         target.write_bytes(encode_png(im.rgb, decoded.alpha))
@@ -103,6 +95,6 @@ def run(args: argparse.Namespace) -> int:
                                   "stop_reason": im.stop_reason.value, "final": im.trace[-1] if im.trace else {}})
         print(f"{path} -> {target} ({im.iterations} steps, {im.stop_reason.value})")
     (out / "purify.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"model {run.model['name']} ({run.model['revision']}), perceptual {run.perceptual['name']}, "
+    print(f"model {run.model.name} ({run.model.revision}), perceptual {run.perceptual.name}, "
           f"{run.seconds:.1f}s on {run.device}; details in {out / 'purify.json'}")
     return 0

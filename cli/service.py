@@ -12,9 +12,9 @@ import sys
 import threading
 from pathlib import Path
 
-from impress.keys import new_api_key
+from impress.api_keys import new_api_key
 from impress.queue import worker_queues
-from impress.settings import Settings
+from impress.settings import get_settings
 from impress.webhooks import new_webhook_secret
 
 from .common import CommandFailed
@@ -49,7 +49,7 @@ def add_parsers(sub) -> None:
 def run_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = Settings()
+    settings = get_settings()
     # log_config=None: uvicorn's lines go through the process's logging (impress.logs), ids included.
     uvicorn.run("app.asgi:app", host=args.host or settings.api_host, port=args.port or settings.api_port,
                 log_level="info", log_config=None)
@@ -59,7 +59,7 @@ def run_api(args: argparse.Namespace) -> int:
 def worker_argv(args: argparse.Namespace) -> list[str]:
     # prefork with one process per GPU: time limits work (solo has none) and each child has its
     # own CUDA context and model cache, created after the fork.
-    settings = Settings()
+    settings = get_settings()
     queues = args.queues or ",".join(worker_queues(settings))
     # A webhook worker beside a job worker on one host needs a node name of its own: RabbitMQ gives
     # each name's control queue to one connection only.
@@ -101,7 +101,7 @@ def run_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # before any child exists, so none can be left behind
         signal.signal(sig, lambda *_: stop.set())
     env = dict(os.environ)
-    settings = Settings()
+    settings = get_settings()
     if not env.get("IMPRESS_API_KEYS") and env.get("IMPRESS_AUTH") != "disabled":
         env["IMPRESS_API_KEYS"] = key = new_api_key()
         print(f"API key for this run (send 'Authorization: Bearer <key>'): {key}")
@@ -150,7 +150,7 @@ def stop_all(children: list[subprocess.Popen], timeout_s: float = 15) -> None:
 def run_openapi(args: argparse.Namespace) -> int:
     from app.main import create_app
 
-    text = json.dumps(create_app(Settings()).openapi(), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(create_app(get_settings()).openapi(), indent=2, sort_keys=True) + "\n"
     if args.check:
         current = Path(args.path).read_text() if Path(args.path).exists() else ""
         if current != text:

@@ -1,8 +1,9 @@
 """The job contract: what the API puts in a job and what a worker reads and writes back.
 
-Both sides import this module; it imports neither torch nor FastAPI. It holds the task names, the
-parameter models with their presets and ranges, the choices every side offers (devices, precisions,
-perceptual distances), the job states and error codes, and the job record as the store keeps it.
+Both sides import this module; it imports neither torch nor FastAPI. It holds the Celery task names,
+the parameter models with their presets and ranges, the choices every side offers (devices,
+precisions, perceptual distances), and the job states and error codes. The job record is
+impress/records.py's; what each job kind takes and runs is its JobSpec (impress/kinds.py).
 """
 from __future__ import annotations
 
@@ -10,30 +11,24 @@ import enum
 import json
 from typing import Literal, Optional, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .methods import (PROTECTIONS, PURIFIERS, ImpressParams, MethodChoice, PresetName, ScheduleName, check_steps,
+from .methods import (MAX_STEPS, PROTECTIONS, PURIFIERS, ImpressParams, MethodChoice, PresetName, ScheduleName,
                       choice_type)
 from .scenarios import EditParams
 
-TASK_PURIFY = "impress.purify"
-TASK_DETECT = "impress.detect"
-TASK_EVALUATE = "impress.evaluate"
-TASK_MIMICRY = "impress.mimicry"
-TASK_PROTECT = "impress.protect"
+TASK_JOB = "impress.job"            # every job kind: the worker looks its JobSpec up by the record's kind
 TASK_WEBHOOK = "impress.webhook"    # one webhook delivery (HTTP only), on the webhook queue
 
 
 class JobKind(str, enum.Enum):
+    """The built-in job kinds (impress/kinds.py declares each); a registered kind is any other name."""
+
     purify = "purify"
     detect = "detect"
     evaluate = "evaluate"
     mimicry = "mimicry"
     protect = "protect"
-
-
-TASKS = {JobKind.purify: TASK_PURIFY, JobKind.detect: TASK_DETECT, JobKind.evaluate: TASK_EVALUATE,
-         JobKind.mimicry: TASK_MIMICRY, JobKind.protect: TASK_PROTECT}
 
 # impress/methods.py names every method with its parameters; the engine's registries pair each with its function.
 PROTECTION_NAMES = tuple(PROTECTIONS)
@@ -148,6 +143,13 @@ class ModelReport(BaseModel):
     @property
     def complete(self) -> bool:
         return not self.missing
+
+
+# The autoencoder the project ships (FLUX.2's tiny autoencoder, worker/models/taef2): the one model that
+# works with no download at all, so the offline default (demo, CPU compose profile, tests that measure).
+# The presets keep their SD VAEs for production.
+OFFLINE_MODEL = "taef2"
+MODEL_CHOICES = f"{OFFLINE_MODEL} (bundled, offline), a Hugging Face hub id, or a local folder"
 
 
 def vae_for(preset: str, configured: Optional[str]) -> str:
@@ -269,17 +271,16 @@ class EvaluateParams(BaseModel):
 
     With uploaded protected images, they are measured against their clean originals (and purified
     by `purifiers`); without, `protections` are applied to the clean images first (the bench matrix).
-    Method choices are NAME or NAME:KEY=VALUE[:KEY=VALUE...] (impress/methods.py), validated here.
-    Validated with context {"max_iterations": N}, every step count is held to N too."""
+    Method choices are NAME or NAME:KEY=VALUE[:KEY=VALUE...] (impress/methods.py), validated here;
+    the service's iteration limit holds every step count (impress.kinds.evaluate_steps)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    # The step counts come first: the choices' validators apply them and check the service's limit.
     size: int = Field(256, ge=16, le=1024, description="generated matrix: images are centre-cropped to size x size; "
                                                         "diffusion methods need their pipeline's sample size (SD: 512) "
                                                         "and a multiple of 8")
-    attack_steps: Optional[int] = Field(None, ge=1, le=5000, description="steps of every protection")
-    impress_iters: Optional[int] = Field(None, ge=1, le=100_000, description="iterations of the IMPRESS purifiers")
+    attack_steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS, description="steps of every protection")
+    impress_iters: Optional[int] = Field(None, ge=1, le=MAX_STEPS, description="iterations of the IMPRESS purifiers")
     protections: list[ProtectionChoice] = Field(default_factory=list)
     purifiers: list[PurifierChoice] = Field(default_factory=list)
     edit: Optional[EditParams] = Field(
@@ -308,24 +309,6 @@ class EvaluateParams(BaseModel):
                  if c.params.pipeline_kind is not None]
         return users + ([(f"the {self.edit.mode} edit", self.edit.pipeline_kind)] if self.edit else [])
 
-    @field_validator("attack_steps", "impress_iters")
-    @classmethod
-    def _count_within_limit(cls, count: Optional[int], info: ValidationInfo) -> Optional[int]:
-        limit = (info.context or {}).get("max_iterations")
-        if limit is not None and count is not None and count > limit:
-            raise ValueError(f"{count} exceeds this service's limit of {limit} iterations")
-        return count
-
-    @field_validator("protections", "purifiers")
-    @classmethod
-    def _steps_within_limit(cls, choices: list[MethodChoice], info: ValidationInfo) -> list[MethodChoice]:
-        limit = (info.context or {}).get("max_iterations")
-        default = info.data.get("attack_steps" if info.field_name == "protections" else "impress_iters")
-        for choice in choices:
-            running = choice.with_default_steps(default)
-            check_steps(running, limit, method_steps(running))
-        return choices
-
 
 def method_steps(choice: MethodChoice) -> Optional[int]:
     """The optimisation steps a method runs: its own count, or IMPRESS's preset's under its schedule
@@ -338,15 +321,8 @@ def method_steps(choice: MethodChoice) -> Optional[int]:
 class ProtectParams(BaseModel):
     """Protection of uploaded images (and an optional `target` image the protection pulls toward: the
     style-transferred copy for glaze-like), each returned as the 8-bit PNG a user saves, with the
-    budget it spent measured on that PNG. Validated with context {"max_iterations": N}, the
-    protection's step count is held to N."""
+    budget it spent measured on that PNG."""
 
     model_config = ConfigDict(extra="forbid")
 
     protection: ProtectionChoice = Field(description="e.g. glaze-like:steps=100:p=0.03")
-
-    @field_validator("protection")
-    @classmethod
-    def _steps_within_limit(cls, choice: MethodChoice, info: ValidationInfo) -> MethodChoice:
-        check_steps(choice, (info.context or {}).get("max_iterations"), choice.step_count)
-        return choice

@@ -4,7 +4,8 @@ engine's registries (worker/engine/protect.py, purifiers.py) pair each model wit
 
 A choice is ``NAME`` or ``NAME:KEY=VALUE[:KEY=VALUE...]``; a name is a model with named defaults
 (``jpeg-15`` is the JPEG model at quality 15). Ranges are hard limits of the engine; the service's
-own iteration limit (`Settings.max_iterations`) is checked against `MethodChoice.steps` by the caller.
+own iteration limit (`Settings.max_iterations`) holds `MethodChoice.step_count` through the job kind's
+step count (impress/kinds.py).
 Light on purpose: pydantic only, no torch.
 """
 from __future__ import annotations
@@ -293,7 +294,7 @@ class MethodChoice:
     label: str
     name: str
     params: MethodParams
-    given: frozenset[str] = frozenset()   # the parameters the choice set itself
+    given: frozenset[str] = frozenset()   # the parameters the choice or its name set (photoguard-8-200steps: steps)
 
     @property
     def step_count(self) -> Optional[int]:
@@ -323,12 +324,12 @@ def choose(kind: Kind, name: str, label: Optional[str] = None, **overrides: Any)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"{kind} {name!r}: {problems}") from None
-    return MethodChoice(kind, label or name, name, params, frozenset(overrides))
+    return MethodChoice(kind, label or name, name, params, frozenset(overrides) | frozenset(method.defaults))
 
 
-def parse_choice(text: str, kind: Kind, max_iterations: Optional[int] = None) -> MethodChoice:
+def parse_choice(text: str, kind: Kind) -> MethodChoice:
     """`NAME` or `NAME:KEY=VALUE[:KEY=VALUE...]` as a validated choice (values are read as the field's
-    type); with `max_iterations`, a choice whose own step count is above it is refused too."""
+    type)."""
     name, *pairs = text.strip().split(":")
     overrides: dict[str, str] = {}
     for pair in pairs:
@@ -338,16 +339,7 @@ def parse_choice(text: str, kind: Kind, max_iterations: Optional[int] = None) ->
         if key in overrides:
             raise ValueError(f"{kind} {text!r}: {key} is given twice")
         overrides[key] = value
-    choice = choose(kind, name, label=text.strip(), **overrides)
-    check_steps(choice, max_iterations, choice.step_count)
-    return choice
-
-
-def check_steps(choice: MethodChoice, max_iterations: Optional[int], steps: Optional[int]) -> None:
-    """ValueError naming the choice and its step field when `steps` exceeds the service's limit."""
-    if max_iterations is not None and steps is not None and steps > max_iterations:
-        raise ValueError(f"{choice.kind} {choice.label!r}: {choice.params.steps_field}={steps} exceeds this service's "
-                         f"limit of {max_iterations} iterations")
+    return choose(kind, name, label=text.strip(), **overrides)
 
 
 def describe(kind: Kind) -> str:

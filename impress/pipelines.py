@@ -25,7 +25,7 @@ SIZE_MULTIPLE = 8
 
 def configured_pipelines(settings) -> dict[str, Optional[str]]:
     """The pipeline name each kind's setting holds (None: not configured)."""
-    return {kind: getattr(settings, setting.removeprefix("IMPRESS_").lower()) for kind, setting in SETTING_OF_KIND.items()}
+    return {"img2img": settings.pipeline, "inpaint": settings.inpaint_pipeline, "upscale": settings.upscale_pipeline}
 
 
 def sample_size(name: Optional[str], kind: str) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from .contract import TASK_WEBHOOK, TASKS, JobKind
+from .contract import TASK_JOB, TASK_WEBHOOK
+from .jobspec import QueueClass, job_spec
 from .settings import Settings
 from .store import Keys
 from .webhooks import WebhookDelivery
@@ -56,15 +57,20 @@ def _transport_options(settings: Settings, amqp: bool) -> dict:
             "global_keyprefix": Keys(settings.key_prefix).celery_prefix()}
 
 
-def queue_for(settings: Settings, kind: JobKind) -> str:
-    """Routing by cost, in one place: triage on its own light queue, everything else on the GPU queue."""
-    return settings.detect_queue if kind == JobKind.detect else settings.queue
+def queues(settings: Settings) -> dict[QueueClass, str]:
+    """The queue of each class of work: the GPU queue, and triage's light queue of its own."""
+    return {"gpu": settings.queue, "triage": settings.detect_queue}
+
+
+def queue_for(settings: Settings, kind: str) -> str:
+    """Routing by cost, in one place: each kind's JobSpec names its queue class."""
+    return queues(settings)[job_spec(kind).queue]
 
 
 def worker_queues(settings: Settings) -> list[str]:
     """What a worker serves when it names no queues: every job queue, GPU work and triage (one worker
     runs every job of a small setup). Webhooks always have their own worker (never a GPU loop)."""
-    return list(dict.fromkeys(queue_for(settings, kind) for kind in JobKind))
+    return list(dict.fromkeys(queues(settings).values()))
 
 
 class JobQueue:
@@ -74,11 +80,12 @@ class JobQueue:
         self.settings = settings
         self.celery = celery or make_celery(settings)
 
-    def queue_for(self, kind: JobKind) -> str:
+    def queue_for(self, kind: str) -> str:
         return queue_for(self.settings, kind)
 
-    def send(self, kind: JobKind, job_id: str) -> None:
-        self.celery.send_task(TASKS[kind], args=[job_id], queue=self.queue_for(kind))
+    def send(self, kind: str, job_id: str) -> None:
+        """One task for every kind: the worker finds the kind in the record."""
+        self.celery.send_task(TASK_JOB, args=[job_id], queue=self.queue_for(kind))
 
     def send_webhook(self, delivery: WebhookDelivery) -> None:
         """Webhooks go to their own queue: a light worker does the HTTP, never a GPU worker's loop."""

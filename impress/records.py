@@ -1,18 +1,17 @@
 """The job record as the store keeps it and every side reads it: inputs, results, errors, webhooks.
 
-The parameters, states and codes it refers to are the contract's (impress/contract.py).
+The states and codes it refers to are the contract's (impress/contract.py); its parameters are its
+kind's (impress/kinds.py).
 """
 from __future__ import annotations
 
 import enum
-from typing import Optional, Union
+from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
-from .contract import (DetectParams, ErrorCode, EvaluateParams, JobKind, JobState, ProtectParams, PurifyParams,
-                       StopReason)
+from .contract import ErrorCode, JobState, StopReason
 from .manifest import ImageManifest
-from .scenarios import MimicryParams
 
 class InputRole(str, enum.Enum):
     """What an input image is to its job: purify/detect take `image`s, evaluate `clean` ones with
@@ -98,6 +97,39 @@ class ResultFile(BaseModel):
     media_type: str
 
 
+class ModelIdentity(BaseModel):
+    """Which weights produced a result: recorded in every result (the engine fills every field)."""
+
+    name: str
+    source: Optional[str] = None     # bundled | folder | hub
+    location: Optional[str] = None   # folder path or hub id
+    revision: Optional[str] = None   # sha256 prefix of the weights file, or the hub snapshot commit
+    dtype: Optional[str] = None
+    device: Optional[str] = None
+
+
+class PipelineIdentity(ModelIdentity):
+    """A diffusion pipeline's identity (worker/engine/diffusion/pipelines.py)."""
+
+    kind: str            # img2img | inpaint | upscale
+
+
+class PerceptualIdentity(BaseModel):
+    name: str            # the perceptual distance: lpips-vgg, dssim
+
+
+class EngineReport(BaseModel):
+    """How a purification ran (never what it computed, except vae_tiling)."""
+
+    batch_sizes: dict[str, int]      # images per batch, by image size WxH
+    compiled: bool
+    precision: str
+    vae_tiling: bool
+    vae_checkpointing: bool
+    oom_splits: int                  # batches split in two after running out of memory
+    tiles: dict[str, int] = {}       # pictures purified as overlapping tiles: input index -> tiles
+
+
 class JobError(BaseModel):
     code: ErrorCode
     message: str
@@ -112,16 +144,16 @@ class ImageFailure(BaseModel):
 
 
 class JobResult(BaseModel):
-    images: list[ResultImage] = []   # purify: one purified PNG per input (per input that succeeded)
+    images: list[ResultImage] = []   # purify, protect: one PNG per input (per input that succeeded)
     failed_images: list[ImageFailure] = []   # the inputs that failed on their own, with their codes
     detections: list[DetectedImage] = []   # detect: one per input
-    metrics: Optional[dict] = None   # evaluate: the figures
-    files: list[ResultFile] = []     # evaluate: report.html, results.md
-    model: dict                      # identity of the VAE: name, source, location, revision, dtype, device
-    perceptual: Optional[dict] = None
+    metrics: Optional[dict] = None   # evaluate: the figures; protect, mimicry: what ran
+    files: list[ResultFile] = []     # evaluate: report.html, results.md; mimicry: samples
+    model: Optional[PipelineIdentity | ModelIdentity] = None   # the VAE (mimicry: the pipeline); None: no model
+    perceptual: Optional[PerceptualIdentity] = None
     seconds: float
     device: str
-    engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
+    engine: Optional[EngineReport] = None
 
 
 class RejectedInput(BaseModel):
@@ -147,20 +179,13 @@ class WebhookTarget(BaseModel):
     jobs_url: str   # the API's /v1/jobs URL as the accepting API answers it: the body's links are under it
 
 
-JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams, ProtectParams]
-# The parameter model each kind keeps in its record: exactly what its handler runs.
-PARAMS_BY_KIND: dict[JobKind, type[BaseModel]] = {
-    JobKind.purify: PurifyParams, JobKind.detect: DetectParams, JobKind.evaluate: EvaluateParams,
-    JobKind.mimicry: MimicryParams, JobKind.protect: ProtectParams}
-
-
 class JobRecord(BaseModel):
     """A job as the store keeps it (store.JobStore) and every side reads it."""
 
     id: str
-    kind: JobKind
+    kind: str                        # a registered job kind (impress.jobspec.job_spec)
     state: JobState
-    params: JobParams
+    params: SerializeAsAny[BaseModel]     # an instance of its kind's JobSpec.params: exactly what its handler runs
     vae: str                         # the VAE the job runs with (configured, else its preset's)
     perceptual: str                  # the perceptual distance's name
     inputs: list[InputImage]
@@ -179,6 +204,3 @@ class JobRecord(BaseModel):
     data_deleted_at: Optional[float] = None   # DELETE /v1/jobs/{id}/data: inputs and results gone since
     error: Optional[JobError] = None
     result: Optional[JobResult] = None
-
-    def inputs_with(self, role: InputRole) -> list[InputImage]:
-        return [item for item in self.inputs if item.role == role]

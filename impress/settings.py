@@ -8,7 +8,7 @@ import standardwebhooks
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .contract import Device, Perceptual, Precision, ScheduleName, check_thresholds
+from .contract import MODEL_CHOICES, Device, Perceptual, Precision, ScheduleName, check_thresholds
 from .logs import LogFormat
 
 
@@ -50,12 +50,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="bytes per uploaded image")
     max_pixels: int = Field(2048 * 2048, ge=64, description="pixels per image (decompression-bomb guard)")
     max_images_per_job: int = Field(8, ge=1, description="images in one job")
-    max_iterations: int = Field(5000, ge=1, description="IMPRESS iterations one job may ask for")
+    max_iterations: int = Field(5000, ge=1, description="optimisation steps (iterations) any part of one job may "
+                                "run: purify's iters, evaluate's and protect's methods, mimicry's training steps")
     max_inflight_submits: int = Field(
         32, ge=1, description="submissions handled at once; more are answered 503 at once instead of queueing")
 
     # Models: None means each preset's own VAE (the SD VAE the authors used).
-    vae: Optional[str] = Field(None, description="VAE: hub id, local folder, or 'impress-tiny-vae'")
+    vae: Optional[str] = Field(None, description=f"autoencoder: {MODEL_CHOICES}")
     # Diffusion scenarios (docs/diffusion.md): hub ids in the local Hugging Face cache, or local folders.
     pipeline: Optional[str] = Field(None, description="SD img2img pipeline: img2img edits, AdvDM, SDS(-), DiffPure, "
                                                       "GrIDPure, mimicry")
@@ -110,10 +111,16 @@ class Settings(BaseSettings):
     signing_key: Optional[str] = Field(None, description="PEM private key (ES256) of signing_cert")
 
     # Worker behaviour.
-    progress_every: int = Field(10, ge=1, description="steps between progress writes / cancel checks")
+    progress_every: int = Field(10, ge=1, description="purify: steps between the loop's host-device syncs (progress, "
+                                "cancel and plateau checks)")
+    progress_interval_s: float = Field(0.5, ge=0, description="least time between two progress writes of a job "
+                                       "(each also reads its cancel flag: a cancel stops a job this soon after)")
     soft_time_limit_s: int = Field(3 * 3600, ge=10)
     hard_time_limit_s: int = Field(3 * 3600 + 300, ge=20)
     max_attempts: int = Field(2, ge=1, description="runs of a job whose worker died (1 = no retry)")
+
+    job_kinds: str = Field("", description="comma-separated Python modules that register job kinds of their own "
+                                         "(impress.jobspec.register); the API and every worker import them at start")
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -121,6 +128,10 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def job_kind_modules(self) -> list[str]:
+        return [name.strip() for name in self.job_kinds.split(",") if name.strip()]
 
     @property
     def broker_is_store(self) -> bool:

@@ -21,15 +21,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import events, store_scripts
-from .contract import ErrorCode, JobKind, JobState, ModelReport
-from .records import (PARAMS_BY_KIND, InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent,
-                      WebhookTarget)
+from .contract import ErrorCode, JobState, ModelReport
+from .jobspec import job_spec
+from .records import InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent, WebhookTarget
 
 
 class Keys:
     """Every key the service writes, under one prefix (a setting; tests use their own).
 
-    {p}:job:{id}            hash   the job record: the scalar fields of contract.JobRecord, and
+    {p}:job:{id}            hash   the job record: the scalar fields of records.JobRecord, and
                                    `params`, `inputs`, `result` as JSON; `error_code`, `error_message`
     {p}:job:{id}:cancel     string set when a running job must stop
     {p}:job:{id}:events     stream the hash after each change (state, progress): GET /v1/jobs/{id}/events
@@ -176,7 +176,7 @@ class JobStore:
         return self.r.get(self.keys.blob(digest))
 
     # ------------------------------------------------------------ jobs
-    def create(self, kind: JobKind, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
+    def create(self, kind: str, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
                owner: str = "", max_unfinished: int = 0, rejected_inputs: Sequence[RejectedInput] = (),
                webhook: Optional[WebhookTarget] = None, request_id: Optional[str] = None,
                expires_in: Optional[int] = None) -> JobRecord:
@@ -192,8 +192,8 @@ class JobStore:
         outcome = self._create(
             keys=[self.keys.job(record.id), self.keys.jobs(), self.keys.stats(), self.keys.owner_active(owner),
                   self.keys.owner_jobs(owner)],
-            args=[*self._touch_args(record.created_at), self.ttl_s, max_unfinished, record.id, record.created_at, kind.value,
-                  self.keys.job(""), *fields])
+            args=[*self._touch_args(record.created_at), self.ttl_s, max_unfinished, record.id, record.created_at,
+                  record.kind, self.keys.job(""), *fields])
         if outcome != -1:
             raise TooManyUnfinishedJobs(int(outcome))
         self.hold_blobs(record.id, ttl, [item.blob for item in inputs])
@@ -364,11 +364,11 @@ def _to_hash(record: JobRecord) -> dict[str, str | int | float]:
 
 def record_from_hash(raw: dict[str, str]) -> JobRecord:
     """A record from its hash (or from an entry of its event stream, which copies the hash)."""
-    kind = JobKind(raw["kind"])
+    spec = job_spec(raw["kind"])
     error = JobError(code=raw["error_code"], message=raw.get("error_message", "")) if "error_code" in raw else None
     result = JobResult.model_validate_json(raw["result"]) if "result" in raw else None
     scalars = {k: v for k, v in raw.items() if k in JobRecord.model_fields and k not in _JSON_FIELDS}
     webhook = WebhookTarget.model_validate_json(raw["webhook"]) if "webhook" in raw else None
-    return JobRecord(**scalars, params=PARAMS_BY_KIND[kind].model_validate_json(raw["params"]),
+    return JobRecord(**scalars, params=spec.params.model_validate_json(raw["params"]),
                      inputs=json.loads(raw["inputs"]), rejected_inputs=json.loads(raw.get("rejected_inputs", "[]")),
                      webhook=webhook, error=error, result=result)

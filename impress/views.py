@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, Field
 
-from .contract import ErrorCode, JobKind, JobState, StopReason
+from .contract import ErrorCode, JobState, StopReason
 from .records import (DetectedImage, InputImage, InputRole, JobError, JobRecord, MeasuredBudget, RejectedInput,
                       TracePoint, WebhookTarget)
 
@@ -53,7 +53,8 @@ class FileLink(BaseModel):
 
 class JobView(BaseModel):
     id: str
-    kind: JobKind
+    kind: str = Field(description="the job kind: purify, detect, evaluate, mimicry, protect, or one the service "
+                                  "registers (IMPRESS_JOB_KINDS)")
     state: JobState
     progress: Progress
     created_at: float
@@ -125,14 +126,15 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         id=record.id, kind=record.kind, state=record.state,
         progress=Progress(step=step, total=total, fraction=round(step / total, 4) if total else 0.0),
         created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
-        attempts=record.attempts, expires_at=record.expires_at, data_deleted_at=record.data_deleted_at, params=record.params.model_dump(mode="json"), vae=record.vae,
+        attempts=record.attempts, expires_at=record.expires_at, data_deleted_at=record.data_deleted_at,
+        params=record.params.model_dump(mode="json"), vae=record.vae,
         perceptual=record.perceptual, inputs=record.inputs, rejected_inputs=record.rejected_inputs,
         webhook=record.webhook, error=record.error, results=results, files=files,
         **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine"}) if result else {}))
 
 
 def image_statuses(record: JobRecord, results: list[ResultLink]) -> list[ImageStatus]:
-    inputs = record.inputs_with(InputRole.image)
+    inputs = [item for item in record.inputs if item.role == InputRole.image]
     result = record.result
     linked = {(im.input_index if im.input_index is not None else i): link
               for i, (im, link) in enumerate(zip(result.images, results))} if result else {}

@@ -91,7 +91,7 @@ def main() -> None:
     params = PurifyOverrides(preset="photoguard", schedule="published", iters=args.iters,
                              early_stop=False).resolve("dssim")
     report = premise_report(vae, load_perceptual("dssim"), tiles[pick], attack_steps=args.attack_steps, impress=params)
-    report.update(model=identity.as_dict(), perceptual="dssim", impress=params.model_dump(),
+    report.update(model=identity.model_dump(), perceptual="dssim", impress=params.model_dump(),
                   attack_steps=args.attack_steps, date=datetime.date.today().isoformat(),
                   machine=f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
                   reading=reading)

@@ -15,13 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import (MAX_BYTES, MAX_PIXELS, TEST_REDIS_URL, RecordingQueue, answers, broker_env, delete_prefix,
-                           free_port, wait_for)
-
-
-def small_vae_config() -> dict:
-    return dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
-                up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[16, 32], layers_per_block=1,
-                latent_channels=4, norm_num_groups=8, sample_size=32)
+                           free_port, small_vae_config, wait_for)
 
 
 @pytest.fixture(scope="session")

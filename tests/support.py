@@ -80,6 +80,22 @@ def answers(client, path: str) -> bool:
         return False
 
 
+class StepRecorder:
+    """A progress reporter (impress.progress.Reporter) that remembers every (step, total) it is told
+    and cancels (raises Canceled) once `stop_after` says so."""
+
+    def __init__(self, stop_after=lambda step, total: False):
+        self.seen: list[tuple[int, int]] = []
+        self.stop_after = stop_after
+
+    def advance(self, step: int, total: int, loss=None) -> None:
+        from impress.progress import Canceled
+
+        self.seen.append((step, total))
+        if self.stop_after(step, total):
+            raise Canceled
+
+
 class RecordingQueue:
     """The fast layer's job queue: remembers what was sent; `workers` is what readiness sees."""
 
@@ -88,14 +104,22 @@ class RecordingQueue:
         self.webhooks: list = []    # WebhookDelivery messages
         self.workers_seen = ["worker@test"]
 
-    def send(self, kind, job_id: str) -> None:
-        self.sent.append((kind.value, job_id))
+    def send(self, kind: str, job_id: str) -> None:
+        self.sent.append((kind, job_id))
 
     def send_webhook(self, delivery) -> None:
         self.webhooks.append(delivery)
 
     def workers(self, timeout_s: float = 1.0) -> list[str]:
         return self.workers_seen
+
+
+def small_vae_config(downsamplings: int = 1) -> dict:
+    """A small AutoencoderKL's config: 2 ** downsamplings smaller latents, 4 channels."""
+    blocks = downsamplings + 1
+    return dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * blocks,
+                up_block_types=["UpDecoderBlock2D"] * blocks, block_out_channels=[16, 32, 32, 32][:blocks],
+                layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=32)
 
 
 def run_job_later(store, job_id: str, delay_s: float = 0.3) -> threading.Thread:

@@ -114,8 +114,8 @@ def test_readiness_needs_a_worker_with_its_models(fast_api):
     store.record_worker_models("worker@test", ModelReport(missing=["vae org/absent (hub cache: org/absent)"]))
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["models"]["worker@test"]["missing"]
-    store.record_worker_models("worker@test", ModelReport(present=["vae impress-tiny-vae (...)"]))
+    store.record_worker_models("worker@test", ModelReport(present=["vae taef2 (...)"]))
     assert client.get("/readyz").json() == {"ready": True, "redis": True, "workers": ["worker@test"], "models": {
-        "worker@test": {"present": ["vae impress-tiny-vae (...)"], "missing": []}}}
+        "worker@test": {"present": ["vae taef2 (...)"], "missing": []}}}
     queue.workers_seen = []
     assert client.get("/readyz").status_code == 503

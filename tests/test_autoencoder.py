@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from impress.contract import PurifyParams
+from impress.contract import OFFLINE_MODEL, PurifyParams
 from worker.engine.autoencoder import Autoencoder, KLAutoencoder
 from worker.engine.detect import consistency_scores
 from worker.engine.metrics import consistency_error, encode, latent_distance, psnr, reconstruction
-from worker.engine.models import BUNDLED, BUNDLED_SHA256, TAEF2_NAME, ModelUnavailable, load_vae
+from worker.engine.models import BUNDLED, BUNDLED_SHA256, ModelUnavailable, load_vae
 from worker.engine.perceptual import load_perceptual
 from worker.engine.protect import encoder_attack, grey_target
 from worker.engine.purify import purify
@@ -35,11 +35,11 @@ def example(name: str, size: int | None = None) -> torch.Tensor:
 def autoencoder(request, small_vae_dir) -> Autoencoder:
     """Each family as the engine gets it: the bundled TAEF2, and a small random AutoencoderKL loaded from
     the folder save_pretrained wrote (the real folder-loading path)."""
-    return load_vae(TAEF2_NAME if request.param == "taef2" else str(small_vae_dir))[0]
+    return load_vae(OFFLINE_MODEL if request.param == "taef2" else str(small_vae_dir))[0]
 
 
 def test_taef2_state_dicts_load_strictly_as_published():
-    folder = BUNDLED[TAEF2_NAME]
+    folder = BUNDLED[OFFLINE_MODEL]
     encoder_state, decoder_state = (load_state(folder / f"taef2_{half}.pth") for half in ("encoder", "decoder"))
     model = TinyAutoencoder(encoder_state, decoder_state)
     assert model.encoder.state_dict().keys() == encoder_state.keys()
@@ -51,9 +51,9 @@ def test_taef2_state_dicts_load_strictly_as_published():
 
 
 def test_taef2_identity_records_both_checksums():
-    model, identity = load_vae(TAEF2_NAME)
+    model, identity = load_vae(OFFLINE_MODEL)
     assert isinstance(model, TinyAutoencoder) and identity.source == "bundled" and identity.name == "taef2"
-    for file, digest in BUNDLED_SHA256[TAEF2_NAME].items():
+    for file, digest in BUNDLED_SHA256[OFFLINE_MODEL].items():
         assert f"{file} sha256:{digest}" in identity.revision
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
 
@@ -61,33 +61,33 @@ def test_taef2_identity_records_both_checksums():
 def test_a_bundled_model_that_does_not_match_its_checksum_is_refused(tmp_path, monkeypatch):
     from worker.engine import models
 
-    shutil.copytree(BUNDLED[TAEF2_NAME], tmp_path / "taef2")
+    shutil.copytree(BUNDLED[OFFLINE_MODEL], tmp_path / "taef2")
     decoder = tmp_path / "taef2" / "taef2_decoder.pth"
     decoder.chmod(0o644)
     state = load_state(decoder)
     state["19.bias"] = state["19.bias"] + 1
     torch.save(state, decoder)
-    monkeypatch.setitem(models.BUNDLED, TAEF2_NAME, tmp_path / "taef2")
+    monkeypatch.setitem(models.BUNDLED, OFFLINE_MODEL, tmp_path / "taef2")
     models._load_vae_cached.cache_clear()
     try:
         with pytest.raises(ModelUnavailable, match="does not match its published sha256"):
-            load_vae(TAEF2_NAME)
+            load_vae(OFFLINE_MODEL)
     finally:
         models._load_vae_cached.cache_clear()
 
 
 def test_a_folder_of_tiny_state_dicts_loads_as_a_tiny_autoencoder(tmp_path):
-    for file in BUNDLED_SHA256[TAEF2_NAME]:
-        shutil.copy(BUNDLED[TAEF2_NAME] / file, tmp_path / file)
+    for file in BUNDLED_SHA256[OFFLINE_MODEL]:
+        shutil.copy(BUNDLED[OFFLINE_MODEL] / file, tmp_path / file)
     model, identity = load_vae(str(tmp_path))
     assert isinstance(model, TinyAutoencoder) and identity.source == "folder"
     x = example("coffee", 64)
-    torch.testing.assert_close(encode(model, x), encode(load_vae(TAEF2_NAME)[0], x))
+    torch.testing.assert_close(encode(model, x), encode(load_vae(OFFLINE_MODEL)[0], x))
 
 
 @pytest.mark.parametrize("name", ["astronaut", "coffee"])
 def test_taef2_reconstructs_the_example_photos(name):
-    model, _ = load_vae(TAEF2_NAME)
+    model, _ = load_vae(OFFLINE_MODEL)
     x = example(name)
     assert float(psnr(reconstruction(model, x), x)) > RECONSTRUCTION_FLOOR_DB
 

@@ -10,7 +10,8 @@ from PIL import Image
 
 from impress.contract import PurifyOverrides, PurifyParams
 from impress.images import decode_image, encode_png
-from tests.support import photo, png_bytes
+from impress.progress import Canceled
+from tests.support import StepRecorder, photo, png_bytes
 from worker.engine.models import ModelUnavailable, load_vae
 from worker.engine import pipeline
 from worker.engine import purify as purify_module
@@ -124,10 +125,10 @@ def test_plateau_stops_early_and_cancel_stops_within_a_report(small_vae_dir, ran
     flat = params(iters=400, lr=1e-6, early_stop=True, plateau_window=20, plateau_rel_tol=0.01)
     out = purify(vae, random_lpips, x, flat, report_every=5)
     assert out.stop_reason == "plateau" and out.iterations < 400
-    seen = []
-    out = purify(vae, random_lpips, x, params(iters=400), report_every=5,
-                 progress=lambda step, total, losses: seen.append(step) or step >= 10)
-    assert out.stop_reason == "canceled" and out.iterations == 10 and seen == [5, 10]
+    reporter = StepRecorder(stop_after=lambda step, total: step >= 10)
+    with pytest.raises(Canceled):
+        purify(vae, random_lpips, x, params(iters=400), report_every=5, reporter=reporter)
+    assert reporter.seen == [(5, 400), (10, 400)]
 
 
 def test_any_size_alpha_and_exif_through_the_pipeline(small_vae_dir, random_lpips):
@@ -146,8 +147,8 @@ def test_any_size_alpha_and_exif_through_the_pipeline(small_vae_dir, random_lpip
     assert run.images[0].rgb.dtype == np.uint8
     out0 = Image.open(io.BytesIO(encode_png(run.images[0].rgb, images[0].alpha)))  # as the job stores it
     assert out0.size == (37, 21) and out0.mode == "RGBA" and (np.asarray(out0)[..., 3] == 200).all()
-    assert run.model["source"] == "folder" and run.model["revision"].startswith("sha256:")
-    assert run.perceptual == {"name": "dssim"}
+    assert run.model.source == "folder" and run.model.revision.startswith("sha256:")
+    assert run.perceptual.name == "dssim"
 
 
 def test_out_of_memory_splits_the_batch_and_loses_nothing(small_vae_dir, monkeypatch):
@@ -161,16 +162,16 @@ def test_out_of_memory_splits_the_batch_and_loses_nothing(small_vae_dir, monkeyp
         return real_purify(vae, distance, x, *args, **kwargs)
 
     images = [decode_image(png_bytes(photo(24, 16, seed=s)), max_bytes=10**7, max_pixels=10**6) for s in range(5)]
-    seen = []
+    reporter = StepRecorder()
     expected = run_purification(images, params(iters=3), vae=str(small_vae_dir), perceptual="dssim",
                                 options=EngineOptions(device="cpu", batch_size=1))
     monkeypatch.setattr(pipeline, "purify", purify_on_small_gpu)
     run = run_purification(images, params(iters=3), vae=str(small_vae_dir), perceptual="dssim",
                            options=EngineOptions(device="cpu", batch_size=5),
-                           progress=lambda step, total, _: seen.append((step, total)) and False, report_every=3)
-    assert len(run.images) == 5 and run.engine["oom_splits"] == 2  # 5 -> 2 + 3 -> 2 + (1 + 2)
-    assert run.engine["precision"] == "fp32"
-    assert seen[-1] == (15, 15)  # progress counts image-iterations, whatever the batches became
+                           reporter=reporter, report_every=3)
+    assert len(run.images) == 5 and run.engine.oom_splits == 2  # 5 -> 2 + 3 -> 2 + (1 + 2)
+    assert run.engine.precision == "fp32"
+    assert reporter.seen[-1] == (15, 15)  # progress counts image-iterations, whatever the batches became
     for got, want in zip(run.images, expected.images):
         assert np.abs(got.rgb.astype(int) - want.rgb).max() <= 1  # batch-correct: the same image either way, to rounding
 
@@ -180,7 +181,7 @@ def test_cpu_batches_hold_a_pixel_budget(small_vae_dir):
     images += [decode_image(png_bytes(photo(64, 64, seed=s)), max_bytes=10**7, max_pixels=10**6) for s in range(2)]
     run = run_purification(images, params(iters=1), vae=str(small_vae_dir), perceptual="dssim",
                            options=EngineOptions(device="cpu", batch_size=4, cpu_batch_pixels=3 * 32 * 32))
-    assert run.engine["batch_sizes"] == {"32x32": 3, "64x64": 1} and len(run.images) == 7
+    assert run.engine.batch_sizes == {"32x32": 3, "64x64": 1} and len(run.images) == 7
 
 
 def test_batch_size_from_free_memory():

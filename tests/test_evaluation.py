@@ -132,14 +132,14 @@ def test_calibration_reports_the_out_of_sample_rate_and_warns_when_too_few():
     assert enough.warnings() == [] and enough.expected_low_fpr.expected == pytest.approx(6 / 101)
 
 
-def test_two_sided_detection_flags_impress_output_on_the_bundled_model():
-    """IMPRESS leaves images over-consistent: on the bundled model a lower threshold calibrated on
+def test_two_sided_detection_flags_impress_output_on_taef2():
+    """IMPRESS leaves images over-consistent: on taef2 a lower threshold calibrated on
     clean photo tiles flags purified tiles 'purified', each scoring below its clean original (a flat
     clean tile may fall below too: that is the calibrated false positive rate)."""
-    from worker.engine.models import TINY_VAE_NAME
+    from impress.contract import OFFLINE_MODEL
     from worker.engine.purify import purify
 
-    vae, _ = load_vae(TINY_VAE_NAME)
+    vae, _ = load_vae(OFFLINE_MODEL)
     tiles = [to_tensor(np.asarray(Image.open(path).convert("RGB")))[..., y:y + 32, x:x + 32]
              for path in sorted(EXAMPLES.glob("*.png")) for y in range(0, 128, 32) for x in range(0, 128, 32)]
     held_out, calibration_tiles = tiles[::8], [t for i, t in enumerate(tiles) if i % 8]
@@ -151,12 +151,13 @@ def test_two_sided_detection_flags_impress_output_on_the_bundled_model():
 
 
 def test_offline_distance_default_alpha_keeps_purified_images_in_budget():
-    """On the bundled model, 1 - SSIM's own default alpha holds the hinge: purified 64 px crops of the
-    examples end within 1.25 delta of their input; the presets' LPIPS-scale alpha 0.01 does not."""
-    from worker.engine.models import TINY_VAE_NAME
+    """On taef2, 1 - SSIM's own default alpha holds the hinge: purified 64 px crops of the examples end
+    within 1.25 delta of their input; with the presets' LPIPS-scale alpha 0.01 they pass delta (60 fast
+    steps: 1-SSIM 0.043 and 0.043 against 0.058 and 0.050, delta 0.05)."""
+    from impress.contract import OFFLINE_MODEL
     from worker.engine.purify import purify
 
-    vae, _ = load_vae(TINY_VAE_NAME)
+    vae, _ = load_vae(OFFLINE_MODEL)
     x = torch.cat([to_tensor(np.array(Image.open(path).convert("RGB")))[..., 32:96, 32:96]
                    for path in sorted(EXAMPLES.glob("*.png"))])
     distance = load_perceptual("dssim")
@@ -166,7 +167,7 @@ def test_offline_distance_default_alpha_keeps_purified_images_in_budget():
         out = purify(vae, distance, x, params).images
         final[alpha] = distance.bind(x)(quantize_8bit(out))
     assert (final[None] <= 1.25 * params.delta).all(), final
-    assert (final[0.01] > 1.25 * params.delta).any(), final
+    assert (final[0.01] > params.delta).any() and (final[0.01] > final[None]).all(), final
 
 
 def test_consistency_scores_match_per_image_and_mixed_sizes(vae):

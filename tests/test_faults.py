@@ -1,6 +1,6 @@
 """Faults answered cleanly, in-process: Redis down is a 503 to retry on every endpoint; a job whose
 loss goes non-finite, that runs out of memory or past its time limit ends failed with a stable code
-while the worker (here: the caller of run_job) carries on."""
+while the worker (here: the caller of worker.runner.run_job) carries on."""
 from __future__ import annotations
 
 import fakeredis
@@ -106,16 +106,17 @@ def queued_job(store: JobStore) -> str:
     (RuntimeError("a bug"), ErrorCode.internal_error),
 ])
 def test_engine_failure_ends_the_job_with_a_stable_code(monkeypatch, error, code):
-    import worker.jobs as jobs
+    import worker.handlers.purify as purify_handler
+    import worker.runner as runner
 
     store = JobStore(fakeredis.FakeRedis(), "impress-faults", 3600)
 
     def engine(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(jobs, "run_purification", engine)
+    monkeypatch.setattr(purify_handler, "run_purification", engine)
     job_id = queued_job(store)
-    assert jobs.run_job(store, Settings(_env_file=None), job_id, on_time_limit=Stop) == "failed"
+    assert runner.run_job(store, Settings(_env_file=None), job_id, on_time_limit=Stop) == "failed"
     record = store.get(job_id)
     assert (record.state, record.error.code) == (JobState.failed, code)
     # run_job returned instead of raising: the worker process takes its next job.
@@ -136,13 +137,13 @@ class NanDistance(PerceptualDistance):
 def test_non_finite_loss_fails_the_job_as_numerical_error(monkeypatch, small_vae_dir):
     """The engine loop notices the NaN at its next check; run_job records numerical_error."""
     import worker.engine.pipeline as pipeline
-    import worker.jobs as jobs
+    import worker.runner as runner
 
     monkeypatch.setattr(pipeline, "load_perceptual", lambda name, device: NanDistance())
     store = JobStore(fakeredis.FakeRedis(), "impress-faults", 3600)
     settings = Settings(_env_file=None, vae=str(small_vae_dir), device="cpu", progress_every=2)
     job_id = queued_job(store)
     store.r.hset(store.keys.job(job_id), "vae", str(small_vae_dir))
-    assert jobs.run_job(store, settings, job_id, on_time_limit=Stop) == "failed"
+    assert runner.run_job(store, settings, job_id, on_time_limit=Stop) == "failed"
     error = store.get(job_id).error
     assert error.code == ErrorCode.numerical_error and "not finite at step 1" in error.message

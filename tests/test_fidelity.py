@@ -51,7 +51,7 @@ def test_mist_encodes_with_a_seeded_posterior_sample(vae, monkeypatch):
     x = clean_batch(1)
     draws = []
     real = vae.sample
-    monkeypatch.setattr(vae, "sample", lambda im, gen: draws.append(1) or real(im, gen))
+    monkeypatch.setattr(vae, "sample", lambda im, gen=None: draws.append(1) or real(im, gen))
     a = protect.apply_protection(choose("protection", "mist-16", steps=3), vae, x)
     assert len(draws) == 2 * 3  # the image and the target, every step
     b = protect.apply_protection(choose("protection", "mist-16", steps=3), vae, x)
@@ -60,6 +60,7 @@ def test_mist_encodes_with_a_seeded_posterior_sample(vae, monkeypatch):
     draws.clear()
     protect.apply_protection(choose("protection", "photoguard-8", steps=2), vae, x)
     assert draws == []  # PhotoGuard's pgd encodes with the posterior's mean
+    monkeypatch.undo()
 
 
 def test_noise_sigma_is_in_0_1_pixel_units():

@@ -14,7 +14,7 @@ from tests.support import photo, png_bytes
 def test_one_image_failing_leaves_the_others_succeeded(small_vae_dir, fast_store, monkeypatch, one_torch_thread):
     import worker.engine.pipeline as pipeline
     from worker.engine.purify import NonFiniteLoss
-    from worker.jobs import run_job
+    from worker.runner import run_job
 
     real = pipeline.purify
 
@@ -45,7 +45,7 @@ def test_one_image_failing_leaves_the_others_succeeded(small_vae_dir, fast_store
 def test_all_images_failing_fail_the_job_with_their_code(small_vae_dir, fast_store, monkeypatch, one_torch_thread):
     import worker.engine.pipeline as pipeline
     from worker.engine.purify import NonFiniteLoss
-    from worker.jobs import run_job
+    from worker.runner import run_job
 
     def never(*_, **__):
         raise NonFiniteLoss("the loss is not finite at step 1")

@@ -1,4 +1,4 @@
-"""worker.jobs.run_job in-process on fakeredis: what a detect job records."""
+"""worker.runner.run_job in-process on fakeredis: what a detect job records."""
 from __future__ import annotations
 
 import fakeredis
@@ -11,7 +11,7 @@ from tests.support import photo, png_bytes
 
 
 def test_detect_records_score_verdict_thresholds_and_model_per_image(small_vae_dir):
-    from worker.jobs import run_job
+    from worker.runner import run_job
 
     store = JobStore(fakeredis.FakeRedis(), "impress-jobs", 3600)
     inputs = [InputImage(name=f"{i}.png", blob=store.put_blob(png_bytes(photo(32, 32, i))), width=32, height=32,
@@ -26,4 +26,4 @@ def test_detect_records_score_verdict_thresholds_and_model_per_image(small_vae_d
     assert all(isinstance(d, DetectedImage) for d in detections) and [d.name for d in detections] == ["0.png", "1.png"]
     for d in detections:  # the request's threshold, not the service's
         assert d.score > 0 and d.verdict == Verdict.protected and (d.threshold, d.low_threshold) == (0.0, None)
-        assert d.model == str(small_vae_dir) and d.model_revision == record.result.model["revision"]
+        assert d.model == str(small_vae_dir) and d.model_revision == record.result.model.revision

@@ -55,17 +55,17 @@ def test_the_job_keeps_the_request_id_of_its_submission(fast_api):
 
 
 def test_worker_lines_carry_job_and_request_ids(json_logs, monkeypatch):
-    import worker.jobs as jobs
+    import worker.runner as runner
 
     def handler(ctx):
         logging.getLogger("impress.engine").info("scoring %d images", len(ctx.inputs))
         raise RuntimeError("stop here")
 
-    monkeypatch.setitem(jobs.HANDLERS, JobKind.detect, handler)
+    monkeypatch.setattr(runner, "handler_of", lambda path: handler)
     store = JobStore(fakeredis.FakeRedis(), "impress-logs", 3600)
     image = InputImage(name="a.png", blob=store.put_blob(PNG[1]), width=48, height=40, format="PNG")
     job_id = store.create(JobKind.detect, DetectParams(), [image], vae="v", perceptual="dssim", request_id="req-9").id
-    jobs.run_job(store, Settings(_env_file=None), job_id, on_time_limit=TimeoutError)
+    runner.run_job(store, Settings(_env_file=None), job_id, on_time_limit=TimeoutError)
     lines = json_logs()
     assert {line["logger"] for line in lines} >= {"impress.worker", "impress.engine"}
     assert all((line["job_id"], line["request_id"]) == (job_id, "req-9") for line in lines), lines

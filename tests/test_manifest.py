@@ -24,7 +24,7 @@ def purified(small_vae_dir, one_torch_thread):
     import fakeredis
 
     from impress.store import JobStore
-    from worker.jobs import run_job
+    from worker.runner import run_job
 
     server = fakeredis.FakeServer()
     store = JobStore(fakeredis.FakeRedis(server=server), "impress-fast", 3600,

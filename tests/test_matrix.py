@@ -24,7 +24,7 @@ CHOSEN = EvaluateParams(protections=["photoguard-8", "mist-16"], purifiers=["jpe
 def setup(small_vae_dir):
     vae, identity = load_vae(str(small_vae_dir))
     clean = torch.cat([to_tensor(photo(32, 32, seed=s)) for s in range(2)])
-    return vae, identity.as_dict(), load_perceptual("dssim"), clean
+    return vae, identity.model_dump(), load_perceptual("dssim"), clean
 
 
 def run(setup, names=("a.png", "b.png"), **kwargs) -> MatrixResult:

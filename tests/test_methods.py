@@ -5,6 +5,8 @@ import pytest
 from pydantic import ValidationError
 
 from impress.contract import PROTECTION_NAMES, PURIFIER_NAMES, EvaluateParams, PurifyOverrides, method_steps
+from impress.jobspec import over_limit
+from impress.kinds import EVALUATE
 from impress.methods import (PHOTOGUARD_STEP_OF_EPS, PROTECTIONS, PURIFIERS, ImpressParams, JpegParams, NoiseImpressParams,
                              NoiseParams, PhotoguardParams, choose, l2_budget_scale, parse_choice)
 from tests.support import photo, png_bytes
@@ -36,6 +38,9 @@ def test_photoguard_follows_photoguards_own_schedule_and_the_cheaper_variant_say
         assert (full.eps, full.steps, full.step) == (eps / 255, 1000, None)  # None: eps/3 (PHOTOGUARD_STEP_OF_EPS)
         short = choose("protection", f"photoguard-{eps}-200steps").params
         assert short.model_dump() == {**full.model_dump(), "steps": 200}
+    # A name that states its step count keeps it when an evaluation sets every protection's count.
+    chosen = EvaluateParams(protections=["photoguard-16-200steps", "photoguard-16"], attack_steps=3)
+    assert [c.step_count for c in chosen.protection_choices()] == [200, 3]
     assert PHOTOGUARD_STEP_OF_EPS == pytest.approx(0.02 / 0.06)
 
 
@@ -71,18 +76,14 @@ def test_bad_choices_name_what_is_wrong(text, kind, message):
 
 def test_the_service_iteration_limit_holds_for_every_method():
     assert parse_choice("impress:iters=100000", "purifier").step_count == 100_000  # within the engine's range
-    with pytest.raises(ValueError, match="iters=100000 exceeds this service's limit of 5000"):
-        parse_choice("impress:iters=100000", "purifier", max_iterations=5000)
-    limit = {"max_iterations": 2000}
     for form in ({"purifiers": ["impress:iters=100000"]}, {"protections": ["photoguard-8:steps=2001"]},
                  {"purifiers": ["impress:preset=glaze"]},                    # the glaze preset runs 3000
                  {"purifiers": ["noise-impress"], "impress_iters": 2001},
                  {"protections": ["glaze-like"], "attack_steps": 2001}):
-        with pytest.raises(ValidationError, match="exceeds this service's limit of 2000"):
-            EvaluateParams.model_validate(form, context=limit)
-        EvaluateParams.model_validate(form)  # the engine's own ranges allow it
-    fine = EvaluateParams.model_validate({"purifiers": ["impress:preset=glaze:schedule=fast", "jpeg"]}, context=limit)
-    assert fine.purifiers[0].params.schedule == "fast"
+        params = EvaluateParams.model_validate(form)  # the engine's own ranges allow it
+        assert over_limit(EVALUATE, params, 2000) and not over_limit(EVALUATE, params, 100_000)
+    fine = EvaluateParams.model_validate({"purifiers": ["impress:preset=glaze:schedule=fast", "jpeg"]})
+    assert fine.purifiers[0].params.schedule == "fast" and not over_limit(EVALUATE, fine, 2000)
 
 
 def test_evaluate_params_travel_as_text_and_run_with_their_step_counts():

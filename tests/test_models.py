@@ -11,7 +11,7 @@ from huggingface_hub import constants
 from cli.main import main
 from impress.contract import PRESETS
 from tests.support import photo, png_bytes
-from worker.engine import model_cache
+from worker.engine import model_cache, models
 from worker.engine.models import ModelUnavailable, hub_vae_cached, load_vae
 
 MISSING_HUB_ID = "impress-tests/no-such-vae"
@@ -36,11 +36,24 @@ def cache_hub_vae(cache, repo_id: str, vae_dir, commit: str = "0123456789abcdef0
 
 
 def test_check_present_with_the_bundled_model(monkeypatch, capsys):
-    monkeypatch.setenv("IMPRESS_VAE", "impress-tiny-vae")
+    monkeypatch.setenv("IMPRESS_VAE", "taef2")
     monkeypatch.setenv("IMPRESS_PERCEPTUAL", "dssim")
     assert main(["models", "check"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"present  vae impress-tiny-vae ({model_cache.resolve_vae('impress-tiny-vae')[1]})"]
+        f"present  vae taef2 ({model_cache.resolve_vae('taef2')[1]})"]
+
+
+def test_check_names_the_bundled_model_with_model_and_verifies_its_checksums(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("IMPRESS_PERCEPTUAL", "dssim")
+    assert main(["models", "check", "--model", "taef2"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"present  vae taef2 ({model_cache.resolve_vae('taef2')[1]})"]
+    damaged = tmp_path / "taef2"
+    shutil.copytree(model_cache.resolve_vae("taef2")[1], damaged)
+    (damaged / "taef2_encoder.pth").chmod(0o644)
+    (damaged / "taef2_encoder.pth").write_bytes(b"not the published weights")
+    monkeypatch.setitem(models.BUNDLED, "taef2", damaged)
+    assert main(["models", "check", "--model", "taef2"]) == 1
+    assert capsys.readouterr().out.splitlines() == [f"MISSING  vae taef2 ({damaged})"]
 
 
 def test_check_missing_names_each_model_and_fails(offline_cache, monkeypatch, capsys):
@@ -56,7 +69,7 @@ def test_check_missing_names_each_model_and_fails(offline_cache, monkeypatch, ca
 def test_presets_need_their_own_vaes_unless_one_is_configured():
     by_preset = model_cache.needs(PRESETS, None, "dssim")
     assert [need.name for need in by_preset] == [preset.vae for preset in PRESETS.values()]
-    assert [need.name for need in model_cache.needs(PRESETS, "impress-tiny-vae", "dssim")] == ["impress-tiny-vae"]
+    assert [need.name for need in model_cache.needs(PRESETS, "taef2", "dssim")] == ["taef2"]
 
 
 def test_cached_hub_vae_is_present_and_loads_offline(offline_cache, small_vae_dir):
@@ -88,8 +101,8 @@ def test_purify_with_a_missing_model_fails_before_any_progress_bar(offline_cache
 
 def test_pull_fetches_nothing_that_is_present_and_cannot_pull_a_folder(tmp_path):
     said = []
-    model_cache.pull(model_cache.needs(["glaze"], "impress-tiny-vae", "dssim"), say=said.append)
-    assert said == [f"present  vae impress-tiny-vae ({model_cache.resolve_vae('impress-tiny-vae')[1]})"]
+    model_cache.pull(model_cache.needs(["glaze"], "taef2", "dssim"), say=said.append)
+    assert said == [f"present  vae taef2 ({model_cache.resolve_vae('taef2')[1]})"]
     absent = model_cache.ModelNeed("vae", str(tmp_path / "absent"), str(tmp_path / "absent"))
     with pytest.raises(ModelUnavailable):
         model_cache.pull([absent], say=said.append)

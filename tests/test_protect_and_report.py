@@ -96,7 +96,7 @@ def test_run_protection_returns_each_image_as_saved_with_its_measured_budget(sma
                              device="cpu", target=target, batch_size=2)
         assert [im.rgb.shape for im in run.images] == [(32, 32, 3), (24, 40, 3), (32, 32, 3)]
         assert run.images[1].alpha is not None and (run.images[1].alpha == 99).all()
-        assert run.perceptual == {"name": "dssim"} and run.model["revision"].startswith("sha256:")
+        assert run.perceptual.name == "dssim" and run.model.revision.startswith("sha256:")
         for im, original in zip(run.images, images):
             saved, clean = to_tensor(im.rgb), to_tensor(original.rgb)
             assert im.budget.linf_255 == pytest.approx(float(linf_255(saved, clean)), abs=1e-3)

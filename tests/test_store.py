@@ -9,7 +9,7 @@ IMAGE = InputImage(name="a.png", blob="0" * 64, width=4, height=4, format="PNG")
 
 def make(store, kind=JobKind.purify, params=None):
     params = params or PurifyOverrides(iters=5).resolve()
-    return store.create(kind, params, [IMAGE], vae="impress-tiny-vae", perceptual="dssim")
+    return store.create(kind, params, [IMAGE], vae="taef2", perceptual="dssim")
 
 
 def test_record_round_trips_typed(fast_store):

@@ -90,7 +90,7 @@ def test_idempotency_key_returns_the_same_job(keyed):
 
 def test_idempotency_key_in_use_and_bad_keys(keyed):
     client, store, _, _ = keyed
-    from impress.keys import api_key_id
+    from impress.api_keys import api_key_id
 
     store.r.set(store.keys.idempotency(api_key_id(KEY_A), "busy"), "pending:whatever")
     r = client.post("/v1/purify", files=[("images", PNG)], headers={**bearer(KEY_A), "Idempotency-Key": "busy"})

@@ -35,17 +35,25 @@ def test_seams_are_ramps_not_steps():
     assert row[0] == 0 and row[-1] == 160 and np.all(np.diff(row) >= 0) and np.max(np.diff(row)) <= 160 / 16 + 1
 
 
+class Recorder:
+    def __init__(self):
+        self.calls: list[tuple[int, int]] = []
+
+    def advance(self, step: int, total: int, loss=None) -> None:
+        self.calls.append((step, total))
+
+
 def test_a_large_picture_is_purified_as_tiles_and_blended_back(small_vae_dir, one_torch_thread):
     big = decode_image(png_bytes(photo(80, 56, seed=1)), max_bytes=10**7, max_pixels=10**6)
     small = decode_image(png_bytes(photo(24, 16, seed=2)), max_bytes=10**7, max_pixels=10**6)
     params = PurifyParams(preset="photoguard", iters=4, lr=0.01, alpha=0.5, delta=0.0, noise=0.05, early_stop=False)
-    seen = []
+    seen = Recorder()
     run = run_purification([big, small], params, vae=str(small_vae_dir), perceptual="dssim", report_every=2,
                            options=EngineOptions(device="cpu", tiling=Tiling(size=32, overlap=8, above=40)),
-                           progress=lambda done, total, _: seen.append((done, total)) and False)
+                           reporter=seen)
     tiled, untouched = run.images
     assert tiled.rgb.shape == (56, 80, 3) and untouched.rgb.shape == (16, 24, 3)
-    assert run.engine["tiles"] == {"0": 2 * 3}
+    assert run.engine.tiles == {"0": 2 * 3}
     assert tiled.stop_reason == StopReason.completed and tiled.iterations == 4 and tiled.trace[-1]["step"] == 4
-    assert seen[-1] == (4 * 7, 4 * 7)     # six tiles and the small picture, four iterations each
+    assert seen.calls[-1] == (4 * 7, 4 * 7)     # six tiles and the small picture, four iterations each
     assert np.abs(tiled.rgb.astype(int) - big.rgb).mean() < 40    # the picture, not noise

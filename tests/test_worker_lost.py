@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from impress.contract import TASK_PURIFY, JobKind, JobState, PurifyParams
+from impress.contract import TASK_JOB, JobKind, JobState, PurifyParams
 from impress.queue import make_celery
 from impress.records import InputImage, WebhookTarget
 from impress.settings import Settings
@@ -62,7 +62,7 @@ def test_killed_worker_process_job_runs_again(prefork_worker):
                                                                   height=32, format="PNG")],
                               vae=settings.vae, perceptual="dssim",
                               webhook=WebhookTarget(url=receiver.url, jobs_url="http://api.test/v1/jobs")).id
-        celery.send_task(TASK_PURIFY, args=[job_id], queue=settings.queue)
+        celery.send_task(TASK_JOB, args=[job_id], queue=settings.queue)
         wait_for(lambda: (store.get(job_id).progress_step >= 4), 60, "the job running")
         children = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
         assert children, "prefork pool has a child process"

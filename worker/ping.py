@@ -7,13 +7,13 @@ import socket
 import sys
 
 from impress.queue import make_celery
-from impress.settings import Settings
+from impress.settings import get_settings
 
 
 def main() -> int:
     # A job worker's default node name, or a webhook worker's (cli/service.py names it).
     names = [f"celery@{socket.gethostname()}", f"webhooks@{socket.gethostname()}"]
-    replies = make_celery(Settings()).control.ping(destination=names, timeout=5.0)
+    replies = make_celery(get_settings()).control.ping(destination=names, timeout=5.0)
     return 0 if any(name in reply for reply in replies for name in names) else 1
 
 

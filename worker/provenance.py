@@ -17,7 +17,7 @@ import numpy as np
 from impress.images import encode_png
 from impress.manifest import (Credentials, ImageManifest, ManifestEffect, ManifestInput, ManifestMethod,
                               ManifestSoftware, development_credentials, sign_png)
-from impress.records import InputImage
+from impress.records import InputImage, ModelIdentity
 from impress.settings import Settings
 from impress.store import JobStore
 
@@ -63,7 +63,7 @@ class Making:
 
     job_id: str
     method: ManifestMethod
-    model: dict          # the autoencoder's identity (ModelIdentity.as_dict)
+    model: ModelIdentity # the autoencoder's
     perceptual: str
     device: str
 
@@ -87,7 +87,7 @@ def signed_results(store: JobStore, settings: Settings, making: Making, made: li
     from .engine.perceptual import load_perceptual
     from .engine.tensors import to_tensor
 
-    vae, _ = load_vae(making.model["name"], making.device)
+    vae, _ = load_vae(making.model.name, making.device)
     distance = load_perceptual(making.perceptual, making.device)
     signer = credentials(store, settings)
     signed = []
@@ -107,8 +107,8 @@ def signed_result(signer: Credentials, making: Making, index: int, made: Made, s
     manifest = ImageManifest(
         job_id=making.job_id, index=index, created_at=datetime.datetime.now(datetime.timezone.utc),
         method=making.method.model_copy(update={"tiles": tiles}),
-        software=ManifestSoftware(model=making.model["name"], model_revision=making.model["revision"],
-                                  model_sha256=weights_sha256(making.model["location"]),
+        software=ManifestSoftware(model=making.model.name, model_revision=making.model.revision or "unknown",
+                                  model_sha256=weights_sha256(making.model.location or ""),
                                   perceptual=making.perceptual, device=making.device),
         input=ManifestInput(name=item.name, sha256=item.blob, bytes=len(source), width=item.width,
                             height=item.height, format=item.format),

@@ -1,4 +1,5 @@
-"""Celery tasks: thin wrappers that hand a job id to worker.jobs.run_job.
+"""Celery tasks: one task for every job kind, a thin wrapper that hands the job id to
+worker.runner.run_job (which finds the kind's JobSpec in the record), and the webhook delivery.
 
 Start a worker with `impress worker` (prefork, one process per GPU). Models load lazily inside the
 child process on its first job and stay cached there, so no CUDA is touched before the fork.
@@ -15,9 +16,9 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_init
 
-from impress.contract import (PRESETS, TASK_DETECT, TASK_EVALUATE, TASK_MIMICRY, TASK_PROTECT, TASK_PURIFY,
-                              TASK_WEBHOOK)
+from impress.contract import PRESETS, TASK_JOB, TASK_WEBHOOK
 from impress.images import set_pillow_pixel_guard
+from impress.jobspec import load_job_kinds
 from impress.logs import configure_logging
 from impress.queue import JobQueue, make_celery
 from impress.settings import get_settings
@@ -25,6 +26,7 @@ from impress.store import JobStore, Retention
 from impress.webhooks import DeliveryOutcome, WebhookDelivery, WebhookNotifier, deliver, retry_delay
 
 settings = get_settings()
+load_job_kinds(settings.job_kind_modules)   # before anything reads a record of a registered kind
 celery_app = make_celery(settings)
 set_pillow_pixel_guard(settings.max_pixels)
 logging.getLogger("impress").setLevel(logging.INFO)
@@ -43,8 +45,9 @@ def job_store() -> JobStore:
     return JobStore.from_url(settings.redis_url, settings.key_prefix, Retention.from_settings(settings), events)
 
 
-def _run(job_id: str) -> str:
-    from .jobs import run_job   # here, not at import: the webhook worker loads no torch
+@celery_app.task(name=TASK_JOB)
+def run(job_id: str) -> str:
+    from .runner import run_job   # here, not at import: the webhook worker loads no torch
 
     return run_job(job_store(), settings, job_id, on_time_limit=SoftTimeLimitExceeded)
 
@@ -57,7 +60,8 @@ def check_models(sender: str, instance, **_) -> None:
     consumed = set(instance.app.amqp.queues.consume_from or ())
     if consumed and consumed <= {settings.webhook_queue}:
         return
-    from .engine.diffusion.pipelines import configured_pipelines
+    from impress.pipelines import configured_pipelines
+
     from .engine.model_cache import check
 
     report = check(list(PRESETS), settings.vae, settings.perceptual, configured_pipelines(settings))
@@ -68,13 +72,6 @@ def check_models(sender: str, instance, **_) -> None:
         JobStore.from_url(settings.redis_url, settings.key_prefix, Retention.from_settings(settings)).record_worker_models(sender, report)
     except redis.RedisError as exc:  # Redis down at start: jobs cannot run either; readiness shows it
         log.warning("model report not written: %s", exc)
-
-
-purify = celery_app.task(name=TASK_PURIFY)(_run)
-detect = celery_app.task(name=TASK_DETECT)(_run)
-evaluate = celery_app.task(name=TASK_EVALUATE)(_run)
-mimicry = celery_app.task(name=TASK_MIMICRY)(_run)
-protect = celery_app.task(name=TASK_PROTECT)(_run)
 
 
 @celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries)
@@ -94,6 +91,6 @@ def _warm_up(**_) -> None:
     # A worker that serves triage loads its model at start (-Q is applied by now), in the pool
     # process (CUDA after the fork) and in the background (a pool process must report up quickly).
     if settings.detect_queue in celery_app.amqp.queues.consume_from:
-        from .jobs import warm_up_detection
+        from .handlers.detect import warm_up
 
-        threading.Thread(target=warm_up_detection, args=(settings,), name="warm-up", daemon=True).start()
+        threading.Thread(target=warm_up, args=(settings,), name="warm-up", daemon=True).start()

@@ -2,15 +2,14 @@
 public API, called by the page's JavaScript with the key the user typed."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from impress.images import IMAGE_SUFFIXES, SUPPORTED_FORMATS
-from impress.settings import Settings
 
-from ..deps import get_settings
+from ..deps import SettingsDep
 from .forms import kind_forms
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -27,7 +26,7 @@ def console_home() -> RedirectResponse:
 
 
 @router.get("/try", response_class=HTMLResponse)
-def try_page(request: Request, settings: Settings = Depends(get_settings)) -> HTMLResponse:
+def try_page(request: Request, settings: SettingsDep) -> HTMLResponse:
     return page(request, "try.html", forms=kind_forms(request.app.openapi()), formats=SUPPORTED_FORMATS, accept=",".join(IMAGE_SUFFIXES),
                 settings=settings)
 
@@ -38,5 +37,5 @@ def jobs_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/service", response_class=HTMLResponse)
-def service_page(request: Request, settings: Settings = Depends(get_settings)) -> HTMLResponse:
+def service_page(request: Request, settings: SettingsDep) -> HTMLResponse:
     return page(request, "service.html", settings=settings)

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from impress.contract import ErrorCode
 from impress.event_stream import EVENT_ID, follow
-from impress.settings import Settings
-from impress.store import JobStore
 
-from ..auth import Caller, authorize
-from ..deps import get_settings, get_store
+from ..deps import CallerDep, SettingsDep, StoreDep
 from ..errors import ApiError, error_responses
 from ..schemas import job_view
 from .jobs import load_job
@@ -37,8 +34,7 @@ EVENT_STREAM_DOC = {
 @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse,
             responses={200: EVENT_STREAM_DOC, **error_responses(404, 410, 422)},
             summary="Follow a job: server-sent events of its state changes and progress")
-async def job_events(request: Request, job_id: str, store: JobStore = Depends(get_store),
-                     settings: Settings = Depends(get_settings), caller: Caller = Depends(authorize),
+async def job_events(request: Request, job_id: str, store: StoreDep, settings: SettingsDep, caller: CallerDep,
                      last_event_id: Optional[str] = Header(None, alias="Last-Event-ID", description=(
                          "resume after this event (its `id:`), as EventSource does on reconnecting"))):
     if last_event_id is not None and not EVENT_ID.fullmatch(last_event_id):

@@ -1,15 +1,13 @@
 """Liveness, readiness and metrics."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from impress.queue import JobQueue, worker_queues
-from impress.settings import Settings
-from impress.store import JobStore
+from impress.queue import worker_queues
 
-from ..deps import get_queue, get_settings, get_store
+from ..deps import QueueDep, SettingsDep, StoreDep
 from ..errors import error_responses
 from ..metrics import service_registry
 
@@ -23,7 +21,7 @@ def healthz() -> dict:
 
 @router.get("/readyz", summary="Readiness: Redis reachable and at least one worker answering with its models present",
             responses={503: {"description": "not ready"}})
-def readyz(store: JobStore = Depends(get_store), queue: JobQueue = Depends(get_queue)) -> JSONResponse:
+def readyz(store: StoreDep, queue: QueueDep) -> JSONResponse:
     redis_ok = store.ping()
     workers = queue.workers() if redis_ok else []
     # Each worker checks at start that the models its jobs need are on its disk (`impress models check`).
@@ -36,7 +34,7 @@ def readyz(store: JobStore = Depends(get_store), queue: JobQueue = Depends(get_q
 
 @router.get("/metrics", summary="Prometheus metrics: this process's and the service's (from Redis)",
             response_class=Response, responses=error_responses(401))
-def metrics(request: Request, store: JobStore = Depends(get_store), settings: Settings = Depends(get_settings)) -> Response:
+def metrics(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     if settings.metrics_require_key:
         request.app.state.auth.identify(request)
     body = generate_latest() + generate_latest(

@@ -6,15 +6,15 @@ tombstone, kept IMPRESS_TOMBSTONE_TTL_S) answers 410 `gone`, and so do the resul
 job whose data was deleted."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from impress.contract import ErrorCode, JobState
 from impress.manifest import ImageManifest
 from impress.records import JobRecord, JobResult
 from impress.store import JobStore
 
-from ..auth import Caller, authorize
-from ..deps import get_store
+from ..auth import Caller
+from ..deps import CallerDep, StoreDep
 from ..errors import ApiError, error_responses
 from ..schemas import JobList, JobView, job_view
 
@@ -48,22 +48,22 @@ def blob_response(store: JobStore, blob: str, media_type: str, filename: str) ->
 
 
 @router.get("/jobs", response_model=JobList, summary="The caller's most recent jobs, newest first")
-def list_jobs(request: Request, limit: int = Query(20, ge=1, le=200), store: JobStore = Depends(get_store),
-              caller: Caller = Depends(authorize)) -> JobList:
+def list_jobs(request: Request, store: StoreDep, caller: CallerDep,
+              limit: int = Query(20, ge=1, le=200)) -> JobList:
     return JobList(jobs=[job_view(record, str(request.url_for("get_job", job_id=record.id)))
                          for record in store.recent(caller.owner, limit)])
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses=error_responses(404, 410), summary="Poll a job")
-def get_job(request: Request, job_id: str, store: JobStore = Depends(get_store),
-            caller: Caller = Depends(authorize)) -> JobView:
+def get_job(request: Request, job_id: str, store: StoreDep,
+            caller: CallerDep) -> JobView:
     return job_view(load_job(store, job_id, caller), str(request.url_for("get_job", job_id=job_id)))
 
 
 @router.get("/jobs/{job_id}/results/{index}", responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409, 410)},
             response_class=Response, summary="A purified image as PNG")
-def get_result(job_id: str, index: int, store: JobStore = Depends(get_store),
-               caller: Caller = Depends(authorize)) -> Response:
+def get_result(job_id: str, index: int, store: StoreDep,
+               caller: CallerDep) -> Response:
     images = finished_result(store, job_id, caller).images
     if not 0 <= index < len(images):
         raise ApiError(404, ErrorCode.result_not_found, f"job {job_id} has {len(images)} result images")
@@ -73,8 +73,7 @@ def get_result(job_id: str, index: int, store: JobStore = Depends(get_store),
 @router.get("/jobs/{job_id}/results/{index}/manifest", response_model=ImageManifest,
             responses=error_responses(404, 409, 410),
             summary="A result's manifest: what was done, by what, to what, with what effect, when (signed in the PNG)")
-def get_result_manifest(job_id: str, index: int, store: JobStore = Depends(get_store),
-                        caller: Caller = Depends(authorize)) -> ImageManifest:
+def get_result_manifest(job_id: str, index: int, store: StoreDep, caller: CallerDep) -> ImageManifest:
     """The same manifest is embedded in the result PNG as a C2PA manifest, signed (`impress verify FILE`
     checks it); `signature.development` is true while the service signs with its development certificate."""
     images = finished_result(store, job_id, caller).images
@@ -88,8 +87,8 @@ def get_result_manifest(job_id: str, index: int, store: JobStore = Depends(get_s
 @router.get("/jobs/{job_id}/files/{name}", responses={200: {"content": {"text/html": {}, "text/markdown": {}}},
                                                        **error_responses(404, 409, 410)},
             response_class=Response, summary="A report file of an evaluation job")
-def get_file(job_id: str, name: str, store: JobStore = Depends(get_store),
-             caller: Caller = Depends(authorize)) -> Response:
+def get_file(job_id: str, name: str, store: StoreDep,
+             caller: CallerDep) -> Response:
     files = {f.name: f for f in finished_result(store, job_id, caller).files}
     if name not in files:
         raise ApiError(404, ErrorCode.result_not_found, f"job {job_id} has files: {', '.join(files) or 'none'}")
@@ -98,8 +97,8 @@ def get_file(job_id: str, name: str, store: JobStore = Depends(get_store),
 
 @router.delete("/jobs/{job_id}", response_model=JobView, responses=error_responses(404, 409, 410),
                summary="Cancel a job: a queued job never runs, a running one stops within a few steps")
-def cancel_job(request: Request, job_id: str, store: JobStore = Depends(get_store),
-               caller: Caller = Depends(authorize)) -> JobView:
+def cancel_job(request: Request, job_id: str, store: StoreDep,
+               caller: CallerDep) -> JobView:
     record = load_job(store, job_id, caller)
     if record.state.finished:
         raise ApiError(409, ErrorCode.job_already_finished, f"job {job_id} already {record.state.value}")
@@ -108,7 +107,7 @@ def cancel_job(request: Request, job_id: str, store: JobStore = Depends(get_stor
 
 @router.delete("/jobs/{job_id}/data", status_code=204, response_class=Response, responses=error_responses(404, 409),
                summary="Delete a finished job's inputs and results now (their URLs answer 410 gone since)")
-def delete_job_data(job_id: str, store: JobStore = Depends(get_store), caller: Caller = Depends(authorize)) -> Response:
+def delete_job_data(job_id: str, store: StoreDep, caller: CallerDep) -> Response:
     """Inputs, results, report files and the event stream go at once; the job's record (state,
     parameters, scores) stays until it expires, with `data_deleted_at`. Cancel a queued or running job
     first (409 job_not_finished until it has stopped). Deleting again, or after expiry, is 204."""

@@ -1,8 +1,8 @@
 """Tiny random Stable Diffusion pipelines built here, saved with save_pretrained and loaded back
 through the real from_pretrained path: img2img (4-channel UNet), inpainting (9-channel UNet) and the
 x4 upscaler (7-channel UNet, low-res noise scheduler). A small CLIP text model and a tokenizer over a
-vocabulary written here (printable ASCII, no merges) stand in for SD's; the VAE is the bundled
-impress-tiny-vae (x4 downsampling, as the upscaler needs). Nothing comes from a hub."""
+vocabulary written here (printable ASCII, no merges) stand in for SD's; the VAE is a small random
+AutoencoderKL with x4 downsampling, as the upscaler needs. Nothing comes from a hub."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.engine.models import TINY_VAE_DIR
+from tests.support import small_vae_config
 
 MAX_TOKENS = 16
 LATENT = 8          # the tests' images are 32 px: 8 latent px through the x4 VAE
@@ -68,7 +68,7 @@ def tiny_pipelines(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("pipelines")
     torch.manual_seed(0)
-    vae = AutoencoderKL.from_pretrained(TINY_VAE_DIR)
+    vae = AutoencoderKL(**small_vae_config(downsamplings=2))
     text_encoder, tokenizer = text_parts(root)
     sd = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=sd_scheduler(),
               safety_checker=None, feature_extractor=None, requires_safety_checker=False)

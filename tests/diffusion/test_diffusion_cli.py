@@ -43,7 +43,7 @@ def test_protect_command_runs_a_diffusion_protection_and_records_its_pipeline(tm
     images = image_folder(tmp_path / "in", [0, 1])
     out = tmp_path / "out"
     code = main(["protect", *map(str, sorted(images.iterdir())), "-o", str(out), "--protection", "advdm:steps=2",
-                 "--model", "impress-tiny-vae", "--perceptual", "dssim", "--device", "cpu"])
+                 "--model", "taef2", "--perceptual", "dssim", "--device", "cpu"])
     assert code == 0
     summary = json.loads(next(out.glob("*.json")).read_text())
     assert summary["pipelines"]["img2img"]["kind"] == "img2img"
@@ -57,10 +57,23 @@ def test_bench_command_runs_diffusion_methods_with_the_editing_scenario(tmp_path
     images = image_folder(tmp_path / "in", [0, 1])
     out = tmp_path / "out"
     args = ["bench", "--images", str(images), "-o", str(out), "--protections", "sds-minus:steps=1",
-            "--purifiers", "diffpure:steps=10,jpeg-75", "--size", "32", "--model", "impress-tiny-vae",
+            "--purifiers", "diffpure:steps=10,jpeg-75", "--size", "32", "--model", "taef2",
             "--perceptual", "dssim", "--device", "cpu", "--edit", '{"mode": "inpaint", "steps": 2}']
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["editing"]["worst_case"]) == {"none", "sds-minus:steps=1"}
     assert "Worst case per image" in (out / "results.md").read_text()
     assert main(args) == 0 and json.loads((out / "results.json").read_text())["skipped"] == 4   # resumed
+
+
+def test_bench_refuses_a_size_below_the_pipelines_sample_size_before_running(tmp_path, tiny_pipelines, monkeypatch,
+                                                                              capsys):
+    monkeypatch.setenv("IMPRESS_PIPELINE", str(tiny_pipelines["img2img"]))
+    images = image_folder(tmp_path / "in", [0])
+    args = ["bench", "--images", str(images), "-o", str(tmp_path / "out"), "--protections", "advdm:steps=1",
+            "--purifiers", "jpeg-75", "--model", "impress-tiny-vae", "--perceptual", "dssim", "--device", "cpu"]
+    assert main([*args, "--size", "24"]) != 0
+    assert "sample size is 32 px: size 24 is below it" in capsys.readouterr().err
+    assert main([*args, "--size", "36"]) != 0
+    assert "must be a multiple of 8" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ from impress.records import InputImage, InputRole
 from impress.scenarios import MimicryParams
 from impress.settings import Settings
 from tests.support import photo, png_bytes
-from worker.jobs import run_job
+from worker.runner import run_job
 
 PNG = ("a.png", png_bytes(photo(32, 32)), "image/png")
 
@@ -42,7 +42,7 @@ def test_mimicry_is_queued_with_typed_params_and_runs_to_a_scored_result(fast_ap
     assert set(result.metrics["sets"]) == {"clean", "protected"} and result.metrics["split"] == {"train": [1],
                                                                                                   "held_out": [0]}
     assert result.metrics["sets"]["clean"]["relative_gain"] in (1.0, None)
-    assert result.model["kind"] == "img2img" and result.model["location"] == str(tiny_pipelines["img2img"].resolve())
+    assert result.model.kind == "img2img" and result.model.location == str(tiny_pipelines["img2img"].resolve())
     assert [f.name for f in result.files] == ["clean-0.png", "protected-0.png"]
     assert store.get(job_id).progress_step == 6
 
@@ -85,9 +85,9 @@ def test_evaluation_with_an_inpainting_edit_scores_uploaded_sets_against_the_cle
                     data={"edit": json.dumps({"mode": "inpaint", "steps": 3})})
     assert r.status_code == 202, r.text
     record = store.get(r.json()["id"])
-    assert record.params.edit.steps == 3 and len(record.inputs_with(InputRole.mask)) == 1
+    assert record.params.edit.steps == 3 and [item.role for item in record.inputs].count(InputRole.mask) == 1
     # The record's VAE is the preset's hub id (not here): run the same job on the bundled VAE.
-    job = store.create(JobKind.evaluate, record.params, record.inputs, vae="impress-tiny-vae", perceptual="dssim")
+    job = store.create(JobKind.evaluate, record.params, record.inputs, vae="taef2", perceptual="dssim")
     assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
     metrics = store.get(job.id).result.metrics
     editing = metrics["editing"]
@@ -100,20 +100,22 @@ def test_evaluation_with_an_inpainting_edit_scores_uploaded_sets_against_the_cle
 
 def test_an_edit_needs_its_pipeline(fast_store, tiny_pipelines):
     inputs = put_inputs(fast_store, {InputRole.clean: [PNG[1]], InputRole.protected: [PNG[1]]})
-    job = fast_store.create(JobKind.evaluate, EvaluateParams(edit="img2img"), inputs, vae="impress-tiny-vae",
+    job = fast_store.create(JobKind.evaluate, EvaluateParams(edit="img2img"), inputs, vae="taef2",
                             perceptual="dssim")
     settings = worker_settings(tiny_pipelines).model_copy(update={"pipeline": None})
     assert run_job(fast_store, settings, job.id, TimeoutError) == JobState.failed.value
     assert fast_store.get(job.id).error.code.value == "model_unavailable"
 
 
-def test_every_job_kind_has_a_registered_task_and_a_handler():
-    from impress.contract import TASKS
-    from worker.jobs import HANDLERS
+def test_every_job_kind_has_a_spec_a_handler_and_the_one_task():
+    from impress.contract import TASK_JOB
+    from impress.jobspec import JOB_SPECS
+    from worker.runner import handler_of
     from worker.tasks import celery_app
 
-    assert set(HANDLERS) == set(JobKind) == set(TASKS)
-    assert set(TASKS.values()) <= set(celery_app.tasks)
+    assert set(JobKind) <= set(JOB_SPECS)
+    assert all(callable(handler_of(spec.handler)) for spec in JOB_SPECS.values())
+    assert TASK_JOB in celery_app.tasks
 
 
 def test_evaluation_matrix_runs_diffusion_methods_and_the_edit_with_a_report(fast_store, tiny_pipelines):
@@ -121,7 +123,7 @@ def test_evaluation_matrix_runs_diffusion_methods_and_the_edit_with_a_report(fas
     params = EvaluateParams(protections=["advdm:steps=1", "photoguard-8:steps=1"],
                             purifiers=["diffpure:steps=10", "jpeg-75"], size=32,
                             edit='{"mode": "img2img", "steps": 4}')
-    job = fast_store.create(JobKind.evaluate, params, inputs, vae="impress-tiny-vae", perceptual="dssim")
+    job = fast_store.create(JobKind.evaluate, params, inputs, vae="taef2", perceptual="dssim")
     assert run_job(fast_store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
     result = fast_store.get(job.id).result
     worst = result.metrics["editing"]["worst_case"]
@@ -139,7 +141,7 @@ def test_protect_job_runs_photoguards_diffusion_attack_toward_an_uploaded_target
                     data={"protection": "photoguard-diffusion:steps=2:grad_reps=1:inference_steps=2:eps=64"})
     assert r.status_code == 202, r.text
     record = store.get(r.json()["id"])
-    job = store.create(JobKind.protect, record.params, record.inputs, vae="impress-tiny-vae", perceptual="dssim")
+    job = store.create(JobKind.protect, record.params, record.inputs, vae="taef2", perceptual="dssim")
     assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
     result = store.get(job.id).result
     assert result.metrics["pipelines"]["inpaint"]["kind"] == "inpaint"

@@ -66,7 +66,7 @@ def test_pipeline_settings_name_each_kind(monkeypatch, tiny_pipelines):
 def test_models_check_reports_configured_pipelines(tiny_pipelines, tmp_path, monkeypatch, capsys):
     from cli.main import main
 
-    monkeypatch.setenv("IMPRESS_VAE", "impress-tiny-vae")
+    monkeypatch.setenv("IMPRESS_VAE", "taef2")
     monkeypatch.setenv("IMPRESS_PERCEPTUAL", "dssim")
     monkeypatch.setenv("IMPRESS_PIPELINE", str(tiny_pipelines["img2img"]))
     monkeypatch.setenv("IMPRESS_INPAINT_PIPELINE", str(tmp_path / "absent"))

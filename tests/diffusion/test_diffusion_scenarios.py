@@ -92,13 +92,14 @@ def test_advdm_raises_the_denoising_loss_that_sds_minus_lowers(img2img, images):
 
 
 def test_photoguard_diffusion_attack_is_l2_bounded_and_only_outside_the_mask(inpaint, images):
-    """eps is stated per 512 x 512 image: on 32 px images (1/16 of the side) 64 is an L2 norm of 4."""
+    """eps is stated per 512 x 512 image: on 32 px images (1/16 of the side) PhotoGuard's 16 is an L2 norm
+    of 1, and a step of 32 (2 here) reaches it at once."""
     pipe, _ = inpaint
     mask = editing.centre_keep_mask(2, 32, 32)
-    adv = attacks.photoguard_diffusion(pipe, images, mask=mask, eps=64.0, step=16.0, steps=3, grad_reps=2,
+    adv = attacks.photoguard_diffusion(pipe, images, mask=mask, eps=16.0, step=32.0, steps=2, grad_reps=2,
                                        inference_steps=2)
     change = adv - images
-    assert 3.0 < change.flatten(1).norm(dim=1).max() <= 4.0 + 1e-4
+    assert 0.5 < change.flatten(1).norm(dim=1).min() and change.flatten(1).norm(dim=1).max() <= 1.0 + 1e-4
     assert change[(mask == 1).expand_as(change)].abs().max() == 0   # the regenerated region is untouched
 
 
@@ -212,13 +213,13 @@ def test_matrix_with_diffusion_methods_and_the_editing_scenario_reports_the_wors
     from worker.engine.models import load_vae
     from worker.engine.report import html_report, markdown_report
 
-    vae, identity = load_vae("impress-tiny-vae")
+    vae, identity = load_vae("taef2")
     dssim = load_perceptual("dssim")
     pipelines = PipelineSet({kind: str(folder) for kind, folder in tiny_pipelines.items()})
     editing = EditingRun(pipelines, EditParams(mode="inpaint", steps=2), dssim, images)
     protections = [parse_choice("photoguard-8:steps=1", "protection"), parse_choice("advdm:steps=1", "protection")]
     purifiers = [parse_choice("jpeg-75", "purifier"), parse_choice("diffpure:steps=10", "purifier")]
-    result = run_matrix(vae, identity.as_dict(), dssim, images, ["a", "b"], protections, purifiers, batch=2,
+    result = run_matrix(vae, identity.model_dump(), dssim, images, ["a", "b"], protections, purifiers, batch=2,
                         pipelines=pipelines, editing=editing)
     assert all(cell.edit is not None and len(cell.edit.psnr_db) == 2 for cell in result.cells)
     assert all(p.edit is not None for p in result.protections.values())

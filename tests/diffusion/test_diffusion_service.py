@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def diffusion_service(tiny_pipelines, tmp_path_factory):
-    with running_service("impress-tiny-vae", tmp_path_factory.mktemp("logs"),
+    with running_service("taef2", tmp_path_factory.mktemp("logs"),
                          IMPRESS_PIPELINE=str(tiny_pipelines["img2img"]),
                          IMPRESS_INPAINT_PIPELINE=str(tiny_pipelines["inpaint"])) as client:
         yield client

@@ -14,27 +14,31 @@ from typing import Optional
 
 import torch
 
+from impress.progress import SILENT, Reporter
 from impress.records import Verdict
 
 from .autoencoder import Autoencoder
 from .metrics import consistency_error
 
 
-def consistency_scores(vae: Autoencoder, images: list[torch.Tensor], batch: int = 16) -> list[float]:
+def consistency_scores(vae: Autoencoder, images: list[torch.Tensor], batch: int = 16,
+                       reporter: Reporter = SILENT) -> list[float]:
     """The consistency error of each image (1 x 3 x H x W in [-1, 1], any sizes; same-size images share
     batches). The VAE needs sides divisible by its downsampling factor, so the few rows and columns
-    beyond the last multiple are left out of the score."""
+    beyond the last multiple are left out of the score. The `reporter` counts images scored."""
     m = vae.downscale
     groups: dict[tuple[int, int], list[int]] = {}
     for i, x in enumerate(images):
         groups.setdefault(tuple(x.shape[-2:]), []).append(i)
-    scores = [0.0] * len(images)
+    scores, done = [0.0] * len(images), 0
     for (h, w), idx in groups.items():
         for k in range(0, len(idx), batch):
             part = idx[k:k + batch]
             x = torch.cat([images[i] for i in part])[..., :h - h % m, :w - w % m]
             for i, s in zip(part, consistency_error(vae, x.to(vae.device, vae.dtype)).tolist()):
                 scores[i] = s
+            done += len(part)
+            reporter.advance(done, len(images))
     return scores
 
 

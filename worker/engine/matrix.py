@@ -16,10 +16,12 @@ from typing import Callable, Optional, Protocol
 
 import torch
 from pydantic import BaseModel, Field
-from tqdm import tqdm
 
+from impress.contract import method_steps
 from impress.images import encode_png
 from impress.methods import ImpressParams, MethodChoice
+from impress.progress import SILENT, Reporter, Span, spans
+from impress.scenarios import EditParams
 
 from .detect import consistency_scores
 from .diffusion.editing import EditComparison
@@ -69,10 +71,10 @@ class MethodLabel(BaseModel):
 
 
 class EditingSummary(BaseModel):
-    """The editing scenario of a matrix: its settings, the pipeline that edited, and each protection's
-    worst case per image over the purifiers (by metric)."""
+    """The editing scenario of a matrix: its parameters (`settings` in the results' JSON), the pipeline that
+    edited, and each protection's worst case per image over the purifiers (by metric)."""
 
-    settings: dict
+    settings: EditParams
     pipeline: dict
     worst_case: dict[str, dict[str, WorstCase]]
 
@@ -82,7 +84,7 @@ def editing_summary(editing: EditingRun, cells: list["Cell"]) -> EditingSummary:
     for cell in cells:
         if cell.edit is not None:
             by_protection.setdefault(cell.protection or UPLOADED, {})[cell.purifier] = cell.edit
-    return EditingSummary(settings=editing.settings.model_dump(), pipeline=editing.pipeline,
+    return EditingSummary(settings=editing.params, pipeline=editing.pipeline,
                           worst_case={label: worst_cases(edits) for label, edits in by_protection.items()})
 
 
@@ -133,8 +135,33 @@ def thumbnail(x: torch.Tensor) -> bytes:
     return encode_png(to_uint8(x[0]))
 
 
-def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int) -> torch.Tensor:
-    return torch.cat([fn(x[i:i + batch]) for i in range(0, x.shape[0], batch)])
+def _chunked(fn: Callable[[torch.Tensor, Reporter], torch.Tensor], x: torch.Tensor, batch: int,
+             reporter: Reporter = SILENT) -> torch.Tensor:
+    """`fn` over `x` in chunks of `batch` images, each chunk reporting its share of `reporter`'s count."""
+    starts = range(0, x.shape[0], batch)
+    parts = spans(reporter, [min(batch, x.shape[0] - i) for i in starts])
+    return torch.cat([fn(x[i:i + batch], part) for i, part in zip(starts, parts)])
+
+
+def work(choice: Optional[MethodChoice]) -> int:
+    """A method's share of the matrix's progress count: its optimisation steps (1 for one that runs none)."""
+    return max(1, (method_steps(choice) or 1) if choice is not None else 1)
+
+
+class MatrixProgress:
+    """The matrix's progress over its units of work (each protection, then each cell), weighted by steps."""
+
+    def __init__(self, reporter: Reporter, lengths: list[int]):
+        self.reporter, self.total, self.done = reporter, sum(lengths), 0
+
+    def unit(self, length: int) -> Span:
+        span = Span(self.reporter, self.done, length, self.total)
+        self.done += length
+        return span
+
+    def finished(self, span: Span) -> None:
+        """A unit done, whether it ran (its loops reported) or came from a cache (they did not)."""
+        self.reporter.advance(span.start + span.length, self.total)
 
 
 def summarize_protection(vae, distance, clean: torch.Tensor, protected: torch.Tensor, clean_scores: list[float],
@@ -175,13 +202,15 @@ ImpressVae = Callable[[str], object]  # preset name -> the VAE an IMPRESS purifi
 def purify_cell(vae, distance, clean: torch.Tensor, protected: torch.Tensor, clean_scores: list[float],
                 protected_scores: list[float], purifier: MethodChoice, batch: int,
                 protection: Optional[str] = None, pipelines: Optional[PipelineSet] = None,
-                editing: Optional[EditingRun] = None, impress_vae: Optional[ImpressVae] = None) -> Cell:
+                editing: Optional[EditingRun] = None, impress_vae: Optional[ImpressVae] = None,
+                reporter: Reporter = SILENT) -> Cell:
     """Run `purifier` on the protected images (timed; an IMPRESS purifier on `impress_vae(its preset)` when
     given) and measure the result, saved as 8 bits, with the matrix's `vae`."""
     runs_on = impress_vae(purifier.params.preset) if impress_vae and isinstance(purifier.params, ImpressParams) else vae
     t0 = time.perf_counter()
-    purified = quantize_8bit(_chunked(lambda part: apply_purifier(purifier, part, runs_on, distance, pipelines),
-                                      protected, batch))
+    purified = quantize_8bit(_chunked(
+        lambda part, share: apply_purifier(purifier, part, runs_on, distance, pipelines, reporter=share),
+        protected, batch, reporter))
     seconds = round(time.perf_counter() - t0, 3)
     return measure_purified(vae, distance, clean, protected, purified, clean_scores, protected_scores, batch, editing,
                             protection=protection, purifier=purifier.label, params=purifier.params.model_dump(),
@@ -190,34 +219,37 @@ def purify_cell(vae, distance, clean: torch.Tensor, protected: torch.Tensor, cle
 
 def run_matrix(vae, identity: dict, distance, clean: torch.Tensor, names: list[str],
                protections: list[MethodChoice], purifiers: list[MethodChoice], *, batch: int = 8,
-               cache: MatrixCache = Recompute(), progress: bool = False, pipelines: Optional[PipelineSet] = None,
+               cache: MatrixCache = Recompute(), reporter: Reporter = SILENT, pipelines: Optional[PipelineSet] = None,
                editing: Optional[EditingRun] = None, impress_vae: Optional[ImpressVae] = None) -> MatrixResult:
     """The matrix over `clean` (N x 3 x S x S in [-1, 1], on the VAE's device). Diffusion protections and
     purifiers run on `pipelines`; `editing` adds the editing scenario to every row and cell; IMPRESS
-    purifiers run on `impress_vae(preset)` when given."""
+    purifiers run on `impress_vae(preset)` when given. The `reporter` counts the optimisation steps of
+    every protection and cell (a cancel raises out of it)."""
     clean_scores = consistency_scores(vae, list(clean.split(1)), batch)
     rows: list[tuple[str, Optional[MethodChoice]]] = [(NONE, None), *((p.label, p) for p in protections)]
+    progress = MatrixProgress(reporter, [work(choice) + sum(work(q) for q in purifiers) for _, choice in rows])
     summaries: dict[str, ProtectionSummary] = {}
     cells: list[Cell] = []
-    bar = tqdm(total=len(rows) * len(purifiers), desc="matrix", unit="cell", disable=not progress)
     for label, choice in rows:
+        unit = progress.unit(work(choice))
         if choice is None:
             protected = clean
             summary = summarize_protection(vae, distance, clean, clean, clean_scores, NONE, {}, batch, clean_scores,
                                            editing)
         else:
             protected = cache.protected(label, choice, lambda c=choice: _chunked(
-                lambda part: apply_protection(c, vae, part, distance, pipelines=pipelines), clean, batch)).to(clean)
+                lambda part, share: apply_protection(c, vae, part, distance, pipelines=pipelines, reporter=share),
+                clean, batch, unit)).to(clean)
             summary = summarize_protection(vae, distance, clean, protected, clean_scores, choice.name,
                                            choice.params.model_dump(), batch, editing=editing)
+        progress.finished(unit)
         summaries[label] = summary
         for purifier in purifiers:
-            bar.set_postfix_str(f"{label} / {purifier.label}")
-            cells.append(cache.cell(label, choice, purifier, lambda q=purifier: purify_cell(
+            unit = progress.unit(work(purifier))
+            cells.append(cache.cell(label, choice, purifier, lambda q=purifier, share=unit: purify_cell(
                 vae, distance, clean, protected, clean_scores, summary.consistency_error, q, batch, label, pipelines,
-                editing, impress_vae)))
-            bar.update()
-    bar.close()
+                editing, impress_vae, share)))
+            progress.finished(unit)
     return MatrixResult(model=identity, perceptual=distance.name, size=clean.shape[-1], images=names,
                         clean=CleanSummary(consistency_error=clean_scores),
                         purifiers={q.label: MethodLabel(name=q.name, params=q.params.model_dump()) for q in purifiers},
@@ -228,15 +260,17 @@ def run_matrix(vae, identity: dict, distance, clean: torch.Tensor, names: list[s
 def measure_uploaded(vae, identity: dict, distance, clean: torch.Tensor, protected: torch.Tensor,
                      purified: Optional[torch.Tensor], purifiers: list[MethodChoice], batch: int = 8, *,
                      pipelines: Optional[PipelineSet] = None, editing: Optional[EditingRun] = None,
-                     impress_vae: Optional[ImpressVae] = None) -> UploadedResult:
+                     impress_vae: Optional[ImpressVae] = None, reporter: Reporter = SILENT) -> UploadedResult:
     """The "upload your own" path: protections made elsewhere (real Glaze/Mist outputs), measured
-    against their clean originals; an uploaded purified set and each named purifier are measured too."""
+    against their clean originals; an uploaded purified set and each named purifier are measured too.
+    The `reporter` counts the purifiers' optimisation steps."""
     clean_scores = consistency_scores(vae, list(clean.split(1)), batch)
     summary = summarize_protection(vae, distance, clean, protected, clean_scores, UPLOADED, {}, batch, editing=editing)
     cells = [] if purified is None else [measure_purified(vae, distance, clean, protected, purified, clean_scores,
                                                           summary.consistency_error, batch, editing, purifier=UPLOADED)]
     cells += [purify_cell(vae, distance, clean, protected, clean_scores, summary.consistency_error, q, batch,
-                          pipelines=pipelines, editing=editing, impress_vae=impress_vae) for q in purifiers]
+                          pipelines=pipelines, editing=editing, impress_vae=impress_vae, reporter=share)
+              for q, share in zip(purifiers, spans(reporter, [work(q) for q in purifiers]))]
     return UploadedResult(model=identity, perceptual=distance.name, clean=CleanSummary(consistency_error=clean_scores),
                           protection=summary, cells=cells, pipelines=pipelines.used() if pipelines else {},
                           editing=editing_summary(editing, cells) if editing else None)

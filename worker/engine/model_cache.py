@@ -16,7 +16,7 @@ from impress.contract import ModelReport, vae_for
 
 from .diffusion.pipelines import pipeline_present, pull_pipeline
 from .models import (HUB_SUBFOLDER, HUB_VAE_FILES, ModelUnavailable, hub_vae_cached, hub_vae_local_only, resolve_vae,
-                     weights_present)
+                     published_files_match, weights_present)
 from .perceptual import require_vgg16, vgg16_cache_file
 
 
@@ -67,7 +67,8 @@ def present(need: ModelNeed) -> bool:
         return False
     if source == "hub":
         return hub_vae_cached(location)
-    return weights_present(Path(location) / (subfolder or ""))
+    folder = Path(location) / (subfolder or "")
+    return weights_present(folder) and published_files_match(need.name, folder)
 
 
 def check(presets: Iterable[str], vae: str | None, perceptual: str,

@@ -2,7 +2,7 @@
 
 An autoencoder is named by one string: a hub id (``stabilityai/stable-diffusion-2-1-base``, loaded
 from its ``vae`` subfolder), a local folder, or the short name of a model the project ships
-(``taef2``, FLUX.2's tiny autoencoder, worker/models/taef2). A folder holds either a diffusers
+(``taef2``, FLUX.2's tiny autoencoder, worker/models/taef2: `impress.contract.OFFLINE_MODEL`). A folder holds either a diffusers
 AutoencoderKL written by ``save_pretrained`` (config.json and safetensors weights) or a tiny
 autoencoder in TAESD's layout (``NAME_encoder.pth`` and ``NAME_decoder.pth`` state dicts). Whatever
 the family, `load_vae` returns the engine's one `Autoencoder` type. When weights cannot be had,
@@ -14,17 +14,18 @@ import functools
 import hashlib
 import os
 import threading
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from impress.contract import OFFLINE_MODEL
+from impress.records import ModelIdentity
+
 from .autoencoder import Autoencoder, KLAutoencoder
 from .tiny_autoencoder import TinyAutoencoder
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-TAEF2_NAME = "taef2"
 TINY_VAE_NAME = "impress-tiny-vae"
 TINY_VAE_DIR = MODELS_DIR / TINY_VAE_NAME
 # SD's VAE layout scaled down: x4 downsampling (3 blocks), 4 latent channels, ~1.5M parameters.
@@ -34,13 +35,11 @@ TINY_VAE_CONFIG = dict(
     block_out_channels=[24, 48, 96], layers_per_block=1, latent_channels=4,
     norm_num_groups=8, sample_size=64,
 )
-BUNDLED = {TAEF2_NAME: MODELS_DIR / TAEF2_NAME, TINY_VAE_NAME: TINY_VAE_DIR}
+BUNDLED = {OFFLINE_MODEL: MODELS_DIR / OFFLINE_MODEL, TINY_VAE_NAME: TINY_VAE_DIR}
 # The bundled files as published (worker/models/taef2/README.md): a load that finds others refuses.
-BUNDLED_SHA256 = {TAEF2_NAME: {
+BUNDLED_SHA256 = {OFFLINE_MODEL: {
     "taef2_encoder.pth": "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6",
     "taef2_decoder.pth": "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5"}}
-# The model that works with no network at all: what error messages point at.
-OFFLINE_MODEL = TAEF2_NAME
 
 # Hub repos hold the VAE in a subfolder; a folder written by save_pretrained holds it at its root.
 HUB_SUBFOLDER = "vae"
@@ -50,21 +49,6 @@ TINY_ENCODER_SUFFIX, TINY_DECODER_SUFFIX = "_encoder.pth", "_decoder.pth"
 
 class ModelUnavailable(RuntimeError):
     """The named weights are not on this machine and cannot be fetched."""
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """Which weights produced a result: recorded in every result."""
-
-    name: str
-    source: str          # bundled | folder | hub
-    location: str        # folder path or hub id
-    revision: str        # sha256 prefix of the weights file, or the hub snapshot commit
-    dtype: str
-    device: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def file_sha256(path: Path) -> str:
@@ -93,6 +77,12 @@ def weights_present(folder: Path) -> bool:
     """Offline: does `folder` hold an autoencoder of either family?"""
     kl = (folder / "config.json").exists() and any(folder.glob("*.safetensors"))
     return kl or tiny_weights(folder) is not None
+
+
+def published_files_match(name: str, folder: Path) -> bool:
+    """A bundled model's files are the published ones (by sha256); True for a model with no checksums."""
+    expected = BUNDLED_SHA256.get(name, {})
+    return all((folder / file).is_file() and file_sha256(folder / file) == digest for file, digest in expected.items())
 
 
 def resolve_vae(name: str) -> tuple[str, str, str | None]:
@@ -151,11 +141,10 @@ def _load_vae_cached(name: str, device: str, dtype: torch.dtype, tiling: bool, c
 def _load_tiny(name: str, encoder: Path, decoder: Path, checkpointing: bool) -> tuple[Autoencoder, str]:
     """A tiny autoencoder and its revision (the sha256 of both files); a bundled one must match the
     published checksums."""
-    digests = {path.name: file_sha256(path) for path in (encoder, decoder)}
-    expected = BUNDLED_SHA256.get(name)
-    if expected is not None and digests != expected:
+    if not published_files_match(name, encoder.parent):
         raise ModelUnavailable(f"bundled autoencoder {name!r} in {encoder.parent} does not match its published "
-                               f"sha256 (found {digests}, expected {expected}): restore the files from the repository")
+                               f"sha256 {BUNDLED_SHA256[name]}: restore the files from the repository")
+    digests = {path.name: file_sha256(path) for path in (encoder, decoder)}
     try:
         model = TinyAutoencoder.from_files(encoder, decoder, checkpointing=checkpointing)
     except (OSError, RuntimeError, KeyError) as exc:  # unreadable, or a state dict of another layout

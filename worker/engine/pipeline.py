@@ -6,7 +6,7 @@ The one entry point that the CLI, the Celery task and the tests share.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -14,11 +14,12 @@ import torch
 
 from impress.contract import ErrorCode, PurifyParams, StopReason, vae_for
 from impress.images import DecodedImage
-from impress.records import JobError
+from impress.progress import SILENT, Reporter, Span
+from impress.records import EngineReport, JobError, ModelIdentity, PerceptualIdentity
 
 from .models import load_vae, resolve_device
 from .perceptual import PerceptualDistance, load_perceptual
-from .purify import NonFiniteLoss, Precision, ProgressFn, PurifyOutcome, autocast_dtype, precision_name, purify
+from .purify import NonFiniteLoss, Precision, PurifyOutcome, autocast_dtype, precision_name, purify
 from .tensors import to_tensor, to_uint8
 from .tiling import Tile, Tiling, blend, cut, tiles_of
 
@@ -27,10 +28,8 @@ log = logging.getLogger("impress.engine")
 
 @dataclass
 class PurifiedImage:
-    """One input's outcome. `rgb` is None when a cancel came before its batch started, or when the
-    image failed on its own (`error`: its loss was not finite, or it ran out of memory alone) while
-    the others went on; an image whose batch was canceled midway has the pixels it had reached and
-    stop_reason canceled."""
+    """One input's outcome: `rgb` is None when the image failed on its own (`error`: its loss was not
+    finite, or it ran out of memory alone) while the others went on."""
 
     rgb: Optional[np.ndarray]        # uint8 H x W x 3, the input's size; storage formats are the caller's
     stop_reason: StopReason
@@ -58,20 +57,23 @@ class EngineOptions:
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "EngineOptions":
-        fields = {f: getattr(settings, f) for f in ("device", "batch_size", "compile", "precision", "vae_tiling",
-                                                    "vae_checkpointing", "memory_headroom", "cpu_batch_pixels")}
-        fields["tiling"] = Tiling(settings.tile_size, settings.tile_overlap, settings.tile_above)
-        return cls(**{**fields, **{k: v for k, v in overrides.items() if v is not None}})
+        """The service's options, with the given overrides (None: the setting's)."""
+        options = cls(device=settings.device, batch_size=settings.batch_size, compile=settings.compile,
+                      precision=settings.precision, vae_tiling=settings.vae_tiling,
+                      vae_checkpointing=settings.vae_checkpointing, memory_headroom=settings.memory_headroom,
+                      cpu_batch_pixels=settings.cpu_batch_pixels,
+                      tiling=Tiling(settings.tile_size, settings.tile_overlap, settings.tile_above))
+        return replace(options, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass
 class PurificationRun:
     images: list[PurifiedImage]
-    model: dict
-    perceptual: dict
+    model: ModelIdentity
+    perceptual: PerceptualIdentity
     seconds: float
     device: str
-    engine: dict                     # batch sizes, compiled or not, precision, memory options, OOM retries
+    engine: EngineReport
 
 
 def fitting_batch_size(per_image_bytes: int, free_bytes: int, limit: int, headroom: float) -> int:
@@ -99,13 +101,12 @@ class _Run:
     params: PurifyParams
     options: EngineOptions
     device: str
-    progress: Optional[ProgressFn]
+    reporter: Reporter
     report_every: int
     total: int                        # image-iterations of the whole run
     done: int = 0
     seconds: float = 0.0
     compiled: bool = False
-    canceled: bool = False
     oom_splits: int = 0
 
     def batch_size(self, images: list[DecodedImage], indices: list[int]) -> int:
@@ -122,25 +123,22 @@ class _Run:
         return fitting_batch_size(step_bytes, free, self.options.batch_size, self.options.memory_headroom)
 
     def purify_batch(self, x: torch.Tensor) -> PurifyOutcome:
-        def batch_progress(step, _total, losses, offset=self.done, n=x.shape[0]):
-            return self.progress is not None and self.progress(offset + step * n, self.total, losses)
-
-        outcome = purify(self.vae, self.distance, x, self.params, device=self.device, progress=batch_progress,
+        batch = Span(self.reporter, self.done, self.params.iters * x.shape[0], self.total)
+        outcome = purify(self.vae, self.distance, x, self.params, device=self.device, reporter=batch,
                          report_every=self.report_every, compile=self.options.compile,
                          precision=self.options.precision)
         self.seconds += outcome.seconds
         self.compiled = self.compiled or outcome.compiled
         self.done += self.params.iters * x.shape[0]
-        self.canceled = outcome.stop_reason == StopReason.canceled
         return outcome
 
     def run_group(self, images: list[DecodedImage], indices: list[int], size: int,
-                  results: list[PurifiedImage]) -> None:
+                  results: list[Optional[PurifiedImage]]) -> None:
         """Purify same-size images in batches of `size`; a batch that runs out of memory, or whose loss is
         not finite, is split in two; one image that fails alone is recorded with its error, and the
         others go on."""
         pending = [indices[k:k + size] for k in range(0, len(indices), size)]
-        while pending and not self.canceled:
+        while pending:
             batch = pending.pop(0)
             failure: Optional[JobError] = None
             try:
@@ -151,6 +149,7 @@ class _Run:
                 outcome, failure = None, JobError(code=ErrorCode.numerical_error, message=str(exc))
             if outcome is None and len(batch) == 1:
                 log.warning("image %d failed alone (%s); the others go on", batch[0], failure.code.value)
+                self.done += self.params.iters
                 results[batch[0]] = PurifiedImage(rgb=None, stop_reason=StopReason.completed, iterations=0, trace=[],
                                                   error=failure)
                 continue
@@ -173,28 +172,25 @@ def assembled(pieces: list[PurifiedImage], tiles: list[Tile], height: int, width
     failed = next((piece for piece in pieces if piece.error is not None), None)
     if failed is not None:
         return failed
-    if any(piece.rgb is None for piece in pieces):
-        return PurifiedImage(rgb=None, stop_reason=StopReason.canceled, iterations=0, trace=[])
     reasons = {piece.stop_reason for piece in pieces}
-    reason = next(r for r in (StopReason.canceled, StopReason.completed, StopReason.plateau) if r in reasons)
     by_step: dict[int, list[dict]] = {}
     for piece in pieces:
         for point in piece.trace:
             by_step.setdefault(point["step"], []).append(point)
     trace = [{"step": step, **{k: sum(p[k] for p in points) / len(points) for k in ("loss", "consistency", "perceptual")}}
              for step, points in sorted(by_step.items())]
-    return PurifiedImage(rgb=blend([piece.rgb for piece in pieces], tiles, height, width), stop_reason=reason,
+    return PurifiedImage(rgb=blend([piece.rgb for piece in pieces], tiles, height, width),
+                         stop_reason=StopReason.plateau if reasons == {StopReason.plateau} else StopReason.completed,
                          iterations=max(piece.iterations for piece in pieces), trace=trace)
 
 
 def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: Optional[str], perceptual: str,
-                     options: EngineOptions = EngineOptions(), progress: Optional[ProgressFn] = None,
+                     options: EngineOptions = EngineOptions(), reporter: Reporter = SILENT,
                      report_every: int = 10) -> PurificationRun:
     """Purify `images` (any sizes; same-size images share batches): one result per input, in order.
     Pictures beyond `options.tiling` are purified as overlapping tiles and blended back.
 
-    `progress(done, total, losses)` counts image-iterations over the whole run; returning True
-    cancels the rest (the images never started come back without pixels). On CUDA the batch size of
+    The `reporter` counts image-iterations over the whole run (a cancel raises out of it). On CUDA the batch size of
     each image size comes from a one-step memory probe and the free memory; a batch that still runs
     out of memory is split in two and retried. On CPU a batch holds at most `options.cpu_batch_pixels`
     pixels (at least one image).
@@ -206,15 +202,13 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
              if options.tiling is not None and options.tiling.applies(im.height, im.width)}
     units = [piece for i, im in enumerate(images) for piece in (cut(im, tiled[i]) if i in tiled else [im])]
     run = _Run(vae=vae_model, distance=load_perceptual(perceptual, device), params=params, options=options,
-               device=device, progress=progress, report_every=report_every, total=params.iters * len(units))
+               device=device, reporter=reporter, report_every=report_every, total=params.iters * len(units))
     groups: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(units):
         groups.setdefault((im.height, im.width), []).append(i)
-    done = [PurifiedImage(rgb=None, stop_reason=StopReason.canceled, iterations=0, trace=[]) for _ in units]
+    done: list[Optional[PurifiedImage]] = [None] * len(units)
     batch_sizes: dict[str, int] = {}
     for (height, width), indices in groups.items():
-        if run.canceled:
-            break
         size = batch_sizes[f"{width}x{height}"] = run.batch_size(units, indices)
         run.run_group(units, indices, size, done)
     results, at = [], 0
@@ -222,10 +216,10 @@ def run_purification(images: list[DecodedImage], params: PurifyParams, *, vae: O
         count = len(tiled.get(i, [None]))
         results.append(assembled(done[at:at + count], tiled[i], im.height, im.width) if i in tiled else done[at])
         at += count
-    engine = {"batch_sizes": batch_sizes, "compiled": run.compiled,
-              "tiles": {str(i): len(tiles) for i, tiles in tiled.items()},
-              "precision": precision_name(autocast_dtype(device, options.precision)),
-              "vae_tiling": options.vae_tiling, "vae_checkpointing": options.vae_checkpointing,
-              "oom_splits": run.oom_splits}
-    return PurificationRun(images=results, model=identity.as_dict(), perceptual={"name": run.distance.name},
-                           seconds=run.seconds, device=device, engine=engine)
+    engine = EngineReport(batch_sizes=batch_sizes, compiled=run.compiled,
+                          precision=precision_name(autocast_dtype(device, options.precision)),
+                          vae_tiling=options.vae_tiling, vae_checkpointing=options.vae_checkpointing,
+                          oom_splits=run.oom_splits, tiles={str(i): len(tiles) for i, tiles in tiled.items()})
+    return PurificationRun(images=[image for image in results if image is not None], model=identity,
+                           perceptual=PerceptualIdentity(name=run.distance.name), seconds=run.seconds, device=device,
+                           engine=engine)

@@ -31,7 +31,8 @@ from typing import Callable
 import torch
 
 from impress.methods import (PHOTOGUARD_STEP_OF_EPS, AdvdmParams, GlazeLikeParams, MethodChoice, MethodParams,
-                             MistParams, l2_budget_scale, PhotoguardDiffusionParams, PhotoguardParams, SdsMinusParams)
+                             MistParams, PhotoguardDiffusionParams, PhotoguardParams, SdsMinusParams, l2_budget_scale)
+from impress.progress import SILENT, Reporter
 
 from .diffusion.attacks import advdm, photoguard_diffusion, sds_minus
 from .autoencoder import Autoencoder
@@ -47,7 +48,7 @@ def grey_target(x: torch.Tensor) -> torch.Tensor:
 
 def encoder_attack(vae: Autoencoder, x: torch.Tensor, target: torch.Tensor, *, eps: float = 8 / 255,
                    step: float | None = None, steps: int = 1000, seed: int = 0,
-                   decay: bool = True, sample: bool = False) -> torch.Tensor:
+                   decay: bool = True, sample: bool = False, reporter: Reporter = SILENT) -> torch.Tensor:
     """PhotoGuard's encoder attack: L-inf PGD pulling E(x + d) toward E(target), |d| <= eps.
 
     Signed gradient steps whose size decays linearly from `step` (default eps/3) to step/100
@@ -63,7 +64,7 @@ def encoder_attack(vae: Autoencoder, x: torch.Tensor, target: torch.Tensor, *, e
     for i in range(steps):
         delta.requires_grad_(True)
         adv = (x + delta).clamp(-1, 1)
-        if sample:
+        if sample:  # Autoencoder.sample: the encoding itself for a deterministic encoder (taef2)
             z = vae.sample(adv, gen)
             with torch.no_grad():
                 z_target = vae.sample(target, gen)
@@ -75,6 +76,7 @@ def encoder_attack(vae: Autoencoder, x: torch.Tensor, target: torch.Tensor, *, e
         with torch.no_grad():
             delta = (delta - size * grad.sign()).clamp(-eps2, eps2)
             delta = (x + delta).clamp(-1, 1) - x
+        reporter.advance(i + 1, steps)
     return (x + delta).detach().clamp(-1, 1)
 
 
@@ -106,7 +108,7 @@ ALPHA_GROWTH = 1.1
 
 def glaze_like_cloak(vae: Autoencoder, distance, x: torch.Tensor, target: torch.Tensor, *, p: float = 0.05,
                      eps: float = 16 / 255, alpha: float = 30, steps: int = 500, lr: float = 0.01,
-                     seed: int = 0) -> torch.Tensor:
+                     seed: int = 0, reporter: Reporter = SILENT) -> torch.Tensor:
     """Glaze-like style cloak (Glaze itself is closed), after the IMPRESS authors' glaze.py: Adam on d
     from U(+-p) minimising ||E(x + d) - E(target)||^2 + alpha_i * max(P(x, x + d) - p, 0).
 
@@ -124,7 +126,7 @@ def glaze_like_cloak(vae: Autoencoder, distance, x: torch.Tensor, target: torch.
     delta = ((x + start).clamp(-1, 1) - x).requires_grad_(True)
     weight = torch.full((x.shape[0],), float(alpha), device=x.device)
     opt = torch.optim.Adam([delta], lr=lr)
-    for _ in range(steps):
+    for i in range(steps):
         adv = x + delta
         latent = ((vae.encode(adv) - z_target) ** 2).mean(dim=(1, 2, 3))
         excess = perceptual(adv).float() - p
@@ -135,6 +137,7 @@ def glaze_like_cloak(vae: Autoencoder, distance, x: torch.Tensor, target: torch.
         with torch.no_grad():
             weight = torch.where(excess > 0, weight * ALPHA_GROWTH, (weight / ALPHA_GROWTH).clamp_min(alpha))
             delta.copy_((x + delta.clamp(-eps2, eps2)).clamp(-1, 1) - x)
+        reporter.advance(i + 1, steps)
     return fit_perceptual_budget(perceptual, x, delta.detach(), p)
 
 
@@ -158,14 +161,14 @@ def fit_perceptual_budget(perceptual: Scorer, x: torch.Tensor, delta: torch.Tens
 
 
 def mist_textural(vae, x: torch.Tensor, target: torch.Tensor | None = None, *, eps: float = 16 / 255,
-                  steps: int = 100, step: float = 1 / 255, seed: int = 0) -> torch.Tensor:
+                  steps: int = 100, step: float = 1 / 255, seed: int = 0, reporter: Reporter = SILENT) -> torch.Tensor:
     """Mist's textural loss alone (Mist's mode 1): L-inf PGD with constant steps pulling E(x + d) toward
     E(target), `default_mist_pattern` when none is given (Mist ships its own MIST.png), both encoded
     by a seeded posterior sample at every step, as Mist encodes in every mode. Mist's default mode 2
     also maximises the diffusion model's semantic loss; that is not here (it needs a diffusion model)."""
     target = default_mist_pattern(*x.shape[-2:]) if target is None else target
     return encoder_attack(vae, x, target.to(x).expand_as(x), eps=eps, step=step, steps=steps, seed=seed,
-                          decay=False, sample=True)
+                          decay=False, sample=True, reporter=reporter)
 
 
 def photoguard(vae, x: torch.Tensor, target: torch.Tensor | None = None, **params) -> torch.Tensor:
@@ -182,8 +185,8 @@ def glaze_like(vae, distance, x: torch.Tensor, target: torch.Tensor | None = Non
 
 @dataclass(frozen=True)
 class Protection:
-    fn: Callable[..., torch.Tensor]   # (vae, [distance,] x, target, **params) -> protected x; for a diffusion
-    #                                   protection (its params' pipeline_kind): (pipe, x, target, **params)
+    fn: Callable[..., torch.Tensor]   # (vae, [distance,] x, target, reporter=, **params) -> protected x; for a
+    #                                   diffusion protection (its params' pipeline_kind): (pipe, x, target, reporter=, **params)
     needs_distance: bool = False
     perceptual_budget: str | None = None  # the parameter bounding the perceptual distance, if any
     l2_budget: bool = False               # eps is an L2 norm per 512 x 512 image in [-1, 1] units (PhotoGuard's
@@ -223,21 +226,23 @@ def stated_budget(choice: MethodChoice, distance_name: str | None = None,
 
 
 def apply_protection(choice: MethodChoice, vae, x: torch.Tensor, distance=None,
-                     target: torch.Tensor | None = None, pipelines=None) -> torch.Tensor:
+                     target: torch.Tensor | None = None, pipelines=None, reporter: Reporter = SILENT) -> torch.Tensor:
     """Protect a batch as `choice` says toward `target` (1 or B images of x's size; the protection's own
     default when None) and return it as saved: quantised to 8 bits, since that is what a user keeps,
     what budgets are measured on, and what detection and purification see. `distance` is required
-    by the protections that use one, `pipelines` (diffusion.scenario.PipelineSet) by diffusion ones."""
+    by the protections that use one, `pipelines` (diffusion.scenario.PipelineSet) by diffusion ones.
+    The `reporter` is told every step."""
     entry, kind = PROTECTION_FUNCTIONS[type(choice.params)], choice.params.pipeline_kind
+    params = {**choice.params.model_dump(), "reporter": reporter}
     if kind is not None:
         if pipelines is None:
             raise ValueError(f"protection {choice.name!r} needs a diffusion pipeline")
-        return quantize_8bit(entry.fn(pipelines.get(kind), x, target, **choice.params.model_dump()))
+        return quantize_8bit(entry.fn(pipelines.get(kind), x, target, **params))
     if not entry.needs_distance:
-        return quantize_8bit(entry.fn(vae, x, target, **choice.params.model_dump()))
+        return quantize_8bit(entry.fn(vae, x, target, **params))
     if distance is None:
         raise ValueError(f"protection {choice.name!r} needs a perceptual distance")
-    return quantize_8bit(entry.fn(vae, distance, x, target, **choice.params.model_dump()))
+    return quantize_8bit(entry.fn(vae, distance, x, target, **params))
 
 
 def budget(protected: torch.Tensor, clean: torch.Tensor, distance=None) -> dict[str, list[float]]:

@@ -12,7 +12,8 @@ import torch
 
 from impress.images import DecodedImage
 from impress.methods import MethodChoice
-from impress.records import MeasuredBudget
+from impress.progress import SILENT, Reporter, spans
+from impress.records import MeasuredBudget, ModelIdentity, PerceptualIdentity
 
 from .models import load_vae
 from .perceptual import load_perceptual
@@ -33,40 +34,43 @@ class ProtectionRun:
     protection: MethodChoice
     stated: dict[str, float]        # what the protection promises (Protection.stated_budget; an L2 budget
     #                                 on the images' size when they share one)
-    model: dict
-    perceptual: dict
+    model: ModelIdentity
+    perceptual: PerceptualIdentity
     seconds: float
     device: str
     pipelines: dict                 # diffusion pipelines used, by kind (empty for the VAE protections)
 
 
-def run_protection(images: list[DecodedImage], spec: MethodChoice, *, vae: str, perceptual: str, device: str,
-                   target: Optional[DecodedImage] = None, batch_size: int = 4, pipelines=None) -> ProtectionRun:
-    """Protect `images` (any sizes; same-size images share batches) with `spec`, toward `target`
+def run_protection(images: list[DecodedImage], protection: MethodChoice, *, vae: str, perceptual: str, device: str,
+                   target: Optional[DecodedImage] = None, batch_size: int = 4, pipelines=None,
+                   reporter: Reporter = SILENT) -> ProtectionRun:
+    """Protect `images` (any sizes; same-size images share batches) with `protection`, toward `target`
     when given (fitted to each size), else the protection's own default target. Diffusion protections
-    run on `pipelines` (diffusion.scenario.PipelineSet)."""
+    run on `pipelines` (diffusion.scenario.PipelineSet). The `reporter` counts steps times images."""
     vae_model, identity = load_vae(vae, device)
     distance = load_perceptual(perceptual, device)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
         groups.setdefault((im.height, im.width), []).append(i)
+    batches = [(height, width, indices[k:k + batch_size]) for (height, width), indices in groups.items()
+               for k in range(0, len(indices), batch_size)]
+    steps = protection.step_count or 1
     results: list[Optional[ProtectedImage]] = [None] * len(images)
     t0 = time.perf_counter()
-    for (height, width), indices in groups.items():
+    for (height, width, batch), share in zip(batches, spans(reporter, [steps * len(b) for _, _, b in batches])):
         goal = None if target is None else fitted(target, height, width).to(device)
-        for k in range(0, len(indices), batch_size):
-            batch = indices[k:k + batch_size]
-            clean = torch.cat([to_tensor(images[i].rgb) for i in batch]).to(device)
-            protected = apply_protection(spec, vae_model, clean, distance, target=goal, pipelines=pipelines)
-            spent = budget(protected, clean, distance)
-            for j, i in enumerate(batch):
-                results[i] = ProtectedImage(
-                    rgb=to_uint8(protected[j]), alpha=images[i].alpha,
-                    budget=MeasuredBudget(linf_255=spent["linf_255"][j], l2_255=spent["l2_255"][j],
-                                          psnr_db=spent["psnr_db"][j], ssim=spent["ssim"][j],
-                                          perceptual=spent[distance.name][j]))
-    return ProtectionRun(images=results, protection=spec,
-                         stated=stated_budget(spec, distance.name, next(iter(groups)) if len(groups) == 1 else None),
-                         model=identity.as_dict(), perceptual={"name": distance.name},
+        clean = torch.cat([to_tensor(images[i].rgb) for i in batch]).to(device)
+        protected = apply_protection(protection, vae_model, clean, distance, target=goal, pipelines=pipelines,
+                                     reporter=share)
+        spent = budget(protected, clean, distance)
+        for j, i in enumerate(batch):
+            results[i] = ProtectedImage(
+                rgb=to_uint8(protected[j]), alpha=images[i].alpha,
+                budget=MeasuredBudget(linf_255=spent["linf_255"][j], l2_255=spent["l2_255"][j],
+                                      psnr_db=spent["psnr_db"][j], ssim=spent["ssim"][j],
+                                      perceptual=spent[distance.name][j]))
+    return ProtectionRun(images=results, protection=protection,
+                         stated=stated_budget(protection, distance.name, next(iter(groups)) if len(groups) == 1 else None),
+                         model=identity, perceptual=PerceptualIdentity(name=distance.name),
                          seconds=round(time.perf_counter() - t0, 3), device=device,
                          pipelines=pipelines.used() if pipelines else {})

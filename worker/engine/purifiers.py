@@ -20,6 +20,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from impress.contract import PurifyOverrides
+from impress.progress import SILENT, Reporter
 from impress.methods import (BlurParams, DiffpureParams, GridpureParams, ImpressParams, JpegParams, MethodChoice,
                              MethodParams, NoiseImpressParams, NoiseParams, NoisyUpscaleParams, ResizeParams)
 
@@ -53,23 +54,25 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
                          align_corners=False).clamp(-1, 1)
 
 
-def impress(x: torch.Tensor, params: ImpressParams, *, vae, distance) -> torch.Tensor:
+def impress(x: torch.Tensor, params: ImpressParams, *, vae, distance, reporter: Reporter = SILENT) -> torch.Tensor:
     """IMPRESS (purify.purify) with its preset resolved for this perceptual distance, as a job would be."""
     resolved = PurifyOverrides(**params.impress_fields()).resolve(distance.name)
-    return purify(vae, distance, x, resolved, device=str(x.device), log_every=resolved.iters).images.to(x)
+    return purify(vae, distance, x, resolved, device=str(x.device), log_every=resolved.iters,
+                  reporter=reporter).images.to(x)
 
 
-def noise_impress(x: torch.Tensor, params: NoiseImpressParams, *, vae, distance) -> torch.Tensor:
+def noise_impress(x: torch.Tensor, params: NoiseImpressParams, *, vae, distance,
+                  reporter: Reporter = SILENT) -> torch.Tensor:
     """Gaussian noise first, then IMPRESS on the noised image (whose hinge is then measured against the
     noised image, as in any chain of purifiers): `noise-impress`, and `impress++` with the glaze preset
     (Hönig et al.'s IMPRESS++ preprocessing, docs/diffusion.md)."""
-    return impress(gaussian_noise(x, params.sigma, params.seed), params, vae=vae, distance=distance)
+    return impress(gaussian_noise(x, params.sigma, params.seed), params, vae=vae, distance=distance, reporter=reporter)
 
 
 @dataclass(frozen=True)
 class Purifier:
-    fn: Callable[..., torch.Tensor]   # (x, **params), or with needs_models (x, params, vae=, distance=),
-    #                                   or for a diffusion purifier (its params' pipeline_kind) (pipe, x, **params)
+    fn: Callable[..., torch.Tensor]   # (x, **params), or with needs_models (x, params, vae=, distance=, reporter=),
+    #                                   or for a diffusion purifier (its params' pipeline_kind) (pipe, x, reporter=, **params)
     needs_models: bool = False
 
 
@@ -87,16 +90,18 @@ PURIFIER_FUNCTIONS: dict[type[MethodParams], Purifier] = {
 }
 
 
-def apply_purifier(choice: MethodChoice, x: torch.Tensor, vae=None, distance=None, pipelines=None) -> torch.Tensor:
+def apply_purifier(choice: MethodChoice, x: torch.Tensor, vae=None, distance=None, pipelines=None,
+                   reporter: Reporter = SILENT) -> torch.Tensor:
     """Purify a batch as `choice` says; `vae` and `distance` are required by the purifiers that use them,
-    `pipelines` (diffusion.scenario.PipelineSet) by the diffusion ones."""
+    `pipelines` (diffusion.scenario.PipelineSet) by the diffusion ones. The purifiers that loop tell
+    the `reporter` every step; the others are one pass."""
     entry, kind = PURIFIER_FUNCTIONS[type(choice.params)], choice.params.pipeline_kind
     if kind is not None:
         if pipelines is None:
             raise ValueError(f"purifier {choice.name!r} needs a diffusion pipeline")
-        return entry.fn(pipelines.get(kind), x, **choice.params.model_dump())
+        return entry.fn(pipelines.get(kind), x, reporter=reporter, **choice.params.model_dump())
     if not entry.needs_models:
         return entry.fn(x, **choice.params.model_dump())
     if vae is None or distance is None:
         raise ValueError(f"purifier {choice.name!r} needs a VAE and a perceptual distance")
-    return entry.fn(x, choice.params, vae=vae, distance=distance)
+    return entry.fn(x, choice.params, vae=vae, distance=distance, reporter=reporter)

@@ -15,12 +15,13 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from impress.contract import Precision, PurifyParams, StopReason
+from impress.progress import SILENT, Reporter
 
 from .autoencoder import Autoencoder
 from .perceptual import Scorer
@@ -28,7 +29,6 @@ from .perceptual import Scorer
 log = logging.getLogger("impress.engine")
 
 # Called every `report_every` steps with (step, total, per-image losses); returning True cancels.
-ProgressFn = Callable[[int, int, list[float]], bool]
 
 
 class NonFiniteLoss(ArithmeticError):
@@ -100,12 +100,13 @@ def compiled_losses():
 
 
 def purify(vae: Autoencoder, distance, x_ptb: torch.Tensor, params: PurifyParams, *, device: str = "cpu",
-           progress: Optional[ProgressFn] = None, report_every: int = 10, log_every: int = 50,
+           reporter: Reporter = SILENT, report_every: int = 10, log_every: int = 50,
            compile: bool = False, precision: Precision = "auto") -> PurifyOutcome:
     """Purify a batch of same-size images x_ptb (B x 3 x H x W, [-1, 1]). Pure function of its inputs.
 
     `distance` is a perceptual distance from `perceptual.load_perceptual`, bound here to x_ptb.
-    Host-device syncs happen only every `report_every` steps (progress, cancel, plateau checks).
+    Host-device syncs happen only every `report_every` steps (progress, cancel, plateau checks): the
+    `reporter` is told then, and stops the run by raising impress.progress.Canceled.
     `compile` runs the loss under torch.compile; if compiling fails the run goes on eagerly (logged,
     and `compiled` is False in the outcome). `precision` picks the forward pass's autocast dtype.
     """
@@ -144,9 +145,7 @@ def purify(vae: Autoencoder, distance, x_ptb: torch.Tensor, params: PurifyParams
             append_trace(traces, step, values)
         if step % report_every != 0:
             continue
-        if progress is not None and progress(step, params.iters, values[0].tolist()):
-            stop_reason = StopReason.canceled
-            break
+        reporter.advance(step, params.iters, loss=float(values[0].mean()))
         if params.early_stop and plateaued(values[0], best, best_at, step, params):
             stop_reason = StopReason.plateau
             break

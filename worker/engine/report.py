@@ -67,9 +67,9 @@ def editing_tables(result: MatrixResult) -> list[Table]:
     editing = result.editing
     if editing is None:
         return []
-    settings, pipeline = editing.settings, editing.pipeline
-    what = (f"{settings['mode']} with {pipeline['name']} ({pipeline['revision']}), prompt \"{settings['prompt']}\", "
-            f"seed {settings['seed']}, {settings['steps']} steps, guidance {settings['guidance']}")
+    params, pipeline = editing.settings, editing.pipeline
+    what = (f"{params.mode} with {pipeline['name']} ({pipeline['revision']}), prompt \"{params.prompt}\", "
+            f"seed {params.seed}, {params.steps} steps, guidance {params.guidance}")
 
     def scores(edit) -> list:
         return [rounded_mean(edit.psnr_db), rounded_mean(edit.ssim), rounded_mean(edit.perceptual)] if edit else [None] * 3

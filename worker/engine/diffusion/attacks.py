@@ -24,6 +24,7 @@ from typing import Optional
 import torch
 
 from impress.methods import l2_budget_scale
+from impress.progress import SILENT, Reporter
 
 from ..tensors import quantize_8bit
 from .common import denoising_error, latents, randn, random_timesteps, text_embeddings, training_scheduler
@@ -33,7 +34,7 @@ MIST_PROMPT = "a painting"  # Mist's style template (mist_v3.py, imagenet_templa
 
 
 def _linf_pgd(x: torch.Tensor, gradient, *, eps: float, step: float, steps: int, seed: int,
-              ascend: bool) -> torch.Tensor:
+              ascend: bool, reporter: Reporter) -> torch.Tensor:
     """Signed-gradient steps of `step`, projected onto |d| <= eps and the pixel range, from a uniform
     random start (advertorch's rand_init, which Mist uses). eps and step in [0, 1] units.
     `gradient(x_adv, i)` is the gradient of the loss at step i."""
@@ -45,12 +46,13 @@ def _linf_pgd(x: torch.Tensor, gradient, *, eps: float, step: float, steps: int,
         with torch.no_grad():
             adv = adv + sign * step2 * grad.sign()
             adv = (x + (adv - x).clamp(-eps2, eps2)).clamp(-1, 1)
+        reporter.advance(i + 1, steps)
     # As saved: 8 bits. From an 8-bit x the box's faces are levels themselves, so rounding stays inside.
     return quantize_8bit(adv.detach())
 
 
 def _unet_attack(pipe, x: torch.Tensor, *, eps: float, step: float, steps: int, prompt: str, seed: int,
-                 score_distillation: bool) -> torch.Tensor:
+                 score_distillation: bool, reporter: Reporter) -> torch.Tensor:
     """L-inf PGD on the denoising loss at a fresh (timestep, noise, posterior sample) every step: its
     exact gradient ascended (AdvDM), or its score-distillation gradient descended (SDS(-))."""
     scheduler, cond = training_scheduler(pipe), text_embeddings(pipe, prompt, len(x))
@@ -65,7 +67,8 @@ def _unet_attack(pipe, x: torch.Tensor, *, eps: float, step: float, steps: int, 
         objective = (err.to(z.dtype) * z).sum() if score_distillation else (err ** 2).mean()
         return torch.autograd.grad(objective, adv)[0]
 
-    return _linf_pgd(x, gradient, eps=eps, step=step, steps=steps, seed=seed, ascend=not score_distillation)
+    return _linf_pgd(x, gradient, eps=eps, step=step, steps=steps, seed=seed, ascend=not score_distillation,
+                     reporter=reporter)
 
 
 def _no_target(name: str, target: Optional[torch.Tensor]) -> None:
@@ -74,17 +77,21 @@ def _no_target(name: str, target: Optional[torch.Tensor]) -> None:
 
 
 def advdm(pipe, x: torch.Tensor, target: Optional[torch.Tensor] = None, *, eps: float = 16 / 255,
-          step: float = 1 / 255, steps: int = 100, prompt: str = MIST_PROMPT, seed: int = 0) -> torch.Tensor:
+          step: float = 1 / 255, steps: int = 100, prompt: str = MIST_PROMPT, seed: int = 0,
+          reporter: Reporter = SILENT) -> torch.Tensor:
     """AdvDM: maximise the denoising loss of the pipeline's UNet (module docstring)."""
     _no_target("advdm", target)
-    return _unet_attack(pipe, x, eps=eps, step=step, steps=steps, prompt=prompt, seed=seed, score_distillation=False)
+    return _unet_attack(pipe, x, eps=eps, step=step, steps=steps, prompt=prompt, seed=seed, score_distillation=False,
+                        reporter=reporter)
 
 
 def sds_minus(pipe, x: torch.Tensor, target: Optional[torch.Tensor] = None, *, eps: float = 16 / 255,
-              step: float = 1 / 255, steps: int = 100, prompt: str = MIST_PROMPT, seed: int = 0) -> torch.Tensor:
+              step: float = 1 / 255, steps: int = 100, prompt: str = MIST_PROMPT, seed: int = 0,
+              reporter: Reporter = SILENT) -> torch.Tensor:
     """SDS(-): descend the score-distillation gradient (module docstring); no backward through the UNet."""
     _no_target("sds-minus", target)
-    return _unet_attack(pipe, x, eps=eps, step=step, steps=steps, prompt=prompt, seed=seed, score_distillation=True)
+    return _unet_attack(pipe, x, eps=eps, step=step, steps=steps, prompt=prompt, seed=seed, score_distillation=True,
+                        reporter=reporter)
 
 
 def _scheduler_step_kwargs(scheduler, eta: float, generator) -> dict:
@@ -121,7 +128,7 @@ def photoguard_diffusion(pipe, x: torch.Tensor, target: Optional[torch.Tensor] =
                          mask: Optional[torch.Tensor] = None, *, eps: float = 16.0, step: float = 1.0,
                          steps: int = 200, grad_reps: int = 10, inference_steps: int = 4, guidance: float = 7.5,
                          eta: float = 1.0, masked_weight: float = 0.0, prompt: str = "",
-                         seed: int = 0) -> torch.Tensor:
+                         seed: int = 0, reporter: Reporter = SILENT) -> torch.Tensor:
     """PhotoGuard's diffusion attack on an inpainting pipeline (module docstring), pulling the edit toward
     `target` (1 or B images; the zero image, PhotoGuard's default, when None), plus `masked_weight` times
     the edit's distance to the attacked masked image. `eps` and `step` are L2 norms in [-1, 1] pixel
@@ -151,6 +158,7 @@ def photoguard_diffusion(pipe, x: torch.Tensor, target: Optional[torch.Tensor] =
             adv = adv - step * grad / (norm + 1e-10)
             d = torch.renorm(adv - masked, p=2, dim=0, maxnorm=eps)
             adv = (masked + d).clamp(-1, 1)
+        reporter.advance(i + 1, steps)
     return fit_l2_budget(x, x * (1 - keep) + adv * keep, eps)
 
 

@@ -32,12 +32,12 @@ def centre_keep_mask(batch: int, height: int, width: int, keep: float = 0.5) -> 
 
 
 @torch.no_grad()
-def edit(pipe, x: torch.Tensor, settings: EditParams, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def edit(pipe, x: torch.Tensor, params: EditParams, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The edit of each image of x (B x 3 x H x W in [-1, 1]); inpainting regenerates where mask is 1."""
-    common = dict(prompt=[settings.prompt] * len(x), image=to_pipeline(x), strength=settings.resolved_strength(),
-                  guidance_scale=settings.guidance, num_inference_steps=settings.steps, eta=settings.eta,
-                  generator=generators(settings.seed, len(x)), output_type="pt")
-    if settings.mode == "inpaint":
+    common = dict(prompt=[params.prompt] * len(x), image=to_pipeline(x), strength=params.resolved_strength(),
+                  guidance_scale=params.guidance, num_inference_steps=params.steps, eta=params.eta,
+                  generator=generators(params.seed, len(x)), output_type="pt")
+    if params.mode == "inpaint":
         mask = centre_keep_mask(len(x), *x.shape[-2:]) if mask is None else mask
         out = pipe(mask_image=mask.to(x.device), height=x.shape[-2], width=x.shape[-1], **common)
     else:

@@ -24,16 +24,15 @@ from __future__ import annotations
 import copy
 import statistics
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
 
 import torch
 
+from impress.progress import SILENT, Reporter, spans
 from impress.scenarios import MimicryParams
 
 from .common import denoising_error, from_pipeline, generators, latents, randn, random_timesteps, \
     text_embeddings, training_scheduler
 
-Progress = Callable[[int, int], None]
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # diffusers' LoRA training script's choice
 
 
@@ -77,26 +76,26 @@ class MimicryRun:
         return {"split": asdict(self.split), "sets": {name: r.as_dict() for name, r in self.sets.items()}}
 
 
-def train_lora(pipe, images: torch.Tensor, settings: MimicryParams, progress: Optional[Progress] = None):
+def train_lora(pipe, images: torch.Tensor, params: MimicryParams, reporter: Reporter = SILENT):
     """A copy of the pipeline's UNet with a LoRA adapter fine-tuned on `images` (N x 3 x H x W, [-1, 1])
-    under the instance prompt, and its training losses. `progress(step, steps)` is called every step."""
+    under the instance prompt, and its training losses. The `reporter` is told every step."""
     from peft import LoraConfig
 
     unet = copy.deepcopy(pipe.unet)
-    unet.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights="gaussian",
+    unet.add_adapter(LoraConfig(r=params.rank, lora_alpha=params.rank, init_lora_weights="gaussian",
                                 target_modules=LORA_TARGETS))
     trainable = [p for p in unet.parameters() if p.requires_grad]
     for p in trainable:  # the adapter trains in fp32 even on a half-precision UNet (as diffusers' script)
         p.data = p.data.float()
-    optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate)
+    optimiser = torch.optim.AdamW(trainable, lr=params.learning_rate)
     scheduler = training_scheduler(pipe)
-    cond = text_embeddings(pipe, settings.prompt, settings.batch)
-    order = torch.Generator(device="cpu").manual_seed(settings.seed)
+    cond = text_embeddings(pipe, params.prompt, params.batch)
+    order = torch.Generator(device="cpu").manual_seed(params.seed)
     unet.train()
     losses = []
-    for step in range(settings.steps):
-        batch = images[torch.randint(0, len(images), (settings.batch,), generator=order)]
-        seed = settings.seed + step
+    for step in range(params.steps):
+        batch = images[torch.randint(0, len(images), (params.batch,), generator=order)]
+        seed = params.seed + step
         with torch.no_grad():
             z = latents(pipe, batch, seed)
         t = random_timesteps(scheduler, len(batch), seed, z.device)
@@ -105,19 +104,18 @@ def train_lora(pipe, images: torch.Tensor, settings: MimicryParams, progress: Op
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
-        if progress is not None:
-            progress(step + 1, settings.steps)
+        reporter.advance(step + 1, params.steps, loss=losses[-1])
     return unet.eval().requires_grad_(False), losses
 
 
 @torch.no_grad()
-def clean_loss(pipe, unet, clean: torch.Tensor, settings: MimicryParams) -> float:
+def clean_loss(pipe, unet, clean: torch.Tensor, params: MimicryParams) -> float:
     """Mean denoising loss on the clean images at fixed (seeded) timesteps and noise: the same draws for
     every UNet compared, so differences come from the weights alone."""
     scheduler = training_scheduler(pipe)
-    cond = text_embeddings(pipe, settings.prompt, len(clean))
+    cond = text_embeddings(pipe, params.prompt, len(clean))
     values = []
-    for k in range(settings.eval_samples):
+    for k in range(params.eval_samples):
         seed = 10_000 + k
         z = latents(pipe, clean, seed)
         t = random_timesteps(scheduler, len(clean), seed, z.device)
@@ -126,37 +124,36 @@ def clean_loss(pipe, unet, clean: torch.Tensor, settings: MimicryParams) -> floa
 
 
 @torch.no_grad()
-def generate(pipe, unet, settings: MimicryParams, size: int) -> torch.Tensor:
+def generate(pipe, unet, params: MimicryParams, size: int) -> torch.Tensor:
     """Images generated from the instance prompt by the pipeline with `unet` in place of its own."""
     from diffusers import StableDiffusionPipeline
 
     text2img = StableDiffusionPipeline.from_pipe(pipe, unet=unet)
     text2img.set_progress_bar_config(disable=True)
-    out = text2img(prompt=[settings.prompt] * settings.generate, height=size, width=size,
-                   num_inference_steps=settings.generate_steps, generator=generators(settings.seed, settings.generate),
+    out = text2img(prompt=[params.prompt] * params.generate, height=size, width=size,
+                   num_inference_steps=params.generate_steps, generator=generators(params.seed, params.generate),
                    output_type="pt")
     return from_pipeline(out.images, torch.empty(0, device=pipe.unet.device))
 
 
-def mimicry(pipe, clean: torch.Tensor, training_sets: dict[str, torch.Tensor], settings: MimicryParams,
-            progress: Optional[Progress] = None) -> MimicryRun:
+def mimicry(pipe, clean: torch.Tensor, training_sets: dict[str, torch.Tensor], params: MimicryParams,
+            reporter: Reporter = SILENT) -> MimicryRun:
     """Fine-tune on the training part of each set (name -> images aligned with `clean`; include "clean"
     for the reference gain) and score each on the held-out clean images (`held_out_split`).
-    `progress(done, total)` counts training steps over all sets."""
-    split = held_out_split(len(clean), settings.held_out, settings.seed)
+    The `reporter` counts training steps over all sets."""
+    split = held_out_split(len(clean), params.held_out, params.seed)
     for name, images in training_sets.items():
         if len(images) != len(clean):
             raise ValueError(f"set {name!r} has {len(images)} images for {len(clean)} clean ones: one per work")
     scored = clean[split.held_out]
     training_sets = {name: images[split.train] for name, images in training_sets.items()}
-    base = clean_loss(pipe, pipe.unet, scored, settings)
+    base = clean_loss(pipe, pipe.unet, scored, params)
     results = {}
-    total = settings.steps * len(training_sets)
-    for k, (name, images) in enumerate(training_sets.items()):
-        overall = None if progress is None else (lambda step, _n, done=k * settings.steps: progress(done + step, total))
-        unet, losses = train_lora(pipe, images, settings, overall)
-        tuned = clean_loss(pipe, unet, scored, settings)
-        samples = generate(pipe, unet, settings, clean.shape[-1]) if settings.generate else []
+    parts = spans(reporter, [params.steps] * len(training_sets))
+    for part, (name, images) in zip(parts, training_sets.items()):
+        unet, losses = train_lora(pipe, images, params, part)
+        tuned = clean_loss(pipe, unet, scored, params)
+        samples = generate(pipe, unet, params, clean.shape[-1]) if params.generate else []
         results[name] = MimicryResult(name, losses[-10:], base, tuned, base - tuned, samples=samples)
     if "clean" in results and results["clean"].gain > 0:
         for result in results.values():

@@ -10,13 +10,13 @@ weights are not on this machine, ``ModelUnavailable`` names what to fetch and ho
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from impress.pipelines import SETTING_OF_KIND, configured_pipelines  # noqa: F401 (configured_pipelines: callers' import)
+from impress.pipelines import SETTING_OF_KIND
+from impress.records import PipelineIdentity
 
 from ..models import ModelUnavailable, weights_digest
 
@@ -31,22 +31,6 @@ SUGGESTED_WEIGHTS = {
     "inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting",
     "upscale": "stabilityai/stable-diffusion-x4-upscaler",
 }
-
-
-@dataclass(frozen=True)
-class PipelineIdentity:
-    """Which pipeline produced a result: recorded in every diffusion result."""
-
-    name: str
-    kind: str            # img2img | inpaint | upscale
-    source: str          # folder | hub
-    location: str        # folder path, or the hub cache snapshot folder
-    revision: str        # hub snapshot commit, or sha256 prefix of the UNet weights
-    dtype: str
-    device: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 # What `impress models pull` leaves out of a pipeline's hub repo: single-file checkpoints, other

@@ -25,16 +25,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from impress.progress import SILENT, Reporter, spans
+
 from ..tensors import gaussian_noise, quantize_8bit
 from .common import from_pipeline, generators, to_pipeline
 
 
 @torch.no_grad()
-def diffpure(pipe, x: torch.Tensor, *, strength: float = 0.1, steps: int = 1000, seed: int = 0) -> torch.Tensor:
+def diffpure(pipe, x: torch.Tensor, *, strength: float = 0.1, steps: int = 1000, seed: int = 0,
+             reporter: Reporter = SILENT) -> torch.Tensor:
     """SDEdit at `strength` (the fraction of the noise schedule), unconditional: empty prompt, guidance 1."""
     out = pipe(prompt=[""] * len(x), image=to_pipeline(x), strength=strength, guidance_scale=1.0,
-               num_inference_steps=steps, generator=generators(seed, len(x)), output_type="pt")
+               num_inference_steps=steps, generator=generators(seed, len(x)), output_type="pt",
+               callback_on_step_end=step_reporter(reporter))
     return from_pipeline(out.images, x)
+
+
+def step_reporter(reporter: Reporter):
+    """A diffusers pipeline's step-end callback telling `reporter` of each denoising step (a cancel raises
+    out of the pipeline's loop)."""
+    def on_step_end(pipe, step: int, _timestep, tensors: dict) -> dict:
+        reporter.advance(step + 1, pipe.num_timesteps)
+        return tensors
+
+    return on_step_end
 
 
 def crop_origins(size: int, crop: int, stride: int) -> list[int]:
@@ -45,7 +59,8 @@ def crop_origins(size: int, crop: int, stride: int) -> list[int]:
     return origins if origins[-1] == size - crop else origins + [size - crop]
 
 
-def _grid_pass(pipe, x: torch.Tensor, crop: int, stride: int, strength: float, steps: int, seed: int):
+def _grid_pass(pipe, x: torch.Tensor, crop: int, stride: int, strength: float, steps: int, seed: int,
+               reporter: Reporter):
     """One GrIDPure pass: purify every crop and the corner mosaic in one batch, average the overlaps."""
     h, w = x.shape[-2:]
     half = crop // 2
@@ -54,7 +69,7 @@ def _grid_pass(pipe, x: torch.Tensor, crop: int, stride: int, strength: float, s
     mosaic = torch.cat([torch.cat([x[..., t:t + half, l:l + half] for t, l in corners[:2]], dim=-1),
                         torch.cat([x[..., t:t + half, l:l + half] for t, l in corners[2:]], dim=-1)], dim=-2)
     tiles = torch.stack([x[..., t:t + crop, l:l + crop] for t, l in boxes] + [mosaic], dim=1)  # B x N x 3 x c x c
-    purified = diffpure(pipe, tiles.flatten(0, 1), strength=strength, steps=steps, seed=seed)
+    purified = diffpure(pipe, tiles.flatten(0, 1), strength=strength, steps=steps, seed=seed, reporter=reporter)
     purified = purified.view(tiles.shape)
     total, count = torch.zeros_like(x), torch.zeros_like(x[:, :1])
     for k, (t, l) in enumerate(boxes):
@@ -68,22 +83,23 @@ def _grid_pass(pipe, x: torch.Tensor, crop: int, stride: int, strength: float, s
 
 
 def gridpure(pipe, x: torch.Tensor, *, crop: int = 256, stride: int = 128, strength: float = 0.01,
-             steps: int = 1000, iterations: int = 20, gamma: float = 0.1, seed: int = 0) -> torch.Tensor:
+             steps: int = 1000, iterations: int = 20, gamma: float = 0.1, seed: int = 0,
+             reporter: Reporter = SILENT) -> torch.Tensor:
     """GrIDPure (module docstring): grid DiffPure blended with its input, `iterations` times."""
-    for i in range(iterations):
-        purified = _grid_pass(pipe, x, crop, stride, strength, steps, seed + i)
+    for i, part in enumerate(spans(reporter, [1] * iterations)):
+        purified = _grid_pass(pipe, x, crop, stride, strength, steps, seed + i, part)
         x = ((1 - gamma) * purified + gamma * x).clamp(-1, 1)
     return x
 
 
 @torch.no_grad()
 def noisy_upscale(pipe, x: torch.Tensor, *, sigma: float = 0.1, noise_level: int = 320, prompt: str = "",
-                  steps: int = 75, guidance: float = 9.0, seed: int = 0) -> torch.Tensor:
+                  steps: int = 75, guidance: float = 9.0, seed: int = 0, reporter: Reporter = SILENT) -> torch.Tensor:
     """Noisy Upscaling (module docstring). `steps` and `guidance` are diffusers' upscaler defaults, which
     the authors kept; their per-image BLIP caption is the prompt, here one caller-given prompt."""
     noisy = quantize_8bit(gaussian_noise(x, sigma, seed))  # saved as 8 bits, as the authors' noise.py does
     out = pipe(prompt=[prompt] * len(x), image=to_pipeline(noisy), noise_level=noise_level,
                num_inference_steps=steps, guidance_scale=guidance, generator=generators(seed, len(x)),
-               output_type="pt")
+               output_type="pt", callback_on_step_end=step_reporter(reporter))
     big = from_pipeline(out.images, x)
     return F.interpolate(big, size=x.shape[-2:], mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)

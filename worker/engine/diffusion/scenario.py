@@ -13,11 +13,13 @@ from typing import Optional
 
 import torch
 
+from impress.pipelines import configured_pipelines
+from impress.records import PipelineIdentity
 from impress.scenarios import EditParams
 
 from ..models import ModelUnavailable
 from .editing import EditComparison, compare, edit
-from .pipelines import PipelineIdentity, configured_pipelines, load_pipeline, missing_pipeline, resolve_pipeline
+from .pipelines import load_pipeline, missing_pipeline, resolve_pipeline
 from .worst_case import WorstCase, worst_case_per_image
 
 
@@ -61,7 +63,7 @@ class PipelineSet:
 
     def used(self) -> dict[str, dict]:
         """Identities of the pipelines this run loaded, by kind: what produced its results."""
-        return {kind: identity.as_dict() for kind, identity in self.identities.items()}
+        return {kind: identity.model_dump() for kind, identity in self.identities.items()}
 
 
 # The editing metrics a worst case is taken on, and which way is better.
@@ -72,16 +74,16 @@ class EditingRun:
     """One editing scenario over one set of clean images: the clean images are edited once (the
     reference), then each variant (protected, purified) is edited alike and compared with it."""
 
-    def __init__(self, pipelines: PipelineSet, settings: EditParams, distance, clean: torch.Tensor,
+    def __init__(self, pipelines: PipelineSet, params: EditParams, distance, clean: torch.Tensor,
                  mask: Optional[torch.Tensor] = None, batch: Optional[int] = None):
-        self.pipe = pipelines.get(settings.pipeline_kind)
-        self.pipeline = pipelines.used()[settings.pipeline_kind]
-        self.settings, self.distance, self.mask, self.batch = settings, distance, mask, batch or len(clean)
+        self.pipe = pipelines.get(params.pipeline_kind)
+        self.pipeline = pipelines.used()[params.pipeline_kind]
+        self.params, self.distance, self.mask, self.batch = params, distance, mask, batch or len(clean)
         self.reference = self._edit(clean)
 
     def _edit(self, images: torch.Tensor) -> torch.Tensor:
         masks = [None] * len(images) if self.mask is None else list(self.mask.split(1))
-        return torch.cat([edit(self.pipe, images[i:i + self.batch], self.settings,
+        return torch.cat([edit(self.pipe, images[i:i + self.batch], self.params,
                                None if self.mask is None else torch.cat(masks[i:i + self.batch]))
                           for i in range(0, len(images), self.batch)])
 
