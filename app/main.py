@@ -32,7 +32,12 @@ log = logging.getLogger("impress.api")
 
 DESCRIPTION = f"""Purify and evaluate protective image perturbations (IMPRESS, NeurIPS 2023).
 
-Submit images with `POST /v1/purify` (multipart), poll `GET /v1/jobs/{{id}}`, fetch each result PNG.
+Submit images with `POST /v1/purify` (multipart), poll `GET /v1/jobs/{{id}}` or follow it live with
+`GET /v1/jobs/{{id}}/events` (server-sent events, `Last-Event-ID` resumes), fetch each result PNG and its
+signed manifest (`/results/{{i}}/manifest`; C2PA in the PNG). `Prefer: wait=N` on any job POST answers
+200 with the finished job when it ends within N seconds. `expires_in` (seconds) on any job POST bounds how
+long its data is kept (`expires_at`); `DELETE /v1/jobs/{{id}}/data` deletes it now; afterwards, and after
+expiry, its URLs answer 410 `gone` to its owner.
 Once the service has API keys, every /v1 call sends one: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 A job belongs to the key that created it; any other key gets 404 on its URLs. Each key's requests are
 rate-limited (429 with `Retry-After` and `RateLimit-*` headers) and its unfinished jobs capped.
