@@ -80,8 +80,11 @@ class Authenticator:
 
 
 def authorize(request: Request) -> Caller:
-    """The /v1 routers' dependency: identify the caller and count the request against its limit."""
+    """The /v1 routers' dependency: the caller (app.guard identified it from the headers, and counted a
+    submission against its limit before its body was read) with this request counted."""
     auth: Authenticator = request.app.state.auth
-    caller = auth.identify(request)
-    request.state.rate_limit_headers = auth.admit(caller)
+    caller = getattr(request.state, "caller", None) or auth.identify(request)
+    request.state.caller = caller
+    if getattr(request.state, "rate_limit_headers", None) is None:
+        request.state.rate_limit_headers = auth.admit(caller)
     return caller

@@ -49,7 +49,8 @@ async def validation_error_handler(_: Request, exc: RequestValidationError) -> J
 
 
 # The router's own refusals (no such URL, a method the URL lacks), in the envelope like every error.
-HTTP_CODES = {404: ErrorCode.not_found, 405: ErrorCode.method_not_allowed}
+HTTP_CODES = {404: ErrorCode.not_found, 405: ErrorCode.method_not_allowed, 408: ErrorCode.request_timeout,
+              413: ErrorCode.payload_too_large}
 
 
 async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Optional
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from impress.contract import ErrorCode
 from impress.images import SUPPORTED_FORMATS, set_pillow_pixel_guard
 from impress.jobspec import load_job_kinds
 from impress.queue import JobQueue
@@ -21,11 +19,12 @@ from impress.webhooks import WebhookNotifier
 from .admission import Admission
 from .auth import Authenticator, authorize
 from .console import mount_console
-from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_json, error_responses, http_error_handler,
+from .errors import (STORE_ERRORS, ApiError, api_error_handler, error_responses, http_error_handler,
                      store_unavailable_handler, unhandled_error_handler, validation_error_handler)
-from .metrics import REQUEST_SECONDS
+from .guard import EdgeGuard
+from .readiness import Readiness
 from .request_id import RequestIdMiddleware
-from .routes import events, health, jobs
+from .routes import events, health, jobs, webhook_secret
 from .routes.kinds import submit_router
 
 log = logging.getLogger("impress.api")
@@ -62,41 +61,19 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     # A cancel of a queued job is its last transition: the API sends that job's `completed` webhook.
     app.state.store.events = WebhookNotifier(app.state.queue.send_webhook, settings.webhook_progress_every_s)
     app.state.url_guards = UrlGuards.from_settings(settings)
+    app.state.readiness = Readiness(app.state.store, app.state.queue, settings.readiness_cache_s)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     for error in STORE_ERRORS:  # routes, sync ones in the thread pool included
         app.add_exception_handler(error, store_unavailable_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)  # anything else, middleware included
-    # Room for the largest allowed job plus multipart overhead; anything bigger is refused unread.
-    max_body = settings.max_upload_bytes * settings.max_images_per_job + 1024 * 1024
     app.state.admission = admission = Admission(settings.max_inflight_submits)
-
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
-        start = time.perf_counter()
-        length = request.headers.get("content-length")
-        submit = request.method == "POST"
-        if length is not None and length.isdigit() and int(length) > max_body:
-            response = error_json(413, ErrorCode.payload_too_large, f"request body is {length} bytes; "
-                                  f"the limit is {max_body}")
-        elif submit and (refused := admission.try_enter(request)) is not None:
-            response = refused
-        else:
-            try:
-                response = await call_next(request)
-            finally:
-                admission.leave(request)
-            response.headers.update(getattr(request.state, "rate_limit_headers", {}))
-        route = request.scope.get("route")
-        REQUEST_SECONDS.labels(request.method, getattr(route, "path", "unmatched"),
-                               str(response.status_code)).observe(time.perf_counter() - start)
-        return response
-
     submit_routers = [submit_router(spec) for spec in load_job_kinds(settings.job_kind_modules)]
-    for router in (*submit_routers, jobs.router, events.router):  # each reads Redis: 503 when it is down
+    for router in (*submit_routers, jobs.router, events.router, webhook_secret.router):  # each reads Redis: 503 when down
         app.include_router(router, dependencies=[Depends(authorize)], responses=error_responses(401, 429, 503))
     app.include_router(health.router)
     mount_console(app)
+    app.add_middleware(EdgeGuard, settings=settings, auth=app.state.auth, admission=admission)
     app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request, the access log's too, has its id
     return app

@@ -16,6 +16,13 @@ JOBS_SUBMITTED = Counter("impress_jobs_submitted_total", "jobs accepted", ["kind
 UPLOADS_REJECTED = Counter("impress_uploads_rejected_total", "uploads refused before queueing", ["code"])
 REQUEST_SECONDS = Histogram("impress_http_request_seconds", "HTTP request latency", ["method", "route", "status"],
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+# The methods a label may name: any other token a client sends is counted as `other`, so made-up
+# methods cannot grow /metrics (routes are labelled by their matched template, or `unmatched`).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
 
 
 class ServiceCollector:

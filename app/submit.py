@@ -8,23 +8,26 @@ is queued, and a GPU never idles on a slow server. A bad upload rejects the whol
 input is left out with its own code (JobView.rejected_inputs) while the others are processed."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import logging
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Annotated, Optional, Sequence
 
+import anyio
 import httpx
 from fastapi import Header, Request, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from impress.contract import DEFAULT_PRESET, ErrorCode, JobState, vae_for
-from impress.images import ImageRejected, decode_image
+from impress.fetch_slots import FetchSlots
+from impress.images import DecodedImage, ImageRejected, decode_image, encode_png
 from impress.logs import REQUEST_ID
+from impress.names import safe_file_name
 from impress.queue import JobQueue
 from impress.records import InputImage, InputRole, JobError, RejectedInput, WebhookEvent, WebhookTarget
 from impress.settings import Settings
 from impress.ssrf import FetchFailed, UrlGuard, UrlGuards, UrlRefused
-from impress.store import JobStore, TooManyUnfinishedJobs
+from impress.store import JobStore, StorageQuotaExceeded, TooManyUnfinishedJobs, blob_digest
+from impress.webhooks import key_webhook_secret
 
 from .auth import Caller
 from .deps import CallerDep, QueueDep, SettingsDep, StoreDep, UrlGuardsDep
@@ -33,6 +36,8 @@ from .idempotency import IDEMPOTENCY_KEY, claim, fingerprint
 from .metrics import JOBS_SUBMITTED, UPLOADS_REJECTED
 from .prefer import PREFER_DESCRIPTION, preferred_wait, submission_response
 from .schemas import Accepted, JobView
+
+log = logging.getLogger("impress.api")
 
 # HTTP status of each image rejection (every other one is 422).
 REJECTION_STATUS = {ErrorCode.payload_too_large: 413, ErrorCode.image_too_many_pixels: 413,
@@ -98,46 +103,74 @@ async def refuse_unknown_fields(request: Request, model: type[BaseModel], files:
                        [{"field": f, "message": "not a parameter of this endpoint"} for f in unknown])
 
 
+def stored_image(data: bytes, settings: Settings) -> tuple[bytes, DecodedImage]:
+    """The image decoded and re-encoded as the PNG that is stored: trailing bytes, metadata and anything
+    else the decoder did not use are not kept."""
+    img = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    return encode_png(img.rgb, img.alpha), img
+
+
 def read_upload(upload: UploadFile, role: InputRole, settings: Settings) -> tuple[bytes, InputImage]:
     data = upload.file.read(settings.max_upload_bytes + 1)
-    name = upload.filename or "image"
+    name = safe_file_name(upload.filename)
     try:
-        img = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+        stored, img = stored_image(data, settings)
     except ImageRejected as exc:
         UPLOADS_REJECTED.labels(code=exc.code.value).inc()
         raise ApiError(REJECTION_STATUS.get(exc.code, 422), exc.code, f"{name}: {exc.message}",
                        {"file": name, "role": role.value}) from exc
-    return data, InputImage(role=role, name=name, blob="", width=img.width, height=img.height, format=img.format)
+    return stored, InputImage(role=role, name=name, blob=blob_digest(stored), width=img.width, height=img.height,
+                              format=img.format)
 
 
-def fetch_input(url: str, guard: UrlGuard, settings: Settings) -> tuple[bytes, InputImage] | RejectedInput:
+# What a caller is told of a refused or failed image URL: the code, never what was learnt on the way
+# (addresses, ports, statuses), so the service is no port scanner. Logs keep the details.
+URL_ERROR_TEXT = {ErrorCode.url_not_allowed: "this URL is not allowed",
+                  ErrorCode.image_fetch_failed: "the image could not be fetched",
+                  ErrorCode.payload_too_large: "the image is over the size limit"}
+
+
+async def fetch_input(url: str, guard: UrlGuard, settings: Settings) -> tuple[bytes, InputImage] | RejectedInput:
     try:
-        data = guard.fetch(url, max_bytes=settings.max_upload_bytes, timeout_s=settings.url_fetch_timeout_s)
-        img = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+        data = await guard.fetch_async(url, max_bytes=settings.max_upload_bytes, timeout_s=settings.url_fetch_timeout_s)
+        stored, img = stored_image(data, settings)
     except (UrlRefused, FetchFailed, ImageRejected) as exc:
         UPLOADS_REJECTED.labels(code=exc.code.value).inc()
-        return RejectedInput(url=url, error=JobError(code=exc.code, message=exc.message))
-    name = PurePosixPath(httpx.URL(url).path).name or "image"
-    return data, InputImage(name=name, blob="", width=img.width, height=img.height, format=img.format, url=url)
+        log.info("image URL %s refused: %s: %s", url[:200], exc.code.value, exc.message)
+        return RejectedInput(url=url, error=JobError(code=exc.code, message=URL_ERROR_TEXT.get(exc.code, exc.message)))
+    return stored, InputImage(name=safe_file_name(httpx.URL(url).path), blob=blob_digest(stored), width=img.width,
+                              height=img.height, format=img.format, url=url)
 
 
 def fetch_inputs(urls: Sequence[str], guard: UrlGuard, settings: Settings
                  ) -> tuple[list[tuple[bytes, InputImage]], list[RejectedInput]]:
-    """Every URL fetched at once (the time limit holds per request, not per image)."""
+    """Every URL fetched at once, each within its own deadline (runs in a thread without an event loop)."""
     if not urls:
         return [], []
-    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
-        outcomes = list(pool.map(lambda url: fetch_input(url, guard, settings), urls))
+
+    async def fetch_all() -> list:
+        outcomes: list = [None] * len(urls)
+
+        async def one(i: int) -> None:
+            outcomes[i] = await fetch_input(urls[i], guard, settings)
+
+        async with anyio.create_task_group() as group:
+            for i in range(len(urls)):
+                group.start_soon(one, i)
+        return outcomes
+
+    outcomes = anyio.run(fetch_all)
     return ([o for o in outcomes if not isinstance(o, RejectedInput)],
             [o for o in outcomes if isinstance(o, RejectedInput)])
 
 
-def webhook_target(options: SubmitOptions, guard: UrlGuard, settings: Settings,
+def webhook_target(options: SubmitOptions, guard: UrlGuard, settings: Settings, owner: str,
                    jobs_url: str) -> Optional[WebhookTarget]:
     if options.webhook is None:
         return None
-    if not settings.webhook_secret:
-        raise ApiError(422, ErrorCode.webhooks_disabled, "this service has no IMPRESS_WEBHOOK_SECRET to sign webhooks")
+    if not key_webhook_secret(settings, owner):
+        raise ApiError(422, ErrorCode.webhooks_disabled, "this service has no secret to sign this key's webhooks "
+                       "(IMPRESS_WEBHOOK_SECRET)")
     try:
         guard.check(options.webhook)
     except UrlRefused as exc:
@@ -178,7 +211,8 @@ class Submitter:
             raise ApiError(422, ErrorCode.invalid_parameter,
                            f"expires_in={options.expires_in} exceeds this service's {settings.result_ttl_s}s",
                            [{"field": "expires_in", "message": f"at most {settings.result_ttl_s}"}])
-        webhook = webhook_target(options, self.guards.webhooks, settings, self.url_template.removesuffix(f"/{JOB_ID}"))
+        webhook = webhook_target(options, self.guards.webhooks, settings, self.caller.owner,
+                                 self.url_template.removesuffix(f"/{JOB_ID}"))
         decoded = [read_upload(u, role, settings) for role, files in uploads.items() for u in files]
         held = None
         if self.idempotency_key is not None:
@@ -188,7 +222,7 @@ class Submitter:
             if held.existing is not None:
                 return self.accepted(held.existing)
         try:
-            fetched, rejected = fetch_inputs(image_urls, self.guards.images, settings)
+            fetched, rejected = self.fetch(image_urls)
             if not decoded and not fetched:
                 first = rejected[0].error
                 raise ApiError(422, first.code, f"no image could be used: {first.message}",
@@ -205,19 +239,40 @@ class Submitter:
 
     def create(self, kind: str, params: BaseModel, decoded: list[tuple[bytes, InputImage]], preset: str,
                rejected: list[RejectedInput], webhook: Optional[WebhookTarget], expires_in: Optional[int]) -> str:
-        inputs = [meta.model_copy(update={"blob": self.store.put_blob(data)}) for data, meta in decoded]
         try:
-            record = self.store.create(kind, params, inputs, vae=vae_for(preset, self.settings.vae),
+            record = self.store.create(kind, params, [meta for _, meta in decoded], vae=vae_for(preset, self.settings.vae),
                                        perceptual=self.settings.perceptual, owner=self.caller.owner,
                                        max_unfinished=self.settings.max_unfinished_jobs_per_key,
                                        rejected_inputs=rejected, webhook=webhook, request_id=REQUEST_ID.get(),
-                                       expires_in=expires_in)
+                                       blobs=[data for data, _ in decoded],
+                                       max_stored_bytes=self.settings.max_stored_bytes_per_key, expires_in=expires_in)
         except TooManyUnfinishedJobs as exc:
             raise ApiError(429, ErrorCode.too_many_unfinished_jobs,
                            f"{exc.unfinished} jobs of this key are queued or running, the most allowed; "
                            "retry when one has finished", headers={"Retry-After": "5"}) from exc
+        except StorageQuotaExceeded as exc:
+            raise ApiError(429, ErrorCode.storage_quota_exceeded,
+                           f"this key's stored images ({exc.stored} bytes) plus this job's ({exc.adding}) would pass "
+                           f"its quota of {exc.quota} bytes; retry when earlier jobs have expired",
+                           headers={"Retry-After": "60"}) from exc
         self.queue.send(kind, record.id)
         return record.id
+
+    def fetch(self, urls: Sequence[str]) -> tuple[list[tuple[bytes, InputImage]], list[RejectedInput]]:
+        """fetch_inputs within the caller's limit on fetches in progress (429 too_many_fetches past it)."""
+        if not urls:
+            return [], []
+        slots = FetchSlots(self.store.r, self.settings.key_prefix)
+        held = slots.acquire(self.caller.owner, len(urls), self.settings.max_concurrent_fetches_per_key,
+                             self.settings.url_fetch_timeout_s + 5)
+        if held is None:
+            raise ApiError(429, ErrorCode.too_many_fetches,
+                           f"this key may fetch at most {self.settings.max_concurrent_fetches_per_key} image URLs at "
+                           "once; retry when its other submissions have been fetched", headers={"Retry-After": "2"})
+        try:
+            return fetch_inputs(urls, self.guards.images, self.settings)
+        finally:
+            slots.release(self.caller.owner, held)
 
     def accepted(self, job_id: str) -> Accepted:
         return Accepted(id=job_id, state=JobState.queued, url=self.url_template.replace(JOB_ID, job_id))

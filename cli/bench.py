@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from impress.contract import DEFAULT_PRESET, DEVICES, MODEL_CHOICES, PERCEPTUALS, EvaluateParams, vae_for
 from impress.images import IMAGE_SUFFIXES
-from impress.pipelines import check_size
+from impress.pipelines import check_size, configured_pipelines
 from impress.settings import get_settings
 
 from .common import BarReporter, CommandFailed, decode_files, load_vae_or_fail
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise CommandFailed("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
     try:
-        check_size(chosen.size, chosen.pipeline_users(), settings)
+        check_size(chosen.size, chosen.size, chosen.pipeline_users(), configured_pipelines(settings))
     except ValueError as exc:
         raise CommandFailed(str(exc)) from exc
     images = decode_files(paths, settings)

@@ -8,7 +8,7 @@ import sys
 from impress.logs import configure_logging
 from impress.settings import get_settings
 
-from . import bench, detect, mimicry, models, protect, purify, service, verify
+from . import bench, detect, mimicry, models, pictures, protect, purify, service, verify
 from .common import CommandFailed
 
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     mimicry.add_parser(sub)
     service.add_parsers(sub)
     models.add_parser(sub)
+    pictures.add_parser(sub)
     verify.add_parser(sub)
     return parser
 

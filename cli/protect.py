@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from impress.contract import DEFAULT_PRESET, DEVICES, MODEL_CHOICES, PERCEPTUALS, PROTECTION_NAMES, vae_for
-from impress.images import encode_png
+from impress.images import ImageRejected, encode_png
 from impress.methods import parse_choice
 from impress.settings import get_settings
 
@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
                                  pipelines=PipelineSet.from_settings(settings, device), reporter=reporter)
     except ModelUnavailable as exc:
         raise CommandFailed(str(exc), 3) from exc
+    except ImageRejected as exc:
+        raise CommandFailed(exc.message) from exc
     summary = {"protection": {"name": protection.name, "params": protection.params.model_dump()}, "stated": run.stated,
                "target": args.target, "model": run.model.model_dump(), "pipelines": run.pipelines,
                "perceptual": run.perceptual.model_dump(),

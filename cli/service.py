@@ -12,10 +12,10 @@ import sys
 import threading
 from pathlib import Path
 
-from impress.api_keys import new_api_key
+from impress.api_keys import api_key_id, new_api_key
 from impress.queue import worker_queues
 from impress.settings import get_settings
-from impress.webhooks import new_webhook_secret
+from impress.webhooks import key_webhook_secret, new_webhook_secret
 
 from .common import CommandFailed
 
@@ -102,12 +102,18 @@ def run_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     env = dict(os.environ)
     settings = get_settings()
+    key = None
     if not env.get("IMPRESS_API_KEYS") and env.get("IMPRESS_AUTH") != "disabled":
         env["IMPRESS_API_KEYS"] = key = new_api_key()
         print(f"API key for this run (send 'Authorization: Bearer <key>'): {key}")
     if not env.get("IMPRESS_WEBHOOK_SECRET"):
-        env["IMPRESS_WEBHOOK_SECRET"] = secret = new_webhook_secret()
-        print(f"webhook signing secret for this run (verify with impress.client.verify_webhook): {secret}")
+        env["IMPRESS_WEBHOOK_SECRET"] = new_webhook_secret()
+        if key or not env.get("IMPRESS_API_KEYS"):
+            own = key_webhook_secret(settings.model_copy(update={"webhook_secret": env["IMPRESS_WEBHOOK_SECRET"]}),
+                                     api_key_id(key) if key else "")
+            print(f"webhook signing secret of {'this key' if key else 'this service'} (verify with "
+                  f"impress.client.verify_webhook): {own}")
+        print("each API key's webhook signing secret: GET /v1/webhook-secret with that key")
     redis_server: list[subprocess.Popen] = []
     services: list[subprocess.Popen] = []
     try:

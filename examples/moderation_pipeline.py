@@ -7,11 +7,11 @@
    receiver that checks the Standard Webhooks signature (polling is the fallback),
 4. collect the purified PNGs and a summary (summary.json) in the output folder.
 
-Start a service that may call this machine back, then run the pipeline with the key and the secret
-`impress serve` prints:
+Start a service that may call this machine back, then run the pipeline with the key `impress serve`
+prints (the key's webhook secret is asked of the service, or give the one `impress serve` printed):
 
     IMPRESS_WEBHOOK_ALLOWED_HOSTS=127.0.0.1 impress serve
-    python examples/moderation_pipeline.py photos/ --api-key KEY --webhook-secret whsec_... --threshold 0.02
+    python examples/moderation_pipeline.py photos/ --api-key KEY --threshold 0.02
 """
 from __future__ import annotations
 
@@ -99,7 +99,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--api-key")
-    parser.add_argument("--webhook-secret", required=True, help="the service's IMPRESS_WEBHOOK_SECRET")
+    parser.add_argument("--webhook-secret", help="this API key's webhook secret (default: asked of the service, "
+                                                 "GET /v1/webhook-secret)")
     parser.add_argument("--threshold", type=float, help="detect threshold (default: the service's calibrated one)")
     parser.add_argument("--batch", type=int, default=2, help="images per detect request")
     parser.add_argument("--iters", type=int, help="purification steps (default: the fast schedule's)")
@@ -108,8 +109,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     paths = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    inbox = WebhookInbox(args.webhook_secret)
     with ImpressClient(args.url, api_key=args.api_key) as client:
+        inbox = WebhookInbox(args.webhook_secret or client.webhook_secret())
         flagged = triage(client, paths, DetectParams(threshold=args.threshold), args.batch)
         print(f"{len(flagged)} of {len(paths)} images flagged 'protected'")
         params = PurifyOverrides(schedule="fast", iters=args.iters)

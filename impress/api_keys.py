@@ -32,6 +32,21 @@ def parse_api_keys(setting: str) -> frozenset[str]:
     return frozenset(ids)
 
 
+def parse_key_secrets(setting: str) -> dict[str, str]:
+    """IMPRESS_WEBHOOK_KEY_SECRETS: `<key or sha256:hex>=<whsec_...>` entries, comma-separated, as
+    {key id: secret}."""
+    secrets_by_id = {}
+    for entry in (e.strip() for e in setting.split(",")):
+        if not entry:
+            continue
+        key, sep, secret = entry.partition("=")
+        if not sep or not secret.strip().startswith("whsec_"):
+            raise ValueError("IMPRESS_WEBHOOK_KEY_SECRETS entries are <key or sha256:hex>=whsec_<base64>")
+        (key_id,) = parse_api_keys(key.strip())
+        secrets_by_id[key_id] = secret.strip()
+    return secrets_by_id
+
+
 def known_key_id(key: str, ids: frozenset[str]) -> str | None:
     """The id of `key` when it is one of `ids` (compared in constant time), else None."""
     candidate = api_key_id(key)

@@ -35,8 +35,9 @@ import standardwebhooks
 from pydantic import BaseModel
 
 from .contract import DetectParams, ErrorCode, EvaluateParams, PurifyOverrides
+from .names import safe_file_name
 from .records import WebhookEvent
-from .views import Accepted, ErrorResponse, JobEventView, JobView, WebhookPayload
+from .views import Accepted, ErrorResponse, JobEventView, JobView, WebhookPayload, WebhookSecret
 
 ImageInput = Union[str, Path, tuple[str, bytes]]    # a file path, or (name, bytes)
 JobRef = Union[str, JobView, Accepted]              # a job id, or what the service answered about it
@@ -170,6 +171,10 @@ class Operations:
         response = yield from self.call(lambda: self.http.build_request("GET", path))
         return response.content
 
+    def webhook_secret(self) -> Flow[str]:
+        response = yield from self.call(lambda: self.http.build_request("GET", "/v1/webhook-secret"))
+        return WebhookSecret.model_validate_json(response.content).secret
+
     def cancel(self, job: JobRef) -> Flow[JobView]:
         response = yield from self.call(lambda: self.http.build_request("DELETE", f"/v1/jobs/{job_id(job)}"))
         return JobView.model_validate_json(response.content)
@@ -178,13 +183,15 @@ class Operations:
         yield from self.call(lambda: self.http.build_request("DELETE", f"/v1/jobs/{job_id(job)}/data"))
 
     def download_results(self, view: JobView, folder: str | Path) -> Flow[list[Path]]:
-        """Every result image of a finished purify job, written to `folder` under its own name."""
+        """Every result image of a finished purify job, written to `folder` under its own name (its last
+        part only: whatever a server answers, nothing is written outside `folder`)."""
         Path(folder).mkdir(parents=True, exist_ok=True)
         written = []
         for link in view.results:
             data = yield from self.blob(f"/v1/jobs/{view.id}/results/{link.index}")
-            (Path(folder) / link.name).write_bytes(data)
-            written.append(Path(folder) / link.name)
+            path = Path(folder) / safe_file_name(link.name, fallback=f"result-{link.index}.png")
+            path.write_bytes(data)
+            written.append(path)
         return written
 
 
@@ -292,6 +299,10 @@ class _Methods:
     def delete_data(self, job: JobRef):
         """Delete a finished job's inputs and results now (their URLs answer 410 gone afterwards)."""
         return self._run(self.ops.delete_data(job))
+
+    def webhook_secret(self):
+        """The secret that signs this API key's webhooks (pass it to verify_webhook)."""
+        return self._run(self.ops.webhook_secret())
 
 
 class ImpressClient(_Methods):

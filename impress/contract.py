@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+from dataclasses import dataclass
 from typing import Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -65,6 +66,7 @@ class ErrorCode(str, enum.Enum):
     no_images = "no_images"
     too_many_images = "too_many_images"
     payload_too_large = "payload_too_large"
+    request_timeout = "request_timeout"            # the request body did not arrive within IMPRESS_UPLOAD_TIMEOUT_S
     image_too_many_pixels = "image_too_many_pixels"
     unsupported_image_format = "unsupported_image_format"
     image_decode_failed = "image_decode_failed"
@@ -78,6 +80,8 @@ class ErrorCode(str, enum.Enum):
     unauthorized = "unauthorized"
     rate_limited = "rate_limited"
     too_many_unfinished_jobs = "too_many_unfinished_jobs"
+    storage_quota_exceeded = "storage_quota_exceeded"    # the key's stored input bytes would pass its quota
+    too_many_fetches = "too_many_fetches"        # the key's image URL fetches in progress are at their limit
     idempotency_key_reused = "idempotency_key_reused"
     idempotency_key_in_use = "idempotency_key_in_use"
     # A URL (image_url, webhook) the service refuses to contact: not http(s), or its host resolves to a
@@ -161,9 +165,10 @@ def vae_for(preset: str, configured: Optional[str]) -> str:
 # (SSIM 0.95) is a change that is hard to see on photos. Used when the caller gives no delta.
 PERCEPTUAL_DEFAULT_DELTA = {"dssim": 0.05}
 # Likewise the presets' alpha weighs an LPIPS hinge; against 1-SSIM their 0.01-0.1 goes unheeded
-# (measured on the bundled model: the demo's purified photos ended at 1-SSIM 0.17-0.25 to their input
-# against delta 0.05). With alpha 1 they end at 0.047-0.050 (within 1.25 delta; 10 is tighter, 0.04,
-# at more consistency error): README, Demo. Used when the caller gives no alpha.
+# (measured on impress-tiny-vae, the project's former offline model: the demo's purified photos ended at
+# 1-SSIM 0.17-0.25 to their input against delta 0.05; with alpha 1 at 0.047-0.050). On taef2 the test
+# tests/test_evaluation.py::test_offline_distance_default_alpha_keeps_purified_images_in_budget holds it.
+# Used when the caller gives no alpha.
 PERCEPTUAL_DEFAULT_ALPHA = {"dssim": 1.0}
 
 
@@ -240,14 +245,29 @@ def check_thresholds(threshold: Optional[float], low_threshold: Optional[float])
         raise ValueError(f"low_threshold ({low_threshold}) must not be above threshold ({threshold})")
 
 
+# Detection scores (worker/engine/detect.py SCORES computes them; bench/results/detection-scores.md
+# measures them). A ratio divides the consistency error of the image by that of a copy which has lost
+# protective noise but kept the picture's content, so one threshold serves flat and busy pictures.
+DetectScore = Literal["jpeg-ratio", "blur-ratio", "raw"]
+DETECT_SCORES: dict[str, str] = {
+    "jpeg-ratio": "consistency error of the image over that of its JPEG copy at quality 90",
+    "blur-ratio": "consistency error of the image over that of its Gaussian-blurred copy (sigma 0.7 px)",
+    "raw": "consistency error mean((x - D(E(x)))^2), pixels in [-1, 1]",
+}
+DEFAULT_DETECT_SCORE: DetectScore = "jpeg-ratio"
+ThresholdSource = Literal["request", "settings", "shipped", "calibration"]
+
+
 class DetectParams(BaseModel):
-    """Detection: the consistency error of each image, flagged 'protected' above a threshold and,
-    with a lower threshold, 'purified' below it (IMPRESS leaves images over-consistent)."""
+    """Detection: a score of each image, flagged 'protected' above a threshold and, with a lower
+    threshold, 'purified' below it (IMPRESS leaves images over-consistent)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    threshold: Optional[float] = Field(None, ge=0, description="flag scores above this 'protected' "
-                                       "(default: the service's calibrated thresholds, if configured)")
+    score: DetectScore = Field(DEFAULT_DETECT_SCORE, description="; ".join(f"{k}: {v}" for k, v in DETECT_SCORES.items())
+                               + " (the raw score depends on the picture's content)")
+    threshold: Optional[float] = Field(None, ge=0, description="flag scores above this 'protected' (default: the "
+                                       "service's thresholds for this score and model: configured, else shipped)")
     low_threshold: Optional[float] = Field(None, ge=0, description="with threshold: flag scores below this "
                                            "'purified'")
 
@@ -256,10 +276,20 @@ class DetectParams(BaseModel):
         check_thresholds(self.threshold, self.low_threshold)
         return self
 
-    def thresholds(self, default: tuple[Optional[float], Optional[float]]) -> tuple[Optional[float], Optional[float]]:
-        """(threshold, low_threshold): this request's pair when it gives a threshold, else `default`
-        (the service's or a calibration's pair), never one from each."""
-        return (self.threshold, self.low_threshold) if self.threshold is not None else default
+    def thresholds(self, *defaults: "ThresholdPair") -> "ThresholdPair":
+        """This request's pair when it gives a threshold, else the first of `defaults` that has one (the
+        service's settings, then the calibration shipped for the model and score), never one from each."""
+        if self.threshold is not None:
+            return ThresholdPair(self.threshold, self.low_threshold, "request")
+        return next((pair for pair in defaults if pair.threshold is not None), ThresholdPair())
+
+
+@dataclass(frozen=True)
+class ThresholdPair:
+    """Detection thresholds and where they came from (None: no threshold, no verdict)."""
+    threshold: Optional[float] = None
+    low_threshold: Optional[float] = None
+    source: Optional[ThresholdSource] = None
 
 
 ProtectionChoice = choice_type("protection")

@@ -8,7 +8,7 @@ from .contract import (DetectParams, EvaluateParams, JobKind, ProtectParams, Pur
                        method_steps)
 from .images import SUPPORTED_FORMATS
 from .jobspec import InputSlot, JobSpec, StepCount
-from .pipelines import check_size
+from .pipelines import check_size, configured_pipelines
 from .records import InputRole
 from .scenarios import MimicryParams
 from .settings import Settings
@@ -33,10 +33,14 @@ def evaluate_steps(params: EvaluateParams) -> list[StepCount]:
 
 
 def evaluate_check(params: EvaluateParams, counts: dict[InputRole, int], settings: Settings) -> None:
+    for field, methods in (("protections", params.protections), ("purifiers", params.purifiers)):
+        if len(methods) > settings.max_evaluate_methods:   # the matrix runs their product
+            raise ValueError(f"{len(methods)} {field} named; at most {settings.max_evaluate_methods} "
+                             "(IMPRESS_MAX_EVALUATE_METHODS)")
     if not counts.get(InputRole.protected) and not params.protections and not params.purifiers:
         raise ValueError("send protected images, or name protections and/or purifiers to run on the clean images")
     if not counts.get(InputRole.protected):  # the generated matrix runs every method at `size`
-        check_size(params.size, params.pipeline_users(), settings)
+        check_size(params.size, params.size, params.pipeline_users(), configured_pipelines(settings))
     if counts.get(InputRole.mask) and (params.edit is None or params.edit.mode != "inpaint"):
         raise ValueError("masks are for the inpainting edit: set edit=inpaint")
 
@@ -102,7 +106,7 @@ PROTECT = JobSpec(
             "protected PNGs, each with its budget measured on the 8-bit result",
     steps=protect_steps)
 
-JOB_KINDS = [PURIFY, DETECT, EVALUATE, MIMICRY, PROTECT]
+JOB_KINDS = [PURIFY, PROTECT, DETECT, EVALUATE, MIMICRY]   # in this order on the API document and the console
 
 # The parameter models of the built-in kinds (a registered kind brings its own).
 JobParams = Union[PurifyParams, DetectParams, EvaluateParams, MimicryParams, ProtectParams]

@@ -120,7 +120,7 @@ class ImpressParams(MethodParams):
     schedule: Optional[ScheduleName] = Field(
         None, description="published: the authors' loop as is; fast: a fifth of the preset's iterations, 4.2x its "
                           "lr, Adam betas (0, 0.9), about the published loop's final loss and PSNR to the clean "
-                          "image, measured on the bundled model (bench/results/time-to-quality.md). Default: the "
+                          "image, measured on impress-tiny-vae, the former offline model (bench/results/time-to-quality.md). Default: the "
                           "service's (IMPRESS_SCHEDULE, published unless set)")
     iters: Optional[int] = Field(None, ge=1, le=MAX_STEPS, description="optimisation steps (default: the schedule's)")
     lr: Optional[float] = Field(None, gt=0, le=1.0, description="Adam learning rate (cosine-decayed to 1e-5)")

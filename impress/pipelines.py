@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 # The environment variable (Settings field with prefix IMPRESS_) that names each kind's pipeline.
 SETTING_OF_KIND = {"img2img": "IMPRESS_PIPELINE", "inpaint": "IMPRESS_INPAINT_PIPELINE",
@@ -41,14 +41,15 @@ def sample_size(name: Optional[str], kind: str) -> int:
     return int(latent_side) * 2 ** (len(vae_blocks) - 1)
 
 
-def check_size(size: int, users: Iterable[tuple[str, str]], settings) -> None:
-    """ValueError naming the first method that cannot run at `size` x `size` on its configured pipeline.
-    `users`: (what, pipeline kind) of each method or scenario that runs on a pipeline."""
-    names = configured_pipelines(settings)
+def check_size(height: int, width: int, users: Iterable[tuple[str, str]], pipelines: Mapping[str, Optional[str]]) -> None:
+    """ValueError naming the first method that cannot run on height x width images on its pipeline.
+    `users`: (what, pipeline kind) of each method or scenario that runs on a pipeline; `pipelines`: the
+    configured name of each kind (`configured_pipelines`)."""
+    size = str(height) if height == width else f"{height}x{width}"
     for what, kind in users:
-        if size % SIZE_MULTIPLE:
+        if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
             raise ValueError(f"{what} runs on the {kind} pipeline: size {size} must be a multiple of {SIZE_MULTIPLE}")
-        least = sample_size(names[kind], kind)
-        if size < least:
+        least = sample_size(pipelines.get(kind), kind)
+        if min(height, width) < least:
             raise ValueError(f"{what} runs on the {kind} pipeline, whose sample size is {least} px: size {size} is "
                              f"below it (use size >= {least})")

@@ -10,7 +10,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
-from .contract import ErrorCode, JobState, StopReason
+from .contract import DETECT_SCORES, DetectScore, ErrorCode, JobState, StopReason, ThresholdSource
 from .manifest import ImageManifest
 
 class InputRole(str, enum.Enum):
@@ -83,10 +83,14 @@ class DetectedImage(BaseModel):
     the thresholds it was judged at, and the model (a threshold holds only for its model)."""
 
     name: str
-    score: float = Field(description="consistency error mean((x - D(E(x)))^2), pixels in [-1, 1]")
+    score: float = Field(description="the image's detection score (score_name says which)")
+    score_name: DetectScore = Field(description="which score: " + "; ".join(f"{k}: {v}" for k, v in DETECT_SCORES.items()))
     verdict: Optional[Verdict] = Field(description="at the thresholds; null when none is configured or given")
     threshold: Optional[float] = Field(description="scores above it are 'protected'")
     low_threshold: Optional[float] = Field(description="scores below it are 'purified'")
+    thresholds_from: Optional[ThresholdSource] = Field(
+        None, description="where the thresholds came from: the request, the service's settings, the calibration "
+                          "shipped for this model and score, or a calibration file (CLI)")
     model: str = Field(description="the VAE that scored the image")
     model_revision: str = Field(description="its revision: hub commit, or a digest of the weights")
 

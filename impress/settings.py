@@ -2,14 +2,29 @@
 from __future__ import annotations
 
 import functools
-from typing import Literal, Optional
+from typing import Literal, NamedTuple, Optional
+from urllib.parse import urlsplit
 
 import standardwebhooks
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contract import MODEL_CHOICES, Device, Perceptual, Precision, ScheduleName, check_thresholds
+from .api_keys import parse_api_keys, parse_key_secrets
 from .logs import LogFormat
+
+
+class ExampleCredentials(NamedTuple):
+    api_key_ids: frozenset[str]
+    webhook_secrets: frozenset[str]
+    passwords: frozenset[str]
+
+
+# Published values nobody may run with: "change-me" as a key (its id), password or webhook secret.
+EXAMPLE_CREDENTIALS = ExampleCredentials(
+    api_key_ids=parse_api_keys("change-me"),
+    webhook_secrets=frozenset({"whsec_Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWU="}),
+    passwords=frozenset({"change-me"}))
 
 
 class Settings(BaseSettings):
@@ -45,6 +60,10 @@ class Settings(BaseSettings):
     rate_limit: str = Field("1200/minute", description="requests per key to /v1 (the `limits` notation, e.g. "
                                                      "'10/second'), counted in Redis across API replicas")
     max_unfinished_jobs_per_key: int = Field(32, ge=1, description="queued or running jobs one key may have")
+    max_stored_bytes_per_key: int = Field(
+        512 * 1024 * 1024, ge=0, description="input image bytes (as stored: decoded and re-encoded as PNG) one key "
+                                             "may hold in Redis until they expire; past it 429 storage_quota_exceeded "
+                                             "(0: no quota)")
 
     # Upload limits: checked by the API before anything is queued.
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="bytes per uploaded image")
@@ -52,8 +71,12 @@ class Settings(BaseSettings):
     max_images_per_job: int = Field(8, ge=1, description="images in one job")
     max_iterations: int = Field(5000, ge=1, description="optimisation steps (iterations) any part of one job may "
                                 "run: purify's iters, evaluate's and protect's methods, mimicry's training steps")
+    max_evaluate_methods: int = Field(8, ge=1, description="protections, and purifiers, one evaluation may name "
+                                      "(each list; the matrix runs their product)")
     max_inflight_submits: int = Field(
         32, ge=1, description="submissions handled at once; more are answered 503 at once instead of queueing")
+    upload_timeout_s: float = Field(60.0, gt=0, description="time a request body may take to arrive in full "
+                                    "(a slower one is cut off: 408 request_timeout)")
 
     # Models: None means each preset's own VAE (the SD VAE the authors used).
     vae: Optional[str] = Field(None, description=f"autoencoder: {MODEL_CHOICES}")
@@ -84,26 +107,42 @@ class Settings(BaseSettings):
     vae_tiling: bool = Field(False, description="tiled VAE for images larger than its sample size (bounded memory)")
     vae_checkpointing: bool = Field(False, description="recompute VAE activations in the backward pass (less memory, ~1/3 more compute)")
     detect_threshold: Optional[float] = Field(
-        None, ge=0, description="consistency error above which detection flags an image (from `impress calibrate`)")
+        None, ge=0, description="default detection score above which an image is flagged 'protected' (from "
+                                "`impress calibrate`); unset: the thresholds shipped for the model, if any")
     detect_low_threshold: Optional[float] = Field(
-        None, ge=0, description="consistency error below which detection flags an image 'purified' "
+        None, ge=0, description="default detection score below which an image is flagged 'purified' "
                                 "(`impress calibrate --low-fpr`)")
+    picture_cache: str = Field("~/.cache/impress/pictures", description="where `impress pictures fetch` keeps the "
+                               "Debian packages of the evaluation pictures (worker/engine/pictures.py)")
     detect_sync_max_images: int = Field(4, ge=0, description="detect requests up to this many images are answered inline")
     detect_sync_timeout_s: float = Field(10.0, ge=0, description="how long an inline detect request waits for a worker")
 
     # Webhooks and image URLs (impress/webhooks.py, impress/ssrf.py).
     webhook_secret: Optional[str] = Field(
-        None, description="Standard Webhooks signing secret, whsec_<base64>; without it webhooks are refused")
+        None, description="Standard Webhooks master secret, whsec_<base64>: each API key's own signing secret is "
+                          "derived from it and the key's id (GET /v1/webhook-secret shows a key its own); an open "
+                          "service signs with it directly. Without it (and without the key's entry in "
+                          "webhook_key_secrets) webhooks are refused")
+    webhook_key_secrets: str = Field(
+        "", description="per-key signing secrets that replace the derived ones: <key or sha256:hex>=whsec_<base64>, "
+                        "comma-separated")
     webhook_allowed_hosts: str = Field(
-        "", description="hosts or CIDRs (comma-separated) that webhooks and image URLs may reach although they "
-                        "are private, loopback or link-local; also the only hosts image URLs may use plain http for")
+        "", description="hosts or CIDRs (comma-separated) that webhooks may reach although they are private, "
+                        "loopback or link-local")
+    url_allowed_hosts: str = Field(
+        "", description="image URLs' allow-list, entries `host` or `host:port` (comma-separated; an address or CIDR "
+                        "as host): hosts image URLs may reach although private, loopback or link-local, and the only "
+                        "ones they may use plain http for; a port other than 80/443 must be listed as host:port")
+    max_concurrent_fetches_per_key: int = Field(
+        8, ge=1, description="image URL fetches one key may have in progress at once; past it 429 too_many_fetches")
     webhook_queue: str = Field("webhooks", description="Celery queue of webhook deliveries (HTTP only, a light worker)")
-    webhook_timeout_s: float = Field(10.0, gt=0, description="time limit of one webhook delivery attempt")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="overall time limit of one webhook delivery attempt; "
+                                     "the delivery task is killed at twice this plus 10 s")
     webhook_max_retries: int = Field(8, ge=0, description="retries of a failed delivery, with exponential backoff")
     webhook_retry_base_s: float = Field(2.0, gt=0, description="first retry delay; doubles each retry, at most 10 min")
     webhook_progress_every_s: float = Field(5.0, ge=0, description="least time between two progress webhooks of a job")
-    url_fetch_timeout_s: float = Field(10.0, gt=0, description="time limit of fetching one image_url "
-                                       "(a slower body is cut off)")
+    url_fetch_timeout_s: float = Field(10.0, gt=0, description="overall time limit of fetching one image_url "
+                                       "(DNS, connection, headers and body: a slower server is cut off)")
 
     # Manifests (impress/manifest.py): C2PA-signed into every purified or protected PNG.
     signing_cert: Optional[str] = Field(None, description="PEM certificate chain (signer first) that signs result "
@@ -119,6 +158,8 @@ class Settings(BaseSettings):
     hard_time_limit_s: int = Field(3 * 3600 + 300, ge=20)
     max_attempts: int = Field(2, ge=1, description="runs of a job whose worker died (1 = no retry)")
 
+    readiness_cache_s: float = Field(2.0, ge=0, description="age up to which /readyz answers its last report; "
+                                     "older, a background check refreshes it (0: every probe waits for a check)")
     job_kinds: str = Field("", description="comma-separated Python modules that register job kinds of their own "
                                          "(impress.jobspec.register); the API and every worker import them at start")
 
@@ -145,6 +186,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _no_example_credentials(self) -> "Settings":
+        """Refuse to start with the example values of deploy/k8s/secret.example.yaml and the docs."""
+        found = [name for name, used in (
+            ("IMPRESS_API_KEYS", not parse_api_keys(self.api_keys).isdisjoint(EXAMPLE_CREDENTIALS.api_key_ids)),
+            ("IMPRESS_WEBHOOK_SECRET", self.webhook_secret in EXAMPLE_CREDENTIALS.webhook_secrets),
+            ("IMPRESS_REDIS_URL", urlsplit(self.redis_url).password in EXAMPLE_CREDENTIALS.passwords),
+            ("IMPRESS_BROKER_URL", urlsplit(self.broker_url or "").password in EXAMPLE_CREDENTIALS.passwords)) if used]
+        if found:
+            raise ValueError(f"{', '.join(found)} hold(s) the published example credentials (deploy/k8s/"
+                             "secret.example.yaml): set your own")
+        return self
+
+    @model_validator(mode="after")
     def _detect_thresholds_ordered(self) -> "Settings":
         check_thresholds(self.detect_threshold, self.detect_low_threshold)
         return self
@@ -153,13 +207,24 @@ class Settings(BaseSettings):
     @classmethod
     def _whsec_form(cls, secret: Optional[str]) -> Optional[str]:
         if secret is not None:
-            if not secret.startswith("whsec_"):
-                raise ValueError("the webhook secret is whsec_<base64>")
-            try:  # a bad key fails here, at start, not at the first delivery
-                standardwebhooks.Webhook(secret)
-            except Exception as exc:
-                raise ValueError(f"the webhook secret is not whsec_<base64>: {exc}") from exc
+            check_whsec(secret)
         return secret
+
+    @field_validator("webhook_key_secrets")
+    @classmethod
+    def _key_secrets_form(cls, setting: str) -> str:
+        for secret in parse_key_secrets(setting).values():
+            check_whsec(secret)
+        return setting
+
+
+def check_whsec(secret: str) -> None:
+    if not secret.startswith("whsec_"):
+        raise ValueError("a webhook secret is whsec_<base64>")
+    try:  # a bad key fails here, at start, not at the first delivery
+        standardwebhooks.Webhook(secret)
+    except Exception as exc:
+        raise ValueError(f"a webhook secret is not whsec_<base64>: {exc}") from exc
 
 
 @functools.lru_cache

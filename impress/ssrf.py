@@ -3,9 +3,15 @@
 A URL is allowed when it is http(s) (image URLs: https, plain http only for allow-listed hosts) and
 every address its host resolves to is public: not private, loopback, link-local (169.254.169.254, the
 cloud metadata address, is one), multicast, reserved, shared (100.64/10, where 100.100.100.200 serves
-metadata), unspecified, or a private IPv4 address inside an IPv6 one (mapped, 6to4, Teredo, NAT64;
-fd00:ec2::254 is unique-local, hence private) -- unless IMPRESS_WEBHOOK_ALLOWED_HOSTS names the host
-or a network holding the address.
+metadata), unspecified; an IPv6 address must be global unicast (2000::/3) outside the special
+ranges, so IPv4-compatible, SIIT-translated and NAT64 forms of a private address are refused too --
+unless the allow-list names the host or a network holding the address: IMPRESS_WEBHOOK_ALLOWED_HOSTS
+for webhooks, IMPRESS_URL_ALLOWED_HOSTS for image URLs (entries `host` or `host:port`: an image URL
+on a port other than 80/443 must be listed with its port, so allowing one internal server does not
+open its every port).
+
+Every fetch and every webhook post has one overall deadline (anyio.fail_after), whatever the server
+does: headers a byte at a time, or a body that trickles.
 
 The check happens before any connection, and the connection goes to the checked address (the URL's
 host travels in the Host header and TLS SNI, so certificates are still verified against the name):
@@ -14,12 +20,14 @@ by hop; webhooks follow none. Proxies from the environment are ignored (they wou
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
-import time
+import ssl
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import anyio
 import httpx
 
 from .contract import ErrorCode
@@ -31,7 +39,17 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
 
 MAX_REDIRECTS = 3
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+DEFAULT_PORTS = (80, 443)
+GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+_6TO4 = ipaddress.ip_network("2002::/16")
+# Special-purpose ranges inside 2000::/3 that Python's is_global does not know yet.
+SPECIAL_V6 = (ipaddress.ip_network("3fff::/20"),)   # documentation (RFC 9637)
+
+
+@functools.lru_cache(maxsize=1)
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every fetch: loading the CA store takes longer than a loopback fetch."""
+    return httpx.create_ssl_context()
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -58,37 +76,53 @@ class FetchFailed(Exception):
 
 
 def is_public(ip: IPAddress) -> bool:
-    """Globally routable unicast, also for the IPv4 address an IPv6 one carries."""
-    if ip.is_multicast or not ip.is_global or getattr(ip, "is_site_local", False):
-        return False
+    """Globally routable unicast: IPv4 that is global, or IPv6 in 2000::/3 that is global (not one of
+    the special-purpose ranges) and, for 6to4, carries a public IPv4 address. An IPv4-mapped address
+    is judged as its IPv4 address; every other IPv6 form of IPv4 (compatible ::a.b.c.d, SIIT
+    ::ffff:0:a.b.c.d, NAT64 64:ff9b::/96 and 64:ff9b:1::/48) lies outside 2000::/3 and is refused."""
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None,
-                    ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None]
-        return all(is_public(v4) for v4 in embedded if v4 is not None)
-    return True
+        if ip.ipv4_mapped is not None:
+            return is_public(ip.ipv4_mapped)
+        if ip not in GLOBAL_UNICAST or not ip.is_global or any(ip in net for net in SPECIAL_V6):
+            return False
+        return ip not in _6TO4 or is_public(ip.sixtofour)
+    return ip.is_global and not ip.is_multicast
+
+
+def _host(name: str) -> str:
+    return name.lower().rstrip(".").removeprefix("[").removesuffix("]")
 
 
 @dataclass(frozen=True)
 class AllowList:
-    """IMPRESS_WEBHOOK_ALLOWED_HOSTS: host names, addresses and CIDR networks."""
+    """An allow-list setting: host names, addresses and CIDR networks (any port the guard allows), and
+    `host:port` entries (that host on that port only)."""
 
     hosts: frozenset[str] = frozenset()
     networks: tuple[IPNetwork, ...] = ()
+    host_ports: frozenset[tuple[str, int]] = frozenset()
 
     @classmethod
     def parse(cls, text: str) -> "AllowList":
-        hosts, networks = set(), []
-        for item in (part.strip().removeprefix("[").removesuffix("]") for part in text.split(",")):
+        hosts, networks, host_ports = set(), [], set()
+        for item in (part.strip() for part in text.split(",")):
             if not item:
                 continue
+            host, sep, port = item.rpartition(":")
+            if sep and port.isdigit() and (host.endswith("]") or ":" not in host):   # host:port, [v6]:port
+                host_ports.add((_host(host), int(port)))
+                continue
             try:
-                networks.append(ipaddress.ip_network(item, strict=False))
+                networks.append(ipaddress.ip_network(_host(item), strict=False))
             except ValueError:
-                hosts.add(item.lower().rstrip("."))
-        return cls(frozenset(hosts), tuple(networks))
+                hosts.add(_host(item))
+        return cls(frozenset(hosts), tuple(networks), frozenset(host_ports))
 
     def names(self, host: str) -> bool:
-        return host.lower().rstrip(".") in self.hosts
+        return _host(host) in self.hosts
+
+    def lists(self, host: str, port: int) -> bool:
+        return (_host(host), port) in self.host_ports
 
     def covers(self, ip: IPAddress) -> bool:
         return any(ip in network for network in self.networks)
@@ -116,11 +150,12 @@ class UrlGuard:
     allow: AllowList
     https_only: bool
     resolver: Resolver = system_resolver
-    transport: Optional[httpx.BaseTransport] = field(default=None, repr=False)   # tests: a recording stub
+    transport: Optional[httpx.AsyncBaseTransport] = field(default=None, repr=False)   # tests: a recording stub
+    listed_ports_only: bool = False    # a port other than 80/443 needs a host:port entry
 
     @classmethod
     def for_images(cls, settings: Settings, **kw) -> "UrlGuard":
-        return cls(AllowList.parse(settings.webhook_allowed_hosts), https_only=True, **kw)
+        return cls(AllowList.parse(settings.url_allowed_hosts), https_only=True, listed_ports_only=True, **kw)
 
     @classmethod
     def for_webhooks(cls, settings: Settings, **kw) -> "UrlGuard":
@@ -134,10 +169,13 @@ class UrlGuard:
             raise UrlRefused(f"not a URL: {exc}") from exc
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise UrlRefused(f"only http(s) URLs with a host are allowed, not {str(parsed)[:200]!r}")
-        named = self.allow.names(parsed.host)
-        if parsed.scheme == "http" and self.https_only and not (named or self._literal_allowed(parsed.host)):
-            raise UrlRefused(f"{parsed.host}: plain http only for hosts IMPRESS_WEBHOOK_ALLOWED_HOSTS names; use https")
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        listed = self.allow.lists(parsed.host, port)
+        if self.listed_ports_only and port not in DEFAULT_PORTS and not listed:
+            raise UrlRefused(f"{parsed.host}: port {port} is not allowed (only 80 and 443, or a listed host:port)")
+        named = listed or self.allow.names(parsed.host)
+        if parsed.scheme == "http" and self.https_only and not (named or self._literal_allowed(parsed.host)):
+            raise UrlRefused(f"{parsed.host}: plain http only for allow-listed hosts; use https")
         try:
             addresses = self.resolver(parsed.host, port)
         except OSError as exc:
@@ -157,53 +195,70 @@ class UrlGuard:
         except ValueError:
             return False
 
-    def _client(self, timeout_s: float) -> httpx.Client:
-        return httpx.Client(transport=self.transport, timeout=timeout_s, follow_redirects=False, trust_env=False)
+    def _client(self, timeout_s: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=self.transport, timeout=timeout_s, follow_redirects=False, trust_env=False,
+                                 verify=tls_context())
 
-    def fetch(self, url: str, *, max_bytes: int, timeout_s: float) -> bytes:
-        """GET the URL's body: redirects re-checked hop by hop, at most `max_bytes`, cut off past
-        `timeout_s` (checked between chunks; each read also times out after `timeout_s`)."""
-        deadline = time.monotonic() + timeout_s
+    async def _checked(self, url: str | httpx.URL) -> Target:
+        # DNS blocks: in a thread, left behind if the deadline passes first.
+        return await anyio.to_thread.run_sync(self.check, url, abandon_on_cancel=True)
+
+    async def fetch_async(self, url: str, *, max_bytes: int, timeout_s: float) -> bytes:
+        """GET the URL's body: redirects re-checked hop by hop, at most `max_bytes`, all of it (DNS,
+        connection, headers, body) within `timeout_s`."""
         try:
-            with self._client(timeout_s) as client:
-                target = self.check(url)
-                for _ in range(MAX_REDIRECTS + 1):
-                    options = target.request_options()
-                    # The raw body is what is counted: no compressed body may expand past the limit.
-                    options["headers"]["Accept-Encoding"] = "identity"
-                    with client.stream("GET", target.connect_url, **options) as response:
-                        if not response.is_redirect:
-                            return _read_body(response, max_bytes, deadline, timeout_s)
-                        target = self.check(target.url.join(response.headers["location"]))
-                raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")
-        except httpx.TimeoutException as exc:
-            raise FetchFailed(f"no answer within {timeout_s}s ({type(exc).__name__})") from exc
+            with anyio.fail_after(timeout_s):
+                async with self._client(timeout_s) as client:
+                    target = await self._checked(url)
+                    for _ in range(MAX_REDIRECTS + 1):
+                        options = target.request_options()
+                        # The raw body is what is counted: no compressed body may expand past the limit.
+                        options["headers"]["Accept-Encoding"] = "identity"
+                        async with client.stream("GET", target.connect_url, **options) as response:
+                            if not response.is_redirect:
+                                return await _read_body(response, max_bytes)
+                            target = await self._checked(target.url.join(response.headers["location"]))
+                    raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise FetchFailed(f"not complete within {timeout_s}s ({type(exc).__name__})") from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:   # InvalidURL: a redirect to no URL
             raise FetchFailed(f"{type(exc).__name__}: {exc}") from exc
 
+    def fetch(self, url: str, *, max_bytes: int, timeout_s: float) -> bytes:
+        """fetch_async, from a thread without an event loop."""
+        return anyio.run(functools.partial(self.fetch_async, url, max_bytes=max_bytes, timeout_s=timeout_s))
+
+    async def post_async(self, url: str, body: bytes, headers: dict[str, str], *, timeout_s: float) -> int:
+        """POST to a checked address within `timeout_s` overall; the status code (redirects are not
+        followed: a 3xx is returned). httpx.TimeoutException past the deadline."""
+        try:
+            with anyio.fail_after(timeout_s):
+                target = await self._checked(url)
+                options = target.request_options()
+                async with self._client(timeout_s) as client:
+                    async with client.stream("POST", target.connect_url, content=body,
+                                             headers={**headers, **options["headers"]},
+                                             extensions=options["extensions"]) as response:
+                        return response.status_code
+        except TimeoutError as exc:
+            raise httpx.TimeoutException(f"no answer within {timeout_s}s") from exc
+
     def post(self, url: str, body: bytes, headers: dict[str, str], *, timeout_s: float) -> int:
-        """POST to a checked address; the status code (redirects are not followed: a 3xx is returned)."""
-        target = self.check(url)
-        options = target.request_options()
-        with self._client(timeout_s) as client:
-            with client.stream("POST", target.connect_url, content=body,
-                               headers={**headers, **options["headers"]}, extensions=options["extensions"]) as response:
-                return response.status_code
+        """post_async, from a thread without an event loop."""
+        return anyio.run(functools.partial(self.post_async, url, body, headers, timeout_s=timeout_s))
 
 
-def _read_body(response: httpx.Response, max_bytes: int, deadline: float, timeout_s: float) -> bytes:
+async def _read_body(response: httpx.Response, max_bytes: int) -> bytes:
     if response.status_code != 200:
         raise FetchFailed(f"answered HTTP {response.status_code}")
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise FetchFailed(f"body is {declared} bytes; the limit is {max_bytes}", ErrorCode.payload_too_large)
     body = bytearray()
-    for chunk in response.iter_raw():   # as received: a chunk size would wait for that many bytes
+    async for chunk in response.aiter_raw():   # as received: a chunk size would wait for that many bytes
         body += chunk
         if len(body) > max_bytes:
             raise FetchFailed(f"body is over the limit of {max_bytes} bytes", ErrorCode.payload_too_large)
-        if time.monotonic() > deadline:
-            raise FetchFailed(f"body not complete within {timeout_s}s")
     return bytes(body)
 
 

@@ -40,6 +40,8 @@ class Keys:
     {p}:jobs                zset   job ids by creation time (for operators)
     {p}:owner:{key id}:jobs zset   one API key's job ids by creation time (GET /v1/jobs)
     {p}:owner:{key id}:active set  its job ids that were queued or running when last looked at
+    {p}:owner:{key id}:bytes  string  input bytes it has stored that have not expired (its quota)
+    {p}:owner:{key id}:stored zset  "{bytes}:{job id}" by expiry time: what `bytes` gives back then
     {p}:idempotency:{key id}:{idempotency key}  string  "pending:{fingerprint}", then
                                    "{job id}:{fingerprint}" (Idempotency-Key header)
     {p}:celery:*            Celery's keys (queues as lists, unacked messages, bindings)
@@ -47,11 +49,13 @@ class Keys:
                                    into each state, "{kind}:seconds" compute time of succeeded jobs,
                                    "{kind}:image_iterations" their optimisation steps times images
                                    "webhook:{outcome}" delivery attempts by outcome
-    {p}:worker-models       hash   worker name -> its ModelReport at start (JSON), for /readyz
+    {p}:worker-models       hash   worker name -> its ModelReport at start (JSON), for /readyz; its TTL
+                                   is renewed while workers answer readiness
     {p}:development-signer  string the development certificate chain and key that sign manifests (JSON)
                                    when no IMPRESS_SIGNING_CERT is set; made once, kept
     A job's keys have its own TTL (expires_in, at most the result TTL), counted from its last change;
-    its blobs live as long as their longest-lived job; indexes have the result TTL, counters none.
+    its blobs live as long as their longest-lived job; indexes have the result TTL, counters (a fixed
+    set of fields) none; the job lists keep unexpired ids only, the newest MAX_LISTED_JOBS.
     """
 
     def __init__(self, prefix: str):
@@ -87,6 +91,12 @@ class Keys:
     def owner_active(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner or '-'}:active"
 
+    def owner_bytes(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner or '-'}:bytes"
+
+    def owner_stored(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner or '-'}:stored"
+
     def idempotency(self, owner: str, key: str) -> str:
         return f"{self.prefix}:idempotency:{owner or '-'}:{key}"
 
@@ -99,6 +109,9 @@ class Keys:
     def development_signer(self) -> str:
         return f"{self.prefix}:development-signer"
 
+# Jobs each job list keeps (the newest): GET /v1/jobs shows at most 200.
+MAX_LISTED_JOBS = 1000
+
 
 class TooManyUnfinishedJobs(Exception):
     def __init__(self, unfinished: int):
@@ -106,7 +119,17 @@ class TooManyUnfinishedJobs(Exception):
         self.unfinished = unfinished
 
 
+class StorageQuotaExceeded(Exception):
+    def __init__(self, stored: int, adding: int, quota: int):
+        super().__init__(f"this key stores {stored} bytes; {adding} more would pass its quota of {quota}")
+        self.stored, self.adding, self.quota = stored, adding, quota
+
+
 WEBHOOK_STATS = "webhook"   # the stats field prefix of webhook delivery attempts
+
+
+def blob_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def now() -> float:
@@ -167,7 +190,7 @@ class JobStore:
 
     # ------------------------------------------------------------ blobs
     def put_blob(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+        digest = blob_digest(data)
         # Content-addressed: a second upload of the same bytes only refreshes the TTL.
         self.r.set(self.keys.blob(digest), data, ex=self.ttl_s)
         return digest
@@ -179,23 +202,27 @@ class JobStore:
     def create(self, kind: str, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
                owner: str = "", max_unfinished: int = 0, rejected_inputs: Sequence[RejectedInput] = (),
                webhook: Optional[WebhookTarget] = None, request_id: Optional[str] = None,
-               expires_in: Optional[int] = None) -> JobRecord:
-        """Write a queued job, kept `expires_in` seconds after each change (at most, and by default, the
-        store's TTL); TooManyUnfinishedJobs when its owner already has `max_unfinished` queued or running
-        (0: no limit)."""
+               blobs: Sequence[bytes] = (), max_stored_bytes: int = 0, expires_in: Optional[int] = None) -> JobRecord:
+        """Write a queued job and its input `blobs` (named by blob_digest in `inputs`) in one step, kept
+        `expires_in` seconds after each change (at most, and by default, the store's TTL); nothing is
+        written when its owner already has `max_unfinished` jobs queued or running (TooManyUnfinishedJobs)
+        or the blobs would take its stored bytes past `max_stored_bytes` (StorageQuotaExceeded); 0: no limit."""
         ttl = min(expires_in or self.ttl_s, self.ttl_s)
         record = JobRecord(id=uuid.uuid4().hex, kind=kind, state=JobState.queued, params=params, vae=vae,
                            perceptual=perceptual, inputs=inputs, owner=owner,
                            rejected_inputs=list(rejected_inputs), webhook=webhook, request_id=request_id,
                            created_at=now(), ttl_s=ttl)
         fields = [v for pair in _to_hash(record).items() for v in pair]
-        outcome = self._create(
+        outcome, value = self._create(
             keys=[self.keys.job(record.id), self.keys.jobs(), self.keys.stats(), self.keys.owner_active(owner),
-                  self.keys.owner_jobs(owner)],
+                  self.keys.owner_jobs(owner), self.keys.owner_bytes(owner), self.keys.owner_stored(owner),
+                  *(self.keys.blob(blob_digest(data)) for data in blobs)],
             args=[*self._touch_args(record.created_at), self.ttl_s, max_unfinished, record.id, record.created_at,
-                  record.kind, self.keys.job(""), *fields])
-        if outcome != -1:
-            raise TooManyUnfinishedJobs(int(outcome))
+                  record.kind, self.keys.job(""), max_stored_bytes, MAX_LISTED_JOBS, len(blobs), *blobs, *fields])
+        if outcome == 1:
+            raise TooManyUnfinishedJobs(int(value))
+        if outcome == 2:
+            raise StorageQuotaExceeded(int(value), sum(map(len, blobs)), max_stored_bytes)
         self.hold_blobs(record.id, ttl, [item.blob for item in inputs])
         return record.model_copy(update={"expires_at": record.created_at + ttl})
 
@@ -218,6 +245,10 @@ class JobStore:
         """The owner of a job that existed and expired (its tombstone), else None."""
         owner = self.r.get(self.keys.tombstone(job_id))
         return owner.decode() if owner is not None else None
+
+    def stored_bytes(self, owner: str) -> int:
+        """Input bytes `owner` stored that may not have expired yet (expired ones leave at its next create)."""
+        return int(self.r.get(self.keys.owner_bytes(owner)) or 0)
 
     def recent(self, owner: str, limit: int) -> list[JobRecord]:
         """The owner's most recent jobs, newest first (expired ones left out)."""
@@ -332,13 +363,19 @@ class JobStore:
         return bool(self.r.exists(self.keys.cancel(job_id)))
 
     def record_worker_models(self, worker: str, report: ModelReport) -> None:
-        self.r.hset(self.keys.worker_models(), worker, report.model_dump_json())
+        with self.r.pipeline() as p:
+            p.hset(self.keys.worker_models(), worker, report.model_dump_json())
+            p.expire(self.keys.worker_models(), self.ttl_s)
+            p.execute()
 
     def worker_models(self, workers: list[str]) -> dict[str, ModelReport]:
         """The model reports of these workers (one that wrote none is left out)."""
         if not workers:
             return {}
-        found = self.r.hmget(self.keys.worker_models(), workers)
+        with self.r.pipeline() as p:
+            p.hmget(self.keys.worker_models(), workers)
+            p.expire(self.keys.worker_models(), self.ttl_s)   # kept while workers answer, gone after
+            found, _ = p.execute()
         return {name: ModelReport.model_validate_json(raw) for name, raw in zip(workers, found) if raw}
 
     def ping(self) -> bool:

@@ -47,31 +47,51 @@ return 1
 """
 
 # KEYS[1] job hash, KEYS[2] all jobs zset, KEYS[3] stats, KEYS[4] owner's active set, KEYS[5] owner's
-# jobs zset; ARGV[5] the service TTL s (of the indexes), ARGV[6] most unfinished jobs of the owner
-# (0: no limit), ARGV[7] job id, ARGV[8] created_at, ARGV[9] kind, ARGV[10] the job-key prefix, then the
-# record's field/value pairs. Under the limit the job is written at once; at it, the owner's set is
-# pruned of finished or expired jobs and counted again (so the common path is O(1)), all in one step.
-# Returns -1 when created, else the owner's unfinished count.
+# jobs zset, KEYS[6] owner's stored bytes, KEYS[7] owner's stored zset, then one key per input blob;
+# ARGV[5] the service TTL s (of the indexes and quota counts), ARGV[6] most unfinished jobs of the owner
+# (0: no limit), ARGV[7] job id, ARGV[8] created_at, ARGV[9] kind, ARGV[10] the job-key prefix, ARGV[11]
+# the owner's stored-bytes quota (0: none), ARGV[12] most jobs listed per owner, ARGV[13] n blobs, then
+# the n blobs' bytes, then the record's field/value pairs. The cap and the quota are checked before
+# anything is written, all in one step: a refused submission stores nothing. At the cap the owner's set
+# is pruned of finished or expired jobs and counted again (so the common path is O(1)). Returns {0, 0}
+# when created, {1, unfinished} at the cap, {2, stored bytes} past the quota. The job lists drop expired
+# ids and keep the newest ARGV[12]. The blobs get the job's own TTL from JobStore.hold_blobs after.
 CREATE = _TOUCH + """
-local ttl, cap, id, created = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local ttl, cap, id, created = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+local quota, listed, nblobs = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 if cap > 0 and redis.call('SCARD', KEYS[4]) >= cap then
   local n = 0
   for _, other in ipairs(redis.call('SMEMBERS', KEYS[4])) do
     local state = redis.call('HGET', ARGV[10] .. other, 'state')
     if state == 'queued' or state == 'running' then n = n + 1 else redis.call('SREM', KEYS[4], other) end
   end
-  if n >= cap then return n end
+  if n >= cap then return {1, n} end
 end
-for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', created)) do
+  redis.call('DECRBY', KEYS[6], tonumber(string.match(gone, '^(%d+):')))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', created)
+local size = 0
+for i = 1, nblobs do size = size + string.len(ARGV[13 + i]) end
+local stored = tonumber(redis.call('GET', KEYS[6]) or '0')
+if quota > 0 and stored + size > quota then return {2, stored} end
+for i = 1, nblobs do redis.call('SET', KEYS[7 + i], ARGV[13 + i], 'EX', ttl) end
+redis.call('INCRBY', KEYS[6], size)
+redis.call('EXPIRE', KEYS[6], ttl)
+redis.call('ZADD', KEYS[7], created + ttl, size .. ':' .. id)
+redis.call('EXPIRE', KEYS[7], ttl)
+for i = 14 + nblobs, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 touch(KEYS[1])
-redis.call('ZADD', KEYS[2], created, id)
-redis.call('EXPIRE', KEYS[2], ttl)
+for _, list in ipairs({KEYS[2], KEYS[5]}) do
+  redis.call('ZADD', list, created, id)
+  redis.call('ZREMRANGEBYSCORE', list, '-inf', created - ttl)
+  redis.call('ZREMRANGEBYRANK', list, 0, -listed - 1)
+  redis.call('EXPIRE', list, ttl)
+end
 redis.call('HINCRBY', KEYS[3], ARGV[9] .. ':queued', 1)
 redis.call('SADD', KEYS[4], id)
 redis.call('EXPIRE', KEYS[4], ttl)
-redis.call('ZADD', KEYS[5], created, id)
-redis.call('EXPIRE', KEYS[5], ttl)
-return -1
+return {0, 0}
 """
 
 # KEYS[1] job hash, KEYS[2] stats hash; ARGV[5] max attempts. A queued job, or a running one

@@ -149,6 +149,13 @@ def image_statuses(record: JobRecord, results: list[ResultLink]) -> list[ImageSt
     return statuses
 
 
+class WebhookSecret(BaseModel):
+    """GET /v1/webhook-secret: the secret that signs the caller's webhooks."""
+
+    secret: str = Field(description="whsec_<base64>: verify this key's webhooks with it (Standard Webhooks), "
+                                    "and check that the job id in the body is one of yours")
+
+
 class WebhookPayload(BaseModel):
     """The body of every webhook (Standard Webhooks' type/timestamp/data): `data` is the job as
     `GET /v1/jobs/{id}` shows it at the moment of the event."""

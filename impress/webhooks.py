@@ -6,7 +6,10 @@ builds the body from the job record -- the job exactly as `GET /v1/jobs/{id}` sh
 serving that queue runs `deliver` (HTTP only, through the SSRF guard), retried with exponential
 backoff. The GPU worker's loop never waits on a receiver.
 
-Each delivery is signed with IMPRESS_WEBHOOK_SECRET (whsec_<base64>): headers `webhook-id` (the same on
+Each delivery is signed with the secret of the API key that created the job (`key_webhook_secret`:
+its IMPRESS_WEBHOOK_KEY_SECRETS entry, else derived from the master IMPRESS_WEBHOOK_SECRET and the
+key's id; an open service signs with the master), so no tenant can sign, or have the service sign,
+what another tenant's receiver accepts. Headers `webhook-id` (the same on
 every retry, so receivers can drop repeats), `webhook-timestamp` (of the attempt) and
 `webhook-signature` = `v1,<base64 HMAC-SHA256 of id.timestamp.body>`, by the `standardwebhooks`
 package (`impress.client.verify_webhook` checks them). A job's `completed` webhook is sent at most
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import enum
+import hashlib
+import hmac
 import logging
 import random
 import secrets
@@ -27,6 +32,7 @@ import httpx
 import standardwebhooks
 from pydantic import BaseModel
 
+from .api_keys import parse_key_secrets
 from .records import JobRecord, WebhookEvent
 from .settings import Settings
 from .ssrf import UrlGuard, UrlRefused
@@ -44,6 +50,19 @@ class WebhookDelivery(BaseModel):
     id: str       # webhook-id: the same on every retry of this event
     url: str
     body: str     # JSON of a WebhookPayload, signed and sent byte for byte
+    owner: str = ""   # the id of the key whose job it is: its secret signs
+
+
+DERIVATION_LABEL = b"impress webhook secret of key "
+
+
+def key_webhook_secret(settings: Settings, owner: str) -> Optional[str]:
+    """The secret that signs the webhooks of `owner`'s jobs (None: webhooks are off for it)."""
+    configured = parse_key_secrets(settings.webhook_key_secrets).get(owner)
+    if configured or not settings.webhook_secret or not owner:
+        return configured or settings.webhook_secret
+    master = base64.b64decode(settings.webhook_secret.removeprefix("whsec_"))
+    return "whsec_" + base64.b64encode(hmac.new(master, DERIVATION_LABEL + owner.encode(), hashlib.sha256).digest()).decode()
 
 
 class DeliveryOutcome(str, enum.Enum):
@@ -64,7 +83,7 @@ def build_delivery(record: JobRecord, event: WebhookEvent) -> WebhookDelivery:
     payload = WebhookPayload(type=f"job.{event.value}", timestamp=datetime.now(timezone.utc),
                              data=job_view(record, f"{record.webhook.jobs_url}/{record.id}"))
     return WebhookDelivery(id=f"msg_{record.id}_{event.value}{suffix}", url=record.webhook.url,
-                           body=payload.model_dump_json())
+                           body=payload.model_dump_json(), owner=record.owner)
 
 
 def signed_headers(secret: str, delivery: WebhookDelivery, at: Optional[datetime] = None) -> dict[str, str]:
@@ -76,12 +95,13 @@ def signed_headers(secret: str, delivery: WebhookDelivery, at: Optional[datetime
 
 def deliver(delivery: WebhookDelivery, settings: Settings, guard: Optional[UrlGuard] = None) -> DeliveryOutcome:
     """One attempt; the caller retries on DeliveryOutcome.retry."""
-    if not settings.webhook_secret:
-        log.error("webhook %s not sent: no IMPRESS_WEBHOOK_SECRET to sign it with", delivery.id)
+    secret = key_webhook_secret(settings, delivery.owner)
+    if not secret:
+        log.error("webhook %s not sent: no secret to sign it with (IMPRESS_WEBHOOK_SECRET)", delivery.id)
         return DeliveryOutcome.gave_up
     guard = guard or UrlGuard.for_webhooks(settings)
     try:
-        status = guard.post(delivery.url, delivery.body.encode(), signed_headers(settings.webhook_secret, delivery),
+        status = guard.post(delivery.url, delivery.body.encode(), signed_headers(secret, delivery),
                             timeout_s=settings.webhook_timeout_s)
     except UrlRefused as exc:
         log.warning("webhook %s refused: %s", delivery.id, exc.message)

@@ -9,9 +9,11 @@ the build figures the shell script passes in.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import subprocess
+import sys
 import time
 
 import httpx
@@ -21,6 +23,17 @@ from impress.client import ImpressClient
 from impress.contract import EvaluateParams, JobState, PurifyOverrides
 from impress.views import JobView
 from tests.support import photo, png_bytes  # the tests' synthetic photos
+
+
+@contextlib.contextmanager
+def phase(name: str):
+    """Names the phase on stderr, and the phase that failed (the shell script then prints the logs)."""
+    print(f"compose smoke: phase: {name}", file=sys.stderr)
+    try:
+        yield
+    except BaseException as exc:
+        print(f"compose smoke: phase '{name}' failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise
 
 
 def png(width: int, height: int, seed: int) -> bytes:
@@ -95,7 +108,7 @@ def worker_kill(client: ImpressClient, project: str, seconds_per_iter: float) ->
     iters = max(200, int(20 / max(seconds_per_iter, 1e-3)))  # ~20 s of work: killed well before the end
     job_id = purify(client, iters).id
     wait(lambda: client.job(job_id).progress.step >= 10, 120, "the job running")
-    victim = wait(lambda: running_on(project, job_id), 30, "the worker running the job")
+    victim = wait(lambda: running_on(project, job_id), 60, "the worker running the job", 0.5)
     killed = time.monotonic()  # RabbitMQ redelivers while `docker kill` is still returning
     subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
     wait(lambda: (lambda j: j.attempts == 2 and j.state is JobState.running)(client.job(job_id)), 120,
@@ -132,12 +145,16 @@ def main() -> None:
     started = time.monotonic()
     with ImpressClient(args.api, api_key=args.api_key, timeout_s=30) as client, \
             httpx.Client(base_url=args.api, timeout=30) as http:
-        wait(lambda: sum(not report["missing"] for report in http.get("/readyz").json()["models"].values()) >= 2,
-             300, "two job workers ready with their models", 1)
+        with phase("ready"):   # a cold first start (images' first run, RabbitMQ's first boot) is the slow one
+            wait(lambda: sum(not report["missing"] for report in http.get("/readyz").json()["models"].values()) >= 2,
+                 600, "two job workers ready with their models", 1)
         ready_s = time.monotonic() - started
-        roundtrip, done = round_trips(client)
-        kill = worker_kill(client, args.project, done.seconds / 20)
-        restart = redis_restart(client, http, args.project, done)
+        with phase("round trips"):
+            roundtrip, done = round_trips(client)
+        with phase("worker kill"):
+            kill = worker_kill(client, args.project, done.seconds / 20)
+        with phase("redis restart"):
+            restart = redis_restart(client, http, args.project, done)
     print(json.dumps({**json.loads(args.measured), "ready_s": round(ready_s, 2), "roundtrip_s": roundtrip,
                       "worker_kill": kill, "redis_restart": restart, "ok": True}))
 

@@ -15,7 +15,17 @@ from pathlib import Path
 import pytest
 
 from tests.support import (MAX_BYTES, MAX_PIXELS, TEST_REDIS_URL, RecordingQueue, answers, broker_env, delete_prefix,
-                           free_port, small_vae_config, wait_for)
+                           free_port, small_vae_config, stop, wait_for)
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Each test reads the environment it set: the process-wide settings cache starts empty."""
+    from impress.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -110,16 +120,6 @@ def service_env(tag: str, vae_dir: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "IMPRESS_REDIS_URL": TEST_REDIS_URL, "IMPRESS_KEY_PREFIX": tag,
             "IMPRESS_QUEUE": tag, "IMPRESS_VAE": str(vae_dir), "IMPRESS_PERCEPTUAL": "dssim", "IMPRESS_DEVICE": "cpu",
             "IMPRESS_PROGRESS_EVERY": "2", "IMPRESS_RATE_LIMIT": "100000/minute", **broker_env(), **extra}
-
-
-def stop(*procs: subprocess.Popen) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class LoopbackServer:
     are answered by `routes`, POSTs by `post(headers, body) -> status`."""
 
     def __init__(self, host: str = "127.0.0.1", routes: Optional[dict[str, Route]] = None,
-                 post: Optional[Callable[[dict[str, str], bytes], int]] = None):
+                 post: Optional[Callable[[dict[str, str], bytes], int]] = None, port: Optional[int] = None):
         self.routes = routes or {}
         self.hits: list[str] = []
         self.host = host
@@ -91,7 +92,7 @@ class LoopbackServer:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.httpd = ThreadingHTTPServer((host, free_port()), Handler)
+        self.httpd = ThreadingHTTPServer((host, port or free_port()), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -106,6 +107,52 @@ class LoopbackServer:
     def __exit__(self, *_) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class TricklingServer:
+    """A server that answers every request (GET or POST) with headers sent one byte every `every_s`,
+    never finishing: each read returns in time, so only an overall deadline ends the exchange.
+    `connections` counts the requests it has seen."""
+
+    def __init__(self, every_s: float = 0.1, host: str = "127.0.0.1"):
+        self.every_s, self.host, self.connections = every_s, host, 0
+        self.listener = socket.create_server((host, 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopped = threading.Event()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            header = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 100000
+            for byte in header:
+                if self.stopped.is_set():
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(self.every_s)
+
+    def __enter__(self) -> "TricklingServer":
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stopped.set()
+        self.listener.close()
 
 
 def slow_body(chunks: int, every_s: float) -> Route:
@@ -172,6 +219,10 @@ class WebhookReceiver:
 
 
 IMAGE = png_bytes(photo(40, 32, seed=3))
+# The image server's port, the same for every test of a run, so that a service started once can list
+# it in IMPRESS_URL_ALLOWED_HOSTS (a port other than 80/443 must be listed).
+IMAGES_PORT = free_port()
+IMAGES_ALLOWED = f"127.0.0.1:{IMAGES_PORT}"
 
 
 @pytest.fixture
@@ -191,5 +242,5 @@ def images(internal):
               "/to-cat": lambda: (301, {"Location": "/cat.png"}, b""),
               "/huge": huge_body(4 * MAX_BYTES),
               "/slow": slow_body(chunks=100, every_s=0.2)}
-    with LoopbackServer("127.0.0.1", routes) as server:
+    with LoopbackServer("127.0.0.1", routes, port=IMAGES_PORT) as server:
         yield server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -41,6 +42,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop(*procs: subprocess.Popen, timeout_s: float = 20) -> None:
+    """Terminate the processes, and kill any that has not ended after `timeout_s`."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):

@@ -108,8 +108,8 @@ def test_detect_answered_inline_when_a_worker_finishes_in_time(fast_api):
     assert r.status_code == 200 and r.json()["state"] == JobState.succeeded.value and r.json()["kind"] == JobKind.detect.value
 
 
-def test_readiness_needs_a_worker_with_its_models(fast_api):
-    client, store, queue, _ = fast_api
+def test_readiness_needs_a_worker_with_its_models(make_fast_api):
+    client, store, queue, _ = make_fast_api(readiness_cache_s=0)
     assert client.get("/readyz").json() == {"ready": False, "redis": True, "workers": ["worker@test"], "models": {}}
     store.record_worker_models("worker@test", ModelReport(missing=["vae org/absent (hub cache: org/absent)"]))
     ready = client.get("/readyz")

@@ -20,8 +20,10 @@ KUBERNETES_VERSION = "1.30.0"
 
 
 def manifests() -> list[dict]:
+    """What `kubectl apply -k` deploys, and the example of the Secret the operator creates first."""
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    return [doc for name in kustomization["resources"] for doc in yaml.safe_load_all((K8S / name).read_text()) if doc]
+    return [doc for name in [*kustomization["resources"], "secret.example.yaml"]
+            for doc in yaml.safe_load_all((K8S / name).read_text()) if doc]
 
 
 def by_kind(kind: str) -> dict[str, dict]:

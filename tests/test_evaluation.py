@@ -13,7 +13,7 @@ from PIL import Image
 from cli.main import main
 from impress.contract import DetectParams, PurifyOverrides
 from tests.support import photo
-from worker.engine.detect import calibrate, consistency_scores, verdicts
+from worker.engine.detect import ScoreCalibration, calibrate, consistency_scores, verdicts
 from worker.engine.metrics import encode, linf_255
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
@@ -185,10 +185,12 @@ def test_detect_and_calibrate_cli(small_vae_dir, tmp_path, capsys):
     cal = tmp_path / "calibration.json"
     assert main(["calibrate", *map(str, paths), "--fpr", "0.34", "--low-fpr", "0.34", "-o", str(cal),
                  "--model", str(small_vae_dir), "--device", "cpu"]) == 0
-    record = json.loads(cal.read_text())
-    assert record["n"] == 3 and record["fpr"] == pytest.approx(1 / 3) and record["model"]["revision"]
-    assert record["low_fpr"] == pytest.approx(1 / 3) and record["low_threshold"] <= record["threshold"]
-    assert record["expected_fpr"]["expected"] == pytest.approx(2 / 4)  # (floor(0.34 * 3) + 1) / (3 + 1)
+    record = ScoreCalibration.model_validate_json(cal.read_text())
+    assert record.score == "jpeg-ratio" and record.model_revision  # the default score
+    c = record.calibration
+    assert c.n == 3 and c.fpr == pytest.approx(1 / 3)
+    assert c.low_fpr == pytest.approx(1 / 3) and c.low_threshold <= c.threshold
+    assert c.expected_fpr.expected == pytest.approx(2 / 4)  # (floor(0.34 * 3) + 1) / (3 + 1)
     assert "on new clean images expect 50.0%" in capsys.readouterr().out
     assert main(["calibrate", *map(str, paths), "--fpr", "0.1", "-o", str(tmp_path / "few.json"),
                  "--model", str(small_vae_dir), "--device", "cpu"]) == 0
@@ -196,6 +198,12 @@ def test_detect_and_calibrate_cli(small_vae_dir, tmp_path, capsys):
     assert main(["detect", *map(str, paths), "--calibration", str(cal), "--device", "cpu"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(line["verdict"] for line in lines) == ["clean", "protected", "purified"]
+    assert {(line["score_name"], line["thresholds_from"]) for line in lines} == {("jpeg-ratio", "calibration")}
+    assert main(["detect", str(paths[0]), "--calibration", str(cal), "--score", "raw"]) == 2
+    assert "calibrates the jpeg-ratio score, not raw" in capsys.readouterr().err
+    assert main(["detect", str(paths[0]), "--score", "raw", "--threshold", "0", "--model", str(small_vae_dir)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert (line["score_name"], line["thresholds_from"], line["verdict"]) == ("raw", "request", "protected")
     assert main(["detect", str(paths[0]), "--low-threshold", "0.1", "--model", str(small_vae_dir)]) == 2
     assert "--low-threshold goes with --threshold" in capsys.readouterr().err
 

@@ -73,7 +73,8 @@ def test_impress_plus_plus_is_gaussian_noise_then_impress(vae, monkeypatch):
     from worker.engine import purifiers
 
     seen = {}
-    monkeypatch.setattr(purifiers, "impress", lambda x, params, vae, distance: seen.update(x=x, params=params) or x)
+    monkeypatch.setattr(purifiers, "impress",
+                        lambda x, params, vae, distance, reporter=None: seen.update(x=x, params=params) or x)
     x = clean_batch(1)
     chosen = choose("purifier", "impress++", iters=2)
     out = apply_purifier(chosen, x, vae, load_perceptual("dssim"))

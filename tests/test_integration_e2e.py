@@ -13,7 +13,7 @@ from impress.client import ImpressClient, ImpressError
 from impress.contract import ErrorCode, JobState, PurifyOverrides
 from impress.records import WebhookEvent
 from tests.conftest import running_service
-from tests.loopback import IMAGE, WebhookReceiver, images, internal  # noqa: F401 (fixtures)
+from tests.loopback import IMAGE, IMAGES_ALLOWED, WebhookReceiver, images, internal  # noqa: F401 (fixtures)
 from tests.loopback import WEBHOOK_SECRET as SECRET
 from tests.support import photo, png_bytes, wait_for
 
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 def hooked_service(small_vae_dir, tmp_path_factory):
     with running_service(small_vae_dir, tmp_path_factory.mktemp("logs"), webhook_worker=True,
                          IMPRESS_WEBHOOK_SECRET=SECRET, IMPRESS_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+                         IMPRESS_URL_ALLOWED_HOSTS=IMAGES_ALLOWED,
                          IMPRESS_WEBHOOK_RETRY_BASE_S="0.2", IMPRESS_URL_FETCH_TIMEOUT_S="5") as http:
         with ImpressClient(str(http.base_url)) as client:
             yield client

@@ -154,9 +154,14 @@ def test_webhook_posts_follow_no_redirect():
     assert len(boundary.requests) == 1
 
 
+async def hundreds(n: int):
+    for _ in range(n):
+        yield b"x" * 100
+
+
 @pytest.mark.parametrize("answer", [
     lambda request: body(b"x" * 5000, **{"Content-Length": "5000"}),
-    lambda request: httpx.Response(200, content=(b"x" * 100 for _ in range(50))),   # no length announced
+    lambda request: httpx.Response(200, content=hundreds(50)),   # no length announced
 ])
 def test_bodies_past_the_limit_are_cut_off(answer):
     with pytest.raises(FetchFailed) as failed:

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from impress.contract import ErrorCode
-from tests.loopback import IMAGE, images, internal, loopback_guards  # noqa: F401 (fixtures)
+from tests.loopback import IMAGE, IMAGES_ALLOWED, images, internal, loopback_guards  # noqa: F401 (fixtures)
 
-SETTINGS = {"webhook_allowed_hosts": "127.0.0.1", "url_fetch_timeout_s": 1.0}
+SETTINGS = {"url_allowed_hosts": IMAGES_ALLOWED, "url_fetch_timeout_s": 3.0}
 
 
 @pytest.fixture

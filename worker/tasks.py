@@ -74,7 +74,10 @@ def check_models(sender: str, instance, **_) -> None:
         log.warning("model report not written: %s", exc)
 
 
-@celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries)
+# Each attempt has its own deadline (webhook_timeout_s); the time limits stop a task stuck anyway (the
+# soft one must also stay under the hard one, which the jobs' 3 h default would not).
+@celery_app.task(name=TASK_WEBHOOK, bind=True, max_retries=settings.webhook_max_retries,
+                 soft_time_limit=settings.webhook_timeout_s + 5, time_limit=settings.webhook_timeout_s * 2 + 10)
 def webhook(self, delivery: dict) -> str:
     outcome = deliver(WebhookDelivery.model_validate(delivery), settings)
     try:

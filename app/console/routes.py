@@ -10,6 +10,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from impress.images import IMAGE_SUFFIXES, SUPPORTED_FORMATS
 
 from ..deps import SettingsDep
+from ..security_headers import CONSOLE_HEADERS
 from .forms import kind_forms
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -17,7 +18,9 @@ templates = Jinja2Templates(env=Environment(loader=PackageLoader("app.console"),
 
 
 def page(request: Request, name: str, **context) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"page": name.removesuffix(".html"), **context})
+    response = templates.TemplateResponse(request, name, {"page": name.removesuffix(".html"), **context})
+    response.headers.update(CONSOLE_HEADERS)
+    return response
 
 
 @router.get("")

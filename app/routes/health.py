@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from impress.queue import worker_queues
 
-from ..deps import QueueDep, SettingsDep, StoreDep
+from ..deps import SettingsDep, StoreDep
 from ..errors import error_responses
 from ..metrics import service_registry
 
@@ -19,17 +19,12 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: Redis reachable and at least one worker answering with its models present",
+@router.get("/readyz", summary="Readiness: Redis reachable and at least one worker answering with its models present "
+                               "(checked in the background, at most IMPRESS_READINESS_CACHE_S old)",
             responses={503: {"description": "not ready"}})
-def readyz(store: StoreDep, queue: QueueDep) -> JSONResponse:
-    redis_ok = store.ping()
-    workers = queue.workers() if redis_ok else []
-    # Each worker checks at start that the models its jobs need are on its disk (`impress models check`).
-    models = store.worker_models(workers) if workers else {}
-    ready = redis_ok and any(report.complete for report in models.values())
-    return JSONResponse(status_code=200 if ready else 503,
-                        content={"ready": ready, "redis": redis_ok, "workers": workers,
-                                 "models": {name: report.model_dump() for name, report in models.items()}})
+async def readyz(request: Request) -> JSONResponse:
+    report = await request.app.state.readiness.current()
+    return JSONResponse(status_code=200 if report.ready else 503, content=report.model_dump(mode="json"))
 
 
 @router.get("/metrics", summary="Prometheus metrics: this process's and the service's (from Redis)",

@@ -17,6 +17,7 @@ from ..auth import Caller
 from ..deps import CallerDep, StoreDep
 from ..errors import ApiError, error_responses
 from ..schemas import JobList, JobView, job_view
+from ..security_headers import download_headers
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -44,7 +45,7 @@ def blob_response(store: JobStore, blob: str, media_type: str, filename: str) ->
     data = store.get_blob(blob)
     if data is None:
         raise ApiError(410, ErrorCode.gone, "the result has expired")
-    return Response(content=data, media_type=media_type, headers={"Content-Disposition": f'inline; filename="{filename}"'})
+    return Response(content=data, media_type=media_type, headers=download_headers(filename))
 
 
 @router.get("/jobs", response_model=JobList, summary="The caller's most recent jobs, newest first")

@@ -148,3 +148,14 @@ def test_protect_job_runs_photoguards_diffusion_attack_toward_an_uploaded_target
     # eps 64 per 512 x 512 is an L2 norm of 4 on the 32 x 32 upload
     assert result.metrics["stated"] == {"l2_255_per_512x512": 64 * 127.5, "l2_255": 4 * 127.5}
     assert result.images[0].budget.l2_255 <= 4 * 127.5 + 1e-3
+
+
+def test_a_diffusion_protection_refuses_an_image_below_its_pipelines_sample_size(fast_api, tiny_pipelines):
+    client, store, _, _ = fast_api
+    small = ("s.png", png_bytes(photo(24, 24)), "image/png")
+    r = client.post("/v1/protect", files=[("images", PNG), ("images", small)], data={"protection": "advdm:steps=1"})
+    record = store.get(r.json()["id"])
+    job = store.create(JobKind.protect, record.params, record.inputs, vae="impress-tiny-vae", perceptual="dssim")
+    assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "failed"
+    error = store.get(job.id).error
+    assert error.code.value == "invalid_parameter" and "image 2" in error.message and "sample size is 32" in error.message

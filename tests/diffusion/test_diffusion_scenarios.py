@@ -195,14 +195,16 @@ def test_mimicry_scores_every_set_on_clean_works_none_of_them_trained_on(img2img
 
 
 def test_pipeline_sample_size_of_the_tiny_pipelines_is_read_from_their_folders(tiny_pipelines):
-    from impress.pipelines import check_size, sample_size
+    from impress.pipelines import check_size, configured_pipelines, sample_size
     from impress.settings import Settings
 
     assert sample_size(str(tiny_pipelines["img2img"]), "img2img") == 32   # 8 latent px through the x4 VAE
-    settings = Settings(_env_file=None, pipeline=str(tiny_pipelines["img2img"]))
-    check_size(32, [("advdm", "img2img")], settings)
-    with pytest.raises(ValueError, match="below it"):
-        check_size(24, [("advdm", "img2img")], settings)
+    names = configured_pipelines(Settings(_env_file=None, pipeline=str(tiny_pipelines["img2img"])))
+    check_size(32, 40, [("advdm", "img2img")], names)
+    with pytest.raises(ValueError, match="size 24x40 is below it"):
+        check_size(24, 40, [("advdm", "img2img")], names)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        check_size(36, 36, [("advdm", "img2img")], names)
 
 
 def test_matrix_with_diffusion_methods_and_the_editing_scenario_reports_the_worst_case(tiny_pipelines, images):

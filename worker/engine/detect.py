@@ -1,24 +1,33 @@
 """Detecting protective noise by its consistency error mean((x - D(E(x)))^2) (docs/algorithm.md).
 
-One forward pass per image, no optimisation: cheap enough to triage every upload and purify only
-what is flagged. An image is flagged 'protected' when its score is above a threshold calibrated on
-clean images for a target false positive rate. The test can be two-sided: IMPRESS leaves images
-*more* consistent than clean photos (reports/tiny-vae.md), so a score below a lower threshold flags
-an image 'purified'. Thresholds hold only for the model they were calibrated with.
+One or two forward passes per image, no optimisation: cheap enough to triage every upload and purify
+only what is flagged. The raw consistency error depends on the picture's content (a busy
+illustration scores higher when clean than a flat photo does when protected), so the default score
+divides it by that of a copy of the same picture which has lost protective noise but kept its
+content (`SCORES`; measured in bench/results/detection-scores.md). An image is flagged 'protected'
+when its score is above a threshold calibrated on clean images for a target false positive rate.
+The test can be two-sided: IMPRESS leaves images *more* consistent than clean photos, so a score
+below a lower threshold flags an image 'purified'. Thresholds hold only for the model they were calibrated with.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional
 
 import torch
+from pydantic import BaseModel
 
+from impress.contract import DEFAULT_DETECT_SCORE, DetectScore, ThresholdPair
 from impress.progress import SILENT, Reporter
 from impress.records import Verdict
+from impress.settings import Settings
 
 from .autoencoder import Autoencoder
 from .metrics import consistency_error
+from .purifiers import blur, jpeg
 
 
 def consistency_scores(vae: Autoencoder, images: list[torch.Tensor], batch: int = 16,
@@ -40,6 +49,28 @@ def consistency_scores(vae: Autoencoder, images: list[torch.Tensor], batch: int 
             done += len(part)
             reporter.advance(done, len(images))
     return scores
+
+
+# The content-keeping copy each ratio score divides by (impress/contract.py DETECT_SCORES says what each is).
+# Light on purpose: a copy that lost the picture's detail would fall in consistency error for clean
+# pictures too, and the ratio would measure detail again.
+REFERENCE_COPIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "jpeg-ratio": lambda x: jpeg(x, 90),
+    "blur-ratio": lambda x: blur(x, 0.7),
+}
+
+
+def detection_scores(vae: Autoencoder, images: list[torch.Tensor], score: DetectScore, batch: int = 16,
+                     reporter: Reporter = SILENT) -> list[float]:
+    """Each image's detection score: its consistency error ('raw'), or that over the consistency error
+    of its reference copy (`REFERENCE_COPIES`), which costs a second forward pass. The `reporter`
+    counts the images of the first pass."""
+    raw = consistency_scores(vae, images, batch, reporter)
+    if score == "raw":
+        return raw
+    copy = REFERENCE_COPIES[score]
+    reference = consistency_scores(vae, [copy(x.float()).to(x) for x in images], batch)
+    return [r / max(f, 1e-12) for r, f in zip(raw, reference)]
 
 
 @dataclass(frozen=True)
@@ -135,3 +166,48 @@ def verdicts(scores: list[float], threshold: Optional[float],
             return Verdict.protected
         return Verdict.purified if low_threshold is not None and s < low_threshold else Verdict.clean
     return [verdict(s) for s in scores]
+
+
+class ScoreCalibration(BaseModel):
+    """A calibration of one score on one model, as `impress calibrate` writes it and the service ships it."""
+
+    score: DetectScore
+    model: str
+    model_revision: str
+    calibration: Calibration
+    images: str = ""     # what the clean images were
+    command: str = ""    # how to make it again
+
+
+class ShippedCalibrations(BaseModel):
+    """The thresholds the service uses when neither the request nor the settings give one: per model
+    and score, from `python -m bench.detection_scores --write-thresholds`."""
+
+    calibrations: list[ScoreCalibration]
+
+    def find(self, model: str, revision: str, score: DetectScore) -> Optional[ScoreCalibration]:
+        """The calibration of this score on exactly these weights (a threshold holds only for its model)."""
+        return next((c for c in self.calibrations
+                     if (c.model, c.model_revision, c.score) == (model, revision, score)), None)
+
+
+SHIPPED_THRESHOLDS = Path(__file__).with_name("detect_thresholds.json")
+
+
+@functools.lru_cache
+def shipped_calibrations() -> ShippedCalibrations:
+    if not SHIPPED_THRESHOLDS.is_file():
+        return ShippedCalibrations(calibrations=[])
+    return ShippedCalibrations.model_validate_json(SHIPPED_THRESHOLDS.read_text())
+
+
+def service_thresholds(settings: Settings, model: str, revision: str, score: DetectScore) -> list[ThresholdPair]:
+    """The service's thresholds for `score` on this model, in order of precedence: the settings' (for the
+    default score only: they were calibrated on it), then the shipped calibration of these weights."""
+    pairs = []
+    if score == DEFAULT_DETECT_SCORE:
+        pairs.append(ThresholdPair(settings.detect_threshold, settings.detect_low_threshold, "settings"))
+    shipped = shipped_calibrations().find(model, revision, score)
+    if shipped is not None:
+        pairs.append(ThresholdPair(shipped.calibration.threshold, shipped.calibration.low_threshold, "shipped"))
+    return pairs

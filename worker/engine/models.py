@@ -26,16 +26,7 @@ from .autoencoder import Autoencoder, KLAutoencoder
 from .tiny_autoencoder import TinyAutoencoder
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-TINY_VAE_NAME = "impress-tiny-vae"
-TINY_VAE_DIR = MODELS_DIR / TINY_VAE_NAME
-# SD's VAE layout scaled down: x4 downsampling (3 blocks), 4 latent channels, ~1.5M parameters.
-TINY_VAE_CONFIG = dict(
-    in_channels=3, out_channels=3,
-    down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
-    block_out_channels=[24, 48, 96], layers_per_block=1, latent_channels=4,
-    norm_num_groups=8, sample_size=64,
-)
-BUNDLED = {OFFLINE_MODEL: MODELS_DIR / OFFLINE_MODEL, TINY_VAE_NAME: TINY_VAE_DIR}
+BUNDLED = {OFFLINE_MODEL: MODELS_DIR / OFFLINE_MODEL}
 # The bundled files as published (worker/models/taef2/README.md): a load that finds others refuses.
 BUNDLED_SHA256 = {OFFLINE_MODEL: {
     "taef2_encoder.pth": "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6",
@@ -99,7 +90,7 @@ def resolve_vae(name: str) -> tuple[str, str, str | None]:
 
 
 def load_vae(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, *,
-             tiling: bool = False, checkpointing: bool = False) -> tuple[Autoencoder, "ModelIdentity"]:
+             tiling: bool = False, checkpointing: bool = False) -> tuple[Autoencoder, ModelIdentity]:
     """The autoencoder named `name`, in eval mode with frozen weights, and its identity. Cached per process.
 
     Memory options for large images: `tiling` encodes and decodes images larger than the VAE's

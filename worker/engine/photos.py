@@ -1,7 +1,7 @@
-"""Natural photos that Python wheels ship: the held-out evaluation set for the bundled model.
+"""Natural photos that Python wheels ship: a held-out evaluation set.
 
-None of these photos is used in training (the model trains on Debian wallpaper photos), so their
-reconstruction figures say how the model does on photos it has never seen.
+Nothing this project trains uses these photos. The bundled autoencoder (taef2) was trained by its
+author on images that are not published, so for it they are common sample photos, not proven unseen.
 """
 from __future__ import annotations
 

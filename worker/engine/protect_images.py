@@ -10,8 +10,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from impress.images import DecodedImage
+from impress.contract import ErrorCode
+from impress.images import DecodedImage, ImageRejected
 from impress.methods import MethodChoice
+from impress.pipelines import check_size
 from impress.progress import SILENT, Reporter, spans
 from impress.records import MeasuredBudget, ModelIdentity, PerceptualIdentity
 
@@ -46,7 +48,15 @@ def run_protection(images: list[DecodedImage], protection: MethodChoice, *, vae:
                    reporter: Reporter = SILENT) -> ProtectionRun:
     """Protect `images` (any sizes; same-size images share batches) with `protection`, toward `target`
     when given (fitted to each size), else the protection's own default target. Diffusion protections
-    run on `pipelines` (diffusion.scenario.PipelineSet). The `reporter` counts steps times images."""
+    run on `pipelines` (diffusion.scenario.PipelineSet); ImageRejected(invalid_parameter) first when an
+    image's size is one their pipeline cannot work at (impress/pipelines.py). The `reporter` counts
+    steps times images."""
+    kind = protection.params.pipeline_kind
+    for i, im in enumerate(images if kind is not None and pipelines is not None else []):
+        try:
+            check_size(im.height, im.width, [(f"protection {protection.label!r}", kind)], pipelines.names)
+        except ValueError as exc:
+            raise ImageRejected(ErrorCode.invalid_parameter, f"image {i + 1}: {exc}") from None
     vae_model, identity = load_vae(vae, device)
     distance = load_perceptual(perceptual, device)
     groups: dict[tuple[int, int], list[int]] = {}

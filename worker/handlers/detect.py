@@ -1,4 +1,4 @@
-"""The detect job (triage): each image's consistency error and its verdict at the thresholds."""
+"""The detect job (triage): each image's detection score and its verdict at the thresholds."""
 from __future__ import annotations
 
 import time
@@ -11,19 +11,21 @@ from ..runner import JobContext, log
 
 
 def detect(ctx: JobContext[DetectParams]) -> JobResult:
-    from ..engine.detect import consistency_scores, verdicts
+    from ..engine.detect import detection_scores, service_thresholds, verdicts
     from ..engine.tensors import to_tensor
 
     items = ctx.role(InputRole.image)
     device = resolve_device(ctx.settings.device)
     vae, identity = load_vae(ctx.record.vae, device)
     t0 = time.perf_counter()
-    scores = consistency_scores(vae, [to_tensor(item.image.rgb).to(device) for item in items],
-                                ctx.settings.batch_size * 4, reporter=ctx.reporter)
-    threshold, low = ctx.params.thresholds((ctx.settings.detect_threshold, ctx.settings.detect_low_threshold))
-    detections = [DetectedImage(name=item.meta.name, score=score, verdict=verdict, threshold=threshold,
-                                low_threshold=low, model=identity.name, model_revision=identity.revision)
-                  for item, score, verdict in zip(items, scores, verdicts(scores, threshold, low))]
+    params = ctx.params
+    scores = detection_scores(vae, [to_tensor(item.image.rgb).to(device) for item in items], params.score,
+                              ctx.settings.batch_size * 4, reporter=ctx.reporter)
+    pair = params.thresholds(*service_thresholds(ctx.settings, identity.name, identity.revision, params.score))
+    detections = [DetectedImage(name=item.meta.name, score=score, score_name=params.score, verdict=verdict,
+                                threshold=pair.threshold, low_threshold=pair.low_threshold,
+                                thresholds_from=pair.source, model=identity.name, model_revision=identity.revision)
+                  for item, score, verdict in zip(items, scores, verdicts(scores, pair.threshold, pair.low_threshold))]
     return JobResult(detections=detections, model=identity, seconds=round(time.perf_counter() - t0, 3),
                      device=device)
 

@@ -1,1 +1,1 @@
-"""Models the project trains and ships (data files, loaded with from_pretrained)."""
+"""Models the project ships (data files): taef2, FLUX.2's tiny autoencoder (taef2/README.md)."""
