@@ -55,7 +55,8 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     set_pillow_pixel_guard(settings.max_pixels)
     app = FastAPI(title="IMPRESS service", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings
-    app.state.store = store or JobStore.from_url(settings.redis_url, settings.key_prefix, Retention.from_settings(settings))
+    app.state.store = store or JobStore.from_url(settings.redis_url, settings.key_prefix,
+                                                 Retention.from_settings(settings))
     app.state.queue = queue or JobQueue(settings)
     app.state.auth = Authenticator(settings, app.state.store.r)
     # A cancel of a queued job is its last transition: the API sends that job's `completed` webhook.
@@ -70,7 +71,8 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
     app.add_exception_handler(Exception, unhandled_error_handler)  # anything else, middleware included
     app.state.admission = admission = Admission(settings.max_inflight_submits)
     submit_routers = [submit_router(spec) for spec in load_job_kinds(settings.job_kind_modules)]
-    for router in (*submit_routers, jobs.router, events.router, webhook_secret.router):  # each reads Redis: 503 when down
+    # each reads Redis: 503 when it is down
+    for router in (*submit_routers, jobs.router, events.router, webhook_secret.router):
         app.include_router(router, dependencies=[Depends(authorize)], responses=error_responses(401, 429, 503))
     app.include_router(health.router)
     mount_console(app)

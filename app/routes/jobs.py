@@ -61,7 +61,8 @@ def get_job(request: Request, job_id: str, store: StoreDep,
     return job_view(load_job(store, job_id, caller), str(request.url_for("get_job", job_id=job_id)))
 
 
-@router.get("/jobs/{job_id}/results/{index}", responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409, 410)},
+@router.get("/jobs/{job_id}/results/{index}",
+            responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409, 410)},
             response_class=Response, summary="A purified image as PNG")
 def get_result(job_id: str, index: int, store: StoreDep,
                caller: CallerDep) -> Response:
