@@ -14,8 +14,7 @@ from typing import Annotated, Optional, Sequence
 
 import anyio
 import httpx
-from fastapi import Header, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi import Header, Request, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from impress.contract import DEFAULT_PRESET, ErrorCode, JobState, vae_for
@@ -32,10 +31,11 @@ from impress.webhooks import key_webhook_secret
 
 from .auth import Caller
 from .deps import CallerDep, QueueDep, SettingsDep, StoreDep, UrlGuardsDep
-from .errors import ApiError
+from .errors import ApiError, error_responses
 from .idempotency import IDEMPOTENCY_KEY, claim, fingerprint
 from .metrics import JOBS_SUBMITTED, UPLOADS_REJECTED
-from .schemas import Accepted
+from .prefer import PREFER_DESCRIPTION, preferred_wait, submission_response
+from .schemas import Accepted, JobView
 
 log = logging.getLogger("impress.api")
 
@@ -45,6 +45,9 @@ REJECTION_STATUS = {ErrorCode.payload_too_large: 413, ErrorCode.image_too_many_p
 
 
 MAX_URL_LENGTH = 2048
+# Every job POST's answers beside its 202: the finished job when a Prefer: wait was met, and refusals.
+SUBMIT_RESPONSES = {200: {"model": JobView, "description": "finished within the `Prefer: wait` (Preference-Applied "
+                                                           "names it)"}, **error_responses(413, 415, 422, 503)}
 
 
 class SubmitOptions(BaseModel):
@@ -58,6 +61,10 @@ class SubmitOptions(BaseModel):
         default_factory=lambda: [WebhookEvent.completed],
         description="events sent to `webhook` (repeat the field): start, progress (throttled), completed (any final "
                     "state, sent once per job; its body is the job as GET /v1/jobs/{id} shows it)")
+    expires_in: Optional[int] = Field(
+        None, ge=1, description="seconds the job, its inputs and its results are kept after its last change (at "
+                                "most, and by default, the service's IMPRESS_RESULT_TTL_S; more is 422); the job "
+                                "shows `expires_at`. DELETE /v1/jobs/{id}/data removes them sooner")
 
 
 class UrlInputs(BaseModel):
@@ -182,6 +189,11 @@ class Submitter:
     idempotency_key: Optional[str]
     url_template: str
     guards: UrlGuards
+    wait_s: Optional[int] = None     # Prefer: wait=N, lowered to the service's most
+
+    async def respond(self, request: Request, accepted: Accepted) -> Response:
+        """200 with the finished job when the caller's Prefer: wait was met, else 202 (app/prefer.py)."""
+        return await submission_response(request, self.store, accepted, self.wait_s)
 
     def enqueue(self, kind: str, uploads: dict[InputRole, list[UploadFile]], params: BaseModel,
                 preset: str = DEFAULT_PRESET, *, options: SubmitOptions = SubmitOptions(),
@@ -195,6 +207,10 @@ class Submitter:
         if count > settings.max_images_per_job:
             raise ApiError(422, ErrorCode.too_many_images,
                            f"{count} images sent; at most {settings.max_images_per_job} per job")
+        if options.expires_in is not None and options.expires_in > settings.result_ttl_s:
+            raise ApiError(422, ErrorCode.invalid_parameter,
+                           f"expires_in={options.expires_in} exceeds this service's {settings.result_ttl_s}s",
+                           [{"field": "expires_in", "message": f"at most {settings.result_ttl_s}"}])
         webhook = webhook_target(options, self.guards.webhooks, settings, self.caller.owner,
                                  self.url_template.removesuffix(f"/{JOB_ID}"))
         decoded = [read_upload(u, role, settings) for role, files in uploads.items() for u in files]
@@ -211,7 +227,7 @@ class Submitter:
                 first = rejected[0].error
                 raise ApiError(422, first.code, f"no image could be used: {first.message}",
                                [item.model_dump(mode="json") for item in rejected])
-            job_id = self.create(kind, params, decoded + fetched, preset, rejected, webhook)
+            job_id = self.create(kind, params, decoded + fetched, preset, rejected, webhook, options.expires_in)
         except BaseException:
             if held is not None:
                 held.release()
@@ -222,14 +238,14 @@ class Submitter:
         return self.accepted(job_id)
 
     def create(self, kind: str, params: BaseModel, decoded: list[tuple[bytes, InputImage]], preset: str,
-               rejected: list[RejectedInput], webhook: Optional[WebhookTarget]) -> str:
+               rejected: list[RejectedInput], webhook: Optional[WebhookTarget], expires_in: Optional[int]) -> str:
         try:
             record = self.store.create(kind, params, [meta for _, meta in decoded], vae=vae_for(preset, self.settings.vae),
                                        perceptual=self.settings.perceptual, owner=self.caller.owner,
                                        max_unfinished=self.settings.max_unfinished_jobs_per_key,
                                        rejected_inputs=rejected, webhook=webhook, request_id=REQUEST_ID.get(),
                                        blobs=[data for data, _ in decoded],
-                                       max_stored_bytes=self.settings.max_stored_bytes_per_key)
+                                       max_stored_bytes=self.settings.max_stored_bytes_per_key, expires_in=expires_in)
         except TooManyUnfinishedJobs as exc:
             raise ApiError(429, ErrorCode.too_many_unfinished_jobs,
                            f"{exc.unfinished} jobs of this key are queued or running, the most allowed; "
@@ -269,13 +285,13 @@ def get_submitter(request: Request, settings: SettingsDep, store: StoreDep, queu
                   guards: UrlGuardsDep,
                   idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key", description=(
                       "a client-chosen key (1-255 printable ASCII): a repeated POST with the same key and body "
-                      "returns the same job"))) -> Submitter:
+                      "returns the same job")),
+                  prefer: Optional[str] = Header(None, alias="Prefer", description=PREFER_DESCRIPTION)) -> Submitter:
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise ApiError(422, ErrorCode.invalid_parameter, "Idempotency-Key must be 1-255 printable ASCII characters",
                        [{"field": "Idempotency-Key", "message": "1-255 printable ASCII characters, no spaces"}])
     return Submitter(settings, store, queue, caller, idempotency_key,
-                     str(request.url_for("get_job", job_id=JOB_ID)), guards)
+                     str(request.url_for("get_job", job_id=JOB_ID)), guards,
+                     preferred_wait(prefer, settings.prefer_wait_max_s))
 
 
-def accepted_response(accepted: Accepted) -> JSONResponse:
-    return JSONResponse(status_code=202, content=accepted.model_dump(mode="json"), headers={"Location": accepted.url})

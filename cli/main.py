@@ -8,7 +8,7 @@ import sys
 from impress.logs import configure_logging
 from impress.settings import get_settings
 
-from . import bench, detect, mimicry, models, pictures, protect, purify, service, train_amortised
+from . import bench, detect, mimicry, models, pictures, protect, purify, service, train_amortised, verify
 from .common import CommandFailed
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser(sub)
     pictures.add_parser(sub)
     train_amortised.add_parser(sub)
+    verify.add_parser(sub)
     return parser
 
 

@@ -5,10 +5,15 @@
         job = client.purify(["photo.png"], params=PurifyOverrides(schedule="fast"), idempotency_key="batch-7/1",
                             webhook="https://hooks.example.com/impress", webhook_events=["completed"])
         done = client.wait(job)                      # polls with backoff, honouring Retry-After
+        for event in client.events(job):             # or follow it live (server-sent events)
+            print(event.job.state, event.job.progress.step)
         client.download_results(done, "out/")
+        client.delete_data(done)                     # inputs and results gone now, not at expiry
 
-Submissions answer an `Accepted` (queued; an inline detect answers the finished `JobView`); jobs are
-`JobView`s, the API's own model (impress.views). Refusals raise `ImpressError` with the API's
+Submissions answer an `Accepted` (queued), or the finished `JobView` when `prefer_wait` (the
+`Prefer: wait=N` header) was met or an inline detect finished; jobs are `JobView`s, the API's own
+model (impress.views). `events` iterates a job's server-sent events (JobEventView) until its final
+state, resuming after the last one seen (Last-Event-ID) when the connection drops. Refusals raise `ImpressError` with the API's
 stable `code`; 429 and 503 are retried after their Retry-After. `verify_webhook` checks a webhook's
 Standard Webhooks signature and returns the typed payload.
 
@@ -22,16 +27,17 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generator, Mapping, Optional, Sequence, TypeVar, Union
+from typing import Any, AsyncIterator, Callable, Generator, Iterator, Mapping, Optional, Sequence, TypeVar, Union
 
 import httpx
+import httpx_sse
 import standardwebhooks
 from pydantic import BaseModel
 
 from .contract import DetectParams, ErrorCode, EvaluateParams, PurifyOverrides
 from .names import safe_file_name
 from .records import WebhookEvent
-from .views import Accepted, ErrorResponse, JobView, WebhookPayload, WebhookSecret
+from .views import Accepted, ErrorResponse, JobEventView, JobView, WebhookPayload, WebhookSecret
 
 ImageInput = Union[str, Path, tuple[str, bytes]]    # a file path, or (name, bytes)
 JobRef = Union[str, JobView, Accepted]              # a job id, or what the service answered about it
@@ -130,14 +136,18 @@ class Operations:
 
     def submit(self, path: str, files: list[tuple[str, tuple[str, bytes]]], params: Optional[BaseModel],
                image_urls: Sequence[str], idempotency_key: Optional[str], webhook: Optional[str],
-               webhook_events: Optional[Sequence[WebhookEvent | str]]) -> Flow[Submission]:
+               webhook_events: Optional[Sequence[WebhookEvent | str]], options: "SubmitExtras") -> Flow[Submission]:
         data = form_fields(params)
+        if options.expires_in is not None:
+            data["expires_in"] = options.expires_in
         if image_urls:
             data["image_url"] = list(image_urls)
         if webhook is not None:
             data["webhook"] = webhook
             data["webhook_events"] = [WebhookEvent(e).value for e in webhook_events or [WebhookEvent.completed]]
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if options.prefer_wait is not None:
+            headers["Prefer"] = f"wait={options.prefer_wait}"
         response = yield from self.call(lambda: self.http.build_request(
             "POST", path, data=data, files=files or None, headers=headers))
         return (JobView if response.status_code == 200 else Accepted).model_validate_json(response.content)
@@ -169,6 +179,9 @@ class Operations:
         response = yield from self.call(lambda: self.http.build_request("DELETE", f"/v1/jobs/{job_id(job)}"))
         return JobView.model_validate_json(response.content)
 
+    def delete_data(self, job: JobRef) -> Flow[None]:
+        yield from self.call(lambda: self.http.build_request("DELETE", f"/v1/jobs/{job_id(job)}/data"))
+
     def download_results(self, view: JobView, folder: str | Path) -> Flow[list[Path]]:
         """Every result image of a finished purify job, written to `folder` under its own name (its last
         part only: whatever a server answers, nothing is written outside `folder`)."""
@@ -180,6 +193,48 @@ class Operations:
             path.write_bytes(data)
             written.append(path)
         return written
+
+
+@dataclass(frozen=True)
+class SubmitExtras:
+    prefer_wait: Optional[int] = None    # Prefer: wait=N (seconds; the service caps it)
+    expires_in: Optional[int] = None     # seconds the job and its data are kept after its last change
+
+
+class EventStreamEnded(Exception):
+    """The event stream closed before the job's final state (the client reconnects after the last event)."""
+
+
+@dataclass
+class EventCursor:
+    """What both clients' event iterators share: the stream's request, where to resume after a dropped
+    connection (the last event's id), and how long to pause before reconnecting (or to give up)."""
+
+    job: JobRef
+    backoff: Backoff
+    last_event_id: Optional[str] = None
+    failures: int = 0
+
+    def source(self) -> dict:
+        """connect_sse's arguments: no read timeout (heartbeats come every IMPRESS_EVENTS_HEARTBEAT_S)."""
+        headers = {"Accept": "text/event-stream", **({"Last-Event-ID": self.last_event_id} if self.last_event_id else {})}
+        return {"method": "GET", "url": f"/v1/jobs/{job_id(self.job)}/events", "headers": headers,
+                "timeout": httpx.Timeout(10.0, read=None)}
+
+    def take(self, sse: httpx_sse.ServerSentEvent) -> JobEventView:
+        event = JobEventView(id=sse.id or None, job=JobView.model_validate_json(sse.data))
+        self.last_event_id, self.failures = event.id or self.last_event_id, 0
+        return event
+
+    def ended(self) -> EventStreamEnded:
+        return EventStreamEnded(f"the event stream of job {job_id(self.job)} ended before its final state")
+
+    def pause_after(self, error: Exception) -> float:
+        """The pause before reconnecting; re-raises `error` once `backoff.retries` attempts failed in a row."""
+        if self.failures >= self.backoff.retries:
+            raise error
+        self.failures += 1
+        return self.backoff.delay(self.failures - 1)
 
 
 def client_options(base_url: str, api_key: Optional[str], timeout_s: float) -> dict:
@@ -195,25 +250,30 @@ class _Methods:
 
     def purify(self, images: Sequence[ImageInput] = (), image_urls: Sequence[str] = (), *,
                params: Optional[PurifyOverrides] = None, idempotency_key: Optional[str] = None,
-               webhook: Optional[str] = None, webhook_events: Optional[Sequence[WebhookEvent | str]] = None):
+               webhook: Optional[str] = None, webhook_events: Optional[Sequence[WebhookEvent | str]] = None,
+               prefer_wait: Optional[int] = None, expires_in: Optional[int] = None):
+        """`prefer_wait`: answer the finished JobView when the job ends within that many seconds."""
         files = [image_file("images", image) for image in images]
         return self._run(self.ops.submit("/v1/purify", files, params, image_urls, idempotency_key, webhook,
-                                         webhook_events))
+                                         webhook_events, SubmitExtras(prefer_wait, expires_in)))
 
     def detect(self, images: Sequence[ImageInput] = (), image_urls: Sequence[str] = (), *,
                params: Optional[DetectParams] = None, idempotency_key: Optional[str] = None,
-               webhook: Optional[str] = None, webhook_events: Optional[Sequence[WebhookEvent | str]] = None):
+               webhook: Optional[str] = None, webhook_events: Optional[Sequence[WebhookEvent | str]] = None,
+               prefer_wait: Optional[int] = None, expires_in: Optional[int] = None):
         """Small requests are answered inline (a finished JobView), larger ones queued (Accepted)."""
         files = [image_file("images", image) for image in images]
         return self._run(self.ops.submit("/v1/detect", files, params, image_urls, idempotency_key, webhook,
-                                         webhook_events))
+                                         webhook_events, SubmitExtras(prefer_wait, expires_in)))
 
     def evaluate(self, clean: Sequence[ImageInput], protected: Sequence[ImageInput] = (),
                  purified: Sequence[ImageInput] = (), *, params: EvaluateParams, idempotency_key: Optional[str] = None,
-                 webhook: Optional[str] = None, webhook_events: Optional[Sequence[WebhookEvent | str]] = None):
+                 webhook: Optional[str] = None, webhook_events: Optional[Sequence[WebhookEvent | str]] = None,
+                 prefer_wait: Optional[int] = None, expires_in: Optional[int] = None):
         files = [image_file(role, image) for role, images in (("clean", clean), ("protected", protected),
                                                               ("purified", purified)) for image in images]
-        return self._run(self.ops.submit("/v1/evaluate", files, params, (), idempotency_key, webhook, webhook_events))
+        return self._run(self.ops.submit("/v1/evaluate", files, params, (), idempotency_key, webhook, webhook_events,
+                                         SubmitExtras(prefer_wait, expires_in)))
 
     def job(self, job: JobRef):
         return self._run(self.ops.job(job))
@@ -235,6 +295,10 @@ class _Methods:
 
     def cancel(self, job: JobRef):
         return self._run(self.ops.cancel(job))
+
+    def delete_data(self, job: JobRef):
+        """Delete a finished job's inputs and results now (their URLs answer 410 gone afterwards)."""
+        return self._run(self.ops.delete_data(job))
 
     def webhook_secret(self):
         """The secret that signs this API key's webhooks (pass it to verify_webhook)."""
@@ -258,6 +322,23 @@ class ImpressClient(_Methods):
                     step = flow.send(self.http.send(step))
         except StopIteration as done:
             return done.value
+
+    def events(self, job: JobRef, last_event_id: Optional[str] = None) -> Iterator[JobEventView]:
+        """The job's events (state changes, progress) as they happen, until its final state; a dropped
+        connection is resumed after the last event seen, up to `backoff.retries` times in a row."""
+        cursor = EventCursor(job, self.ops.backoff, last_event_id)
+        while True:
+            try:
+                with httpx_sse.connect_sse(self.http, **cursor.source()) as source:
+                    if not source.response.is_success:
+                        raise_for_error(httpx.Response(source.response.status_code, content=source.response.read()))
+                    for sse in source.iter_sse():
+                        yield (event := cursor.take(sse))
+                        if event.job.state.finished:
+                            return
+                raise cursor.ended()
+            except (httpx.TransportError, EventStreamEnded) as exc:
+                time.sleep(cursor.pause_after(exc))
 
     def close(self) -> None:
         self.http.close()
@@ -286,6 +367,22 @@ class AsyncImpressClient(_Methods):
                     step = flow.send(await self.http.send(step))
         except StopIteration as done:
             return done.value
+
+    async def events(self, job: JobRef, last_event_id: Optional[str] = None) -> AsyncIterator[JobEventView]:
+        """As ImpressClient.events, asynchronously (`async for event in client.events(job)`)."""
+        cursor = EventCursor(job, self.ops.backoff, last_event_id)
+        while True:
+            try:
+                async with httpx_sse.aconnect_sse(self.http, **cursor.source()) as source:
+                    if not source.response.is_success:
+                        raise_for_error(httpx.Response(source.response.status_code, content=await source.response.aread()))
+                    async for sse in source.aiter_sse():
+                        yield (event := cursor.take(sse))
+                        if event.job.state.finished:
+                            return
+                raise cursor.ended()
+            except (httpx.TransportError, EventStreamEnded) as exc:
+                await asyncio.sleep(cursor.pause_after(exc))
 
     async def aclose(self) -> None:
         await self.http.aclose()

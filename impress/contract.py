@@ -74,6 +74,7 @@ class ErrorCode(str, enum.Enum):
     result_not_found = "result_not_found"
     job_not_finished = "job_not_finished"
     job_already_finished = "job_already_finished"
+    gone = "gone"              # the job's data was deleted (DELETE /v1/jobs/{id}/data) or the job expired
     service_overloaded = "service_overloaded"
     service_unavailable = "service_unavailable"    # Redis (jobs, queue) unreachable: retry later
     unauthorized = "unauthorized"

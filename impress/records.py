@@ -11,6 +11,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 from .contract import DETECT_SCORES, DetectScore, ErrorCode, JobState, StopReason, ThresholdSource
+from .manifest import ImageManifest
 
 class InputRole(str, enum.Enum):
     """What an input image is to its job: purify/detect take `image`s, evaluate `clean` ones with
@@ -71,6 +72,8 @@ class ResultImage(BaseModel):
     path: Optional[list[str]] = None
     seconds: Optional[float] = None
     detection_score: Optional[float] = None
+    manifest: Optional[ImageManifest] = None  # what was done, by what, to what, with what effect (signed in the PNG)
+    input_index: Optional[int] = None   # which image input it came from (None: the same position)
 
 
 class Verdict(str, enum.Enum):
@@ -134,6 +137,20 @@ class EngineReport(BaseModel):
     vae_tiling: bool
     vae_checkpointing: bool
     oom_splits: int                  # batches split in two after running out of memory
+    tiles: dict[str, int] = {}       # pictures purified as overlapping tiles: input index -> tiles
+
+
+class JobError(BaseModel):
+    code: ErrorCode
+    message: str
+
+
+class ImageFailure(BaseModel):
+    """An input image that failed on its own while the job's other images succeeded."""
+
+    input_index: int
+    name: str
+    error: JobError
 
 
 class PurifierUsed(BaseModel):
@@ -146,7 +163,8 @@ class PurifierUsed(BaseModel):
 
 
 class JobResult(BaseModel):
-    images: list[ResultImage] = []   # purify, protect: one PNG per input
+    images: list[ResultImage] = []   # purify, protect: one PNG per input (per input that succeeded)
+    failed_images: list[ImageFailure] = []   # the inputs that failed on their own, with their codes
     detections: list[DetectedImage] = []   # detect: one per input
     metrics: Optional[dict] = None   # evaluate: the figures; protect, mimicry: what ran
     files: list[ResultFile] = []     # evaluate: report.html, results.md; mimicry: samples
@@ -156,11 +174,6 @@ class JobResult(BaseModel):
     device: str
     engine: Optional[EngineReport] = None
     purifier: Optional[PurifierUsed] = None   # purify: the method and, for amortised/cascade, the weights
-
-
-class JobError(BaseModel):
-    code: ErrorCode
-    message: str
 
 
 class RejectedInput(BaseModel):
@@ -206,5 +219,8 @@ class JobRecord(BaseModel):
     progress_step: int = 0
     progress_total: int = 0
     attempts: int = 0
+    ttl_s: int = 0                   # kept this long after each change (expires_in; 0: written before it existed)
+    expires_at: Optional[float] = None   # when the job and its data go, unless it changes again first
+    data_deleted_at: Optional[float] = None   # DELETE /v1/jobs/{id}/data: inputs and results gone since
     error: Optional[JobError] = None
     result: Optional[JobResult] = None

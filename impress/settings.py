@@ -40,7 +40,16 @@ class Settings(BaseSettings):
                               "served by a cheap CPU or GPU worker so it never waits behind a purification")
     log_format: LogFormat = Field("text", description="log lines: text, or json (one object a line); both carry "
                                   "the request id and job id")
-    result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept")
+    result_ttl_s: int = Field(24 * 3600, ge=60, description="how long jobs, inputs and results are kept after "
+                              "their last change: the most a request's expires_in may ask, and its default")
+    tombstone_ttl_s: int = Field(7 * 24 * 3600, ge=0, description="how long an expired job's id is remembered "
+                                 "(its owner only), so its URLs answer 410 gone rather than 404")
+    max_job_events: int = Field(1000, ge=10, description="entries kept on a job's event stream (older ones are "
+                                "trimmed; GET /v1/jobs/{id}/events replays what is left)")
+    prefer_wait_max_s: float = Field(60.0, ge=0, description="the longest `Prefer: wait=N` a job POST may wait "
+                                     "for its job to finish (200) before answering 202")
+    events_heartbeat_s: float = Field(15.0, gt=0, description="seconds between heartbeats (comment lines) of an "
+                                      "idle event stream")
 
     # Tenants: who may call /v1, and how much each key may ask of the service.
     api_keys: str = Field("", description="comma-separated API keys, or their hashes as sha256:<hex>; once any "
@@ -92,6 +101,10 @@ class Settings(BaseSettings):
     precision: Precision = Field(
         "auto", description="forward-pass autocast: auto = bf16 on CUDA (fp16 without bf16), fp32 on CPU; "
                             "bf16 = also on CPU (about 2x faster on CPUs with bf16 units)")
+    tile_above: int = Field(1024, ge=64, description="pictures with a longer side are purified as overlapping tiles "
+                            "(bounded memory at any size; bench/results/tiling.md)")
+    tile_size: int = Field(512, ge=32, description="side of a purification tile, at most")
+    tile_overlap: int = Field(64, ge=0, description="pixels neighbouring tiles share, blended with linear ramps")
     vae_tiling: bool = Field(False, description="tiled VAE for images larger than its sample size (bounded memory)")
     vae_checkpointing: bool = Field(False, description="recompute VAE activations in the backward pass (less memory, ~1/3 more compute)")
     detect_threshold: Optional[float] = Field(
@@ -132,6 +145,11 @@ class Settings(BaseSettings):
     url_fetch_timeout_s: float = Field(10.0, gt=0, description="overall time limit of fetching one image_url "
                                        "(DNS, connection, headers and body: a slower server is cut off)")
 
+    # Manifests (impress/manifest.py): C2PA-signed into every purified or protected PNG.
+    signing_cert: Optional[str] = Field(None, description="PEM certificate chain (signer first) that signs result "
+                                        "manifests; without it a development certificate, marked as such, is made")
+    signing_key: Optional[str] = Field(None, description="PEM private key (ES256) of signing_cert")
+
     # Worker behaviour.
     progress_every: int = Field(10, ge=1, description="purify: steps between the loop's host-device syncs (progress, "
                                 "cancel and plateau checks)")
@@ -168,6 +186,12 @@ class Settings(BaseSettings):
     def broker_is_store(self) -> bool:
         """The broker's queues live in the job store's Redis (queue lengths can be read there)."""
         return self.broker == self.redis_url
+
+    @model_validator(mode="after")
+    def _tiles_overlap_less_than_their_side(self) -> "Settings":
+        if self.tile_overlap >= self.tile_size:
+            raise ValueError(f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})")
+        return self
 
     @model_validator(mode="after")
     def _no_example_credentials(self) -> "Settings":

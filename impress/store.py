@@ -10,14 +10,17 @@ import hashlib
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
 import redis
+import redis.asyncio
 from pydantic import BaseModel
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import events
+from . import events, store_scripts
 from .contract import ErrorCode, JobState, ModelReport
 from .jobspec import job_spec
 from .records import InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent, WebhookTarget
@@ -29,8 +32,11 @@ class Keys:
     {p}:job:{id}            hash   the job record: the scalar fields of records.JobRecord, and
                                    `params`, `inputs`, `result` as JSON; `error_code`, `error_message`
     {p}:job:{id}:cancel     string set when a running job must stop
+    {p}:job:{id}:events     stream the hash after each change (state, progress): GET /v1/jobs/{id}/events
+    {p}:job:{id}:gone       string the owner's key id, kept `tombstone_ttl_s` past the job: 410 after expiry
     {p}:job:{id}:completed-webhook  string set (NX) by the one sender of the job's `completed` webhook
     {p}:blob:{sha256}       bytes  an input or result image, content-addressed
+    {p}:blob:{sha256}:jobs  set    the jobs holding it: it lives as long as the longest-lived one
     {p}:jobs                zset   job ids by creation time (for operators)
     {p}:owner:{key id}:jobs zset   one API key's job ids by creation time (GET /v1/jobs)
     {p}:owner:{key id}:active set  its job ids that were queued or running when last looked at
@@ -45,8 +51,11 @@ class Keys:
                                    "webhook:{outcome}" delivery attempts by outcome
     {p}:worker-models       hash   worker name -> its ModelReport at start (JSON), for /readyz; its TTL
                                    is renewed while workers answer readiness
-    Every key but the counters (a fixed set of fields) has the result TTL; a job's blobs live as long
-    as the job; the job lists keep unexpired ids only, the newest MAX_LISTED_JOBS.
+    {p}:development-signer  string the development certificate chain and key that sign manifests (JSON)
+                                   when no IMPRESS_SIGNING_CERT is set; made once, kept
+    A job's keys have its own TTL (expires_in, at most the result TTL), counted from its last change;
+    its blobs live as long as their longest-lived job; indexes have the result TTL, counters (a fixed
+    set of fields) none; the job lists keep unexpired ids only, the newest MAX_LISTED_JOBS.
     """
 
     def __init__(self, prefix: str):
@@ -57,6 +66,12 @@ class Keys:
 
     def cancel(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:cancel"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def tombstone(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:gone"
 
     def completed_webhook(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:completed-webhook"
@@ -91,74 +106,8 @@ class Keys:
     def worker_models(self) -> str:
         return f"{self.prefix}:worker-models"
 
-
-# KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] allowed current states (comma list); ARGV[2] new
-# state; ARGV[3] TTL s; ARGV[4] n, then n counter/amount pairs, then field/value pairs. Counts the
-# transition under "{kind}:{state}" and adds each amount under "{kind}:{counter}", in the same step
-# as the state change, so /metrics never lags a finished job. Returns 1 when the transition
-# happened, 0 otherwise.
-_TRANSITION = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return -1 end
-local allowed = ',' .. ARGV[1] .. ','
-if not string.find(allowed, ',' .. state .. ',', 1, true) then return 0 end
-local fields_from = 5 + 2 * tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'state', ARGV[2])
-for i = fields_from, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-local kind = redis.call('HGET', KEYS[1], 'kind')
-redis.call('HINCRBY', KEYS[2], kind .. ':' .. ARGV[2], 1)
-for i = 5, fields_from - 1, 2 do redis.call('HINCRBYFLOAT', KEYS[2], kind .. ':' .. ARGV[i], ARGV[i + 1]) end
-return 1
-"""
-
-
-# KEYS[1] job hash, KEYS[2] all jobs zset, KEYS[3] stats, KEYS[4] owner's active set, KEYS[5] owner's
-# jobs zset, KEYS[6] owner's stored bytes, KEYS[7] owner's stored zset, then one key per input blob;
-# ARGV[1] TTL s, ARGV[2] most unfinished jobs of the owner (0: no limit), ARGV[3] job id, ARGV[4]
-# created_at, ARGV[5] kind, ARGV[6] the job-key prefix, ARGV[7] the owner's stored-bytes quota (0: none),
-# ARGV[8] most jobs listed per owner, ARGV[9] n blobs, then the n blobs' bytes, then the record's
-# field/value pairs. The cap and the quota are checked before anything is written, all in one step:
-# a refused submission stores nothing. At the cap the owner's set is pruned of finished or expired jobs
-# and counted again (so the common path is O(1)). Returns {0, 0} when created, {1, unfinished} at the
-# cap, {2, stored bytes} past the quota. The job lists drop expired ids and keep the newest ARGV[8].
-_CREATE = """
-local ttl, cap, id, created = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local quota, listed, nblobs = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-if cap > 0 and redis.call('SCARD', KEYS[4]) >= cap then
-  local n = 0
-  for _, other in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-    local state = redis.call('HGET', ARGV[6] .. other, 'state')
-    if state == 'queued' or state == 'running' then n = n + 1 else redis.call('SREM', KEYS[4], other) end
-  end
-  if n >= cap then return {1, n} end
-end
-for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', created)) do
-  redis.call('DECRBY', KEYS[6], tonumber(string.match(gone, '^(%d+):')))
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', created)
-local size = 0
-for i = 1, nblobs do size = size + string.len(ARGV[9 + i]) end
-local stored = tonumber(redis.call('GET', KEYS[6]) or '0')
-if quota > 0 and stored + size > quota then return {2, stored} end
-for i = 1, nblobs do redis.call('SET', KEYS[7 + i], ARGV[9 + i], 'EX', ttl) end
-redis.call('INCRBY', KEYS[6], size)
-redis.call('EXPIRE', KEYS[6], ttl)
-redis.call('ZADD', KEYS[7], created + ttl, size .. ':' .. id)
-redis.call('EXPIRE', KEYS[7], ttl)
-for i = 10 + nblobs, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('EXPIRE', KEYS[1], ttl)
-for _, list in ipairs({KEYS[2], KEYS[5]}) do
-  redis.call('ZADD', list, created, id)
-  redis.call('ZREMRANGEBYSCORE', list, '-inf', created - ttl)
-  redis.call('ZREMRANGEBYRANK', list, 0, -listed - 1)
-  redis.call('EXPIRE', list, ttl)
-end
-redis.call('HINCRBY', KEYS[3], ARGV[5] .. ':queued', 1)
-redis.call('SADD', KEYS[4], id)
-redis.call('EXPIRE', KEYS[4], ttl)
-return {0, 0}
-"""
+    def development_signer(self) -> str:
+        return f"{self.prefix}:development-signer"
 
 # Jobs each job list keeps (the newest): GET /v1/jobs shows at most 200.
 MAX_LISTED_JOBS = 1000
@@ -174,39 +123,6 @@ class StorageQuotaExceeded(Exception):
     def __init__(self, stored: int, adding: int, quota: int):
         super().__init__(f"this key stores {stored} bytes; {adding} more would pass its quota of {quota}")
         self.stored, self.adding, self.quota = stored, adding, quota
-
-
-# KEYS[1] job hash, KEYS[2] stats hash; ARGV[1] max attempts, ARGV[2] TTL s, ARGV[3] now. A queued
-# job, or a running one redelivered after its worker died, counts one more attempt and runs, unless
-# the attempts are spent (then it fails: worker_lost). Returns {outcome, attempt}: outcome 1 started,
-# 2 failed now (worker_lost), 0 not started (already finished), -1 no such job.
-_START = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return {-1, 0} end
-if state ~= 'queued' and state ~= 'running' then
-  return {0, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
-end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local kind = redis.call('HGET', KEYS[1], 'kind')
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-if attempt > tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[3], 'error_code', 'worker_lost',
-             'error_message', 'the worker running this job died ' .. (attempt - 1) .. ' times')
-  redis.call('HINCRBY', KEYS[2], kind .. ':failed', 1)
-  return {2, attempt}
-end
-redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[3], 'progress_step', 0)
-redis.call('HINCRBY', KEYS[2], kind .. ':running', 1)
-return {1, attempt}
-"""
-
-# KEYS[1] job hash, KEYS[2] cancel flag; ARGV[1] step, ARGV[2] total. Writes progress only to a job
-# that still exists and runs. Returns 1 when the job must stop (cancel requested, or gone).
-_PROGRESS = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 1 end
-redis.call('HSET', KEYS[1], 'progress_step', ARGV[1], 'progress_total', ARGV[2])
-return redis.call('EXISTS', KEYS[2])
-"""
 
 
 WEBHOOK_STATS = "webhook"   # the stats field prefix of webhook delivery attempts
@@ -226,25 +142,51 @@ class JobEvents(Protocol):
     def __call__(self, store: "JobStore", job_id: str, event: WebhookEvent) -> None: ...
 
 
-class JobStore:
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int, events: Optional[JobEvents] = None):
-        self.r = client
-        self.keys = Keys(prefix)
-        self.ttl_s = ttl_s
-        self.events = events
-        self._transition = client.register_script(_TRANSITION)
-        self._start = client.register_script(_START)
-        self._create = client.register_script(_CREATE)
-        self._progress = client.register_script(_PROGRESS)
+@dataclass(frozen=True)
+class Retention:
+    """How long the store keeps things: jobs at most `ttl_s` (each its own expires_in), their tombstones
+    `tombstone_ttl_s` longer, at most `max_events` entries on a job's event stream."""
+
+    ttl_s: int
+    tombstone_ttl_s: int = 7 * 24 * 3600
+    max_events: int = 1000
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, ttl_s: int, events: Optional[JobEvents] = None) -> "JobStore":
+    def from_settings(cls, settings) -> "Retention":
+        return cls(settings.result_ttl_s, settings.tombstone_ttl_s, settings.max_job_events)
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, prefix: str, retention: Retention | int,
+                 events: Optional[JobEvents] = None, aio: Optional[redis.asyncio.Redis] = None):
+        self.r = client
+        self.aio = aio     # the same Redis for async readers (event streams, Prefer: wait)
+        self.keys = Keys(prefix)
+        self.retention = retention if isinstance(retention, Retention) else Retention(retention)
+        self.ttl_s = self.retention.ttl_s
+        self.events = events
+        self._transition = client.register_script(store_scripts.TRANSITION)
+        self._start = client.register_script(store_scripts.START)
+        self._create = client.register_script(store_scripts.CREATE)
+        self._progress = client.register_script(store_scripts.PROGRESS)
+        self._hold = client.register_script(store_scripts.HOLD)
+        self._delete_data = client.register_script(store_scripts.DELETE_DATA)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, retention: Retention | int,
+                 events: Optional[JobEvents] = None) -> "JobStore":
         # After Redis restarts, pooled connections are dead: one quick retry on a fresh connection
         # hides that, while a Redis that is down still fails fast (connection refused) and the API
         # answers 503. Timeouts are not retried: they already took their time.
         retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
-                                        retry=retry), prefix, ttl_s, events)
+        options = dict(socket_connect_timeout=2, health_check_interval=30)
+        # The async client's reads block (XREAD BLOCK, at most event_stream.MAX_BLOCK_S): a longer timeout.
+        return cls(redis.Redis.from_url(url, socket_timeout=5, retry=retry, **options), prefix, retention, events,
+                   aio=redis.asyncio.Redis.from_url(url, socket_timeout=30, retry=AsyncRetry(NoBackoff(), 1), **options))
+
+    def _touch_args(self, at: Optional[float] = None) -> list:
+        """ARGV[1..4] of every script that changes a job (impress/store_scripts.py)."""
+        return [at or now(), self.ttl_s, self.retention.tombstone_ttl_s, self.retention.max_events]
 
     # ------------------------------------------------------------ blobs
     def put_blob(self, data: bytes) -> str:
@@ -260,27 +202,49 @@ class JobStore:
     def create(self, kind: str, params: BaseModel, inputs: list[InputImage], *, vae: str, perceptual: str,
                owner: str = "", max_unfinished: int = 0, rejected_inputs: Sequence[RejectedInput] = (),
                webhook: Optional[WebhookTarget] = None, request_id: Optional[str] = None,
-               blobs: Sequence[bytes] = (), max_stored_bytes: int = 0) -> JobRecord:
-        """Write a queued job and its input `blobs` (named by blob_digest in `inputs`) in one step;
-        nothing is written when its owner already has `max_unfinished` jobs queued or running
-        (TooManyUnfinishedJobs) or the blobs would take its stored bytes past `max_stored_bytes`
-        (StorageQuotaExceeded); 0: no limit."""
+               blobs: Sequence[bytes] = (), max_stored_bytes: int = 0, expires_in: Optional[int] = None) -> JobRecord:
+        """Write a queued job and its input `blobs` (named by blob_digest in `inputs`) in one step, kept
+        `expires_in` seconds after each change (at most, and by default, the store's TTL); nothing is
+        written when its owner already has `max_unfinished` jobs queued or running (TooManyUnfinishedJobs)
+        or the blobs would take its stored bytes past `max_stored_bytes` (StorageQuotaExceeded); 0: no limit."""
+        ttl = min(expires_in or self.ttl_s, self.ttl_s)
         record = JobRecord(id=uuid.uuid4().hex, kind=kind, state=JobState.queued, params=params, vae=vae,
                            perceptual=perceptual, inputs=inputs, owner=owner,
                            rejected_inputs=list(rejected_inputs), webhook=webhook, request_id=request_id,
-                           created_at=now())
+                           created_at=now(), ttl_s=ttl)
         fields = [v for pair in _to_hash(record).items() for v in pair]
         outcome, value = self._create(
             keys=[self.keys.job(record.id), self.keys.jobs(), self.keys.stats(), self.keys.owner_active(owner),
                   self.keys.owner_jobs(owner), self.keys.owner_bytes(owner), self.keys.owner_stored(owner),
                   *(self.keys.blob(blob_digest(data)) for data in blobs)],
-            args=[self.ttl_s, max_unfinished, record.id, record.created_at, record.kind, self.keys.job(""),
-                  max_stored_bytes, MAX_LISTED_JOBS, len(blobs), *blobs, *fields])
+            args=[*self._touch_args(record.created_at), self.ttl_s, max_unfinished, record.id, record.created_at,
+                  record.kind, self.keys.job(""), max_stored_bytes, MAX_LISTED_JOBS, len(blobs), *blobs, *fields])
         if outcome == 1:
             raise TooManyUnfinishedJobs(int(value))
         if outcome == 2:
             raise StorageQuotaExceeded(int(value), sum(map(len, blobs)), max_stored_bytes)
-        return record
+        self.hold_blobs(record.id, ttl, [item.blob for item in inputs])
+        return record.model_copy(update={"expires_at": record.created_at + ttl})
+
+    def hold_blobs(self, job_id: str, ttl_s: int, blobs: Sequence[str]) -> None:
+        """The job holds these blobs: each lives as long as the longest-lived job holding it."""
+        if blobs:
+            self._hold(keys=[self.keys.blob(b) for b in dict.fromkeys(blobs)], args=[job_id, ttl_s, self.keys.job("")])
+
+    def delete_data(self, record: JobRecord) -> bool:
+        """A finished job's inputs, results and event stream deleted now (bytes another live job holds
+        stay for it); the record keeps its metadata and `data_deleted_at`. False: not finished yet."""
+        blobs = [item.blob for item in record.inputs]
+        if record.result is not None:
+            blobs += [im.blob for im in record.result.images] + [f.blob for f in record.result.files]
+        outcome = self._delete_data(keys=[self.keys.job(record.id)],
+                                    args=[record.id, self.keys.job(""), now(), *map(self.keys.blob, blobs)])
+        return outcome == 1
+
+    def owner_of_gone(self, job_id: str) -> Optional[str]:
+        """The owner of a job that existed and expired (its tombstone), else None."""
+        owner = self.r.get(self.keys.tombstone(job_id))
+        return owner.decode() if owner is not None else None
 
     def stored_bytes(self, owner: str) -> int:
         """Input bytes `owner` stored that may not have expired yet (expired ones leave at its next create)."""
@@ -293,18 +257,18 @@ class JobStore:
             for job_id in ids:
                 p.hgetall(self.keys.job(job_id))
             raws = p.execute()
-        return [_from_hash({k.decode(): v.decode() for k, v in raw.items()}) for raw in raws if raw]
+        return [record_from_hash({k.decode(): v.decode() for k, v in raw.items()}) for raw in raws if raw]
 
     def get(self, job_id: str) -> Optional[JobRecord]:
         raw = self.r.hgetall(self.keys.job(job_id))
-        return _from_hash({k.decode(): v.decode() for k, v in raw.items()}) if raw else None
+        return record_from_hash({k.decode(): v.decode() for k, v in raw.items()}) if raw else None
 
     def transition(self, job_id: str, allowed: tuple[JobState, ...], to: JobState,
                    counters: Optional[dict[str, float]] = None, **fields) -> bool:
         """Move the job to `to` if it is in one of `allowed`, writing `fields` and adding `counters`
         to the service-wide stats, all in one atomic step."""
         counters = counters or {}
-        args = [",".join(s.value for s in allowed), to.value, self.ttl_s, len(counters)]
+        args = [*self._touch_args(), ",".join(s.value for s in allowed), to.value, len(counters)]
         for k, v in counters.items():
             args += [k, v]
         for k, v in fields.items():
@@ -332,22 +296,27 @@ class JobStore:
         """queued -> running, counting attempts; a redelivered running job (its worker died) restarts
         until max_attempts. Returns (started, attempt); a job that expired is (False, 0)."""
         outcome, attempt = self._start(keys=[self.keys.job(job_id), self.keys.stats()],
-                                       args=[max_attempts, self.ttl_s, now()])
+                                       args=[*self._touch_args(), max_attempts])
         if outcome in (1, 2):   # running, or failed just now (worker_lost)
             self.emit(job_id, WebhookEvent.start if outcome == 1 else WebhookEvent.completed)
         return outcome == 1, int(attempt)
 
     def progress(self, job_id: str, step: int, total: int) -> bool:
         """Record progress; True when the job must stop (cancel requested, or the job is gone)."""
-        stop = self._progress(keys=[self.keys.job(job_id), self.keys.cancel(job_id)], args=[step, total]) != 0
+        stop = self._progress(keys=[self.keys.job(job_id), self.keys.cancel(job_id)],
+                              args=[*self._touch_args(), step, total]) != 0
         if not stop:
             self.emit(job_id, WebhookEvent.progress)
         return stop
 
     def succeed(self, job_id: str, result: JobResult) -> bool:
         counters = {"seconds": result.seconds, "image_iterations": sum(im.iterations for im in result.images)}
-        return self.finished(job_id, self.transition(job_id, (JobState.running,), JobState.succeeded, counters=counters,
-                                                     finished_at=now(), result=result.model_dump_json()))
+        moved = self.transition(job_id, (JobState.running,), JobState.succeeded, counters=counters,
+                                finished_at=now(), result=result.model_dump_json())
+        if moved and (record := self.get(job_id)) is not None:
+            self.hold_blobs(job_id, record.ttl_s or self.ttl_s,
+                            [im.blob for im in result.images] + [f.blob for f in result.files])
+        return self.finished(job_id, moved)
 
     def finished(self, job_id: str, moved: bool) -> bool:
         """After a transition into a final state: the `completed` event when it happened."""
@@ -430,7 +399,8 @@ def _to_hash(record: JobRecord) -> dict[str, str | int | float]:
     return data
 
 
-def _from_hash(raw: dict[str, str]) -> JobRecord:
+def record_from_hash(raw: dict[str, str]) -> JobRecord:
+    """A record from its hash (or from an entry of its event stream, which copies the hash)."""
     spec = job_spec(raw["kind"])
     error = JobError(code=raw["error_code"], message=raw.get("error_message", "")) if "error_code" in raw else None
     result = JobResult.model_validate_json(raw["result"]) if "result" in raw else None

@@ -9,7 +9,8 @@ from typing import Any, Optional
 from pydantic import BaseModel, Field
 
 from .contract import ErrorCode, JobState, StopReason
-from .records import (DetectedImage, InputImage, JobError, JobRecord, MeasuredBudget, PurifierUsed, RejectedInput,
+from .records import (DetectedImage, InputImage, InputRole, JobError, JobRecord, MeasuredBudget, PurifierUsed,
+                      RejectedInput,
                       TracePoint, WebhookTarget)
 
 
@@ -33,6 +34,19 @@ class ResultLink(BaseModel):
     path: Optional[list[str]] = None          # purify amortised/cascade: ["amortised"] or ["amortised", "impress"]
     seconds: Optional[float] = None           # purify amortised/cascade: this image's seconds
     detection_score: Optional[float] = None   # cascade: the detection score of the amortised output
+    manifest_url: Optional[str] = Field(None, description="its signed manifest as JSON (also embedded in the PNG, C2PA)")
+
+
+class ImageStatus(BaseModel):
+    """One input image of the job: its own state, error and result, so a pipeline can act on the images
+    that succeeded when another failed."""
+
+    index: int = Field(description="its position among the job's image inputs")
+    name: str
+    state: JobState = Field(description="succeeded, failed (on its own, or with the job), or the job's state")
+    error: Optional[JobError] = None
+    result_url: Optional[str] = Field(None, description="its result PNG (purify, protect)")
+    manifest_url: Optional[str] = None
 
 
 class FileLink(BaseModel):
@@ -51,6 +65,10 @@ class JobView(BaseModel):
     started_at: Optional[float] = None
     finished_at: Optional[float] = None
     attempts: int
+    expires_at: Optional[float] = Field(None, description="when the job and its data are deleted (unix seconds): "
+                                        "expires_in (default: the service's TTL) after its last change")
+    data_deleted_at: Optional[float] = Field(None, description="when DELETE /v1/jobs/{id}/data removed its inputs "
+                                             "and results (their URLs answer 410 gone since)")
     params: dict
     vae: str
     perceptual: str
@@ -59,6 +77,7 @@ class JobView(BaseModel):
     webhook: Optional[WebhookTarget] = None
     error: Optional[JobError] = None
     results: list[ResultLink] = []
+    images: list[ImageStatus] = Field([], description="each image input's own state, error code and result link")
     detections: list[DetectedImage] = []   # detect: score, verdict, thresholds and model of each image
     metrics: Optional[dict] = None
     files: list[FileLink] = []
@@ -67,6 +86,13 @@ class JobView(BaseModel):
     device: Optional[str] = None
     engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
     purifier: Optional[PurifierUsed] = None   # purify: which method ran and, for the amortised network, its weights
+
+
+class JobEventView(BaseModel):
+    """One server-sent event of GET /v1/jobs/{id}/events, as the client yields it."""
+
+    id: Optional[str] = None    # send back as Last-Event-ID to resume after this event
+    job: JobView                # the job as GET /v1/jobs/{id} showed it at that moment
 
 
 class JobList(BaseModel):
@@ -95,19 +121,38 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
     step, total = record.progress_step, record.progress_total
     result = record.result
     results = [ResultLink(index=i, url=f"{base_url}/results/{i}",
+                          manifest_url=f"{base_url}/results/{i}/manifest" if im.manifest else None,
                           **im.model_dump(include=set(ResultLink.model_fields)))
                for i, im in enumerate(result.images)] if result else []
     files = [FileLink(name=f.name, url=f"{base_url}/files/{f.name}", media_type=f.media_type)
              for f in result.files] if result else []
     return JobView(
+        images=image_statuses(record, results),
         id=record.id, kind=record.kind, state=record.state,
         progress=Progress(step=step, total=total, fraction=round(step / total, 4) if total else 0.0),
         created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
-        attempts=record.attempts, params=record.params.model_dump(mode="json"), vae=record.vae,
+        attempts=record.attempts, expires_at=record.expires_at, data_deleted_at=record.data_deleted_at,
+        params=record.params.model_dump(mode="json"), vae=record.vae,
         perceptual=record.perceptual, inputs=record.inputs, rejected_inputs=record.rejected_inputs,
         webhook=record.webhook, error=record.error, results=results, files=files,
         **(result.model_dump(include={"detections", "metrics", "model", "seconds", "device", "engine",
                                       "purifier"}) if result else {}))
+
+
+def image_statuses(record: JobRecord, results: list[ResultLink]) -> list[ImageStatus]:
+    inputs = [item for item in record.inputs if item.role == InputRole.image]
+    result = record.result
+    linked = {(im.input_index if im.input_index is not None else i): link
+              for i, (im, link) in enumerate(zip(result.images, results))} if result else {}
+    failed = {f.input_index: f.error for f in result.failed_images} if result else {}
+    statuses = []
+    for i, item in enumerate(inputs):
+        state = JobState.succeeded if i in linked else JobState.failed if i in failed else record.state
+        statuses.append(ImageStatus(index=i, name=item.name, state=state,
+                                    error=failed.get(i, record.error if state == JobState.failed else None),
+                                    result_url=linked[i].url if i in linked else None,
+                                    manifest_url=linked[i].manifest_url if i in linked else None))
+    return statuses
 
 
 class WebhookSecret(BaseModel):

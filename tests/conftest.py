@@ -60,17 +60,27 @@ def random_lpips():
 
 
 @pytest.fixture
-def fake_redis():
+def fake_server():
     import fakeredis
 
-    return fakeredis.FakeRedis()
+    return fakeredis.FakeServer()
 
 
 @pytest.fixture
-def fast_store(fake_redis):
+def fake_redis(fake_server):
+    import fakeredis
+
+    return fakeredis.FakeRedis(server=fake_server)
+
+
+@pytest.fixture
+def fast_store(fake_redis, fake_server):
+    """The store on fakeredis, with an async client on the same fake server (event streams)."""
+    import fakeredis
+
     from impress.store import JobStore
 
-    return JobStore(fake_redis, "impress-fast", 3600)
+    return JobStore(fake_redis, "impress-fast", 3600, aio=fakeredis.FakeAsyncRedis(server=fake_server))
 
 
 @pytest.fixture

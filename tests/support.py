@@ -6,6 +6,7 @@ import io
 import os
 import socket
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -131,3 +132,21 @@ def small_vae_config(downsamplings: int = 1) -> dict:
     return dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * blocks,
                 up_block_types=["UpDecoderBlock2D"] * blocks, block_out_channels=[16, 32, 32, 32][:blocks],
                 layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=32)
+
+
+def run_job_later(store, job_id: str, delay_s: float = 0.3) -> threading.Thread:
+    """What a worker does: start, two progress writes, success."""
+    from impress.contract import StopReason
+    from impress.records import JobResult, ResultImage
+
+    def work():
+        time.sleep(delay_s)
+        store.start(job_id, 2)
+        for step in (5, 10):
+            store.progress(job_id, step, 10)
+        image = ResultImage(name="a.png", blob=store.put_blob(b"png"), width=48, height=40, iterations=10,
+                            stop_reason=StopReason.completed, trace=[])
+        store.succeed(job_id, JobResult(images=[image], model={"name": "m"}, seconds=0.1, device="cpu"))
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread

@@ -15,7 +15,7 @@ from impress.records import WebhookEvent
 from impress.views import Accepted, JobView
 from impress.webhooks import WebhookDelivery, signed_headers
 from tests.loopback import WEBHOOK_SECRET as SECRET
-from tests.support import photo, png_bytes
+from tests.support import photo, png_bytes, run_job_later
 
 IMAGE = ("a.png", png_bytes(photo()))
 QUICK = Backoff(first_s=0.001, max_s=0.01, retries=3)
@@ -116,3 +116,43 @@ def test_the_client_sends_its_key_and_jobs_stay_with_it(make_fast_api):
     unauthorized, state, hidden = asyncio.run(scenario())
     assert (unauthorized.status, unauthorized.code) == (401, ErrorCode.unauthorized)
     assert state == JobState.queued and (hidden.status, hidden.code) == (404, ErrorCode.job_not_found)
+
+
+def sse_body(*events: tuple[str, dict]) -> bytes:
+    return b"".join(f": ping\nid: {event_id}\ndata: {json.dumps(view)}\n\n".encode() for event_id, view in events)
+
+
+def test_sync_events_resume_after_the_last_event_when_the_stream_drops():
+    seen: list[httpx.Request] = []
+    dropped = httpx.Response(200, headers={"content-type": "text/event-stream"},
+                             content=sse_body(("1-0", job_json("queued")), ("2-0", job_json("running"))))
+    rest = httpx.Response(200, headers={"content-type": "text/event-stream"},
+                          content=sse_body(("3-0", job_json("succeeded"))))
+    with ImpressClient("http://api.test", backoff=QUICK, transport=scripted([dropped, rest], seen)) as impress:
+        events = list(impress.events("j1"))
+    assert [(e.id, e.job.state.value) for e in events] == [("1-0", "queued"), ("2-0", "running"), ("3-0", "succeeded")]
+    assert seen[0].url.path == "/v1/jobs/j1/events" and "last-event-id" not in seen[0].headers
+    assert seen[1].headers["last-event-id"] == "2-0" and seen[1].headers["accept"] == "text/event-stream"
+
+
+def test_async_events_follow_a_job_and_prefer_wait_answers_the_finished_job(make_fast_api):
+    client, store, queue, _ = make_fast_api()
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=client.app)
+        async with AsyncImpressClient("http://api.test", transport=transport) as impress:
+            accepted = await impress.purify([IMAGE], expires_in=600)
+            worker = run_job_later(store, accepted.id, 0.2)
+            states = [event.job.state.value async for event in impress.events(accepted)]
+            worker.join()
+            quick = await impress.purify([IMAGE], prefer_wait=1)
+            with pytest.raises(ImpressError) as gone:
+                await impress.delete_data(accepted)
+                await impress.result(accepted, 0)
+            return accepted, states, quick, gone.value
+
+    accepted, states, quick, gone = asyncio.run(scenario())
+    assert states == ["queued", "running", "running", "running", "succeeded"]
+    assert store.get(accepted.id).ttl_s == 600
+    assert isinstance(quick, Accepted)     # nothing ran it within the second
+    assert (gone.status, gone.code) == (410, ErrorCode.gone)

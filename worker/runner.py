@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from impress import events
 from impress.contract import ErrorCode, JobState
-from impress.images import DecodedImage, ImageRejected, decode_image, encode_png
+from impress.images import DecodedImage, ImageRejected, decode_image
 from impress.jobspec import JobSpec, job_spec
 from impress.logs import job_context
 from impress.progress import Canceled, Reporter, Throttled
@@ -58,10 +58,6 @@ class JobContext(Generic[P]):
 
     def put_file(self, name: str, data: bytes, media_type: str) -> ResultFile:
         return ResultFile(name=name, blob=self.store.put_blob(data), media_type=media_type)
-
-    def put_png(self, rgb, alpha=None) -> str:
-        """An image as the PNG a user saves (with the input's alpha, if any): its blob."""
-        return self.store.put_blob(encode_png(rgb, alpha))
 
 
 Handler = Callable[[JobContext], JobResult]
@@ -116,8 +112,19 @@ def run_job(store: JobStore, settings: Settings, job_id: str, on_time_limit: typ
         return run_started(store, settings, record, on_time_limit)
 
 
+class ImagesFailed(Exception):
+    """Every image of the job failed on its own (a handler's per-image errors): the job fails with the
+    first one's error."""
+
+    def __init__(self, error: JobError):
+        super().__init__(error.message)
+        self.error = error
+
+
 def failure(exc: BaseException, settings: Settings, on_time_limit: type[BaseException]) -> JobError:
     """The stable code and message a failure is recorded with."""
+    if isinstance(exc, ImagesFailed):
+        return exc.error
     if isinstance(exc, ModelUnavailable):
         return JobError(code=ErrorCode.model_unavailable, message=str(exc))
     if isinstance(exc, ImageRejected):

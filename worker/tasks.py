@@ -22,7 +22,7 @@ from impress.jobspec import load_job_kinds
 from impress.logs import configure_logging
 from impress.queue import JobQueue, make_celery
 from impress.settings import get_settings
-from impress.store import JobStore
+from impress.store import JobStore, Retention
 from impress.webhooks import DeliveryOutcome, WebhookDelivery, WebhookNotifier, deliver, retry_delay
 
 settings = get_settings()
@@ -42,7 +42,7 @@ def _configure_logging(**_) -> None:
 @functools.lru_cache(maxsize=1)
 def job_store() -> JobStore:
     events = WebhookNotifier(JobQueue(settings, celery_app).send_webhook, settings.webhook_progress_every_s)
-    return JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s, events)
+    return JobStore.from_url(settings.redis_url, settings.key_prefix, Retention.from_settings(settings), events)
 
 
 @celery_app.task(name=TASK_JOB)
@@ -69,7 +69,7 @@ def check_models(sender: str, instance, **_) -> None:
         log.error("model missing: %s (run `impress models pull`)", line)
     log.info("models: %d present, %d missing", len(report.present), len(report.missing))
     try:
-        JobStore.from_url(settings.redis_url, settings.key_prefix, settings.result_ttl_s).record_worker_models(sender, report)
+        JobStore.from_url(settings.redis_url, settings.key_prefix, Retention.from_settings(settings)).record_worker_models(sender, report)
     except redis.RedisError as exc:  # Redis down at start: jobs cannot run either; readiness shows it
         log.warning("model report not written: %s", exc)
 

@@ -7,10 +7,8 @@ own rules, then the Submitter (app/submit.py) stores and queues the job.
 """
 from __future__ import annotations
 
-import asyncio
 import inspect
-import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from pydantic import BaseModel
@@ -18,13 +16,12 @@ from starlette.concurrency import run_in_threadpool
 
 from impress.contract import DEFAULT_PRESET, ErrorCode
 from impress.jobspec import JobSpec, over_limit
-from impress.records import InputRole, JobRecord
-from impress.store import JobStore
+from impress.records import InputRole
 
-from ..admission import release_submit_slot
 from ..errors import ApiError, error_responses
-from ..schemas import Accepted, JobView, job_view
-from ..submit import (SubmitOptions, Submitter, UrlInputs, accepted_response, form_model, form_part, get_submitter,
+from ..prefer import submission_response
+from ..schemas import Accepted, JobView
+from ..submit import (SUBMIT_RESPONSES, SubmitOptions, Submitter, UrlInputs, form_model, form_part, get_submitter,
                       refuse_unknown_fields)
 
 SUBMIT_ERRORS = (413, 415, 422, 503)
@@ -53,16 +50,6 @@ def checked_params(spec: JobSpec, form: BaseModel, counts: dict[InputRole, int],
     return params
 
 
-async def wait_finished(store: JobStore, job_id: str, timeout_s: float) -> Optional[JobRecord]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        record = await run_in_threadpool(store.get, job_id)
-        if record and record.state.finished:
-            return record
-        await asyncio.sleep(0.02)
-    return None
-
-
 def submit_router(spec: JobSpec) -> APIRouter:
     """The kind's submit route, POST /v1/{kind}, named submit_{kind}."""
     takes_urls = any(slot.urls for slot in spec.inputs)
@@ -83,14 +70,12 @@ def submit_router(spec: JobSpec) -> APIRouter:
         accepted = await run_in_threadpool(submitter.enqueue, spec.kind, uploads, job_params,
                                            spec.preset(job_params) or DEFAULT_PRESET,
                                            options=form_part(params, SubmitOptions), image_urls=urls)
-        if spec.answer_inline:
-            # Accepted: waiting for the answer must not hold a submission slot (admission counts accepting work).
-            release_submit_slot(request)
-            if sum(counts.values()) <= submitter.settings.detect_sync_max_images:
-                record = await wait_finished(submitter.store, accepted.id, submitter.settings.detect_sync_timeout_s)
-                if record is not None:
-                    return job_view(record, accepted.url)
-        return accepted_response(accepted)
+        if spec.answer_inline and submitter.wait_s is None:   # small requests inline, as without Prefer: wait
+            inline = sum(counts.values()) <= submitter.settings.detect_sync_max_images
+            return await submission_response(request, submitter.store, accepted,
+                                             submitter.settings.detect_sync_timeout_s if inline else None,
+                                             applied=False)
+        return await submitter.respond(request, accepted)
 
     def file_parameter(slot) -> inspect.Parameter:
         return inspect.Parameter(slot.name, inspect.Parameter.KEYWORD_ONLY,
@@ -114,5 +99,5 @@ def submit_router(spec: JobSpec) -> APIRouter:
                                **error_responses(*SUBMIT_ERRORS)})(submit)
     else:
         router.post(f"/{spec.kind}", status_code=202, response_model=Accepted, summary=spec.summary,
-                    responses=error_responses(*SUBMIT_ERRORS))(submit)
+                    responses=SUBMIT_RESPONSES)(submit)
     return router

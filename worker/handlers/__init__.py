@@ -2,8 +2,3 @@
 `worker.runner.JobContext` to a JobResult. Handlers pass `ctx.reporter` to every engine loop; they
 never catch `Canceled` (the runner records it) and never write the job's state."""
 from __future__ import annotations
-
-
-def png_name(name: str) -> str:
-    """A result's file name: the input's stem, .png."""
-    return name.rsplit(".", 1)[0] + ".png"

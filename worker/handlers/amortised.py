@@ -4,12 +4,13 @@ The result names the method, the network's weights (sha256) and each image's pat
 from __future__ import annotations
 
 from impress.contract import PurifyParams
+from impress.manifest import ManifestMethod
 from impress.methods import AMORTISED_WEIGHTS
 from impress.records import InputRole, JobResult, PurifierUsed, ResultImage
 
 from ..engine.pipeline import EngineOptions
+from ..provenance import Made, Making, signed_results
 from ..runner import JobContext
-from . import png_name
 
 
 def amortised(ctx: JobContext[PurifyParams]) -> JobResult:
@@ -24,11 +25,18 @@ def amortised(ctx: JobContext[PurifyParams]) -> JobResult:
                           reporter=ctx.reporter, report_every=ctx.settings.progress_every)
     else:
         run = run_amortised(decoded, weights=AMORTISED_WEIGHTS, options=options)
-    images = [ResultImage(name=png_name(item.meta.name), blob=ctx.put_png(im.rgb, item.image.alpha),
-                          width=item.image.width, height=item.image.height, iterations=im.iterations,
-                          stop_reason=im.stop_reason, final=im.trace[-1] if im.trace else None, trace=im.trace,
+    parameters = {"weights": run.purifier.name, "weights_sha256": run.purifier.revision,
+                  **(ctx.params.model_dump(mode="json") if ctx.params.method == "cascade" else {})}
+    making = Making(ctx.record.id, ManifestMethod(kind="purify", name=ctx.params.method, parameters=parameters,
+                                                  schedule=ctx.params.schedule if ctx.params.method == "cascade" else None),
+                    run.model, run.perceptual.name, run.device)
+    signed = signed_results(ctx.store, ctx.settings, making, [
+        Made(item.meta, item.image.rgb, im.rgb, item.image.alpha) for item, im in zip(items, run.images)])
+    images = [ResultImage(name=manifest.output["name"], blob=ctx.store.put_blob(png), width=item.image.width,
+                          height=item.image.height, iterations=im.iterations, stop_reason=im.stop_reason,
+                          final=im.trace[-1] if im.trace else None, trace=im.trace, manifest=manifest, input_index=i,
                           path=im.path, seconds=round(im.seconds, 4), detection_score=im.score)
-              for item, im in zip(items, run.images)]
+              for i, (item, im, (png, manifest)) in enumerate(zip(items, run.images, signed))]
     used = PurifierUsed(method=ctx.params.method, weights=run.purifier.name, weights_sha256=run.purifier.revision,
                         threshold=run.threshold)
     return JobResult(images=images, model=run.model, perceptual=run.perceptual, seconds=round(run.seconds, 3),

@@ -1,6 +1,7 @@
 "use strict";
 // The Try page: the form of the chosen kind is sent to the API as multipart; each accepted job gets
-// a card that polls GET /v1/jobs/{id} for its progress and shows the result when it is finished.
+// a card that follows the job's event stream (GET /v1/jobs/{id}/events; polling is the fallback) for
+// its progress and shows the result when it is finished.
 (() => {
   const { api, json, blobUrl, pathOf, describe, el, apiLink, formatBytes, formatSeconds, finished, percent } = Console;
   const forms = [...document.querySelectorAll("form.job-form")];
@@ -78,7 +79,7 @@
         // A small detect is answered inline (200, the finished job); everything else is 202 and a URL.
         const card = new JobCard(form.dataset.kind, body.id, pathOf(body.url), originals);
         if (response.status === 200) card.update(body);
-        else card.poll();
+        else card.follow();
       } catch (err) {
         showError(form, err);
       } finally {
@@ -102,6 +103,34 @@
            this.percent, " ", this.cancel),
         this.bar, this.error, this.result);
       jobList.prepend(this.node);
+    }
+
+    // The job's server-sent events move the bar as they come. Read with fetch, not EventSource, which
+    // cannot send the API key; a stream that fails or ends early (a buffering proxy) falls back to polling.
+    async follow() {
+      try {
+        const response = await api(`${this.path}/events`, { headers: { Accept: "text/event-stream" } });
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        while (true) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer = (buffer + value).replace(/\r\n/g, "\n");
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            const data = buffer.slice(0, end).split("\n").filter((line) => line.startsWith("data:"))
+              .map((line) => line.slice(5).trimStart()).join("\n");
+            buffer = buffer.slice(end + 2);
+            if (!data) continue;   // a heartbeat
+            const job = JSON.parse(data);
+            this.update(job);
+            if (finished(job)) return;
+          }
+        }
+      } catch (err) {
+        if (err.status === 404 || err.status === 410) return this.showError(err);
+      }
+      await this.poll();
     }
 
     async poll() {

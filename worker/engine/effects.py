@@ -1,0 +1,54 @@
+"""What purification or protection did to one picture, as its manifest states it: the consistency
+error and the detection score before and after, the perceptual distance to the input, PSNR and the
+largest change. Large pictures are measured tile by tile (the tiles they were purified in; the mean
+over tiles), so measuring never needs more memory than purifying did."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .autoencoder import Autoencoder
+from .detect import consistency_scores
+from .metrics import linf_255, psnr
+from .perceptual import PerceptualDistance
+from .tiling import Tiling, tiles_of
+
+
+@dataclass(frozen=True)
+class Effect:
+    consistency_before: float
+    consistency_after: float
+    detection_score_before: float
+    detection_score_after: float
+    distance_to_input: float
+    psnr_db: float
+    linf_255: float
+
+
+def crops(x: torch.Tensor, tiling: Optional[Tiling]) -> list[torch.Tensor]:
+    height, width = x.shape[-2:]
+    if tiling is None or not tiling.applies(height, width):
+        return [x]
+    return [x[..., t.top:t.top + t.height, t.left:t.left + t.width] for t in tiles_of(height, width, tiling)]
+
+
+def mean(values: list[float]) -> float:
+    return float(sum(values) / len(values))
+
+
+@torch.no_grad()
+def measure_effect(vae: Autoencoder, distance: PerceptualDistance, before: torch.Tensor, after: torch.Tensor,
+                   tiling: Optional[Tiling] = None) -> Effect:
+    """`before` and `after`: one picture each, 1 x 3 x H x W in [-1, 1] (the 8-bit images as stored)."""
+    device = vae.device
+    parts_before, parts_after = crops(before.to(device), tiling), crops(after.to(device), tiling)
+    # Detection (POST /v1/detect) scores an image by this consistency error: the two agree here.
+    consistency_before = mean(consistency_scores(vae, parts_before))
+    consistency_after = mean(consistency_scores(vae, parts_after))
+    to_input = mean([float(distance.bind(b)(a)[0]) for a, b in zip(parts_after, parts_before)])
+    return Effect(consistency_before=consistency_before, consistency_after=consistency_after,
+                  detection_score_before=consistency_before, detection_score_after=consistency_after,
+                  distance_to_input=to_input, psnr_db=float(psnr(after, before)[0]),
+                  linf_255=float(linf_255(after, before)[0]))
