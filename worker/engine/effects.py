@@ -10,7 +10,9 @@ from typing import Optional
 import torch
 
 from .autoencoder import Autoencoder
-from .detect import consistency_scores
+from impress.contract import DEFAULT_DETECT_SCORE
+
+from .detect import consistency_scores, detection_scores
 from .metrics import linf_255, psnr
 from .perceptual import PerceptualDistance
 from .tiling import Tiling, tiles_of
@@ -44,11 +46,14 @@ def measure_effect(vae: Autoencoder, distance: PerceptualDistance, before: torch
     """`before` and `after`: one picture each, 1 x 3 x H x W in [-1, 1] (the 8-bit images as stored)."""
     device = vae.device
     parts_before, parts_after = crops(before.to(device), tiling), crops(after.to(device), tiling)
-    # Detection (POST /v1/detect) scores an image by this consistency error: the two agree here.
     consistency_before = mean(consistency_scores(vae, parts_before))
     consistency_after = mean(consistency_scores(vae, parts_after))
+    # The score POST /v1/detect gives by default (content-normalised), so a manifest's score compares
+    # with the detection's thresholds.
+    detection_before = mean(detection_scores(vae, parts_before, DEFAULT_DETECT_SCORE))
+    detection_after = mean(detection_scores(vae, parts_after, DEFAULT_DETECT_SCORE))
     to_input = mean([float(distance.bind(b)(a)[0]) for a, b in zip(parts_after, parts_before)])
     return Effect(consistency_before=consistency_before, consistency_after=consistency_after,
-                  detection_score_before=consistency_before, detection_score_after=consistency_after,
+                  detection_score_before=detection_before, detection_score_after=detection_after,
                   distance_to_input=to_input, psnr_db=float(psnr(after, before)[0]),
                   linf_255=float(linf_255(after, before)[0]))
