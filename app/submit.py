@@ -120,7 +120,7 @@ def read_upload(upload: UploadFile, role: InputRole, settings: Settings) -> tupl
         raise ApiError(REJECTION_STATUS.get(exc.code, 422), exc.code, f"{name}: {exc.message}",
                        {"file": name, "role": role.value}) from exc
     return stored, InputImage(role=role, name=name, blob=blob_digest(stored), width=img.width, height=img.height,
-                              format=img.format)
+                              format=img.format, upload_sha256=blob_digest(data), upload_bytes=len(data))
 
 
 # What a caller is told of a refused or failed image URL: the code, never what was learnt on the way
@@ -139,7 +139,8 @@ async def fetch_input(url: str, guard: UrlGuard, settings: Settings) -> tuple[by
         log.info("image URL %s refused: %s: %s", url[:200], exc.code.value, exc.message)
         return RejectedInput(url=url, error=JobError(code=exc.code, message=URL_ERROR_TEXT.get(exc.code, exc.message)))
     return stored, InputImage(name=safe_file_name(httpx.URL(url).path), blob=blob_digest(stored), width=img.width,
-                              height=img.height, format=img.format, url=url)
+                              height=img.height, format=img.format, url=url, upload_sha256=blob_digest(data),
+                              upload_bytes=len(data))
 
 
 def fetch_inputs(urls: Sequence[str], guard: UrlGuard, settings: Settings

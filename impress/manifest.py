@@ -179,9 +179,10 @@ def development_credentials() -> Credentials:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
 
 
-def sign_png(png: bytes, manifest: ImageManifest, source: bytes, source_format: str,
-             credentials: Credentials) -> bytes:
-    """`png` with `manifest` embedded and signed (C2PA), the uploaded `source` as its parent ingredient."""
+def sign_png(png: bytes, manifest: ImageManifest, source: bytes, credentials: Credentials) -> bytes:
+    """`png` with `manifest` embedded and signed (C2PA), the input as its parent ingredient: `source`, the
+    upload as the service keeps it (decoded and re-encoded as PNG; the manifest's `input` names the
+    uploaded bytes' sha256, size and format)."""
     import c2pa
 
     definition = {
@@ -197,7 +198,7 @@ def sign_png(png: bytes, manifest: ImageManifest, source: bytes, source_format: 
                                                        credentials.key.encode(), None))
     builder = c2pa.Builder(definition)
     builder.add_ingredient({"title": manifest.input.name, "relationship": "parentOf", "label": "input"},
-                           f"image/{source_format.lower()}", io.BytesIO(source))
+                           "image/png", io.BytesIO(source))
     signed = io.BytesIO()
     builder.sign(signer, "image/png", io.BytesIO(png), signed)
     return signed.getvalue()

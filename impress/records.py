@@ -28,11 +28,13 @@ class InputRole(str, enum.Enum):
 class InputImage(BaseModel):
     role: InputRole = InputRole.image
     name: str
-    blob: str          # content hash of the uploaded bytes (store.Keys.blob)
+    blob: str          # content hash of the stored bytes: the upload decoded and re-encoded as PNG (store.Keys.blob)
     width: int
     height: int
-    format: str
+    format: str        # the upload's format
     url: Optional[str] = None   # where the API fetched it (image_url inputs)
+    upload_sha256: Optional[str] = None   # sha256 of the bytes as uploaded (or fetched)
+    upload_bytes: Optional[int] = None    # their length
 
 
 class TracePoint(BaseModel):

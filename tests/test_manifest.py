@@ -10,12 +10,14 @@ import pytest
 from PIL import Image
 
 from impress.contract import JobKind, PurifyParams
+from impress.images import decode_image
 from impress.manifest import read_manifest
 from impress.records import InputImage
 from impress.settings import Settings
 from tests.support import photo, png_bytes
 
-UPLOAD = png_bytes(photo(32, 24, seed=4))
+# A JPEG upload: the service keeps it decoded and re-encoded as PNG; the manifest names the upload's bytes.
+UPLOAD = png_bytes(photo(32, 24, seed=4), fmt="JPEG")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,9 @@ def purified(small_vae_dir, one_torch_thread):
     server = fakeredis.FakeServer()
     store = JobStore(fakeredis.FakeRedis(server=server), "impress-fast", 3600,
                      aio=fakeredis.FakeAsyncRedis(server=server))
-    item = InputImage(name="cat.png", blob=store.put_blob(UPLOAD), width=32, height=24, format="PNG")
+    stored = png_bytes(decode_image(UPLOAD, max_bytes=1 << 20, max_pixels=1 << 20).rgb)
+    item = InputImage(name="cat.jpg", blob=store.put_blob(stored), width=32, height=24, format="JPEG",
+                      upload_sha256=hashlib.sha256(UPLOAD).hexdigest(), upload_bytes=len(UPLOAD))
     params = PurifyParams(preset="photoguard", iters=2, lr=0.01, alpha=0.5, delta=0.0, noise=0.05, early_stop=False,
                           schedule="fast")
     record = store.create(JobKind.purify, params, [item], vae=str(small_vae_dir), perceptual="dssim")

@@ -110,8 +110,9 @@ def signed_result(signer: Credentials, making: Making, index: int, made: Made, s
         software=ManifestSoftware(model=making.model.name, model_revision=making.model.revision or "unknown",
                                   model_sha256=weights_sha256(making.model.location or ""),
                                   perceptual=making.perceptual, device=making.device),
-        input=ManifestInput(name=item.name, sha256=item.blob, bytes=len(source), width=item.width,
-                            height=item.height, format=item.format),
+        input=ManifestInput(name=item.name, sha256=item.upload_sha256 or item.blob,
+                            bytes=item.upload_bytes or len(source), width=item.width, height=item.height,
+                            format=item.format),
         output={"name": name, "width": int(rgb.shape[1]), "height": int(rgb.shape[0])},
         effect=ManifestEffect(**asdict(effect)), signature=signer.signature())
-    return sign_png(encode_png(rgb, made.alpha), manifest, source, item.format, signer), manifest
+    return sign_png(encode_png(rgb, made.alpha), manifest, source, signer), manifest
