@@ -8,6 +8,7 @@ from impress.manifest import ManifestMethod
 from impress.methods import AMORTISED_WEIGHTS
 from impress.records import InputRole, JobResult, PurifierUsed, ResultImage
 
+from ..engine.models import load_vae
 from ..engine.pipeline import EngineOptions
 from ..provenance import Made, Making, signed_results
 from ..runner import JobContext
@@ -27,9 +28,12 @@ def amortised(ctx: JobContext[PurifyParams]) -> JobResult:
         run = run_amortised(decoded, weights=AMORTISED_WEIGHTS, options=options)
     parameters = {"weights": run.purifier.name, "weights_sha256": run.purifier.revision,
                   **(ctx.params.model_dump(mode="json") if ctx.params.method == "cascade" else {})}
+    # The manifest measures the effect with the job's autoencoder and distance (the network's own
+    # weights are in its parameters); the amortised pass alone loads neither.
+    autoencoder = run.model if ctx.params.method == "cascade" else load_vae(ctx.record.vae, run.device)[1]
     making = Making(ctx.record.id, ManifestMethod(kind="purify", name=ctx.params.method, parameters=parameters,
                                                   schedule=ctx.params.schedule if ctx.params.method == "cascade" else None),
-                    run.model, run.perceptual.name, run.device)
+                    autoencoder, ctx.record.perceptual, run.device)
     signed = signed_results(ctx.store, ctx.settings, making, [
         Made(item.meta, item.image.rgb, im.rgb, item.image.alpha) for item, im in zip(items, run.images)])
     images = [ResultImage(name=manifest.output["name"], blob=ctx.store.put_blob(png), width=item.image.width,
