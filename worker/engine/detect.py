@@ -65,7 +65,12 @@ def detection_scores(vae: Autoencoder, images: list[torch.Tensor], score: Detect
     """Each image's detection score: its consistency error ('raw'), or that over the consistency error
     of its reference copy (`REFERENCE_COPIES`), which costs a second forward pass. The `reporter`
     counts the images of the first pass."""
-    raw = consistency_scores(vae, images, batch, reporter)
+    return normalised_scores(vae, images, consistency_scores(vae, images, batch, reporter), score, batch)
+
+
+def normalised_scores(vae: Autoencoder, images: list[torch.Tensor], raw: list[float], score: DetectScore,
+                      batch: int = 16) -> list[float]:
+    """`score` of `images` whose consistency errors `raw` are already known."""
     if score == "raw":
         return raw
     copy = REFERENCE_COPIES[score]
