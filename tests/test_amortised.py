@@ -114,3 +114,27 @@ def test_the_cascade_sends_only_flagged_images_on_to_impress(weights_dir, small_
     assert alone.purifier.revision.startswith("sha256:") and alone.threshold is None
     with pytest.raises(ModelUnavailable, match="needs a jpeg-ratio detection threshold"):
         run_cascade(images, params, threshold=None, **run)
+
+
+def test_training_records_every_term_and_resumes_where_it_stopped(small_vae_dir, tmp_path, one_torch_thread):
+    from worker.engine.amortised.data import TrainingImages
+    from worker.engine.amortised.training import CHECKPOINT, Recipe, train
+    from worker.engine.models import load_vae
+    from worker.engine.perceptual import load_perceptual
+
+    vae, _ = load_vae(str(small_vae_dir))
+    gen = torch.Generator().manual_seed(1)
+    images = TrainingImages([torch.rand(3, 48, 48, generator=gen) * 2 - 1 for _ in range(3)],
+                            [torch.rand(3, 40, 40, generator=gen) * 2 - 1], illustration_share=0.3)
+    recipe = Recipe(model="small", max_steps=10, minutes=10, batch=4, clean_per_batch=1, impress_per_batch=2,
+                    crop=16, protections=("photoguard-16",), protection_steps=1, pool_size=8, initial_batches=1,
+                    refresh_every=4, channels=(8, 16), held_out_crops=2, held_out_steps=1, checkpoint_every=5,
+                    eval_every=5)
+    state = train(dataclasses.replace(recipe, max_steps=5), images, vae, load_perceptual("dssim"), tmp_path)
+    assert state.step == 5 and (tmp_path / CHECKPOINT).exists()
+    state = train(recipe, images, vae, load_perceptual("dssim"), tmp_path)
+    record = json.loads((tmp_path / "training.json").read_text())
+    assert state.step == record["steps"] == 10 and record["finished"]
+    assert set(record["curve"][-1]) >= {"loss", "consistency", "perceptual", "pair", "decoded_pair"}
+    assert [p["step"] for p in record["held_out"]] == [0, 5, 10]
+    assert record["recipe"]["decoded_pair_weight"] == recipe.decoded_pair_weight

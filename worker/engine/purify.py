@@ -84,8 +84,14 @@ def autocast_dtype(device: str, precision: Precision = "auto") -> Optional[torch
 def impress_losses(vae: Autoencoder, scorer: Scorer, x: torch.Tensor, alpha: float, delta: float, hw: tuple[int, int]):
     """Per-image (loss, consistency, perceptual) on the image region (padding excluded); `scorer`
     is the perceptual distance bound to the protected images (`PerceptualDistance.bind`)."""
+    return impress_terms(vae.reconstruct(x), scorer, x, alpha, delta, hw)
+
+
+def impress_terms(recon: torch.Tensor, scorer: Scorer, x: torch.Tensor, alpha: float, delta: float,
+                  hw: tuple[int, int]):
+    """`impress_losses` given x's reconstruction D(E(x)) (a caller that needs it too computes it once)."""
     h, w = hw
-    recon = vae.reconstruct(x)[..., :h, :w]
+    recon = recon[..., :h, :w]
     xc = x[..., :h, :w]
     consistency = ((recon.float() - xc.float()) ** 2).mean(dim=(1, 2, 3))
     perceptual = scorer(xc).float()
