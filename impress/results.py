@@ -257,11 +257,13 @@ class KindMetrics(BaseModel):
 
 
 def _metrics_tag(value: Any) -> str:
+    """Which model reads a metrics value: its built-in kind's, else KindMetrics (a registered kind's, or a
+    record written before metrics said their kind)."""
     kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-    return kind if kind in BUILT_IN_METRICS else "kind"
+    return kind if kind in BUILT_IN_METRICS else "registered"
 
 
 Metrics = Annotated[Union[Annotated[MatrixResult, Tag("matrix")], Annotated[UploadedResult, Tag("uploaded")],
                           Annotated[ProtectionMetrics, Tag("protect")], Annotated[MimicryMetrics, Tag("mimicry")],
-                          Annotated[KindMetrics, Tag("kind")]],
+                          Annotated[KindMetrics, Tag("registered")]],
                     Discriminator(_metrics_tag)]

@@ -17,7 +17,6 @@ from typing import Callable, Optional
 import torch
 
 from impress.methods import MethodChoice
-
 from impress.results import Cell, MatrixResult, ModelIdentity
 
 from .matrix import NONE
