@@ -43,13 +43,15 @@ def measure(vae, distance, clean: torch.Tensor, name: str) -> dict:
     protected = apply_protection(spec, vae, clean, distance)
     seconds = time.perf_counter() - t0
     spent = budget(protected, clean, distance)
-    stated = stated_budget(spec, distance.name)
+    stated = stated_budget(spec)
+    # keyed as the results file has always been: the perceptual figures under the distance's name
+    bounds = {k: v for k, v in (("linf_255", stated.linf_255), (distance.name, stated.perceptual)) if v is not None}
     row = {"protection": name, "params": spec.params.model_dump(), "seconds": round(seconds, 1),
-           "stated": {k: round(v, 4) for k, v in stated.items()},
-           "measured_max": {k: round(max(spent[k]), 4) for k in ("linf_255", distance.name)},
-           "psnr_db_mean": round(float(np.mean(spent["psnr_db"])), 2),
-           "ssim_mean": round(float(np.mean(spent["ssim"])), 4)}
-    row["within"] = all(row["measured_max"][k] <= bound + 1e-6 for k, bound in stated.items())
+           "stated": {k: round(v, 4) for k, v in bounds.items()},
+           "measured_max": {"linf_255": round(max(spent.linf_255), 4), distance.name: round(max(spent.perceptual), 4)},
+           "psnr_db_mean": round(float(np.mean(spent.psnr_db)), 2),
+           "ssim_mean": round(float(np.mean(spent.ssim)), 4)}
+    row["within"] = all(row["measured_max"][k] <= bound + 1e-6 for k, bound in bounds.items())
     return row
 
 

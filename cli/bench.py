@@ -71,12 +71,12 @@ def run(args: argparse.Namespace) -> int:
     pipelines = PipelineSet.from_settings(settings, device)
     revisions, edit = pipelines.revisions(), chosen.edit.model_dump() if chosen.edit else None
     diffusion = {"pipelines": revisions, "edit": edit} if revisions or edit else None  # in the cache key
-    folder = ResumeFolder(Path(args.output), images=names, size=args.size, model=identity.model_dump(),
+    folder = ResumeFolder(Path(args.output), images=names, size=args.size, model=identity,
                           perceptual=distance.name, diffusion=diffusion)
     try:
         editing = EditingRun(pipelines, chosen.edit, distance, clean, batch=args.batch_size) if chosen.edit else None
         with BarReporter("matrix") as reporter:
-            result = run_matrix(vae, identity.model_dump(), distance, clean, names, chosen.protection_choices(),
+            result = run_matrix(vae, identity, distance, clean, names, chosen.protection_choices(),
                                 chosen.purifier_choices(), batch=args.batch_size, cache=folder, reporter=reporter,
                                 pipelines=pipelines, editing=editing,
                                 impress_vae=lambda preset: load_vae_or_fail(args.model or vae_for(preset, settings.vae),

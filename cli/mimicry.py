@@ -4,7 +4,6 @@ the contract's MimicryParams, so the CLI offers exactly what POST /v1/mimicry ac
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from impress.contract import DEVICES
@@ -62,15 +61,13 @@ def run(args: argparse.Namespace) -> int:
             run = mimicry(pipe, sets["clean"], sets, params, reporter=reporter)
     except ValueError as exc:
         raise CommandFailed(str(exc)) from exc
-    results = run.sets
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    for name, result in results.items():
-        for i, sample in enumerate(result.samples):
+    for name, samples in run.samples.items():
+        for i, sample in enumerate(samples):
             (out / f"{name}-{i}.png").write_bytes(encode_png(to_uint8(sample)))
-    (out / "results.json").write_text(json.dumps({"pipeline": pipelines.used()["img2img"], "params": params.model_dump(),
-                                                  **run.metrics()}, indent=2))
-    for name, result in results.items():
+    (out / "results.json").write_text(run.metrics(pipelines.used()["img2img"], params).model_dump_json(indent=2))
+    for name, result in run.sets.items():
         print(f"{name}: clean-image loss {result.clean_loss_base:.5f} -> {result.clean_loss_tuned:.5f}, "
               f"relative gain {result.relative_gain}")
     print(f"{out}/results.json")

@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandFailed(str(exc), 3) from exc
     except ImageRejected as exc:
         raise CommandFailed(exc.message) from exc
-    summary = {"protection": {"name": protection.name, "params": protection.params.model_dump()}, "stated": run.stated,
-               "target": args.target, "model": run.model.model_dump(), "pipelines": run.pipelines,
+    summary = {**run.metrics(args.target).model_dump(mode="json"), "model": run.model.model_dump(),
                "perceptual": run.perceptual.model_dump(),
                "device": run.device,
                "seconds": run.seconds, "images": []}
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path} -> {saved} (L∞ {b.linf_255:.1f}/255, L2 {b.l2_255:.0f}/255, PSNR {b.psnr_db:.2f} dB, "
               f"SSIM {b.ssim:.4f}, {distance} {b.perceptual:.4f})")
     (out / "protect.json").write_text(json.dumps(summary, indent=2) + "\n")
-    stated = ", ".join(f"{k} {v:.4g}" for k, v in run.stated.items())
+    stated = ", ".join(f"{distance if k == 'perceptual' else k} {v:.4g}" for k, v in run.stated if v is not None)
     print(f"{protection.name} states {stated}; model {run.model.name} ({run.model.revision}), {run.seconds:.1f}s "
           f"on {run.device}; details in {out / 'protect.json'}")
     return 0

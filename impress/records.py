@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 from .contract import DETECT_SCORES, DetectScore, ErrorCode, JobState, StopReason, ThresholdSource
 from .manifest import ImageManifest
+from .results import MeasuredBudget, Metrics, ModelIdentity, PerceptualIdentity, PipelineIdentity
+
 
 class InputRole(str, enum.Enum):
     """What an input image is to its job: purify/detect take `image`s, evaluate `clean` ones with
@@ -46,16 +48,6 @@ class TracePoint(BaseModel):
     loss: float
     consistency: float
     perceptual: float
-
-
-class MeasuredBudget(BaseModel):
-    """What a protection spent on one image, measured on its 8-bit result against the input."""
-
-    linf_255: float      # largest change of a channel, in grey levels (/255 units)
-    l2_255: float        # Euclidean norm of the change, /255 units
-    psnr_db: float
-    ssim: float
-    perceptual: float    # the job's perceptual distance (named in its `perceptual`)
 
 
 class ResultImage(BaseModel):
@@ -109,27 +101,6 @@ class ResultFile(BaseModel):
     media_type: str
 
 
-class ModelIdentity(BaseModel):
-    """Which weights produced a result: recorded in every result (the engine fills every field)."""
-
-    name: str
-    source: Optional[str] = None     # bundled | folder | hub
-    location: Optional[str] = None   # folder path or hub id
-    revision: Optional[str] = None   # sha256 prefix of the weights file, or the hub snapshot commit
-    dtype: Optional[str] = None
-    device: Optional[str] = None
-
-
-class PipelineIdentity(ModelIdentity):
-    """A diffusion pipeline's identity (worker/engine/diffusion/pipelines.py)."""
-
-    kind: str            # img2img | inpaint | upscale
-
-
-class PerceptualIdentity(BaseModel):
-    name: str            # the perceptual distance: lpips-vgg, dssim
-
-
 class EngineReport(BaseModel):
     """How a purification ran (never what it computed, except vae_tiling)."""
 
@@ -168,7 +139,7 @@ class JobResult(BaseModel):
     images: list[ResultImage] = []   # purify, protect: one PNG per input (per input that succeeded)
     failed_images: list[ImageFailure] = []   # the inputs that failed on their own, with their codes
     detections: list[DetectedImage] = []   # detect: one per input
-    metrics: Optional[dict] = None   # evaluate: the figures; protect, mimicry: what ran
+    metrics: Optional[Metrics] = None   # evaluate: the figures; protect, mimicry: what ran (impress/results.py)
     files: list[ResultFile] = []     # evaluate: report.html, results.md; mimicry: samples
     model: Optional[PipelineIdentity | ModelIdentity] = None   # the VAE (mimicry: the pipeline); None: no model
     perceptual: Optional[PerceptualIdentity] = None

@@ -9,9 +9,9 @@ from typing import Any, Optional
 from pydantic import BaseModel, Field
 
 from .contract import ErrorCode, JobState, StopReason
-from .records import (DetectedImage, InputImage, InputRole, JobError, JobRecord, MeasuredBudget, PurifierUsed,
-                      RejectedInput,
-                      TracePoint, WebhookTarget)
+from .records import (DetectedImage, EngineReport, InputImage, InputRole, JobError, JobRecord, PurifierUsed,
+                      RejectedInput, TracePoint, WebhookTarget)
+from .results import MeasuredBudget, Metrics, ModelIdentity, PipelineIdentity
 
 
 class Progress(BaseModel):
@@ -79,12 +79,12 @@ class JobView(BaseModel):
     results: list[ResultLink] = []
     images: list[ImageStatus] = Field([], description="each image input's own state, error code and result link")
     detections: list[DetectedImage] = []   # detect: score, verdict, thresholds and model of each image
-    metrics: Optional[dict] = None
+    metrics: Optional[Metrics] = None   # evaluate, protect, mimicry: the figures (impress/results.py)
     files: list[FileLink] = []
-    model: Optional[dict] = None
+    model: Optional[PipelineIdentity | ModelIdentity] = None   # the VAE (mimicry: the pipeline)
     seconds: Optional[float] = None
     device: Optional[str] = None
-    engine: Optional[dict] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
+    engine: Optional[EngineReport] = None    # purify: batch sizes used, compiled or not, memory options, OOM splits
     purifier: Optional[PurifierUsed] = None   # purify: which method ran and, for the amortised network, its weights
 
 

@@ -98,7 +98,7 @@ def test_detect_answered_inline_when_a_worker_finishes_in_time(fast_api):
     def worker():  # finishes the job as a worker would
         job_id = wait_for(lambda: queue.sent, 30, "the detect job queued")[0][1]
         store.start(job_id, 2)
-        store.succeed(job_id, JobResult(metrics={"images": []}, model={"name": "m"}, seconds=0.1, device="cpu"))
+        store.succeed(job_id, JobResult(model={"name": "m"}, seconds=0.1, device="cpu"))
 
     finisher = threading.Thread(target=worker)
     finisher.start()

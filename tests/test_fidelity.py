@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from impress.methods import choose, parse_choice
+from impress.results import ModelIdentity
 from tests.support import photo
 from worker.engine import protect
 from worker.engine.matrix import run_matrix
@@ -90,11 +91,11 @@ def test_purified_images_are_scored_as_8bit_and_impress_runs_on_its_presets_mode
         asked.append(preset)
         return vae
 
-    result = run_matrix(vae, {"name": "small"}, load_perceptual("dssim"), clean, ["a", "b"], [],
+    result = run_matrix(vae, ModelIdentity(name="small"), load_perceptual("dssim"), clean, ["a", "b"], [],
                         [parse_choice("noise-0.05", "purifier"), parse_choice("impress:iters=1:preset=glaze", "purifier")],
                         batch=2, impress_vae=impress_vae)
     assert asked == ["glaze"]
     cell = result.cells[0]
     noisy = quantize_8bit(apply_purifier(parse_choice("noise-0.05", "purifier"), clean))
     from worker.engine.metrics import psnr
-    assert cell.per_image["psnr_db"] == pytest.approx(psnr(noisy, clean).tolist(), abs=1e-3)
+    assert cell.per_image.psnr_db == pytest.approx(psnr(noisy, clean).tolist(), abs=1e-3)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from impress.jobspec import JOB_SPECS, InputSlot, JobSpec, StepCount
 from impress.records import InputRole, JobResult
+from impress.views import JobView
 from tests.conftest import running_service
 from tests.support import photo, png_bytes, poll
 
@@ -21,13 +22,17 @@ class BrightnessParams(BaseModel):
     passes: int = Field(3, ge=1, description="times each image is measured (one step each)")
 
 
+class BrightnessMetrics(BaseModel):
+    brightness: dict[str, float]   # by image name
+
+
 def brightness(ctx) -> JobResult:
     """Mean brightness of each image, measured `passes` times, one reported step per pass."""
     images = ctx.role(InputRole.image)
     for step in range(1, ctx.params.passes + 1):
         means = [float(np.asarray(item.image.rgb).mean()) for item in images]
         ctx.reporter.advance(step, ctx.params.passes)
-    return JobResult(metrics={"brightness": dict(zip((item.meta.name for item in images), means))},
+    return JobResult(metrics=BrightnessMetrics(brightness=dict(zip((item.meta.name for item in images), means))),
                      seconds=0.0, device="cpu")
 
 
@@ -90,6 +95,8 @@ def test_a_kind_declared_in_a_test_module_runs_end_to_end(small_vae_dir, tmp_pat
         job = poll(client, r.headers["location"], lambda j: j["state"] in ("succeeded", "failed", "canceled"))
         assert job["state"] == "succeeded", job
         assert job["kind"] == "brightness" and job["metrics"] == {"brightness": {"1.png": 40.0, "2.png": 80.0}}
+        view = JobView.model_validate(job)   # the kind's own fields, as a client reads them
+        assert BrightnessMetrics.model_validate(view.metrics.model_dump()).brightness["2.png"] == 80.0
         assert job["progress"] == {"step": 5, "total": 5, "fraction": 1.0}
         # The built-in kinds run beside it on the same worker (inline, or polled on a busy machine).
         r = client.post("/v1/detect", files=[("images", files[0][1])])

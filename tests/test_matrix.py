@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from impress.contract import EvaluateParams
+from impress.records import JobResult
+from impress.results import MatrixResult
+from impress.views import JobView, Progress
 from tests.support import photo
 from worker.engine import matrix
-from worker.engine.matrix import MatrixResult, run_matrix
+from worker.engine.matrix import run_matrix
 from worker.engine.matrix_cache import ResumeFolder
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
@@ -24,7 +27,7 @@ CHOSEN = EvaluateParams(protections=["photoguard-8", "mist-16"], purifiers=["jpe
 def setup(small_vae_dir):
     vae, identity = load_vae(str(small_vae_dir))
     clean = torch.cat([to_tensor(photo(32, 32, seed=s)) for s in range(2)])
-    return vae, identity.model_dump(), load_perceptual("dssim"), clean
+    return vae, identity, load_perceptual("dssim"), clean
 
 
 def run(setup, names=("a.png", "b.png"), **kwargs) -> MatrixResult:
@@ -44,8 +47,8 @@ def test_matrix_scores_each_image_set_once(setup, monkeypatch):
     assert [(c.protection, c.purifier) for c in result.cells] == [
         (p, q) for p in ("none", "photoguard-8", "mist-16") for q in ("jpeg-15", "blur:sigma=0.5")]
     for cell in result.cells:
-        assert cell.per_image["consistency_protected"] == result.protections[cell.protection].consistency_error
-        assert cell.per_image["consistency_clean"] == result.clean.consistency_error
+        assert cell.per_image.consistency_protected == result.protections[cell.protection].consistency_error
+        assert cell.per_image.consistency_clean == result.clean.consistency_error
     assert result.protections["photoguard-8"].params["steps"] == 2 and result.protections["none"].detection_auc is None
     assert result.purifiers["blur:sigma=0.5"].params == {"sigma": 0.5}
 
@@ -59,6 +62,20 @@ def test_reports_render_from_the_result_and_escape_names(setup):
     assert "| photoguard-8 | blur:sigma=0.5 |" in md and "| none | 0 | 0 |" in md
     dumped = result.model_dump(mode="json")
     assert "thumbnail" not in json.dumps(dumped) and dumped["cells"][0]["purifier"] == "jpeg-15"
+
+
+def test_a_matrix_result_crosses_the_store_and_the_api_typed(setup):
+    """The evaluation's metrics as the worker records them, the store keeps them (JSON) and the API and
+    the client read them: the same MatrixResult, thumbnails (the reports' alone) left behind."""
+    result = run(setup)
+    job = JobResult(metrics=result, model=result.model, seconds=1.0, device="cpu")
+    back = JobResult.model_validate_json(job.model_dump_json()).metrics
+    assert isinstance(back, MatrixResult) and back.model_dump() == result.model_dump()
+    assert back.cells[0].mean.perceptual == result.cells[0].mean.perceptual is not None
+    view = JobView.model_validate_json(JobView(id="j", kind="evaluate", state="succeeded", progress=Progress(
+        step=1, total=1, fraction=1.0), created_at=0, attempts=1, params={}, vae="v", perceptual="dssim", inputs=[],
+        metrics=result).model_dump_json())
+    assert view.metrics == back
 
 
 def test_resume_folder_hands_back_what_it_computed(setup, tmp_path):

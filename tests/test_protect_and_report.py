@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from impress.images import decode_image
 from impress.methods import choose
+from impress.results import ProtectionMetrics
 from tests.support import photo, png_bytes
 from worker.engine.metrics import encode, linf_255, psnr, roc_auc, roc_curve, ssim
 from worker.engine.models import load_vae
@@ -97,8 +98,8 @@ def test_run_protection_returns_each_image_as_saved_with_its_measured_budget(sma
         for im, original in zip(run.images, images):
             saved, clean = to_tensor(im.rgb), to_tensor(original.rgb)
             assert im.budget.linf_255 == pytest.approx(float(linf_255(saved, clean)), abs=1e-3)
-            assert 0 < im.budget.linf_255 <= run.stated["linf_255"] + 1e-3
-            assert im.budget.perceptual <= run.stated.get("dssim", 1.0)
+            assert 0 < im.budget.linf_255 <= run.stated.linf_255 + 1e-3
+            assert im.budget.perceptual <= (run.stated.perceptual or 1.0)
 
 
 def test_protect_cli_writes_pngs_and_their_measured_budgets(small_vae_dir, tmp_path, capsys):
@@ -117,7 +118,9 @@ def test_protect_cli_writes_pngs_and_their_measured_budgets(small_vae_dir, tmp_p
                  "--target", str(style), "--model", str(small_vae_dir), "--perceptual", "dssim",
                  "--device", "cpu"]) == 0
     summary = json.loads((out / "protect.json").read_text())
-    assert summary["protection"]["params"]["steps"] == 2 and summary["stated"]["dssim"] == 0.03
+    metrics = ProtectionMetrics.model_validate(summary)   # protect.json holds a protect job's metrics
+    assert metrics.protection.params["steps"] == 2 and metrics.stated.perceptual == 0.03
+    assert metrics.target == str(style)
     for path, record in zip(paths, summary["images"]):
         saved = np.asarray(Image.open(record["output"]))
         assert saved.shape == np.asarray(Image.open(path)).shape

@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from impress.results import MatrixResult, ProtectionMetrics, StatedBudget, UploadedResult
+from impress.views import JobView
+
 from tests.support import MAX_BYTES, broker_env, free_port, photo, png_bytes, poll
 
 pytestmark = pytest.mark.e2e
@@ -177,9 +180,11 @@ def test_evaluate_uploaded_protected_and_purified(service):
     assert r.status_code == 202, r.text
     job = poll(service, r.headers["location"], lambda j: j["state"] in ("succeeded", "failed"))
     assert job["state"] == "succeeded", job["error"]
-    budget = job["metrics"]["protection"]["budget"]
-    assert 0 < budget["linf_255"] <= 8 + 1e-3 and budget["psnr_db"] > 30
-    assert [c["purifier"] for c in job["metrics"]["cells"]] == ["jpeg-75"]
+    metrics = JobView.model_validate(job).metrics
+    assert isinstance(metrics, UploadedResult) and metrics.perceptual == job["perceptual"]
+    budget = metrics.protection.budget
+    assert 0 < budget.linf_255 <= 8 + 1e-3 and budget.psnr_db > 30 and budget.perceptual > 0
+    assert [c.purifier for c in metrics.cells] == ["jpeg-75"]
 
 
 def test_evaluate_matrix_job_with_report(service):
@@ -189,8 +194,10 @@ def test_evaluate_matrix_job_with_report(service):
     assert r.status_code == 202, r.text
     job = poll(service, r.headers["location"], lambda j: j["state"] in ("succeeded", "failed"))
     assert job["state"] == "succeeded", job["error"]
-    assert len(job["metrics"]["cells"]) == 4  # (none, photoguard-8) x (jpeg-75, blur)
-    assert job["metrics"]["protections"]["photoguard-8"]["budget"]["linf_255"] <= 8 + 1e-3
+    metrics = JobView.model_validate(job).metrics
+    assert isinstance(metrics, MatrixResult) and metrics.model.revision == job["model"]["revision"]
+    assert len(metrics.cells) == 4  # (none, photoguard-8) x (jpeg-75, blur)
+    assert metrics.protections["photoguard-8"].budget.linf_255 <= 8 + 1e-3
     report = service.get(next(f["url"] for f in job["files"] if f["name"] == "report.html"))
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
     assert "<img" in report.text
@@ -217,8 +224,9 @@ def test_protect_returns_protected_pngs_with_their_measured_budgets(service):
     assert r.status_code == 202, r.text
     job = poll(service, r.headers["location"], lambda j: j["state"] in ("succeeded", "failed"))
     assert job["state"] == "succeeded", job["error"]
-    assert job["kind"] == "protect" and job["metrics"]["stated"] == {"linf_255": 16.0, "dssim": 0.03}
-    assert job["metrics"]["target"] == "style.png"
+    metrics = JobView.model_validate(job).metrics
+    assert job["kind"] == "protect" and isinstance(metrics, ProtectionMetrics)
+    assert metrics.stated == StatedBudget(linf_255=16.0, perceptual=0.03) and metrics.target == "style.png"
     assert [res["name"] for res in job["results"]] == ["a.png", "b.png"]
     for res, rgb in zip(job["results"], clean):
         saved = np.asarray(Image.open(io.BytesIO(service.get(res["url"]).content)))

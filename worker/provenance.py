@@ -17,7 +17,8 @@ import numpy as np
 from impress.images import encode_png
 from impress.manifest import (Credentials, ImageManifest, ManifestEffect, ManifestInput, ManifestMethod,
                               ManifestSoftware, development_credentials, sign_png)
-from impress.records import InputImage, ModelIdentity
+from impress.records import InputImage
+from impress.results import ModelIdentity
 from impress.settings import Settings
 from impress.store import JobStore
 

@@ -6,6 +6,7 @@ import json
 from PIL import Image
 
 from cli.main import main
+from impress.results import MatrixResult, MimicryMetrics, ProtectionMetrics
 from tests.support import photo
 
 
@@ -23,10 +24,10 @@ def test_mimicry_command_writes_scores_and_samples(tmp_path, tiny_pipelines, cap
                  "--pipeline", str(tiny_pipelines["img2img"]), "--device", "cpu", "--steps", "2", "--size", "32",
                  "--eval-samples", "1", "--generate", "1", "--generate-steps", "2"])
     assert code == 0
-    results = json.loads((out / "results.json").read_text())
-    assert set(results["sets"]) == {"clean", "protected"} and results["params"]["steps"] == 2
-    assert sorted(results["split"]["train"] + results["split"]["held_out"]) == [0, 1]
-    assert results["pipeline"]["kind"] == "img2img"
+    results = MimicryMetrics.model_validate_json((out / "results.json").read_text())   # as a mimicry job's metrics
+    assert set(results.sets) == {"clean", "protected"} and results.params.steps == 2
+    assert sorted(results.split.train + results.split.held_out) == [0, 1]
+    assert results.pipeline.kind == "img2img"
     assert (out / "clean-0.png").exists() and (out / "protected-0.png").exists()
     assert "relative gain" in capsys.readouterr().out
 
@@ -46,7 +47,7 @@ def test_protect_command_runs_a_diffusion_protection_and_records_its_pipeline(tm
                  "--model", "taef2", "--perceptual", "dssim", "--device", "cpu"])
     assert code == 0
     summary = json.loads(next(out.glob("*.json")).read_text())
-    assert summary["pipelines"]["img2img"]["kind"] == "img2img"
+    assert ProtectionMetrics.model_validate(summary).pipelines["img2img"].kind == "img2img"
     assert all(image["budget"]["linf_255"] <= 16 + 1e-3 for image in summary["images"])
     assert len(list(out.glob("*.png"))) == 2
 
@@ -60,8 +61,8 @@ def test_bench_command_runs_diffusion_methods_with_the_editing_scenario(tmp_path
             "--purifiers", "diffpure:steps=10,jpeg-75", "--size", "32", "--model", "taef2",
             "--perceptual", "dssim", "--device", "cpu", "--edit", '{"mode": "inpaint", "steps": 2}']
     assert main(args) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert set(results["editing"]["worst_case"]) == {"none", "sds-minus:steps=1"}
+    results = MatrixResult.model_validate_json((out / "results.json").read_text())
+    assert set(results.editing.worst_case) == {"none", "sds-minus:steps=1"}
     assert "Worst case per image" in (out / "results.md").read_text()
     assert main(args) == 0 and json.loads((out / "results.json").read_text())["skipped"] == 4   # resumed
 

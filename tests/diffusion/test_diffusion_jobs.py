@@ -9,6 +9,7 @@ import pytest
 
 from impress.contract import EvaluateParams, JobKind, JobState
 from impress.records import InputImage, InputRole
+from impress.results import Split, StatedBudget
 from impress.scenarios import MimicryParams
 from impress.settings import Settings
 from tests.support import photo, png_bytes
@@ -39,9 +40,8 @@ def test_mimicry_is_queued_with_typed_params_and_runs_to_a_scored_result(fast_ap
     assert isinstance(store.get(job_id).params, MimicryParams)
     assert run_job(store, worker_settings(tiny_pipelines), job_id, TimeoutError) == "succeeded"
     result = store.get(job_id).result
-    assert set(result.metrics["sets"]) == {"clean", "protected"} and result.metrics["split"] == {"train": [1],
-                                                                                                  "held_out": [0]}
-    assert result.metrics["sets"]["clean"]["relative_gain"] in (1.0, None)
+    assert set(result.metrics.sets) == {"clean", "protected"} and result.metrics.split == Split(train=[1], held_out=[0])
+    assert result.metrics.sets["clean"].relative_gain in (1.0, None) and result.metrics.params.steps == 3
     assert result.model.kind == "img2img" and result.model.location == str(tiny_pipelines["img2img"].resolve())
     assert [f.name for f in result.files] == ["clean-0.png", "protected-0.png"]
     assert store.get(job_id).progress_step == 6
@@ -90,12 +90,12 @@ def test_evaluation_with_an_inpainting_edit_scores_uploaded_sets_against_the_cle
     job = store.create(JobKind.evaluate, record.params, record.inputs, vae="taef2", perceptual="dssim")
     assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
     metrics = store.get(job.id).result.metrics
-    editing = metrics["editing"]
-    assert editing["pipeline"]["kind"] == "inpaint" and editing["settings"]["steps"] == 3
-    purified = next(c for c in metrics["cells"] if c["purifier"] == "uploaded")["edit"]
-    assert purified["psnr_db"][0] > 60          # purified = clean: the same edit
-    assert metrics["protection"]["edit"]["psnr_db"][0] < purified["psnr_db"][0]
-    assert editing["worst_case"]["uploaded"]["psnr_db"]["purifiers"] == ["uploaded"]
+    editing = metrics.editing
+    assert editing.pipeline.kind == "inpaint" and editing.settings.steps == 3
+    purified = next(c for c in metrics.cells if c.purifier == "uploaded").edit
+    assert purified.psnr_db[0] > 60          # purified = clean: the same edit
+    assert metrics.protection.edit.psnr_db[0] < purified.psnr_db[0]
+    assert editing.worst_case["uploaded"].psnr_db.purifiers == ["uploaded"]
 
 
 def test_an_edit_needs_its_pipeline(fast_store, tiny_pipelines):
@@ -126,10 +126,10 @@ def test_evaluation_matrix_runs_diffusion_methods_and_the_edit_with_a_report(fas
     job = fast_store.create(JobKind.evaluate, params, inputs, vae="taef2", perceptual="dssim")
     assert run_job(fast_store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
     result = fast_store.get(job.id).result
-    worst = result.metrics["editing"]["worst_case"]
+    worst = result.metrics.editing.worst_case
     assert set(worst) == {"none", "advdm:steps=1", "photoguard-8:steps=1"}
-    assert all(len(case["purifiers"]) == 2 for case in (w["psnr_db"] for w in worst.values()))
-    assert result.metrics["pipelines"]["img2img"]["kind"] == "img2img"
+    assert all(len(w.psnr_db.purifiers) == 2 for w in worst.values())
+    assert result.metrics.pipelines["img2img"].kind == "img2img"
     report = fast_store.get_blob(next(f.blob for f in result.files if f.name == "results.md")).decode()
     assert "Worst case per image" in report and "advdm:steps=1" in report
 
@@ -144,9 +144,9 @@ def test_protect_job_runs_photoguards_diffusion_attack_toward_an_uploaded_target
     job = store.create(JobKind.protect, record.params, record.inputs, vae="taef2", perceptual="dssim")
     assert run_job(store, worker_settings(tiny_pipelines), job.id, TimeoutError) == "succeeded"
     result = store.get(job.id).result
-    assert result.metrics["pipelines"]["inpaint"]["kind"] == "inpaint"
+    assert result.metrics.pipelines["inpaint"].kind == "inpaint"
     # eps 64 per 512 x 512 is an L2 norm of 4 on the 32 x 32 upload
-    assert result.metrics["stated"] == {"l2_255_per_512x512": 64 * 127.5, "l2_255": 4 * 127.5}
+    assert result.metrics.stated == StatedBudget(l2_255_per_512x512=64 * 127.5, l2_255=4 * 127.5)
     assert result.images[0].budget.l2_255 <= 4 * 127.5 + 1e-3
 
 

@@ -60,7 +60,7 @@ def test_pipeline_settings_name_each_kind(monkeypatch, tiny_pipelines):
     assert pipelines.configured("img2img") and pipelines.configured("upscale") and not pipelines.configured("inpaint")
     assert pipelines.dtype == torch.float32
     pipelines.get("upscale")
-    assert pipelines.used()["upscale"]["kind"] == "upscale"
+    assert pipelines.used()["upscale"].kind == "upscale"
 
 
 def test_models_check_reports_configured_pipelines(tiny_pipelines, tmp_path, monkeypatch, capsys):

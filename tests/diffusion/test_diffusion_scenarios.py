@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from impress.methods import REGISTRIES, choose, parse_choice
+from impress.results import Split, StatedBudget
 from impress.scenarios import EditParams, MimicryParams
 from worker.engine.diffusion.scenario import PipelineSet
 from worker.engine.protect import apply_protection
@@ -165,11 +166,11 @@ def test_lora_mimicry_trains_an_adapter_and_scores_against_the_clean_images(img2
     run = mimicry.mimicry(pipe, images, {"clean": images, "noisy": (images + 0.5 * torch.randn_like(images)).clamp(-1, 1)},
                           settings)
     results = run.sets
-    assert set(results) == {"clean", "noisy"} and run.metrics()["split"] == {"train": [1], "held_out": [0]}
+    assert set(results) == {"clean", "noisy"} and run.split == Split(train=[1], held_out=[0])
     clean = results["clean"]
     assert clean.clean_loss_base == results["noisy"].clean_loss_base
     assert clean.gain == pytest.approx(clean.clean_loss_base - clean.clean_loss_tuned)
-    assert clean.samples.shape == (1, 3, 32, 32) and len(clean.final_losses) == 4
+    assert run.samples["clean"].shape == (1, 3, 32, 32) and len(clean.final_losses) == 4
     if clean.gain > 0:
         assert clean.relative_gain == pytest.approx(1.0)
     for k, v in pipe.unet.state_dict().items():   # the cached pipeline's UNet is untouched
@@ -221,7 +222,7 @@ def test_matrix_with_diffusion_methods_and_the_editing_scenario_reports_the_wors
     editing = EditingRun(pipelines, EditParams(mode="inpaint", steps=2), dssim, images)
     protections = [parse_choice("photoguard-8:steps=1", "protection"), parse_choice("advdm:steps=1", "protection")]
     purifiers = [parse_choice("jpeg-75", "purifier"), parse_choice("diffpure:steps=10", "purifier")]
-    result = run_matrix(vae, identity.model_dump(), dssim, images, ["a", "b"], protections, purifiers, batch=2,
+    result = run_matrix(vae, identity, dssim, images, ["a", "b"], protections, purifiers, batch=2,
                         pipelines=pipelines, editing=editing)
     assert all(cell.edit is not None and len(cell.edit.psnr_db) == 2 for cell in result.cells)
     assert all(p.edit is not None for p in result.protections.values())
@@ -229,8 +230,8 @@ def test_matrix_with_diffusion_methods_and_the_editing_scenario_reports_the_wors
     assert set(worst) == {"none", "photoguard-8:steps=1", "advdm:steps=1"}
     for label, cases in worst.items():
         cells = {c.purifier: c.edit.psnr_db for c in result.cells if c.protection == label}
-        assert cases["psnr_db"].values == [max(v[i] for v in cells.values()) for i in range(2)]
-    assert set(result.pipelines) == {"img2img", "inpaint"} and result.editing.pipeline["kind"] == "inpaint"
+        assert cases.psnr_db.values == [max(v[i] for v in cells.values()) for i in range(2)]
+    assert set(result.pipelines) == {"img2img", "inpaint"} and result.editing.pipeline.kind == "inpaint"
     assert "Worst case per image" in markdown_report(result) and "Worst case per image" in html_report(result)
 
 
@@ -260,9 +261,9 @@ def test_every_protection_keeps_its_stated_budget_on_its_8bit_output(img2img, in
         torch.testing.assert_close(out, quantize_8bit(out), atol=1e-6, rtol=0)
         stated = stated_budget(choice, size=(32, 32))
         measured = {"linf_255": linf_255, "l2_255": l2_255}
-        assert all(measured[k](out, clean).max() <= v + 1e-3 for k, v in stated.items() if k in measured), name
+        assert all(measured[k](out, clean).max() <= v + 1e-3 for k, v in stated if k in measured and v is not None), name
         if name.startswith("photoguard-diffusion"):   # 32 per 512 x 512 is 2 on 32 x 32
-            assert stated == {"l2_255_per_512x512": 32 * 127.5, "l2_255": 2 * 127.5}
+            assert stated == StatedBudget(l2_255_per_512x512=32 * 127.5, l2_255=2 * 127.5)
 
 
 def test_an_editing_run_in_chunks_scores_as_in_one_batch(tiny_pipelines, images):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from impress.views import JobView
 from tests.conftest import running_service
 from tests.support import photo, png_bytes, wait_for
 
@@ -34,12 +35,13 @@ def test_editing_evaluation_and_mimicry_run_as_jobs(diffusion_service):
     assert r.status_code == 202, r.text
     job = finished(client, r.headers["location"])
     assert job["state"] == "succeeded", job
-    assert job["metrics"]["editing"]["pipeline"]["kind"] == "inpaint"
-    assert len(job["metrics"]["protection"]["edit"]["psnr_db"]) == 1
+    metrics = JobView.model_validate(job).metrics
+    assert metrics.editing.pipeline.kind == "inpaint" and len(metrics.protection.edit.psnr_db) == 1
 
     r = client.post("/v1/mimicry", files=[("clean", ("c.png", clean, "image/png")), ("clean", ("d.png", protected, "image/png"))],
                     data={"steps": "2", "size": "32", "eval_samples": "1", "generate": "1", "generate_steps": "2"})
     job = finished(client, r.headers["location"])
     assert job["state"] == "succeeded", job
-    assert job["model"]["kind"] == "img2img" and job["files"][0]["name"] == "clean-0.png"
-    assert len(job["metrics"]["split"]["held_out"]) == 1 and len(job["metrics"]["split"]["train"]) == 1
+    view = JobView.model_validate(job)
+    assert view.model.kind == "img2img" and view.files[0].name == "clean-0.png"
+    assert len(view.metrics.split.held_out) == 1 and len(view.metrics.split.train) == 1

@@ -12,21 +12,21 @@ folder, matrix_cache.py) may hand back protected images and cells computed befor
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, TypeVar
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from impress.contract import method_steps
 from impress.images import encode_png
 from impress.methods import ImpressParams, MethodChoice
 from impress.progress import SILENT, Reporter, Span, spans
-from impress.scenarios import EditParams
+from impress.results import (BudgetMeans, Cell, CellMeans, CellPerImage, CleanSummary, EditComparison,
+                             EditingSummary, MatrixResult, MethodLabel, ModelIdentity, ProtectionSummary,
+                             UploadedResult)
 
 from .detect import consistency_scores
-from .diffusion.editing import EditComparison
 from .diffusion.scenario import EditingRun, PipelineSet, worst_cases
-from .diffusion.worst_case import WorstCase
 from .metrics import latent_distance, rounded_mean, roc_auc
 from .protect import apply_protection, budget
 from .purifiers import apply_purifier
@@ -36,80 +36,21 @@ NONE = "none"  # the protection row of clean images: what each purifier costs an
 UPLOADED = "uploaded"  # protected or purified images made elsewhere
 
 
-class ProtectionSummary(BaseModel):
-    name: str
-    params: dict
-    budget: dict[str, Optional[float]]            # means over images, /255 units and the perceptual distance
-    budget_per_image: dict[str, list[float]]
-    consistency_error: list[float]
-    detection_auc: Optional[float]                # clean vs protected; None for the 'none' row
-    edit: Optional[EditComparison] = None         # editing scenario: edit(protected) vs edit(clean)
-    thumbnail: bytes = Field(b"", exclude=True)   # PNG of the first protected image
+M = TypeVar("M", bound=BaseModel)
 
 
-class Cell(BaseModel):
-    """One purifier on one protection's images, measured against the clean images."""
-
-    protection: Optional[str] = None              # None when the protected images were uploaded
-    purifier: str
-    params: dict = {}
-    seconds: Optional[float] = None               # None for uploaded purified images
-    mean: dict[str, Optional[float]]
-    per_image: dict[str, list[Optional[float]]]
-    detection_auc_clean_vs_purified: float
-    edit: Optional[EditComparison] = None         # editing scenario: edit(purified) vs edit(clean)
-    thumbnail: bytes = Field(b"", exclude=True)   # PNG of the first purified image
+def means(per_image: BaseModel, into: type[M]) -> M:
+    """Each figure's mean over the images (`rounded_mean`), as `into`."""
+    return into(**{name: rounded_mean(values) for name, values in per_image if values is not None})
 
 
-class CleanSummary(BaseModel):
-    consistency_error: list[float]
-
-
-class MethodLabel(BaseModel):
-    name: str
-    params: dict
-
-
-class EditingSummary(BaseModel):
-    """The editing scenario of a matrix: its parameters (`settings` in the results' JSON), the pipeline that
-    edited, and each protection's worst case per image over the purifiers (by metric)."""
-
-    settings: EditParams
-    pipeline: dict
-    worst_case: dict[str, dict[str, WorstCase]]
-
-
-def editing_summary(editing: EditingRun, cells: list["Cell"]) -> EditingSummary:
+def editing_summary(editing: EditingRun, cells: list[Cell]) -> EditingSummary:
     by_protection: dict[str, dict[str, EditComparison]] = {}
     for cell in cells:
         if cell.edit is not None:
             by_protection.setdefault(cell.protection or UPLOADED, {})[cell.purifier] = cell.edit
     return EditingSummary(settings=editing.params, pipeline=editing.pipeline,
                           worst_case={label: worst_cases(edits) for label, edits in by_protection.items()})
-
-
-class MatrixResult(BaseModel):
-    model: dict
-    perceptual: str
-    size: int
-    images: list[str]
-    clean: CleanSummary
-    purifiers: dict[str, MethodLabel]
-    protections: dict[str, ProtectionSummary]
-    cells: list[Cell]
-    pipelines: dict[str, dict] = {}               # diffusion pipelines used, by kind (PipelineIdentity)
-    editing: Optional[EditingSummary] = None
-    clean_thumbnail: bytes = Field(b"", exclude=True)
-
-
-class UploadedResult(BaseModel):
-    model: dict
-    perceptual: str
-    clean: CleanSummary
-    protection: ProtectionSummary
-    cells: list[Cell]
-    pipelines: dict[str, dict] = {}
-    editing: Optional[EditingSummary] = None
 
 
 class MatrixCache(Protocol):
@@ -172,7 +113,7 @@ def summarize_protection(vae, distance, clean: torch.Tensor, protected: torch.Te
     are the clean ones)."""
     scores = scores if scores is not None else consistency_scores(vae, list(protected.split(1)), batch)
     spent = budget(protected, clean, distance)
-    return ProtectionSummary(name=name, params=params, budget={k: rounded_mean(v) for k, v in spent.items()},
+    return ProtectionSummary(name=name, params=params, budget=means(spent, BudgetMeans),
                              budget_per_image=spent, consistency_error=scores,
                              detection_auc=None if name == NONE else round(roc_auc(clean_scores, scores), 4),
                              edit=editing.score(protected) if editing else None, thumbnail=thumbnail(protected))
@@ -186,12 +127,12 @@ def measure_purified(vae, distance, clean: torch.Tensor, protected: torch.Tensor
     before, after = (torch.cat([latent_distance(vae, x[i:i + batch], clean[i:i + batch])
                                 for i in range(0, len(x), batch)]).tolist() for x in (protected, purified))
     purified_scores = consistency_scores(vae, list(purified.split(1)), batch)
-    per_image = {**budget(purified, clean, distance),
-                 "consistency_clean": clean_scores, "consistency_protected": protected_scores,
-                 "consistency_purified": purified_scores,
-                 "latent_distance_before": before, "latent_distance_after": after,
-                 "shift_removed": [1 - a / b if b > 0 else None for a, b in zip(after, before)]}
-    return Cell(mean={k: rounded_mean(v) for k, v in per_image.items()}, per_image=per_image,
+    per_image = CellPerImage(**budget(purified, clean, distance).model_dump(),
+                             consistency_clean=clean_scores, consistency_protected=protected_scores,
+                             consistency_purified=purified_scores,
+                             latent_distance_before=before, latent_distance_after=after,
+                             shift_removed=[1 - a / b if b > 0 else None for a, b in zip(after, before)])
+    return Cell(mean=means(per_image, CellMeans), per_image=per_image,
                 detection_auc_clean_vs_purified=round(roc_auc(clean_scores, purified_scores), 4),
                 edit=editing.score(purified) if editing else None, thumbnail=thumbnail(purified), **cell)
 
@@ -217,7 +158,7 @@ def purify_cell(vae, distance, clean: torch.Tensor, protected: torch.Tensor, cle
                             seconds=seconds)
 
 
-def run_matrix(vae, identity: dict, distance, clean: torch.Tensor, names: list[str],
+def run_matrix(vae, identity: ModelIdentity, distance, clean: torch.Tensor, names: list[str],
                protections: list[MethodChoice], purifiers: list[MethodChoice], *, batch: int = 8,
                cache: MatrixCache = Recompute(), reporter: Reporter = SILENT, pipelines: Optional[PipelineSet] = None,
                editing: Optional[EditingRun] = None, impress_vae: Optional[ImpressVae] = None) -> MatrixResult:
@@ -257,7 +198,7 @@ def run_matrix(vae, identity: dict, distance, clean: torch.Tensor, names: list[s
                         editing=editing_summary(editing, cells) if editing else None, clean_thumbnail=thumbnail(clean))
 
 
-def measure_uploaded(vae, identity: dict, distance, clean: torch.Tensor, protected: torch.Tensor,
+def measure_uploaded(vae, identity: ModelIdentity, distance, clean: torch.Tensor, protected: torch.Tensor,
                      purified: Optional[torch.Tensor], purifiers: list[MethodChoice], batch: int = 8, *,
                      pipelines: Optional[PipelineSet] = None, editing: Optional[EditingRun] = None,
                      impress_vae: Optional[ImpressVae] = None, reporter: Reporter = SILENT) -> UploadedResult:

@@ -17,9 +17,15 @@ from typing import Callable, Optional
 import torch
 
 from impress.methods import MethodChoice
+from impress.results import Cell, MatrixResult, ModelIdentity
 
-from .matrix import NONE, Cell, MatrixResult
+from .matrix import NONE
 from .report import html_report, markdown_report
+
+
+# Bumped when a cell's figures change shape: cells stored in an older shape are computed again
+# (2: the perceptual distance as `perceptual`, no longer under its own name).
+CELL_FORMAT = 2
 
 
 def _safe(label: str) -> str:
@@ -40,14 +46,14 @@ def write_atomically(path: Path, data: bytes) -> None:
 class ResumeFolder:
     """A matrix cache in `folder` for one setting; counts the cells it computed and those it reused."""
 
-    def __init__(self, folder: Path, *, images: list[str], size: int, model: dict, perceptual: str,
+    def __init__(self, folder: Path, *, images: list[str], size: int, model: ModelIdentity, perceptual: str,
                  diffusion: Optional[dict] = None):
         """`diffusion`: the configured pipelines' revisions and the editing scenario's settings, when
         any (a cell computed without them, or with others, is computed again)."""
         self.folder = Path(folder)
         (self.folder / "cells").mkdir(parents=True, exist_ok=True)
         (self.folder / "protected").mkdir(exist_ok=True)
-        self.setting = dict(images=images, size=[size, size], model=[model["name"], model["revision"]],
+        self.setting = dict(images=images, size=[size, size], model=[model.name, model.revision],
                             perceptual=perceptual)
         if diffusion:
             self.setting["diffusion"] = diffusion
@@ -72,7 +78,7 @@ class ResumeFolder:
     def cell(self, protection: str, choice: Optional[MethodChoice], purifier: MethodChoice,
              compute: Callable[[], Cell]) -> Cell:
         path = self.folder / "cells" / f"{_safe(protection)}__{_safe(purifier.label)}.json"
-        key = self._key(protection=_identity(choice), purifier=_identity(purifier))
+        key = self._key(protection=_identity(choice), purifier=_identity(purifier), cell=CELL_FORMAT)
         if path.exists() and path.with_suffix(".png").exists():
             stored = json.loads(path.read_text())
             if stored.get("key") == key:

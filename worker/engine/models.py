@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from impress.contract import OFFLINE_MODEL
-from impress.records import ModelIdentity
+from impress.results import ModelIdentity
 
 from .autoencoder import Autoencoder, KLAutoencoder
 from .tiny_autoencoder import TinyAutoencoder

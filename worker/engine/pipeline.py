@@ -15,7 +15,8 @@ import torch
 from impress.contract import ErrorCode, PurifyParams, StopReason, vae_for
 from impress.images import DecodedImage
 from impress.progress import SILENT, Reporter, Span
-from impress.records import EngineReport, JobError, ModelIdentity, PerceptualIdentity
+from impress.records import EngineReport, JobError
+from impress.results import ModelIdentity, PerceptualIdentity
 
 from .models import load_vae, resolve_device
 from .perceptual import PerceptualDistance, load_perceptual

@@ -34,6 +34,7 @@ from impress.methods import (PHOTOGUARD_STEP_OF_EPS, AdvdmParams, GlazeLikeParam
                              MistParams, PhotoguardAdaptiveParams, PhotoguardDiffusionParams, PhotoguardParams,
                              SdsMinusParams, l2_budget_scale)
 from impress.progress import SILENT, Reporter
+from impress.results import BudgetPerImage, StatedBudget
 
 from .amortised.serve import ThroughPurifier, load_purifier
 from .diffusion.attacks import advdm, photoguard_diffusion, sds_minus
@@ -203,20 +204,15 @@ class Protection:
     l2_budget: bool = False               # eps is an L2 norm per 512 x 512 image in [-1, 1] units (PhotoGuard's
     #                                       diffusion attack), scaled to each image's size
 
-    def stated_budget(self, params: MethodParams, distance_name: str | None = None,
-                      size: tuple[int, int] | None = None) -> dict[str, float]:
-        """What this protection promises, keyed as `budget` reports it: L-inf in /255 units or, for an L2
-        budget, the L2 norm per 512 x 512 image (`l2_255_per_512x512`) and, given the images' `size`,
-        the L2 norm on them (`l2_255`); for one with a perceptual bound, the distance under its name."""
-        if self.l2_budget:
-            stated = {"l2_255_per_512x512": params.eps * 127.5}
-            if size is not None:
-                stated["l2_255"] = params.eps * l2_budget_scale(*size) * 127.5
-        else:
-            stated = {"linf_255": params.eps * 255}
-        if self.perceptual_budget is not None and distance_name is not None:
-            stated[distance_name] = getattr(params, self.perceptual_budget)
-        return stated
+    def stated_budget(self, params: MethodParams, size: tuple[int, int] | None = None) -> StatedBudget:
+        """What this protection promises, in the figures `budget` measures: L-inf in /255 units or, for an
+        L2 budget, the L2 norm per 512 x 512 image (`l2_255_per_512x512`) and, given the images' `size`,
+        the L2 norm on them (`l2_255`); for one with a perceptual bound, that bound."""
+        perceptual = getattr(params, self.perceptual_budget) if self.perceptual_budget is not None else None
+        if not self.l2_budget:
+            return StatedBudget(linf_255=params.eps * 255, perceptual=perceptual)
+        return StatedBudget(l2_255_per_512x512=params.eps * 127.5, perceptual=perceptual,
+                            l2_255=None if size is None else params.eps * l2_budget_scale(*size) * 127.5)
 
 
 # The function of each protection's parameter model (impress/methods.py names them and holds the defaults).
@@ -231,10 +227,9 @@ PROTECTION_FUNCTIONS: dict[type[MethodParams], Protection] = {
 }
 
 
-def stated_budget(choice: MethodChoice, distance_name: str | None = None,
-                  size: tuple[int, int] | None = None) -> dict[str, float]:
+def stated_budget(choice: MethodChoice, size: tuple[int, int] | None = None) -> StatedBudget:
     """What the chosen protection promises on images of `size` (`Protection.stated_budget`)."""
-    return PROTECTION_FUNCTIONS[type(choice.params)].stated_budget(choice.params, distance_name, size)
+    return PROTECTION_FUNCTIONS[type(choice.params)].stated_budget(choice.params, size)
 
 
 def apply_protection(choice: MethodChoice, vae, x: torch.Tensor, distance=None,
@@ -257,11 +252,11 @@ def apply_protection(choice: MethodChoice, vae, x: torch.Tensor, distance=None,
     return quantize_8bit(entry.fn(vae, distance, x, target, **params))
 
 
-def budget(protected: torch.Tensor, clean: torch.Tensor, distance=None) -> dict[str, list[float]]:
+def budget(protected: torch.Tensor, clean: torch.Tensor, distance=None) -> BudgetPerImage:
     """What a change really spent, per image: PSNR, SSIM, L-inf and L2 (/255 units) and, given a
-    perceptual distance, that distance under its own name (``lpips-vgg``, ``dssim``)."""
-    out = pair_metrics(protected, clean)
+    perceptual distance, that distance."""
+    perceptual = None
     if distance is not None:
         with torch.no_grad():
-            out[distance.name] = distance.bind(clean)(protected).float().tolist()
-    return out
+            perceptual = distance.bind(clean)(protected).float().tolist()
+    return BudgetPerImage(**pair_metrics(protected, clean), perceptual=perceptual)

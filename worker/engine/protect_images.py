@@ -15,7 +15,8 @@ from impress.images import DecodedImage, ImageRejected
 from impress.methods import MethodChoice
 from impress.pipelines import check_size
 from impress.progress import SILENT, Reporter, spans
-from impress.records import MeasuredBudget, ModelIdentity, PerceptualIdentity
+from impress.results import (MeasuredBudget, MethodLabel, ModelIdentity, PerceptualIdentity, PipelineIdentity,
+                             ProtectionMetrics, StatedBudget)
 
 from .models import load_vae
 from .perceptual import load_perceptual
@@ -34,13 +35,19 @@ class ProtectedImage:
 class ProtectionRun:
     images: list[ProtectedImage]    # one per input, in order
     protection: MethodChoice
-    stated: dict[str, float]        # what the protection promises (Protection.stated_budget; an L2 budget
+    stated: StatedBudget            # what the protection promises (Protection.stated_budget; an L2 budget
     #                                 on the images' size when they share one)
     model: ModelIdentity
     perceptual: PerceptualIdentity
     seconds: float
     device: str
-    pipelines: dict                 # diffusion pipelines used, by kind (empty for the VAE protections)
+    pipelines: dict[str, PipelineIdentity]   # diffusion pipelines used, by kind (empty for the VAE protections)
+
+    def metrics(self, target: Optional[str]) -> ProtectionMetrics:
+        """What ran and what it promises, toward the target named `target` (None: the protection's own)."""
+        return ProtectionMetrics(protection=MethodLabel(name=self.protection.name,
+                                                        params=self.protection.params.model_dump()),
+                                 stated=self.stated, target=target, pipelines=self.pipelines)
 
 
 def run_protection(images: list[DecodedImage], protection: MethodChoice, *, vae: str, perceptual: str, device: str,
@@ -76,11 +83,9 @@ def run_protection(images: list[DecodedImage], protection: MethodChoice, *, vae:
         for j, i in enumerate(batch):
             results[i] = ProtectedImage(
                 rgb=to_uint8(protected[j]), alpha=images[i].alpha,
-                budget=MeasuredBudget(linf_255=spent["linf_255"][j], l2_255=spent["l2_255"][j],
-                                      psnr_db=spent["psnr_db"][j], ssim=spent["ssim"][j],
-                                      perceptual=spent[distance.name][j]))
+                budget=MeasuredBudget(**{figure: values[j] for figure, values in spent}))
     return ProtectionRun(images=results, protection=protection,
-                         stated=stated_budget(protection, distance.name, next(iter(groups)) if len(groups) == 1 else None),
+                         stated=stated_budget(protection, next(iter(groups)) if len(groups) == 1 else None),
                          model=identity, perceptual=PerceptualIdentity(name=distance.name),
                          seconds=round(time.perf_counter() - t0, 3), device=device,
                          pipelines=pipelines.used() if pipelines else {})

@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import jinja2
 
-from .matrix import NONE, MatrixResult
+from impress.results import BudgetMeans, CellMeans, EditComparison, MatrixResult
+
+from .matrix import NONE
 from .metrics import roc_curve, rounded_mean
 
 
@@ -38,20 +41,24 @@ ENVIRONMENT.filters["fmt"] = fmt
 
 def summary_line(result: MatrixResult) -> str:
     m = result.model
-    return (f"model {m['name']} ({m['revision']}), perceptual {result.perceptual}, "
+    return (f"model {m.name} ({m.revision}), perceptual {result.perceptual}, "
             f"{len(result.images)} images at {result.size}x{result.size}")
 
 
 def tables(result: MatrixResult) -> list[Table]:
     """The result tables (and the editing scenario's, when it ran), shared by the Markdown and HTML reports."""
     perceptual = result.perceptual
-    budget_keys = ["linf_255", "l2_255", "psnr_db", "ssim", perceptual]
-    protection_rows = [[label, *(p.budget.get(k) for k in budget_keys), p.detection_auc]
-                       for label, p in result.protections.items()]
-    cell_keys = ["psnr_db", "ssim", "linf_255", "l2_255", perceptual, "consistency_clean", "consistency_protected",
-                 "consistency_purified", "latent_distance_before", "latent_distance_after", "shift_removed"]
-    cell_rows = [[c.protection, c.purifier, *(c.mean.get(k) for k in cell_keys), c.detection_auc_clean_vs_purified,
-                  c.seconds] for c in result.cells]
+
+    def spent(b: BudgetMeans) -> list:
+        return [b.linf_255, b.l2_255, b.psnr_db, b.ssim, b.perceptual]
+
+    def purified(m: CellMeans) -> list:
+        return [m.psnr_db, m.ssim, m.linf_255, m.l2_255, m.perceptual, m.consistency_clean, m.consistency_protected,
+                m.consistency_purified, m.latent_distance_before, m.latent_distance_after, m.shift_removed]
+
+    protection_rows = [[label, *spent(p.budget), p.detection_auc] for label, p in result.protections.items()]
+    cell_rows = [[c.protection, c.purifier, *purified(c.mean), c.detection_auc_clean_vs_purified, c.seconds]
+                 for c in result.cells]
     return [Table("Protections: measured budget (vs clean, /255 units) and detection ROC AUC (clean vs protected)",
                   ["protection", "L∞", "L2", "PSNR dB", "SSIM", perceptual, "detection AUC"], protection_rows),
             Table("Purified vs clean, means over images",
@@ -68,16 +75,16 @@ def editing_tables(result: MatrixResult) -> list[Table]:
     if editing is None:
         return []
     params, pipeline = editing.settings, editing.pipeline
-    what = (f"{params.mode} with {pipeline['name']} ({pipeline['revision']}), prompt \"{params.prompt}\", "
+    what = (f"{params.mode} with {pipeline.name} ({pipeline.revision}), prompt \"{params.prompt}\", "
             f"seed {params.seed}, {params.steps} steps, guidance {params.guidance}")
 
-    def scores(edit) -> list:
+    def scores(edit: Optional[EditComparison]) -> list:
         return [rounded_mean(edit.psnr_db), rounded_mean(edit.ssim), rounded_mean(edit.perceptual)] if edit else [None] * 3
 
     rows = [[label, "(protected)", *scores(p.edit)] for label, p in result.protections.items()]
     rows += [[c.protection, c.purifier, *scores(c.edit)] for c in result.cells]
-    worst = [[label, *(cases[m].mean for m in ("psnr_db", "ssim", "perceptual")),
-              ", ".join(f"{q} ×{cases['psnr_db'].purifiers.count(q)}" for q in dict.fromkeys(cases["psnr_db"].purifiers))]
+    worst = [[label, cases.psnr_db.mean, cases.ssim.mean, cases.perceptual.mean,
+              ", ".join(f"{q} ×{cases.psnr_db.purifiers.count(q)}" for q in dict.fromkeys(cases.psnr_db.purifiers))]
              for label, cases in editing.worst_case.items()]
     return [Table(f"Editing: edit(variant) vs edit(clean), means over images — {what}",
                   ["protection", "variant", "PSNR dB", "SSIM", result.perceptual], rows),
@@ -102,11 +109,12 @@ def _figure_uri(fig) -> str:
     return data_uri(buf.getvalue())
 
 
-def _grouped_bars(result: MatrixResult, metric: str, title: str, protections: list[str]) -> str:
+def _grouped_bars(result: MatrixResult, metric: Callable[[CellMeans], Optional[float]], title: str,
+                  protections: list[str]) -> str:
     import matplotlib.pyplot as plt
 
     purifiers = list(result.purifiers)
-    cells = {(c.protection, c.purifier): c.mean.get(metric) for c in result.cells}
+    cells = {(c.protection, c.purifier): metric(c.mean) for c in result.cells}
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(protections) * max(1, len(purifiers)) / 3), 3.5))
     width = 0.8 / max(1, len(purifiers))
     for j, q in enumerate(purifiers):
@@ -139,8 +147,8 @@ def html_report(result: MatrixResult) -> str:
 
     matplotlib.use("Agg")
     protections = list(result.protections)
-    plots = [_grouped_bars(result, "psnr_db", "PSNR purified vs clean (dB)", protections),
-             _grouped_bars(result, "shift_removed", "Fraction of the latent shift removed",
+    plots = [_grouped_bars(result, lambda m: m.psnr_db, "PSNR purified vs clean (dB)", protections),
+             _grouped_bars(result, lambda m: m.shift_removed, "Fraction of the latent shift removed",
                            [p for p in protections if p != NONE] or protections),
              _roc_figure(result)]
     cells = {(c.protection, c.purifier): c.thumbnail for c in result.cells}

@@ -10,7 +10,8 @@ import torch
 
 from impress.contract import EvaluateParams, vae_for
 from impress.images import DecodedImage
-from impress.records import InputRole, JobResult, PerceptualIdentity
+from impress.records import InputRole, JobResult
+from impress.results import PerceptualIdentity
 from impress.scenarios import EditParams
 
 from ..engine.diffusion.scenario import EditingRun, PipelineSet
@@ -63,19 +64,17 @@ def evaluate(ctx: JobContext[EvaluateParams]) -> JobResult:
 
         clean_x = stack(InputRole.clean)
         editing = editing_run(ctx, params.edit, pipelines, distance, clean_x, None)
-        metrics = measure_uploaded(vae, identity.model_dump(), distance, clean_x, stack(InputRole.protected),
+        metrics = measure_uploaded(vae, identity, distance, clean_x, stack(InputRole.protected),
                                    stack(InputRole.purified) if ctx.role(InputRole.purified) else None,
                                    params.purifier_choices(), ctx.settings.batch_size, pipelines=pipelines,
-                                   editing=editing, impress_vae=impress_vae, reporter=ctx.reporter
-                                   ).model_dump(mode="json")
+                                   editing=editing, impress_vae=impress_vae, reporter=ctx.reporter)
     else:
         clean_x = square_images([item.image for item in clean], params.size).to(device)
         editing = editing_run(ctx, params.edit, pipelines, distance, clean_x, params.size)
-        result = run_matrix(vae, identity.model_dump(), distance, clean_x, [item.meta.name for item in clean],
-                            params.protection_choices(), params.purifier_choices(), batch=ctx.settings.batch_size,
-                            pipelines=pipelines, editing=editing, impress_vae=impress_vae, reporter=ctx.reporter)
-        metrics = result.model_dump(mode="json")
-        files = [ctx.put_file("report.html", html_report(result).encode(), "text/html"),
-                 ctx.put_file("results.md", markdown_report(result).encode(), "text/markdown")]
+        metrics = run_matrix(vae, identity, distance, clean_x, [item.meta.name for item in clean],
+                             params.protection_choices(), params.purifier_choices(), batch=ctx.settings.batch_size,
+                             pipelines=pipelines, editing=editing, impress_vae=impress_vae, reporter=ctx.reporter)
+        files = [ctx.put_file("report.html", html_report(metrics).encode(), "text/html"),
+                 ctx.put_file("results.md", markdown_report(metrics).encode(), "text/markdown")]
     return JobResult(metrics=metrics, files=files, model=identity, perceptual=PerceptualIdentity(name=distance.name),
                      seconds=round(time.perf_counter() - t0, 3), device=device)

@@ -27,7 +27,7 @@ def mimicry(ctx: JobContext[MimicryParams]) -> JobResult:
     t0 = time.perf_counter()
     run = run_mimicry(pipe, sets["clean"], sets, params, reporter=ctx.reporter)
     files = [ctx.put_file(f"{name}-{i}.png", encode_png(to_uint8(sample)), "image/png")
-             for name, result in run.sets.items() for i, sample in enumerate(result.samples)]
-    return JobResult(metrics={"pipeline": pipelines.used()["img2img"], "params": params.model_dump(), **run.metrics()},
-                     files=files, model=pipelines.used()["img2img"], seconds=round(time.perf_counter() - t0, 3),
-                     device=device)
+             for name, samples in run.samples.items() for i, sample in enumerate(samples)]
+    pipeline = pipelines.used()["img2img"]
+    return JobResult(metrics=run.metrics(pipeline, params), files=files, model=pipeline,
+                     seconds=round(time.perf_counter() - t0, 3), device=device)

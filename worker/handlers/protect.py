@@ -31,7 +31,5 @@ def protect(ctx: JobContext[ProtectParams]) -> JobResult:
                           height=item.image.height, iterations=protection.step_count or 0,
                           stop_reason=StopReason.completed, trace=[], budget=im.budget, manifest=manifest)
               for item, im, (png, manifest) in zip(items, run.images, signed)]
-    metrics = {"protection": {"name": protection.name, "params": protection.params.model_dump()},
-               "stated": run.stated, "target": targets[0].meta.name if targets else None, "pipelines": run.pipelines}
-    return JobResult(images=images, metrics=metrics, model=run.model, perceptual=run.perceptual, seconds=run.seconds,
-                     device=run.device)
+    return JobResult(images=images, metrics=run.metrics(targets[0].meta.name if targets else None), model=run.model,
+                     perceptual=run.perceptual, seconds=run.seconds, device=run.device)

@@ -18,7 +18,8 @@ import numpy as np
 from impress.contract import DEFAULT_DETECT_SCORE, PurifyParams, StopReason, vae_for
 from impress.images import DecodedImage
 from impress.progress import SILENT, Reporter
-from impress.records import EngineReport, ModelIdentity, PerceptualIdentity
+from impress.records import EngineReport
+from impress.results import ModelIdentity, PerceptualIdentity
 
 from ..detect import detection_scores, shipped_calibrations
 from ..models import ModelUnavailable, load_vae, resolve_device

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from impress.methods import WEIGHTS_PATTERN
-from impress.records import ModelIdentity
+from impress.results import ModelIdentity
 
 from ..autoencoder import Autoencoder
 from ..models import ModelUnavailable

@@ -10,11 +10,11 @@ means the copies differ only by what the protection or purifier changed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+from impress.results import EditComparison
 from impress.scenarios import EditParams
 
 from ..metrics import psnr, ssim
@@ -45,20 +45,9 @@ def edit(pipe, x: torch.Tensor, params: EditParams, mask: Optional[torch.Tensor]
     return from_pipeline(out.images, x)
 
 
-@dataclass
-class EditComparison:
-    """How far the edits of one variant (protected, purified) are from the edits of the clean images,
-    per image: higher PSNR/SSIM and lower perceptual distance mean the variant edits like the clean."""
-
-    psnr_db: list[float]
-    ssim: list[float]
-    perceptual: list[float]
-    perceptual_name: str
-
-
 def compare(edited: torch.Tensor, reference: torch.Tensor, distance) -> EditComparison:
     """PSNR, SSIM and the perceptual distance of each edited image to its reference edit."""
     with torch.no_grad():
         perceptual = distance.bind(reference)(edited).float().tolist()
-    return EditComparison(psnr(edited, reference).tolist(), ssim(edited, reference).tolist(), perceptual,
-                          distance.name)
+    return EditComparison(psnr_db=psnr(edited, reference).tolist(), ssim=ssim(edited, reference).tolist(),
+                          perceptual=perceptual, perceptual_name=distance.name)

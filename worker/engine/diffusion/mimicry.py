@@ -23,39 +23,18 @@ from __future__ import annotations
 
 import copy
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from impress.progress import SILENT, Reporter, spans
+from impress.results import MimicryMetrics, MimicryScore, PipelineIdentity, Split
 from impress.scenarios import MimicryParams
 
 from .common import denoising_error, from_pipeline, generators, latents, randn, random_timesteps, \
     text_embeddings, training_scheduler
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # diffusers' LoRA training script's choice
-
-
-@dataclass
-class MimicryResult:
-    training_set: str
-    final_losses: list[float]                 # training loss over the last steps
-    clean_loss_base: float                    # denoising loss of the untuned UNet on the held-out clean images
-    clean_loss_tuned: float                   # ... of the fine-tuned UNet
-    gain: float                               # base - tuned: what training taught about the clean images
-    relative_gain: float | None = None        # gain / gain of training on the clean images
-    samples: list = field(default_factory=list, repr=False)   # generated images, B x 3 x H x W in [-1, 1]
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "samples"}
-
-
-@dataclass(frozen=True)
-class Split:
-    """Which works (indices into the uploaded sets) every LoRA trained on, and which clean ones scored it."""
-
-    train: list[int]
-    held_out: list[int]
 
 
 def held_out_split(n: int, fraction: float, seed: int) -> Split:
@@ -70,10 +49,11 @@ def held_out_split(n: int, fraction: float, seed: int) -> Split:
 @dataclass
 class MimicryRun:
     split: Split
-    sets: dict[str, MimicryResult]
+    sets: dict[str, MimicryScore]
+    samples: dict[str, torch.Tensor | list]   # by set: generated images, B x 3 x H x W in [-1, 1] ([] for none)
 
-    def metrics(self) -> dict:
-        return {"split": asdict(self.split), "sets": {name: r.as_dict() for name, r in self.sets.items()}}
+    def metrics(self, pipeline: PipelineIdentity, params: MimicryParams) -> MimicryMetrics:
+        return MimicryMetrics(pipeline=pipeline, params=params, split=self.split, sets=self.sets)
 
 
 def train_lora(pipe, images: torch.Tensor, params: MimicryParams, reporter: Reporter = SILENT):
@@ -148,14 +128,15 @@ def mimicry(pipe, clean: torch.Tensor, training_sets: dict[str, torch.Tensor], p
     scored = clean[split.held_out]
     training_sets = {name: images[split.train] for name, images in training_sets.items()}
     base = clean_loss(pipe, pipe.unet, scored, params)
-    results = {}
+    results, samples = {}, {}
     parts = spans(reporter, [params.steps] * len(training_sets))
     for part, (name, images) in zip(parts, training_sets.items()):
         unet, losses = train_lora(pipe, images, params, part)
         tuned = clean_loss(pipe, unet, scored, params)
-        samples = generate(pipe, unet, params, clean.shape[-1]) if params.generate else []
-        results[name] = MimicryResult(name, losses[-10:], base, tuned, base - tuned, samples=samples)
+        samples[name] = generate(pipe, unet, params, clean.shape[-1]) if params.generate else []
+        results[name] = MimicryScore(training_set=name, final_losses=losses[-10:], clean_loss_base=base,
+                                     clean_loss_tuned=tuned, gain=base - tuned)
     if "clean" in results and results["clean"].gain > 0:
         for result in results.values():
             result.relative_gain = result.gain / results["clean"].gain
-    return MimicryRun(split, results)
+    return MimicryRun(split, results, samples)

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from impress.pipelines import SETTING_OF_KIND
-from impress.records import PipelineIdentity
+from impress.results import PipelineIdentity
 
 from ..models import ModelUnavailable, weights_digest
 

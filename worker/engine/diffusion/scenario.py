@@ -14,13 +14,13 @@ from typing import Optional
 import torch
 
 from impress.pipelines import configured_pipelines
-from impress.records import PipelineIdentity
+from impress.results import EditComparison, PipelineIdentity, WorstCases
 from impress.scenarios import EditParams
 
 from ..models import ModelUnavailable
-from .editing import EditComparison, compare, edit
+from .editing import compare, edit
 from .pipelines import load_pipeline, missing_pipeline, resolve_pipeline
-from .worst_case import WorstCase, worst_case_per_image
+from .worst_case import worst_case_per_image
 
 
 class PipelineSet:
@@ -61,12 +61,12 @@ class PipelineSet:
                     found[kind] = [name, "missing"]
         return found
 
-    def used(self) -> dict[str, dict]:
+    def used(self) -> dict[str, PipelineIdentity]:
         """Identities of the pipelines this run loaded, by kind: what produced its results."""
-        return {kind: identity.model_dump() for kind, identity in self.identities.items()}
+        return dict(self.identities)
 
 
-# The editing metrics a worst case is taken on, and which way is better.
+# The editing metrics a worst case is taken on (WorstCases' fields), and which way is better.
 WORST_CASE_METRICS = {"psnr_db": True, "ssim": True, "perceptual": False}
 
 
@@ -92,7 +92,8 @@ class EditingRun:
         return compare(self._edit(images), self.reference, self.distance)
 
 
-def worst_cases(purified: dict[str, EditComparison]) -> dict[str, WorstCase]:
+def worst_cases(purified: dict[str, EditComparison]) -> WorstCases:
     """Per metric, each image's best purifier against one protection (the worst case for it)."""
-    return {metric: worst_case_per_image({p: getattr(c, metric) for p, c in purified.items()}, metric, higher)
-            for metric, higher in WORST_CASE_METRICS.items()}
+    return WorstCases(**{metric: worst_case_per_image({p: getattr(c, metric) for p, c in purified.items()}, metric,
+                                                      higher)
+                         for metric, higher in WORST_CASE_METRICS.items()})

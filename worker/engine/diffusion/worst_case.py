@@ -4,19 +4,8 @@ metric, and the protection's score is the mean of those per-image bests."""
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
 
-
-@dataclass(frozen=True)
-class WorstCase:
-    metric: str
-    higher_is_better: bool
-    values: list[float]          # per image: the best purifier's value
-    purifiers: list[str]         # per image: which purifier that was
-    mean: float
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+from impress.results import WorstCase
 
 
 def worst_case_per_image(per_purifier: dict[str, list[float]], metric: str, higher_is_better: bool) -> WorstCase:
@@ -33,4 +22,5 @@ def worst_case_per_image(per_purifier: dict[str, list[float]], metric: str, high
         name = pick(per_purifier, key=lambda p: per_purifier[p][i])
         values.append(per_purifier[name][i])
         winners.append(name)
-    return WorstCase(metric, higher_is_better, values, winners, statistics.fmean(values) if values else float("nan"))
+    return WorstCase(metric=metric, higher_is_better=higher_is_better, values=values, purifiers=winners,
+                     mean=statistics.fmean(values) if values else float("nan"))
