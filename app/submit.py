@@ -282,12 +282,14 @@ class Submitter:
 JOB_ID = "JOBID"   # stands for the id in a job URL template
 
 
-def get_submitter(request: Request, settings: SettingsDep, store: StoreDep, queue: QueueDep, caller: CallerDep,
-                  guards: UrlGuardsDep,
-                  idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key", description=(
-                      "a client-chosen key (1-255 printable ASCII): a repeated POST with the same key and body "
-                      "returns the same job")),
-                  prefer: Optional[str] = Header(None, alias="Prefer", description=PREFER_DESCRIPTION)) -> Submitter:
+async def get_submitter(request: Request, settings: SettingsDep, store: StoreDep, queue: QueueDep, caller: CallerDep,
+                        guards: UrlGuardsDep,
+                        idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key", description=(
+                            "a client-chosen key (1-255 printable ASCII): a repeated POST with the same key and body "
+                            "returns the same job")),
+                        prefer: Optional[str] = Header(None, alias="Prefer", description=PREFER_DESCRIPTION)
+                        ) -> Submitter:
+    # async: no I/O here, so no thread-pool hop (app/deps.py); enqueue does the blocking work in one.
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise ApiError(422, ErrorCode.invalid_parameter, "Idempotency-Key must be 1-255 printable ASCII characters",
                        [{"field": "Idempotency-Key", "message": "1-255 printable ASCII characters, no spaces"}])
