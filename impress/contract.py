@@ -256,16 +256,19 @@ def check_thresholds(threshold: Optional[float], low_threshold: Optional[float])
         raise ValueError(f"low_threshold ({low_threshold}) must not be above threshold ({threshold})")
 
 
-# Detection scores (worker/engine/detect.py SCORES computes them; bench/results/detection-scores.md
-# measures them). A ratio divides the consistency error of the image by that of a copy which has lost
-# protective noise but kept the picture's content, so one threshold serves flat and busy pictures.
-DetectScore = Literal["jpeg-ratio", "blur-ratio", "raw"]
+# Detection scores (worker/engine/detect.py detection_scores computes them; bench/results/detection-scores.md
+# measures them). Each but raw is normalised by the picture's own content, so one threshold serves flat
+# and busy pictures: the latent shift compares the latents of the image and of a lightly blurred copy;
+# a ratio divides the consistency error of the image by that of a copy which has lost protective noise.
+DetectScore = Literal["latent-shift", "jpeg-ratio", "blur-ratio", "raw"]
 DETECT_SCORES: dict[str, str] = {
+    "latent-shift": "how far the encoder's latent moves when the image is lightly blurred (Gaussian, sigma 0.7 px): "
+                    "mean((E(x) - E(blur(x)))^2) / mean(E(x)^2)",
     "jpeg-ratio": "consistency error of the image over that of its JPEG copy at quality 90",
     "blur-ratio": "consistency error of the image over that of its Gaussian-blurred copy (sigma 0.7 px)",
     "raw": "consistency error mean((x - D(E(x)))^2), pixels in [-1, 1]",
 }
-DEFAULT_DETECT_SCORE: DetectScore = "jpeg-ratio"
+DEFAULT_DETECT_SCORE: DetectScore = "latent-shift"
 ThresholdSource = Literal["request", "settings", "shipped", "calibration"]
 
 

@@ -74,7 +74,7 @@ class ManifestInput(BaseModel):
 class ManifestEffect(BaseModel):
     consistency_before: float = Field(description="mean((x - D(E(x)))^2) of the input, pixels in [-1, 1]")
     consistency_after: float = Field(description="the same of the result")
-    detection_score_before: float = Field(description="the detection score of the input: POST /v1/detect's default score (jpeg-ratio)")
+    detection_score_before: float = Field(description="the detection score of the input: POST /v1/detect's default score (latent-shift)")
     detection_score_after: float
     distance_to_input: float = Field(description="the perceptual distance between result and input")
     psnr_db: float

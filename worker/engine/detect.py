@@ -2,9 +2,10 @@
 
 One or two forward passes per image, no optimisation: cheap enough to triage every upload and purify
 only what is flagged. The raw consistency error depends on the picture's content (a busy
-illustration scores higher when clean than a flat photo does when protected), so the default score
-divides it by that of a copy of the same picture which has lost protective noise but kept its
-content (`SCORES`; measured in bench/results/detection-scores.md). An image is flagged 'protected'
+illustration scores higher when clean than a flat photo does when protected); the scores here
+normalise by the picture's own content (measured in bench/results/detection-scores.md): the default,
+`latent_shift`, compares the encoder's latent of the image with that of a lightly blurred copy, and
+the ratios divide the consistency error by that of a copy which has lost protective noise. An image is flagged 'protected'
 when its score is above a threshold calibrated on clean images for a target false positive rate.
 The test can be two-sided: IMPRESS leaves images *more* consistent than clean photos, so a score
 below a lower threshold flags an image 'purified'. Thresholds hold only for the model they were calibrated with.
@@ -26,16 +27,15 @@ from impress.records import Verdict
 from impress.settings import Settings
 
 from .autoencoder import Autoencoder
-from .metrics import consistency_error
+from .metrics import consistency_error, encode
 from .purifiers import blur, jpeg
 
 
-def consistency_scores(vae: Autoencoder, images: list[torch.Tensor], batch: int = 16,
-                       reporter: Reporter = SILENT) -> list[float]:
-    """The consistency error of each image (1 x 3 x H x W in [-1, 1], any sizes; same-size images share
-    batches). The VAE needs sides divisible by its downsampling factor, so the few rows and columns
-    beyond the last multiple are left out of the score. The `reporter` counts images scored."""
-    m = vae.downscale
+def per_image(images: list[torch.Tensor], m: int, batch: int, score: Callable[[torch.Tensor], torch.Tensor],
+              reporter: Reporter = SILENT) -> list[float]:
+    """`score` (a batch -> one value per image) of each image (1 x 3 x H x W in [-1, 1], any sizes;
+    same-size images share batches). The VAE needs sides divisible by its downsampling factor `m`, so
+    the few rows and columns beyond the last multiple are left out. The `reporter` counts images scored."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, x in enumerate(images):
         groups.setdefault(tuple(x.shape[-2:]), []).append(i)
@@ -43,12 +43,18 @@ def consistency_scores(vae: Autoencoder, images: list[torch.Tensor], batch: int 
     for (h, w), idx in groups.items():
         for k in range(0, len(idx), batch):
             part = idx[k:k + batch]
-            x = torch.cat([images[i] for i in part])[..., :h - h % m, :w - w % m]
-            for i, s in zip(part, consistency_error(vae, x.to(vae.device, vae.dtype)).tolist()):
+            for i, s in zip(part, score(torch.cat([images[i] for i in part])[..., :h - h % m, :w - w % m]).tolist()):
                 scores[i] = s
             done += len(part)
             reporter.advance(done, len(images))
     return scores
+
+
+def consistency_scores(vae: Autoencoder, images: list[torch.Tensor], batch: int = 16,
+                       reporter: Reporter = SILENT) -> list[float]:
+    """The consistency error of each image (`per_image` says how sizes are batched)."""
+    return per_image(images, vae.downscale, batch, lambda x: consistency_error(vae, x.to(vae.device, vae.dtype)),
+                     reporter)
 
 
 # The content-keeping copy each ratio score divides by (impress/contract.py DETECT_SCORES says what each is).
@@ -58,19 +64,28 @@ REFERENCE_COPIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "jpeg-ratio": lambda x: jpeg(x, 90),
     "blur-ratio": lambda x: blur(x, 0.7),
 }
+LATENT_SHIFT_SIGMA = 0.7   # px: the same light blur as blur-ratio's copy
+
+
+@torch.no_grad()
+def latent_shift(vae: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+    """mean((E(x) - E(blur(x)))^2) / mean(E(x)^2) per image: how far the latent moves when the image
+    loses its finest detail. Protective noise is optimised to move the latent with a few pixel levels,
+    so a light blur moves a protected image's latent back much further, relative to the latent itself,
+    than a clean image's (measured in bench/results/detection-scores.md). Two encoder passes, no decoder."""
+    x = x.to(vae.device, vae.dtype)
+    z, z_blurred = encode(vae, x).float(), encode(vae, blur(x.float(), LATENT_SHIFT_SIGMA).to(x)).float()
+    return ((z - z_blurred) ** 2).mean(dim=(1, 2, 3)) / (z ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-12)
 
 
 def detection_scores(vae: Autoencoder, images: list[torch.Tensor], score: DetectScore, batch: int = 16,
                      reporter: Reporter = SILENT) -> list[float]:
-    """Each image's detection score: its consistency error ('raw'), or that over the consistency error
-    of its reference copy (`REFERENCE_COPIES`), which costs a second forward pass. The `reporter`
-    counts the images of the first pass."""
-    return normalised_scores(vae, images, consistency_scores(vae, images, batch, reporter), score, batch)
-
-
-def normalised_scores(vae: Autoencoder, images: list[torch.Tensor], raw: list[float], score: DetectScore,
-                      batch: int = 16) -> list[float]:
-    """`score` of `images` whose consistency errors `raw` are already known."""
+    """Each image's detection score: its `latent_shift`, its consistency error ('raw'), or that over the
+    consistency error of its reference copy (`REFERENCE_COPIES`), which costs a second forward pass.
+    The `reporter` counts the images of the first pass."""
+    if score == "latent-shift":
+        return per_image(images, vae.downscale, batch, lambda x: latent_shift(vae, x), reporter)
+    raw = consistency_scores(vae, images, batch, reporter)
     if score == "raw":
         return raw
     copy = REFERENCE_COPIES[score]

@@ -12,7 +12,7 @@ import torch
 from .autoencoder import Autoencoder
 from impress.contract import DEFAULT_DETECT_SCORE
 
-from .detect import consistency_scores, normalised_scores
+from .detect import consistency_scores, detection_scores
 from .metrics import linf_255, psnr
 from .perceptual import PerceptualDistance
 from .tiling import Tiling, tiles_of
@@ -48,10 +48,9 @@ def measure_effect(vae: Autoencoder, distance: PerceptualDistance, before: torch
     parts_before, parts_after = crops(before.to(device), tiling), crops(after.to(device), tiling)
     raw_before, raw_after = consistency_scores(vae, parts_before), consistency_scores(vae, parts_after)
     consistency_before, consistency_after = mean(raw_before), mean(raw_after)
-    # The score POST /v1/detect gives by default (content-normalised), so a manifest's score compares
-    # with the detection's thresholds.
-    detection_before = mean(normalised_scores(vae, parts_before, raw_before, DEFAULT_DETECT_SCORE))
-    detection_after = mean(normalised_scores(vae, parts_after, raw_after, DEFAULT_DETECT_SCORE))
+    # The score POST /v1/detect gives by default, so a manifest's score compares with its thresholds.
+    detection_before = mean(detection_scores(vae, parts_before, DEFAULT_DETECT_SCORE))
+    detection_after = mean(detection_scores(vae, parts_after, DEFAULT_DETECT_SCORE))
     to_input = mean([float(distance.bind(b)(a)[0]) for a, b in zip(parts_after, parts_before)])
     return Effect(consistency_before=consistency_before, consistency_after=consistency_after,
                   detection_score_before=detection_before, detection_score_after=detection_after,
