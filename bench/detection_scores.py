@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="taef2")
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    p.add_argument("--protected", type=int, nargs="+", default=[24, 4],
+    p.add_argument("--protected", type=int, nargs="+", default=[24, 24],
                    help="pictures protected at each size (the first half photographs, half illustrations)")
     p.add_argument("--steps", type=int, default=10, help="optimisation steps of every protection")
     p.add_argument("--fpr", type=float, default=0.05)

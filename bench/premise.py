@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="taef2")
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    p.add_argument("--protected", type=int, nargs="+", default=[24, 4], help="pictures protected at each size")
+    p.add_argument("--protected", type=int, nargs="+", default=[24, 24], help="pictures protected at each size")
     p.add_argument("--steps", type=int, default=10, help="optimisation steps of every protection")
     p.add_argument("--purifiers", default=PURIFIERS)
     p.add_argument("--impress-pictures", type=int, default=2, help="pictures IMPRESS and its variants purify")
