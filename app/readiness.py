@@ -1,8 +1,12 @@
 """Readiness, computed off the request path: /readyz answers the last report while it is at most
-IMPRESS_READINESS_CACHE_S old; an older one is refreshed by one background task (a Redis ping, a
-Celery ping that waits up to 1 s for workers, their model reports, in one thread) that every probe
-arriving meanwhile awaits without holding a thread. However many probes arrive, they never take the
-threads that serve the tenants' calls."""
+IMPRESS_READINESS_CACHE_S old; an older one is refreshed by one background task (the workers'
+heartbeats read from Redis, a connection to the broker, in one thread) that every probe arriving
+meanwhile awaits without holding a thread. However many probes arrive, they never take the threads
+that serve the tenants' calls.
+
+Ready means a job submitted now is queued and will be run: Redis and the broker reachable, and at
+least one worker alive (its heartbeat not expired, busy or idle) with the models its jobs need. A
+busy worker is ready: a probe must not take the API out of rotation while it does its work."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +14,7 @@ import time
 from typing import Optional
 
 import anyio
+import redis
 from pydantic import BaseModel
 
 from impress.contract import ModelReport
@@ -20,18 +25,28 @@ from impress.store import JobStore
 class ReadinessReport(BaseModel):
     ready: bool
     redis: bool
-    workers: list[str]
-    models: dict[str, ModelReport]
+    broker: bool
+    workers: list[str]                  # alive: their heartbeat has not expired
+    queues: dict[str, list[str]]        # queue -> the alive workers that serve it
+    models: dict[str, ModelReport]      # worker -> its model report (job workers only)
 
 
 def check_readiness(store: JobStore, queue: JobQueue) -> ReadinessReport:
-    """Redis reachable and at least one worker answering with its models present (blocking)."""
-    redis_ok = store.ping()
-    workers = queue.workers() if redis_ok else []
+    """Redis and the broker reachable, and at least one worker alive with its models present (blocking)."""
+    try:
+        beats, redis_ok = store.live_workers(), True
+    except redis.RedisError:
+        beats, redis_ok = [], False
+    queues: dict[str, list[str]] = {}
+    for beat in beats:
+        for name in beat.queues:
+            queues.setdefault(name, []).append(beat.name)
     # Each worker checks at start that the models its jobs need are on its disk (`impress models check`).
-    models = store.worker_models(workers) if workers else {}
-    return ReadinessReport(ready=redis_ok and any(report.complete for report in models.values()),
-                           redis=redis_ok, workers=workers, models=models)
+    models = {beat.name: beat.models for beat in beats if beat.models is not None}
+    broker_ok = queue.broker_reachable()
+    return ReadinessReport(ready=redis_ok and broker_ok and any(report.complete for report in models.values()),
+                           redis=redis_ok, broker=broker_ok, workers=[beat.name for beat in beats],
+                           queues=dict(sorted(queues.items())), models=models)
 
 
 class Readiness:

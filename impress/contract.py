@@ -139,7 +139,7 @@ DEFAULT_PRESET: PresetName = "photoguard"
 
 class ModelReport(BaseModel):
     """The models a worker's jobs need, found on its disk or not (`impress models check`); each
-    worker writes its own at start and /readyz reports them."""
+    worker checks at start, its heartbeat carries the report, and /readyz shows it."""
 
     present: list[str] = []
     missing: list[str] = []
@@ -147,6 +147,15 @@ class ModelReport(BaseModel):
     @property
     def complete(self) -> bool:
         return not self.missing
+
+
+class WorkerBeat(BaseModel):
+    """What a worker's heartbeat writes to Redis every IMPRESS_WORKER_HEARTBEAT_S, idle or busy:
+    /readyz counts the workers whose last beat has not expired."""
+
+    name: str                               # Celery's node name, e.g. celery@host
+    queues: list[str]
+    models: Optional[ModelReport] = None    # none for a worker of webhooks only: it needs no model
 
 
 # The autoencoder the project ships (FLUX.2's tiny autoencoder, worker/models/taef2): the one model that

@@ -74,7 +74,7 @@ def worker_queues(settings: Settings) -> list[str]:
 
 
 class JobQueue:
-    """Sends jobs to the workers by id and asks which workers answer: what the API needs of Celery."""
+    """Sends jobs to the workers by id and checks the broker: what the API needs of Celery."""
 
     def __init__(self, settings: Settings, celery: Celery | None = None):
         self.settings = settings
@@ -92,9 +92,11 @@ class JobQueue:
         self.celery.send_task(TASK_WEBHOOK, args=[delivery.model_dump(mode="json")],
                               queue=self.settings.webhook_queue)
 
-    def workers(self, timeout_s: float = 1.0) -> list[str]:
-        """Names of the workers that answered a ping (none when the broker is unreachable)."""
+    def broker_reachable(self, timeout_s: float = 1.0) -> bool:
+        """Whether a job could be queued now: a connection to the broker opens (no retry)."""
         try:
-            return sorted(name for reply in self.celery.control.ping(timeout=timeout_s) for name in reply)
-        except Exception:  # a broker hiccup means "no worker seen", never a crash of the caller
-            return []
+            with self.celery.connection_for_write(connect_timeout=timeout_s) as connection:
+                connection.ensure_connection(max_retries=0)
+            return True
+        except Exception:  # whatever the transport raises means "unreachable", never a crash of the caller
+            return False

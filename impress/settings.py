@@ -161,6 +161,9 @@ class Settings(BaseSettings):
 
     readiness_cache_s: float = Field(2.0, ge=0, description="age up to which /readyz answers its last report; "
                                      "older, a background check refreshes it (0: every probe waits for a check)")
+    worker_heartbeat_s: float = Field(10.0, gt=0, description="seconds between a worker's heartbeats (a thread "
+                                      "writes them to Redis, also while a job runs); /readyz counts a worker alive "
+                                      "until it has missed three")
     job_kinds: str = Field("", description="comma-separated Python modules that register job kinds of their own "
                                          "(impress.jobspec.register); the API and every worker import them at start")
 

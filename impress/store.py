@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import events, store_scripts
-from .contract import ErrorCode, JobState, ModelReport
+from .contract import ErrorCode, JobState, WorkerBeat
 from .jobspec import job_spec
 from .records import InputImage, JobError, JobRecord, JobResult, RejectedInput, WebhookEvent, WebhookTarget
 
@@ -49,8 +50,10 @@ class Keys:
                                    into each state, "{kind}:seconds" compute time of succeeded jobs,
                                    "{kind}:image_iterations" their optimisation steps times images
                                    "webhook:{outcome}" delivery attempts by outcome
-    {p}:worker-models       hash   worker name -> its ModelReport at start (JSON), for /readyz; its TTL
-                                   is renewed while workers answer readiness
+    {p}:worker:{name}       string a live worker's last WorkerBeat (JSON): its queues and model report;
+                                   rewritten every heartbeat, it expires a few beats after the last
+    {p}:workers             set    the names of workers that beat, with the result TTL (an expired
+                                   worker's name is dropped when the set is read)
     {p}:development-signer  string the development certificate chain and key that sign manifests (JSON)
                                    when no IMPRESS_SIGNING_CERT is set; made once, kept
     A job's keys have its own TTL (expires_in, at most the result TTL), counted from its last change;
@@ -103,8 +106,11 @@ class Keys:
     def celery_prefix(self) -> str:
         return f"{self.prefix}:celery:"
 
-    def worker_models(self) -> str:
-        return f"{self.prefix}:worker-models"
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
 
     def development_signer(self) -> str:
         return f"{self.prefix}:development-signer"
@@ -362,27 +368,35 @@ class JobStore:
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.r.exists(self.keys.cancel(job_id)))
 
-    def record_worker_models(self, worker: str, report: ModelReport) -> None:
+    # ------------------------------------------------------------ worker heartbeats
+    def beat(self, beat: WorkerBeat, alive_s: float) -> None:
+        """This worker counts as alive for `alive_s` more seconds, unless it beats again."""
+        alive_ms = max(1, round(alive_s * 1000))
         with self.r.pipeline() as p:
-            p.hset(self.keys.worker_models(), worker, report.model_dump_json())
-            p.expire(self.keys.worker_models(), self.ttl_s)
+            p.set(self.keys.worker(beat.name), beat.model_dump_json(), px=alive_ms)
+            p.sadd(self.keys.workers(), beat.name)
+            # Names only (an expired worker's is dropped when read): kept as long as the indexes, so a
+            # worker with a shorter beat never cuts the set from under one with a longer.
+            p.expire(self.keys.workers(), max(self.ttl_s, math.ceil(alive_s)))
             p.execute()
 
-    def worker_models(self, workers: list[str]) -> dict[str, ModelReport]:
-        """The model reports of these workers (one that wrote none is left out)."""
-        if not workers:
-            return {}
+    def end_beats(self, name: str) -> None:
+        """A worker that stops is not alive from now on (rather than until its last beat expires)."""
         with self.r.pipeline() as p:
-            p.hmget(self.keys.worker_models(), workers)
-            p.expire(self.keys.worker_models(), self.ttl_s)   # kept while workers answer, gone after
-            found, _ = p.execute()
-        return {name: ModelReport.model_validate_json(raw) for name, raw in zip(workers, found) if raw}
+            p.delete(self.keys.worker(name))
+            p.srem(self.keys.workers(), name)
+            p.execute()
 
-    def ping(self) -> bool:
-        try:
-            return bool(self.r.ping())
-        except redis.RedisError:
-            return False
+    def live_workers(self) -> list[WorkerBeat]:
+        """The last beat of every worker whose beat has not expired, by name."""
+        names = sorted(name.decode() for name in self.r.smembers(self.keys.workers()))
+        if not names:
+            return []
+        found = self.r.mget([self.keys.worker(name) for name in names])
+        # A killed worker's name outlives its key in the set: dropped here (every beat adds it back).
+        if expired := [name for name, raw in zip(names, found) if raw is None]:
+            self.r.srem(self.keys.workers(), *expired)
+        return [WorkerBeat.model_validate_json(raw) for raw in found if raw is not None]
 
 
 # The hash keeps scalars as they are and the nested parts as JSON, so a poll reads one key.

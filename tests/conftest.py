@@ -145,7 +145,7 @@ def running_service(vae_dir: Path | str, logs: Path, webhook_worker: bool = Fals
     # Above IMPRESS_DETECT_SYNC_TIMEOUT_S: a sync detect may wait that long for its answer.
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
-        wait_for(lambda: answers(client, "/readyz"), 90, "API ready with a worker answering", 0.5)
+        wait_for(lambda: answers(client, "/readyz"), 90, "API ready with a worker alive", 0.5)
         yield client
     finally:
         client.close()

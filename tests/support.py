@@ -109,12 +109,12 @@ class StepRecorder:
 
 
 class RecordingQueue:
-    """The fast layer's job queue: remembers what was sent; `workers` is what readiness sees."""
+    """The fast layer's job queue: remembers what was sent; `broker_up` is what readiness sees."""
 
     def __init__(self):
         self.sent: list[tuple[str, str]] = []
         self.webhooks: list = []    # WebhookDelivery messages
-        self.workers_seen = ["worker@test"]
+        self.broker_up = True
 
     def send(self, kind: str, job_id: str) -> None:
         self.sent.append((kind, job_id))
@@ -122,8 +122,8 @@ class RecordingQueue:
     def send_webhook(self, delivery) -> None:
         self.webhooks.append(delivery)
 
-    def workers(self, timeout_s: float = 1.0) -> list[str]:
-        return self.workers_seen
+    def broker_reachable(self, timeout_s: float = 1.0) -> bool:
+        return self.broker_up
 
 
 def small_vae_config(downsamplings: int = 1) -> dict:

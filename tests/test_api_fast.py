@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from impress.contract import JobKind, JobState, ModelReport, PurifyParams
+from impress.contract import JobKind, JobState, ModelReport, PurifyParams, WorkerBeat
 from tests.support import photo, png_bytes, wait_for
 
 PNG = ("a.png", png_bytes(photo()), "image/png")
@@ -108,14 +108,26 @@ def test_detect_answered_inline_when_a_worker_finishes_in_time(fast_api):
     assert r.status_code == 200 and r.json()["state"] == JobState.succeeded.value and r.json()["kind"] == JobKind.detect.value
 
 
-def test_readiness_needs_a_worker_with_its_models(make_fast_api):
+def test_readiness_needs_a_live_worker_with_its_models_and_the_broker(make_fast_api):
     client, store, queue, _ = make_fast_api(readiness_cache_s=0)
-    assert client.get("/readyz").json() == {"ready": False, "redis": True, "workers": ["worker@test"], "models": {}}
-    store.record_worker_models("worker@test", ModelReport(missing=["vae org/absent (hub cache: org/absent)"]))
+    none = client.get("/readyz")
+    assert none.status_code == 503 and int(none.headers["retry-after"]) > 0
+    assert none.json() == {"ready": False, "redis": True, "broker": True, "workers": [], "queues": {}, "models": {}}
+    store.beat(WorkerBeat(name="webhooks@a", queues=["webhooks"]), 60)   # needs no model, runs no job
+    store.beat(WorkerBeat(name="celery@a", queues=["impress", "impress-detect"],
+                          models=ModelReport(missing=["vae org/absent (hub cache: org/absent)"])), 60)
     ready = client.get("/readyz")
-    assert ready.status_code == 503 and ready.json()["models"]["worker@test"]["missing"]
-    store.record_worker_models("worker@test", ModelReport(present=["vae taef2 (...)"]))
-    assert client.get("/readyz").json() == {"ready": True, "redis": True, "workers": ["worker@test"], "models": {
-        "worker@test": {"present": ["vae taef2 (...)"], "missing": []}}}
-    queue.workers_seen = []
-    assert client.get("/readyz").status_code == 503
+    assert ready.status_code == 503 and ready.json()["models"]["celery@a"]["missing"]
+    store.beat(WorkerBeat(name="celery@a", queues=["impress", "impress-detect"],
+                          models=ModelReport(present=["vae taef2 (...)"])), 60)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and "retry-after" not in ready.headers
+    assert ready.json() == {"ready": True, "redis": True, "broker": True, "workers": ["celery@a", "webhooks@a"],
+                            "queues": {"impress": ["celery@a"], "impress-detect": ["celery@a"],
+                                       "webhooks": ["webhooks@a"]},
+                            "models": {"celery@a": {"present": ["vae taef2 (...)"], "missing": []}}}
+    queue.broker_up = False
+    assert client.get("/readyz").json()["broker"] is False and client.get("/readyz").status_code == 503
+    queue.broker_up = True
+    store.end_beats("celery@a")    # a worker that stopped cleanly
+    assert client.get("/readyz").json()["workers"] == ["webhooks@a"] and client.get("/readyz").status_code == 503

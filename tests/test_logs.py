@@ -85,7 +85,7 @@ def test_one_request_id_from_the_api_to_the_worker(small_vae_dir, tmp_path):
              for role, args in (("worker", ["--pool", "solo"]), ("api", ["--port", str(port)]))]
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90)
     try:
-        wait_for(lambda: answers(client, "/readyz"), 90, "API ready with a worker answering", 0.5)
+        wait_for(lambda: answers(client, "/readyz"), 90, "API ready with a worker alive", 0.5)
         r = client.post("/v1/detect", files=[("images", PNG)], headers={"X-Request-ID": "e2e-trace-1"})
         assert r.status_code == 200 and r.headers["x-request-id"] == "e2e-trace-1", r.text
     finally:

@@ -68,7 +68,7 @@ def test_redis_outage_is_503_and_service_recovers(small_vae_dir, tmp_path):
                            stdout=open(tmp_path / "api.log", "w"), stderr=subprocess.STDOUT)
     client = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30)
     try:
-        wait_for(lambda: answers(client, "/readyz"), 60, "API ready with a worker answering", 0.5)
+        wait_for(lambda: answers(client, "/readyz"), 60, "API ready with a worker alive", 0.5)
         before = client.post("/v1/detect", files=[("images", PNG)])
         assert before.status_code in (200, 202), before.text  # 202 when the first model load outlasts the wait
         job_url = f"/v1/jobs/{before.json()['id']}"

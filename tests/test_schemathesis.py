@@ -13,13 +13,14 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
 from app.main import create_app
-from impress.contract import ModelReport
+from impress.contract import ModelReport, WorkerBeat
 from impress.settings import Settings
 from impress.store import JobStore
 from tests.support import MAX_BYTES, MAX_PIXELS, RecordingQueue
 
 STORE = JobStore(fakeredis.FakeRedis(), "impress-schema", 3600)
-STORE.record_worker_models("worker@test", ModelReport(present=["vae taef2"]))  # a ready service
+STORE.beat(WorkerBeat(name="worker@test", queues=["impress"], models=ModelReport(present=["vae taef2"])),
+           24 * 3600)   # a ready service
 APP = create_app(Settings(_env_file=None, key_prefix="impress-schema", max_upload_bytes=MAX_BYTES,
                           max_pixels=MAX_PIXELS, max_images_per_job=4, detect_sync_timeout_s=0.05),
                  store=STORE, queue=RecordingQueue())

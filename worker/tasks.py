@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from typing import Optional
 
 import redis
+from celery import bootsteps
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import celeryd_after_setup, setup_logging, worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
-from impress.contract import PRESETS, TASK_JOB, TASK_WEBHOOK
+from impress.contract import PRESETS, TASK_JOB, TASK_WEBHOOK, ModelReport, WorkerBeat
 from impress.images import set_pillow_pixel_guard
 from impress.jobspec import load_job_kinds
 from impress.logs import configure_logging
@@ -24,6 +26,8 @@ from impress.queue import JobQueue, make_celery
 from impress.settings import get_settings
 from impress.store import JobStore, Retention
 from impress.webhooks import DeliveryOutcome, WebhookDelivery, WebhookNotifier, deliver, retry_delay
+
+from .heartbeat import Heartbeat
 
 settings = get_settings()
 load_job_kinds(settings.job_kind_modules)   # before anything reads a record of a registered kind
@@ -52,14 +56,12 @@ def run(job_id: str) -> str:
     return run_job(job_store(), settings, job_id, on_time_limit=SoftTimeLimitExceeded)
 
 
-@celeryd_after_setup.connect
-def check_models(sender: str, instance, **_) -> None:
+def model_report(queues: set[str]) -> Optional[ModelReport]:
     """At start, before taking jobs: are the models this worker's jobs need on its disk? Logged, and
-    written for /readyz (a worker without them still answers, so the operator sees why). A worker of
-    webhook deliveries only needs no model (and loads no torch)."""
-    consumed = set(instance.app.amqp.queues.consume_from or ())
-    if consumed and consumed <= {settings.webhook_queue}:
-        return
+    carried by its heartbeat for /readyz (a worker without them still beats, so the operator sees
+    why). A worker of webhook deliveries only needs no model (and loads no torch)."""
+    if queues and queues <= {settings.webhook_queue}:
+        return None
     from impress.pipelines import configured_pipelines
 
     from .engine.model_cache import check
@@ -68,10 +70,24 @@ def check_models(sender: str, instance, **_) -> None:
     for line in report.missing:
         log.error("model missing: %s (run `impress models pull`)", line)
     log.info("models: %d present, %d missing", len(report.present), len(report.missing))
-    try:
-        JobStore.from_url(settings.redis_url, settings.key_prefix, Retention.from_settings(settings)).record_worker_models(sender, report)
-    except redis.RedisError as exc:  # Redis down at start: jobs cannot run either; readiness shows it
-        log.warning("model report not written: %s", exc)
+    return report
+
+
+class HeartbeatStep(bootsteps.StartStopStep):
+    """The worker's heartbeat (worker/heartbeat.py), started after its pool and stopped after its
+    consumer by Celery's worker blueprint, whatever the pool (solo included)."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def create(self, worker) -> Heartbeat:
+        queues = sorted(worker.app.amqp.queues.consume_from or ())   # -Q is applied by now
+        beat = WorkerBeat(name=worker.hostname, queues=queues, models=model_report(set(queues)))
+        # A store of its own: no connection pool the pool processes (forked later) use is ever held by this thread.
+        store = JobStore.from_url(settings.redis_url, settings.key_prefix, Retention.from_settings(settings))
+        return Heartbeat(store, beat, settings.worker_heartbeat_s)
+
+
+celery_app.steps["worker"].add(HeartbeatStep)
 
 
 # Each attempt has its own deadline (webhook_timeout_s); the time limits stop a task stuck anyway (the

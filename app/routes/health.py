@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from impress.queue import worker_queues
 
 from ..deps import SettingsDep, StoreDep
-from ..errors import error_responses
+from ..errors import UNAVAILABLE_RETRY_AFTER_S, error_responses
 from ..metrics import service_registry
 
 router = APIRouter(tags=["health"])
@@ -19,12 +19,16 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: Redis reachable and at least one worker answering with its models present "
-                               "(checked in the background, at most IMPRESS_READINESS_CACHE_S old)",
-            responses={503: {"description": "not ready"}})
+@router.get("/readyz", summary="Readiness: Redis and the broker reachable and at least one worker alive (its heartbeat "
+                               "seen, busy or idle) with its models present (checked in the background, at most "
+                               "IMPRESS_READINESS_CACHE_S old)",
+            responses={503: {"description": "not ready (the same report, with Retry-After)"}})
 async def readyz(request: Request) -> JSONResponse:
     report = await request.app.state.readiness.current()
-    return JSONResponse(status_code=200 if report.ready else 503, content=report.model_dump(mode="json"))
+    if report.ready:
+        return JSONResponse(report.model_dump(mode="json"))
+    return JSONResponse(status_code=503, content=report.model_dump(mode="json"),
+                        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
 
 
 @router.get("/metrics", summary="Prometheus metrics: this process's and the service's (from Redis)",

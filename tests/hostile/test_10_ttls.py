@@ -6,7 +6,7 @@ import time
 
 import fakeredis
 
-from impress.contract import DetectParams, JobKind, ModelReport
+from impress.contract import DetectParams, JobKind, ModelReport, WorkerBeat
 from impress.store import JobStore
 from tests.hostile.conftest import IMAGE, TENANT_A, bearer
 
@@ -23,7 +23,7 @@ def create(store: JobStore, owner: str, created_at: float | None = None) -> str:
 
 def test_every_key_has_a_ttl(keyed_api):
     client, store, *_ = keyed_api()
-    store.record_worker_models("worker@test", ModelReport(present=["vae"]))
+    store.beat(WorkerBeat(name="worker@test", queues=["impress"], models=ModelReport(present=["vae"])), 30)
     job = client.post("/v1/purify", headers={**bearer(TENANT_A), "Idempotency-Key": "ttl-1"},
                       files={"images": ("a.png", IMAGE)})
     client.delete(f"/v1/jobs/{job.json()['id']}", headers=bearer(TENANT_A))

@@ -33,12 +33,12 @@
     ready.className = `badge ${readiness.ready ? "ok" : "bad"}`;
     document.getElementById("redis").textContent = readiness.redis ? "reachable" : "unreachable";
     document.getElementById("workers").replaceChildren(
-      ...(readiness.workers.length ? readiness.workers.map((name) => worker(name, (readiness.models || {})[name])) : [el("li", {}, "none answered")]));
+      ...(readiness.workers.length ? readiness.workers.map((name) => worker(name, (readiness.models || {})[name])) : [el("li", {}, "none alive")]));
   }
 
-  // A worker and the models its jobs need, as it found them on its disk at start.
+  // A worker alive and the models its jobs need, as it found them on its disk at start (a webhook worker needs none).
   function worker(name, report) {
-    const text = !report ? "no model report" : report.missing.length ? `missing: ${report.missing.join(", ")}`
+    const text = !report ? "needs no model" : report.missing.length ? `missing: ${report.missing.join(", ")}`
       : `models: ${report.present.join(", ") || "none needed"}`;
     return el("li", { "data-worker": name }, name, el("small", { class: report?.missing.length ? "missing" : null }, text));
   }
