@@ -2,7 +2,7 @@
 
     f(x) = clamp(x + g(x), -1, 1)
 
-g is a U-Net (two downsamplings, residual blocks, skip connections) whose output layer starts at
+g is a U-Net (a downsampling per level after the first, residual blocks, skip connections) whose output layer starts at
 zero, so an untrained f is exactly the identity: training only ever moves it away from passing the
 image through. Any image size works: the input is padded to a multiple of 8 (reflected borders) and
 the output cropped back. The weights are a safetensors file beside a config.json; the sha256 of the
@@ -28,7 +28,7 @@ CONFIG_FILE = "config.json"
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """The U-Net's shape: channels per level (full, 1/2, 1/4 resolution) and residual blocks per level."""
+    """The U-Net's shape: channels per level (full, 1/2, 1/4 ... resolution) and residual blocks per level."""
 
     channels: tuple[int, ...] = (32, 64, 128)
     blocks: int = 1

@@ -54,20 +54,20 @@ class Recipe:
     max_steps: Optional[int] = None        # or a step count, whichever comes first
     batch: int = 8
     clean_per_batch: int = 2               # fresh clean crops in every batch (their target: themselves)
-    impress_per_batch: int = 4             # images of each batch whose IMPRESS terms are computed (a random
+    impress_per_batch: int = 8             # images of each batch whose IMPRESS terms are computed (a random
     #                                        subset: an unbiased estimate of the batch's mean at a fraction of
     #                                        the autoencoder's cost, which dominates a step on a CPU)
     crop: int = 64
-    lr: float = 2e-3
+    lr: float = 1e-3
     pair_weight: float = 10.0
     decoded_pair_weight: float = 10.0
-    protections: tuple[str, ...] = ("photoguard-8", "photoguard-16", "glaze-like")
-    protection_steps: int = 24             # optimisation steps of each training protection
+    protections: tuple[str, ...] = ("photoguard-16", "photoguard-8", "photoguard-16", "glaze-like")  # 16/255 half the time
+    protection_steps: int = 30             # optimisation steps of each training protection
     pool_size: int = 256
     initial_batches: int = 4               # protected batches made before the first step
     refresh_every: int = 16                # training steps per new protected batch
     illustration_share: float = 0.3
-    channels: tuple[int, ...] = (32, 64, 128)
+    channels: tuple[int, ...] = (48, 96)
     blocks: int = 1
     seed: int = 0
     held_out_crops: int = 8                # held-out crops per protection, for the curve only
