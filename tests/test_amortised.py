@@ -112,7 +112,7 @@ def test_the_cascade_sends_only_flagged_images_on_to_impress(weights_dir, small_
     alone = run_amortised(images, weights=str(weights_dir), options=options)
     assert all((a.rgb == b.rgb).all() for a, b in zip(alone.images, nothing.images))
     assert alone.purifier.revision.startswith("sha256:") and alone.threshold is None
-    with pytest.raises(ModelUnavailable, match="needs a jpeg-ratio detection threshold"):
+    with pytest.raises(ModelUnavailable, match="needs a latent-shift detection threshold"):
         run_cascade(images, params, threshold=None, **run)
 
 

@@ -189,7 +189,7 @@ def test_detect_and_calibrate_cli(small_vae_dir, tmp_path, capsys):
     assert main(["calibrate", *map(str, paths), "--fpr", "0.34", "--low-fpr", "0.34", "-o", str(cal),
                  "--model", str(small_vae_dir), "--device", "cpu"]) == 0
     record = ScoreCalibration.model_validate_json(cal.read_text())
-    assert record.score == "jpeg-ratio" and record.model_revision  # the default score
+    assert record.score == "latent-shift" and record.model_revision  # the default score
     c = record.calibration
     assert c.n == 3 and c.fpr == pytest.approx(1 / 3)
     assert c.low_fpr == pytest.approx(1 / 3) and c.low_threshold <= c.threshold
@@ -201,9 +201,9 @@ def test_detect_and_calibrate_cli(small_vae_dir, tmp_path, capsys):
     assert main(["detect", *map(str, paths), "--calibration", str(cal), "--device", "cpu"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(line["verdict"] for line in lines) == ["clean", "protected", "purified"]
-    assert {(line["score_name"], line["thresholds_from"]) for line in lines} == {("jpeg-ratio", "calibration")}
+    assert {(line["score_name"], line["thresholds_from"]) for line in lines} == {("latent-shift", "calibration")}
     assert main(["detect", str(paths[0]), "--calibration", str(cal), "--score", "raw"]) == 2
-    assert "calibrates the jpeg-ratio score, not raw" in capsys.readouterr().err
+    assert "calibrates the latent-shift score, not raw" in capsys.readouterr().err
     assert main(["detect", str(paths[0]), "--score", "raw", "--threshold", "0", "--model", str(small_vae_dir)]) == 0
     line = json.loads(capsys.readouterr().out)
     assert (line["score_name"], line["thresholds_from"], line["verdict"]) == ("raw", "request", "protected")

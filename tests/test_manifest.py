@@ -54,7 +54,7 @@ def test_the_manifest_says_what_by_what_to_what_with_what_effect_and_when(purifi
     assert (manifest.input.width, manifest.input.height, manifest.output["name"]) == (32, 24, "cat.png")
     effect = manifest.effect
     assert effect.consistency_before > 0 and effect.consistency_after > 0 and effect.distance_to_input >= 0
-    # the detection's default score (jpeg-ratio): the consistency error over that of a JPEG-90 copy
+    # the detection's default score (latent-shift), not the consistency error
     assert effect.detection_score_before != effect.consistency_before and 0 < effect.detection_score_before < 100
     assert effect.psnr_db > 10
     assert manifest.signature.development and manifest.signature.format == "c2pa"
