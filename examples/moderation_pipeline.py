@@ -120,7 +120,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             written = client.download_results(job, args.out) if job.state == JobState.succeeded else []
             summary.append({"image": path.name, "job": job.id, "state": job.state.value,
                             "error": job.error.model_dump(mode="json") if job.error else None,
-                            "purified": [p.name for p in written], "model": job.model})
+                            "purified": [p.name for p in written], "model": job.model.model_dump(mode="json") if job.model else None})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"results and summary.json in {args.out}")
