@@ -28,8 +28,8 @@ from tqdm import tqdm
 from impress.contract import DEFAULT_DETECT_SCORE, DETECT_SCORES
 from impress.methods import MethodChoice, choose
 from impress.settings import get_settings
-from worker.engine.detect import (ScoreCalibration, ShippedCalibrations, SHIPPED_THRESHOLDS, calibrate,
-                                  detection_scores)
+from worker.engine.detect import (REFERENCE_COPIES, ScoreCalibration, ShippedCalibrations, SHIPPED_THRESHOLDS,
+                                  calibrate, consistency_scores, detection_scores, ratio_scores)
 from worker.engine.metrics import roc_auc
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
@@ -57,8 +57,11 @@ def interleaved(pictures: tuple[Picture, ...], count: int) -> tuple[Picture, ...
 
 
 def candidate_scores(vae, x: torch.Tensor) -> dict[str, list[float]]:
-    """Every candidate score of each image of the batch."""
-    return {name: detection_scores(vae, list(x.split(1)), name) for name in CANDIDATES}
+    """Every candidate score of each image of the batch, the ratios sharing one raw pass."""
+    images = list(x.split(1))
+    raw = consistency_scores(vae, images)
+    return {"raw": raw, "latent-shift": detection_scores(vae, images, "latent-shift"),
+            **{name: ratio_scores(vae, images, raw, name) for name in REFERENCE_COPIES}}
 
 
 @dataclass

@@ -86,8 +86,12 @@ def detection_scores(vae: Autoencoder, images: list[torch.Tensor], score: Detect
     if score == "latent-shift":
         return per_image(images, vae.downscale, batch, lambda x: latent_shift(vae, x), reporter)
     raw = consistency_scores(vae, images, batch, reporter)
-    if score == "raw":
-        return raw
+    return raw if score == "raw" else ratio_scores(vae, images, raw, score, batch)
+
+
+def ratio_scores(vae: Autoencoder, images: list[torch.Tensor], raw: list[float], score: str,
+                 batch: int = 16) -> list[float]:
+    """The ratio `score` (a key of REFERENCE_COPIES) of images whose consistency errors `raw` are known."""
     copy = REFERENCE_COPIES[score]
     reference = consistency_scores(vae, [copy(x.float()).to(x) for x in images], batch)
     return [r / max(f, 1e-12) for r, f in zip(raw, reference)]
