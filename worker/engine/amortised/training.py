@@ -5,7 +5,7 @@ Per image x (protected or clean) with its clean original c, the network's output
     consistency(y) + alpha * max(P(y, x) - delta, 0)  +  pair_weight * mean((y - c)^2)
                                                       +  decoded_pair_weight * mean((D(E(y)) - D(E(c)))^2)
 
-The first two terms are IMPRESS's loss (purify.impress_losses: the engine's consistency, perceptual
+The first two terms are IMPRESS's loss (purify.impress_terms: the engine's consistency, perceptual
 distance and defaults for that distance); the third uses what only the platform has: the clean
 original of every protection it applies, in pixels and as the autoencoder sees it (the decoded pair
 term reuses the consistency term's D(E(y)), so it costs one gradient-free reconstruction of c).
