@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     tr.add_argument("--max-steps", type=int, help="stop after this many steps, if the budget lasts")
     tr.add_argument("--perceptual", choices=PERCEPTUALS, default=default.perceptual)
     tr.add_argument("--seed", type=int, default=default.seed)
+    tr.add_argument("--impress-from-step", type=int, default=default.impress_from_step,
+                    help="step from which the IMPRESS and decoded pair terms join the pixel pair term "
+                         "(default: never; the model card shows why)")
     tr.add_argument("--threads", type=int, default=2, help="CPU threads")
     tr.add_argument("--device", help="torch device (default: the service's)")
     tr.set_defaults(func=run)
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     recipe = dataclasses.replace(Recipe(), model=args.model, minutes=args.minutes, max_steps=args.max_steps,
-                                 perceptual=args.perceptual, seed=args.seed)
+                                 perceptual=args.perceptual, seed=args.seed,
+                                 impress_from_step=args.impress_from_step)
     debs = args.debs or args.out / "debs"
     try:
         fetch_debs(debs, PHOTO_DEBS + ILLUSTRATION_DEBS)

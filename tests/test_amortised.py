@@ -129,9 +129,9 @@ def test_training_records_every_term_and_resumes_where_it_stopped(small_vae_dir,
     recipe = Recipe(model="small", max_steps=10, minutes=10, batch=4, clean_per_batch=1, impress_per_batch=2,
                     crop=16, protections=("photoguard-16",), protection_steps=1, pool_size=8, initial_batches=1,
                     refresh_every=4, channels=(8, 16), held_out_crops=2, held_out_steps=1, checkpoint_every=5,
-                    eval_every=5)
+                    eval_every=5, impress_from_step=5)
     state = train(dataclasses.replace(recipe, max_steps=5), images, vae, load_perceptual("dssim"), tmp_path)
-    assert state.step == 5 and (tmp_path / CHECKPOINT).exists()
+    assert state.step == 5 and (tmp_path / CHECKPOINT).exists() and not list(tmp_path.glob("*.partial"))
     state = train(recipe, images, vae, load_perceptual("dssim"), tmp_path)
     record = json.loads((tmp_path / "training.json").read_text())
     assert state.step == record["steps"] == 10 and record["finished"]
