@@ -283,8 +283,9 @@ def plot_curves(out: Path) -> Path:
     fig, (losses, held) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [point["step"] for point in record["curve"]]
     for term in ("loss", "consistency", "pair", "decoded_pair"):
-        losses.plot(steps, [point.get(term, math.nan) for point in record["curve"]], label=term)
-    losses.set(xlabel="step", yscale="log", title="training batch (IMPRESS terms on a random half)")
+        if any(term in point for point in record["curve"]):   # the IMPRESS terms only where they joined
+            losses.plot(steps, [point.get(term, math.nan) for point in record["curve"]], label=term)
+    losses.set(xlabel="step", yscale="log", title="training batch")
     losses.legend()
     points = record["held_out"]
     for key in [k for k in points[0] if k.startswith("gain_db_")]:
