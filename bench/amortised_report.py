@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 import torch
 
@@ -19,7 +20,7 @@ def verdict(ok: bool) -> str:
 
 
 def report(meta: dict, rows: list[dict], speed: dict, impress_runs: dict, clean: torch.Tensor, clean_out: torch.Tensor,
-           mixed: dict, cascades: dict) -> tuple[list[str], dict]:
+           mixed: dict, cascades: dict, split: list[dict]) -> tuple[list[str], dict]:
     fast_iters = mean([its for _, its, _ in impress_runs.values()]) if impress_runs else FAST_DEFAULT_ITERS
     md = ["# Amortised purification against IMPRESS (taef2)", "",
           f"Weights `{meta['weights']['name']}` ({meta['weights']['revision'][:23]}...), autoencoder "
@@ -78,6 +79,7 @@ def report(meta: dict, rows: list[dict], speed: dict, impress_runs: dict, clean:
         md += adaptive_section(by, cascades, summary)
     if mixed is not None:
         md += mixed_section(mixed, cascades, clean, summary)
+    md += both_ways_section(split)
     if missing:
         md += ["", f"Not measured in this run (the shared CPU ran out of time): {', '.join(missing)}."]
     return md, summary
@@ -115,4 +117,25 @@ def mixed_section(mixed: dict, cascades: dict, clean: torch.Tensor, summary: dic
              "| traffic | images sent to IMPRESS | mean s/image |", "|---|---:|---:|"]
     lines += [f"| {name} | {sum(run['flagged'])} of {len(run['flagged'])} | {mean(run['seconds']):.2f} |" for name, run in traffic]
     lines += ["", f"Clean pictures through the cascade: mean {clean_psnr.mean():.2f} dB from their input."]
+    return lines
+
+
+def both_ways_section(split: list[dict]) -> list[str]:
+    """Every protection's gain under each network, marked trained on or held out."""
+    networks = list(dict.fromkeys(row["weights"] for row in split))
+    if len(networks) < 2:
+        return []
+    trained = {row["weights"]: row["trained_on"] for row in split}
+    gain = {(row["weights"], row["protection"]): (mean(row["gain_db"]), row["held_out"]) for row in split}
+    lines = ["", "## Every protection both ways", "",
+             "The decoded-PSNR gain of networks trained on different protections (amortised pass only, same pictures); "
+             "*held out* marks a protection the network never saw.", "",
+             "| protection | " + " | ".join(f"`{Path(n).name}` (trained on {', '.join(trained[n])})" for n in networks) + " |",
+             "|---|" + "---:|" * len(networks)]
+    for protection in dict.fromkeys(row["protection"] for row in split):
+        cells = []
+        for n in networks:
+            value, held_out = gain[(n, protection)]
+            cells.append(f"{value:+.2f} dB" + (" *held out*" if held_out else ""))
+        lines.append(f"| {protection} | " + " | ".join(cells) + " |")
     return lines

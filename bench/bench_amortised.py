@@ -18,6 +18,7 @@ Results: bench/results/amortised.{json,md}.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from impress.contract import PurifyOverrides
 from impress.images import DecodedImage, decode_image
 from impress.methods import AMORTISED_WEIGHTS, choose
 from worker.engine.amortised.purification import calibrated_threshold, run_cascade
-from worker.engine.amortised.serve import load_purifier
+from worker.engine.amortised.serve import load_purifier, resolve_weights
 from worker.engine.metrics import consistency_error, latent_distance, psnr, reconstruction, ssim
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
@@ -148,6 +149,9 @@ def main() -> None:
     p.add_argument("--only", choices=("baseline", "purifier", "speed", "report"),
                    help="compute only what needs no amortised weights (IMPRESS), or only what needs them (two "
                         "processes may fill the work folder at once), or report what the work folder holds")
+    p.add_argument("--both-ways", nargs="*", default=[], metavar="WEIGHTS",
+                   help="more networks trained on other protections (impress train-amortised --protections): with "
+                        "the shipped one, every protection is reported trained on and held out")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -214,20 +218,36 @@ def main() -> None:
                          "seconds_per_image": c["seconds_per_image"], **quality(vae, clean, x, c["out"])})
     speed = {"amortised": work.get("amortised-ms", lambda: {size: amortised_ms(net, size) for size in sizes}),
              "impress_ms_per_iteration": impress_speed}
-    write_report(args, identity, purifier, names, rows, speed, impress_runs, clean, clean_out, mixed, cascades, threshold)
+    split = both_ways(vae, clean, {n: x for n, x in protected.items() if n != ADAPTIVE}, [args.weights, *args.both_ways])
+    write_report(args, identity, purifier, names, rows, speed, impress_runs, clean, clean_out, mixed, cascades, threshold,
+                 split)
+
+
+def both_ways(vae, clean: torch.Tensor, protected: dict[str, torch.Tensor], weights: list[str]) -> list[dict]:
+    """Each network's decoded-PSNR gain per protection, and whether its recipe trained on that protection."""
+    rows = []
+    for name in weights:
+        net, identity = load_purifier(name)
+        recipe = json.loads((resolve_weights(name)[1] / "training.json").read_text())["recipe"]
+        with torch.no_grad():
+            for protection, x in protected.items():
+                rows.append({"weights": name, "revision": identity.revision, "trained_on": sorted(set(recipe["protections"])),
+                             "protection": protection, "held_out": protection not in recipe["protections"],
+                             "gain_db": quality(vae, clean, x, quantize_8bit(net(x)))["gain_db"]})
+    return rows
 
 
 def write_report(args, identity, purifier, names, rows, speed, impress_runs, clean, clean_out, mixed, cascades,
-                 threshold) -> None:
+                 threshold, split: list[dict]) -> None:
     from bench.amortised_report import report
 
     meta = {**run_meta("cpu"), "model": identity.model_dump(), "weights": purifier.model_dump(), "pictures": names,
             "size": args.size, "attack_steps": args.attack_steps, "impress_iters": args.impress_iters,
             "threshold": threshold,
             "load_average": list(__import__("os").getloadavg()), "stages": args.only == "report"}
-    markdown, summary = report(meta, rows, speed, impress_runs, clean, clean_out, mixed, cascades)
+    markdown, summary = report(meta, rows, speed, impress_runs, clean, clean_out, mixed, cascades, split)
     stem = RESULTS / ("amortised-quick" if args.quick else "amortised")
-    write_results(stem, {**meta, "speed": speed, "summary": summary}, rows, markdown)
+    write_results(stem, {**meta, "speed": speed, "summary": summary, "both_ways": split}, rows, markdown)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
     tr.add_argument("--max-steps", type=int, help="stop after this many steps, if the budget lasts")
     tr.add_argument("--perceptual", choices=PERCEPTUALS, default=default.perceptual)
     tr.add_argument("--seed", type=int, default=default.seed)
+    tr.add_argument("--protections", default=",".join(default.protections),
+                    help="comma-separated protections the training pictures get, in turn (repeat one to weight it)")
     tr.add_argument("--impress-from-step", type=int, default=default.impress_from_step,
                     help="step from which the IMPRESS and decoded pair terms join the pixel pair term "
                          "(default: never; the model card shows why)")
@@ -47,10 +49,19 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.training_images import (ILLUSTRATION_DEBS, PHOTO_DEBS, fetch_debs, illustration_files,
                                                load_rgb, photo_files)
 
+    from impress.methods import PROTECTIONS
+
+    protections = tuple(name for name in args.protections.split(",") if name)
+    usable = [name for name, method in PROTECTIONS.items() if method.model.pipeline_kind is None]  # no diffusion
+    unknown = [name for name in protections if name not in usable]
+    if unknown or not protections:
+        raise CommandFailed(f"--protections: not usable for training: {', '.join(unknown) or '(none given)'}; "
+                            f"usable: {', '.join(usable)}")
     torch.set_num_threads(args.threads)
     recipe = dataclasses.replace(Recipe(), model=args.model, minutes=args.minutes, max_steps=args.max_steps,
                                  perceptual=args.perceptual, seed=args.seed,
-                                 impress_from_step=args.impress_from_step)
+                                 impress_from_step=args.impress_from_step,
+                                 protections=protections)
     debs = args.debs or args.out / "debs"
     try:
         fetch_debs(debs, PHOTO_DEBS + ILLUSTRATION_DEBS)
