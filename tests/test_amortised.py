@@ -153,3 +153,12 @@ def test_the_benchmark_reports_every_protection_trained_on_and_held_out():
     assert "| mist-16 | +3.00 dB *held out* | +5.00 dB |" in table
     assert "`loo` (trained on mist-16)" in table
     assert both_ways_section(split[:2]) == []       # one network: nothing to compare
+
+
+@pytest.mark.parametrize("protections", ["nope", "advdm", ","])
+def test_train_amortised_refuses_protections_it_cannot_train_on_before_any_work(tmp_path, capsys, protections):
+    from cli.main import main
+
+    assert main(["train-amortised", "--out", str(tmp_path / "out"), "--protections", protections]) == 2
+    assert "--protections: not usable for training" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
