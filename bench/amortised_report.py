@@ -125,12 +125,12 @@ def both_ways_section(split: list[dict]) -> list[str]:
     networks = list(dict.fromkeys(row["weights"] for row in split))
     if len(networks) < 2:
         return []
-    trained = {row["weights"]: row["trained_on"] for row in split}
+    trained = {row["weights"]: f"trained on {', '.join(row['trained_on'])}; {row['steps']} steps" for row in split}
     gain = {(row["weights"], row["protection"]): (mean(row["gain_db"]), row["held_out"]) for row in split}
     lines = ["", "## Every protection both ways", "",
              "The decoded-PSNR gain of networks trained on different protections (amortised pass only, same pictures); "
-             "*held out* marks a protection the network never saw.", "",
-             "| protection | " + " | ".join(f"`{Path(n).name}` (trained on {', '.join(trained[n])})" for n in networks) + " |",
+             "*held out* marks a protection the network never saw. The networks' training budgets differ (their steps).", "",
+             "| protection | " + " | ".join(f"`{Path(n).name}` ({trained[n]})" for n in networks) + " |",
              "|---|" + "---:|" * len(networks)]
     for protection in dict.fromkeys(row["protection"] for row in split):
         cells = []

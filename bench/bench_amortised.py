@@ -228,10 +228,12 @@ def both_ways(vae, clean: torch.Tensor, protected: dict[str, torch.Tensor], weig
     rows = []
     for name in weights:
         net, identity = load_purifier(name)
-        recipe = json.loads((resolve_weights(name)[1] / "training.json").read_text())["recipe"]
+        record = json.loads((resolve_weights(name)[1] / "training.json").read_text())
+        recipe = record["recipe"]
         with torch.no_grad():
             for protection, x in protected.items():
-                rows.append({"weights": name, "revision": identity.revision, "trained_on": sorted(set(recipe["protections"])),
+                rows.append({"weights": name, "revision": identity.revision, "steps": record["steps"],
+                             "trained_on": sorted(set(recipe["protections"])),
                              "protection": protection, "held_out": protection not in recipe["protections"],
                              "gain_db": quality(vae, clean, x, quantize_8bit(net(x)))["gain_db"]})
     return rows

@@ -144,14 +144,14 @@ def test_the_benchmark_reports_every_protection_trained_on_and_held_out():
     from bench.amortised_report import both_ways_section
 
     row = lambda weights, trained, protection, gain: {  # noqa: E731
-        "weights": weights, "trained_on": trained, "protection": protection, "held_out": protection not in trained,
+        "weights": weights, "trained_on": trained, "steps": 600, "protection": protection, "held_out": protection not in trained,
         "gain_db": [gain, gain]}
     split = [row("amortised-taef2", ["photoguard-16"], "photoguard-16", 4.0), row("amortised-taef2", ["photoguard-16"], "mist-16", 3.0),
              row("runs/loo", ["mist-16"], "photoguard-16", 2.0), row("runs/loo", ["mist-16"], "mist-16", 5.0)]
     table = "\n".join(both_ways_section(split))
     assert "| photoguard-16 | +4.00 dB | +2.00 dB *held out* |" in table
     assert "| mist-16 | +3.00 dB *held out* | +5.00 dB |" in table
-    assert "`loo` (trained on mist-16)" in table
+    assert "`loo` (trained on mist-16; 600 steps)" in table
     assert both_ways_section(split[:2]) == []       # one network: nothing to compare
 
 
