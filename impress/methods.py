@@ -125,7 +125,7 @@ class ResizeParams(MethodParams):
 
 
 class AmortisedParams(MethodParams):
-    """The amortised purifier: one pass of a network trained on IMPRESS's objective (docs/amortised.md)."""
+    """The amortised purifier: one pass of a network trained to undo protections (docs/amortised.md)."""
 
     weights: str = Field(AMORTISED_WEIGHTS, pattern=WEIGHTS_PATTERN,
                          description="the network: a purifier bundled in worker/models")
