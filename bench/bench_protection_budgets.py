@@ -20,16 +20,12 @@ from PIL import Image, ImageOps
 
 from bench.results_io import RESULTS, run_meta, write_results
 from impress.contract import OFFLINE_MODEL
-from impress.methods import PROTECTIONS, choose
+from impress.methods import AUTOENCODER_PROTECTIONS, choose
 from worker.engine.models import load_vae
 from worker.engine.perceptual import load_perceptual
 from worker.engine.photos import held_out_paths
-from worker.engine.protect import PROTECTION_FUNCTIONS, apply_protection, budget, stated_budget
+from worker.engine.protect import apply_protection, budget, stated_budget
 from worker.engine.tensors import to_tensor
-
-
-# The diffusion protections need a pipeline (tests/diffusion measures theirs on tiny ones).
-VAE_PROTECTIONS = [name for name, method in PROTECTIONS.items() if method.model.pipeline_kind is None]
 
 
 def held_out_squares(count: int, size: int) -> torch.Tensor:
@@ -59,7 +55,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--protections", default=",".join(VAE_PROTECTIONS),
+    p.add_argument("--protections", default=",".join(AUTOENCODER_PROTECTIONS),
                    help="comma-separated names (default: all that need no diffusion pipeline)")
     args = p.parse_args()
     torch.manual_seed(0)

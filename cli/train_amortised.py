@@ -49,14 +49,13 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.training_images import (ILLUSTRATION_DEBS, PHOTO_DEBS, fetch_debs, illustration_files,
                                                load_rgb, photo_files)
 
-    from impress.methods import PROTECTIONS
+    from impress.methods import AUTOENCODER_PROTECTIONS
 
     protections = tuple(name for name in args.protections.split(",") if name)
-    usable = [name for name, method in PROTECTIONS.items() if method.model.pipeline_kind is None]  # no diffusion
-    unknown = [name for name in protections if name not in usable]
+    unknown = [name for name in protections if name not in AUTOENCODER_PROTECTIONS]
     if unknown or not protections:
         raise CommandFailed(f"--protections: not usable for training: {', '.join(unknown) or '(none given)'}; "
-                            f"usable: {', '.join(usable)}")
+                            f"usable: {', '.join(AUTOENCODER_PROTECTIONS)}")
     torch.set_num_threads(args.threads)
     recipe = dataclasses.replace(Recipe(), model=args.model, minutes=args.minutes, max_steps=args.max_steps,
                                  perceptual=args.perceptual, seed=args.seed,

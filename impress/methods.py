@@ -307,6 +307,9 @@ PURIFIERS: dict[str, Method] = {
     "noisy-upscale": Method(NoisyUpscaleParams),
 }
 REGISTRIES: dict[str, dict[str, Method]] = {"protection": PROTECTIONS, "purifier": PURIFIERS}
+# The protections that need the autoencoder alone (no diffusion pipeline): what training and the budgets bench run.
+AUTOENCODER_PROTECTIONS: tuple[str, ...] = tuple(name for name, method in PROTECTIONS.items()
+                                                  if method.model.pipeline_kind is None)
 
 
 @dataclass(frozen=True)
