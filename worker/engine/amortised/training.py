@@ -107,14 +107,14 @@ class Objective:
                  subset: Optional[torch.Tensor] = None, pair_only: bool = False) -> tuple[torch.Tensor, dict]:
         """The batch's loss; the IMPRESS terms on the images `subset` indexes (all when None), or none."""
         y = net(x)
+        pair = ((y - clean) ** 2).mean(dim=(1, 2, 3))
         if pair_only:
-            pair = self.pair_weight * ((y - clean) ** 2).mean()
-            return pair, {"loss": pair.item(), "pair": pair.item() / self.pair_weight}
+            loss = self.pair_weight * pair.mean()
+            return loss, {"loss": loss.item(), "pair": pair.mean().item()}
         picked = slice(None) if subset is None else subset
         recon = self.vae.reconstruct(y[picked])
         impress, consistency, perceptual = impress_terms(recon, self.distance.bind(x[picked]), y[picked],
                                                          self.alpha, self.delta, tuple(x.shape[-2:]))
-        pair = ((y - clean) ** 2).mean(dim=(1, 2, 3))
         decoded_pair = ((recon - reconstruction(self.vae, clean[picked])) ** 2).mean(dim=(1, 2, 3))
         loss = impress.mean() + self.pair_weight * pair.mean() + self.decoded_pair_weight * decoded_pair.mean()
         parts = {"loss": loss.item(), "consistency": consistency.mean().item(),
